@@ -1,0 +1,1 @@
+"""HTTP layer: thin handlers over ``interactions`` (which know nothing of HTTP)."""

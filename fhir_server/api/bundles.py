@@ -1,0 +1,103 @@
+"""Searchset and history Bundles, with paging links."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+from fastapi import Request
+
+from fhir_server import fhirjson
+from fhir_server.api.http import base_url
+from fhir_server.api.interactions import SearchResult
+from fhir_server.errors import Issue, operation_outcome
+from fhir_server.search.summary import shape_resource
+from fhir_server.store.records import Stored, instant, utc_now
+
+
+def _link(request: Request, path: str, params: list[tuple[str, str]], cursor: str | None) -> str:
+    kept = [(k, v) for k, v in params if k != "_cursor"]
+    if cursor:
+        kept.append(("_cursor", cursor))
+    query = urlencode(kept)
+    return f"{base_url(request)}/{path}" + (f"?{query}" if query else "")
+
+
+def _resource(stored: Stored) -> Any:
+    # Stored content goes out as it is: an orjson Fragment avoids parsing and re-serialising every entry.
+    return orjson.Fragment(stored.content.encode()) if stored.content else None
+
+
+def searchset(request: Request, path: str, params: list[tuple[str, str]], result: SearchResult) -> dict[str, Any]:
+    query = result.query
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "meta": {"lastUpdated": instant(utc_now())},
+    }
+    if result.total is not None:
+        bundle["total"] = result.total
+    links = [{"relation": "self", "url": _link(request, path, params, query.cursor)}]
+    if result.next_cursor:
+        links.append({"relation": "next", "url": _link(request, path, params, result.next_cursor)})
+    bundle["link"] = links
+    entries = []
+    base = base_url(request)
+    for stored in result.page:
+        resource = _resource(stored)
+        if query.summary or query.elements:
+            resource = shape_resource(fhirjson.loads_stored(stored.content or "{}"), query.summary, query.elements)
+        entries.append(
+            {
+                "fullUrl": f"{base}/{stored.resource_type}/{stored.id}",
+                "resource": resource,
+                "search": {"mode": "match"},
+            }
+        )
+    if query.ignored:
+        message = "Ignored unknown or unsupported search parameters: " + ", ".join(query.ignored)
+        entries.append(
+            {
+                "resource": operation_outcome([Issue("not-supported", message, severity="warning")]),
+                "search": {"mode": "outcome"},
+            }
+        )
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def history(
+    request: Request,
+    path: str,
+    params: list[tuple[str, str]],
+    rows: Sequence[tuple[int, Stored]],
+    next_cursor: str | None,
+) -> dict[str, Any]:
+    base = base_url(request)
+    links = [{"relation": "self", "url": _link(request, path, params, dict(params).get("_cursor"))}]
+    if next_cursor:
+        links.append({"relation": "next", "url": _link(request, path, params, next_cursor)})
+    entries = []
+    for _, stored in rows:
+        url = f"{stored.resource_type}/{stored.id}"
+        entry: dict[str, Any] = {"fullUrl": f"{base}/{url}"}
+        if stored.content:
+            entry["resource"] = _resource(stored)
+        # History records what was done: POST to the type, or PUT/PATCH/DELETE on the instance.
+        entry["request"] = {
+            "method": stored.method,
+            "url": stored.resource_type if stored.method == "POST" else url,
+        }
+        entry["response"] = {
+            "status": {"POST": "201 Created", "DELETE": "204 No Content"}.get(stored.method, "200 OK"),
+            "etag": stored.etag,
+            "lastModified": stored.last_updated_iso,
+        }
+        entries.append(entry)
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history", "link": links}
+    if entries:
+        bundle["entry"] = entries
+    return bundle

@@ -1,0 +1,71 @@
+"""The CapabilityStatement, generated from what is implemented: the served types, the interactions the
+routers provide, and every search parameter in the registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_server import FHIR_VERSION, __version__, models
+from fhir_server.search.registry import Registry
+from fhir_server.store.records import instant, utc_now
+
+TYPE_INTERACTIONS = [
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+]
+SYSTEM_INTERACTIONS = ["transaction", "batch", "history-system"]
+COMMON_SEARCH_RESULT_PARAMS = ["_count", "_total", "_summary", "_elements"]
+
+
+def capability_statement(registry: Registry, base_url: str) -> dict[str, Any]:
+    resources = []
+    for resource_type in sorted(models.R4_RESOURCE_TYPES):
+        params = [
+            {"name": p.code, "definition": p.url, "type": p.type} if p.url else {"name": p.code, "type": p.type}
+            for p in registry.for_type(resource_type)
+            if p.type != "composite" or p.components
+        ]
+        resources.append(
+            {
+                "type": resource_type,
+                "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
+                "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
+                "versioning": "versioned",
+                "readHistory": True,
+                "updateCreate": True,
+                "conditionalCreate": True,
+                "conditionalRead": "not-supported",
+                "conditionalUpdate": True,
+                "conditionalDelete": "single",
+                "searchParam": params,
+            }
+        )
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": instant(utc_now()),
+        "publisher": "fhir-server project",
+        "kind": "instance",
+        "software": {"name": "fhir-server", "version": __version__},
+        "implementation": {
+            "description": "FHIR server for feedback-informed treatment measures",
+            "url": base_url,
+        },
+        "fhirVersion": FHIR_VERSION,
+        "format": ["json", "application/fhir+json", "application/json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": resources,
+                "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+            }
+        ],
+    }

@@ -1,0 +1,242 @@
+"""The FHIR RESTful interactions, independent of HTTP, shared by the REST handlers and batch/transaction.
+
+Writes take a ``WriteSession`` so that a transaction Bundle runs many of them in one database transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fhir_server import fhirjson, models
+from fhir_server.config import Settings
+from fhir_server.errors import FhirError, gone, not_found, precondition_failed
+from fhir_server.jsonpatch import apply_patch
+from fhir_server.search.query import SearchQuery, parse_search
+from fhir_server.search.registry import Registry
+from fhir_server.store.records import Stored, WriteResult
+from fhir_server.store.repository import Repository, WriteSession
+from fhir_server.validation import check_id, validate_resource
+
+
+@dataclass
+class SearchResult:
+    query: SearchQuery
+    page: list[Stored]
+    total: int | None
+    next_cursor: str | None
+
+
+def require_type(resource_type: str) -> str:
+    if not models.is_resource_type(resource_type):
+        raise FhirError(404, "not-supported", f"Resource type '{resource_type[:64]}' is not supported")
+    return resource_type
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Interactions:
+    def __init__(self, repo: Repository, registry: Registry, settings: Settings) -> None:
+        self.repo = repo
+        self.registry = registry
+        self.settings = settings
+
+    # -- reads ------------------------------------------------------------------------------------------
+    def read(self, resource_type: str, resource_id: str) -> Stored:
+        require_type(resource_type)
+        check_id(resource_id)
+        stored = self.repo.read(resource_type, resource_id)
+        if stored is None:
+            raise not_found(f"{resource_type}/{resource_id} is not known")
+        if stored.deleted:
+            raise FhirError(
+                410,
+                "deleted",
+                f"{resource_type}/{resource_id} was deleted",
+                headers={"ETag": stored.etag, "Last-Modified": stored.http_date},
+            )
+        return stored
+
+    def require_known(self, resource_type: str, resource_id: str) -> None:
+        """History exists for deleted resources too; only a never-seen id is a 404."""
+        require_type(resource_type)
+        check_id(resource_id)
+        if self.repo.read(resource_type, resource_id) is None:
+            raise not_found(f"{resource_type}/{resource_id} is not known")
+
+    def vread(self, resource_type: str, resource_id: str, version: str) -> Stored:
+        require_type(resource_type)
+        check_id(resource_id)
+        if not version.isdigit() or len(version) > 9:
+            raise not_found(f"Version '{version[:20]}' of {resource_type}/{resource_id} is not known")
+        stored = self.repo.vread(resource_type, resource_id, int(version))
+        if stored is None:
+            raise not_found(f"Version {version} of {resource_type}/{resource_id} is not known")
+        if stored.deleted:
+            raise gone(f"Version {version} of {resource_type}/{resource_id} is a deletion")
+        return stored
+
+    def parse_query(self, resource_type: str, params: list[tuple[str, str]], *, strict: bool = False) -> SearchQuery:
+        return parse_search(
+            require_type(resource_type),
+            params,
+            self.registry,
+            default_count=self.settings.default_page_size,
+            max_count=self.settings.max_page_size,
+            strict=strict,
+        )
+
+    def search(self, query: SearchQuery) -> SearchResult:
+        page, total, cursor = self.repo.search(query)
+        return SearchResult(query, page, total, cursor)
+
+    # -- writes -----------------------------------------------------------------------------------------
+    def create(
+        self,
+        session: WriteSession,
+        resource_type: str,
+        resource: Any,
+        *,
+        if_none_exist: str | None = None,
+        resource_id: str | None = None,
+    ) -> WriteResult:
+        require_type(resource_type)
+        validate_resource(resource, resource_type)
+        if if_none_exist:
+            existing = self._matches(session, resource_type, if_none_exist, "If-None-Exist")
+            if existing:
+                return WriteResult(existing[0], created=False, existing=True)
+        # The server assigns the id on create; any id in the body is ignored, as the specification says.
+        result = session.create({**resource}, resource_id or new_id())
+        if if_none_exist:
+            session.claim_conditional_key(resource_type, _normalise(if_none_exist), result.stored.id)
+        return result
+
+    def update(
+        self,
+        session: WriteSession,
+        resource_type: str,
+        resource_id: str,
+        resource: Any,
+        *,
+        if_match: str | None,
+    ) -> WriteResult:
+        require_type(resource_type)
+        check_id(resource_id)
+        validate_resource(resource, resource_type)
+        if resource.get("id") is None:
+            raise FhirError(400, "required", "The resource in an update must have an id", expression=["id"])
+        if resource["id"] != resource_id:
+            raise FhirError(
+                400,
+                "invalid",
+                f"The body's id '{resource['id']}' does not match the URL's id '{resource_id}'",
+            )
+        return session.update(resource, resource_id, if_match=parse_etag(if_match))
+
+    def conditional_update(
+        self, session: WriteSession, resource_type: str, criteria: str, resource: Any, *, if_match: str | None
+    ) -> WriteResult:
+        require_type(resource_type)
+        validate_resource(resource, resource_type)
+        matches = self._matches(session, resource_type, criteria, "conditional update")
+        body_id = resource.get("id")
+        if not matches:
+            target = body_id or new_id()
+            check_id(target)
+            return session.update({**resource, "id": target}, target, if_match=parse_etag(if_match))
+        if body_id is not None and body_id != matches[0].id:
+            raise FhirError(400, "invalid", f"The body's id '{body_id}' is not the id of the matching resource")
+        return session.update({**resource, "id": matches[0].id}, matches[0].id, if_match=parse_etag(if_match))
+
+    def patch(
+        self,
+        session: WriteSession,
+        resource_type: str,
+        resource_id: str,
+        operations: Any,
+        *,
+        if_match: str | None,
+    ) -> WriteResult:
+        require_type(resource_type)
+        check_id(resource_id)
+        current = session.current(resource_type, resource_id, lock=True)
+        if current is None:
+            raise not_found(f"{resource_type}/{resource_id} is not known")
+        if current.deleted:
+            raise gone(f"{resource_type}/{resource_id} was deleted")
+        expected = parse_etag(if_match)
+        if expected is not None and expected != current.version_id:
+            raise precondition_failed(
+                f"Version conflict: If-Match is {expected} but the current version is {current.version_id}"
+            )
+        patched = apply_patch(fhirjson.loads_stored(current.content or "{}"), operations)
+        if patched.get("id") != resource_id or patched.get("resourceType") != resource_type:
+            raise FhirError(400, "invalid", "A patch may not change the resource's type or id")
+        validate_resource(patched, resource_type)
+        return session.update(patched, resource_id, if_match=current.version_id, method="PATCH")
+
+    def delete(self, session: WriteSession, resource_type: str, resource_id: str) -> Stored | None:
+        require_type(resource_type)
+        check_id(resource_id)
+        return session.delete(resource_type, resource_id)
+
+    def conditional_delete(self, session: WriteSession, resource_type: str, criteria: str) -> Stored | None:
+        require_type(resource_type)
+        matches = self._matches(session, resource_type, criteria, "conditional delete")
+        return session.delete(resource_type, matches[0].id) if matches else None
+
+    def read_in(self, session: WriteSession, resource_type: str, resource_id: str) -> Stored:
+        """Read inside a write transaction (a transaction's GET entries see its own writes)."""
+        require_type(resource_type)
+        check_id(resource_id)
+        stored = session.current(resource_type, resource_id)
+        if stored is None:
+            raise not_found(f"{resource_type}/{resource_id} is not known")
+        if stored.deleted:
+            raise gone(f"{resource_type}/{resource_id} was deleted")
+        return stored
+
+    def single_match_or_none(
+        self, session: WriteSession, resource_type: str, criteria: str, what: str
+    ) -> Stored | None:
+        matches = self._matches(session, resource_type, criteria, what)
+        return matches[0] if matches else None
+
+    def single_match(self, session: WriteSession, resource_type: str, criteria: str, what: str) -> Stored:
+        matches = self._matches(session, resource_type, criteria, what)
+        if not matches:
+            raise not_found(f"No {resource_type} matches the {what} criteria")
+        return matches[0]
+
+    def _matches(self, session: WriteSession, resource_type: str, criteria: str, what: str) -> list[Stored]:
+        params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+        if not params:
+            raise FhirError(400, "invalid", f"The {what} criteria are empty")
+        query = self.parse_query(resource_type, params, strict=True)
+        query.count = 2
+        matches, _, _ = session.search(query)
+        if len(matches) > 1:
+            raise precondition_failed(f"The {what} criteria match more than one resource", "multiple-matches")
+        return matches
+
+
+def parse_etag(value: str | None) -> int | None:
+    """``W/"3"`` or ``"3"`` → 3.  A malformed If-Match can never match, so it is a 412 like a stale one."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    if not text.isdigit() or len(text) > 9:
+        raise precondition_failed(f"If-Match '{value[:40]}' is not a version of this resource")
+    return int(text)
+
+
+def _normalise(criteria: str) -> str:
+    return "&".join(sorted(f"{k}={v}" for k, v in parse_qsl(criteria.lstrip("?"), keep_blank_values=True)))

@@ -1,0 +1,47 @@
+"""create_app(settings): routers, middleware, error handlers and the objects handlers depend on."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from fhir_server import __version__
+from fhir_server.api import instance, system
+from fhir_server.api import type as type_api
+from fhir_server.api.interactions import Interactions
+from fhir_server.config import Settings
+from fhir_server.errors import install_error_handlers
+from fhir_server.middleware import RequestContextMiddleware
+from fhir_server.search.indexer import SearchIndexer
+from fhir_server.search.registry import default_registry
+from fhir_server.store.engine import build_engine
+from fhir_server.store.repository import Repository
+
+log = logging.getLogger("fhir_server")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    engine = build_engine(settings)
+    registry = default_registry()
+    repository = Repository(engine, SearchIndexer(registry), write_retries=settings.write_retries)
+
+    app = FastAPI(
+        title="fhir-server",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.fhir = Interactions(repository, registry, settings)
+
+    install_error_handlers(app)
+    # Order matters: /metadata, /_history and /{type}/_search must win over /{type}/{id}.
+    app.include_router(system.router, prefix="/fhir")
+    app.include_router(type_api.router, prefix="/fhir")
+    app.include_router(instance.router, prefix="/fhir")
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,5 @@
+"""ASGI entry point for uvicorn workers: ``uvicorn fhir_server.asgi:app``."""
+
+from fhir_server.app import create_app
+
+app = create_app()

@@ -1,0 +1,76 @@
+"""Command line: ``fhir-server serve | db upgrade``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from fhir_server import logs
+from fhir_server.config import Settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = Settings()
+    logs.configure(settings.log_level)
+    if not args.no_migrate:
+        from fhir_server.store.migrate import upgrade
+
+        upgrade(settings.database_url)
+    print(f"fhir-server: FHIR base http://{args.host}:{args.port}/fhir  (database: {_redacted(settings.database_url)})")
+    uvicorn.run(
+        "fhir_server.asgi:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=True,
+    )
+    return 0
+
+
+def _db_upgrade(_: argparse.Namespace) -> int:
+    from fhir_server.store.migrate import upgrade
+
+    settings = Settings()
+    upgrade(settings.database_url)
+    print(f"database at {_redacted(settings.database_url)} is at the latest schema")
+    return 0
+
+
+def _redacted(url: str) -> str:
+    """Never print a database password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in credentials else f"{scheme}://{user}@{host}"
+    return url
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fhir-server", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="migrate the database and start the server")
+    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "1")))
+    serve.add_argument("--no-migrate", action="store_true", help="do not run database migrations first")
+    serve.set_defaults(func=_serve)
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="apply every pending migration").set_defaults(func=_db_upgrade)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

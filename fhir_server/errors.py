@@ -1,0 +1,157 @@
+"""FhirError → OperationOutcome: the one place where failures become HTTP answers.
+
+Every error the server gives is an OperationOutcome with an ``issue.code`` from the R4 IssueType value set.
+Unexpected exceptions become a 500 with a request id and no stack trace; database outages become 503.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+log = logging.getLogger("fhir_server.errors")
+
+FHIR_JSON = "application/fhir+json"
+
+
+@dataclass
+class Issue:
+    code: str
+    diagnostics: str
+    severity: str = "error"
+    expression: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"severity": self.severity, "code": self.code, "diagnostics": self.diagnostics}
+        if self.expression:
+            out["expression"] = self.expression
+        return out
+
+
+class FhirError(Exception):
+    """A failure the client should see as an OperationOutcome with the given HTTP status."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        diagnostics: str,
+        *,
+        expression: list[str] | None = None,
+        issues: list[Issue] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(diagnostics)
+        self.status = status
+        self.issues = issues or [Issue(code, diagnostics, expression=expression or [])]
+        self.headers = headers or {}
+
+    @property
+    def code(self) -> str:
+        return self.issues[0].code
+
+    def outcome(self) -> dict[str, Any]:
+        return operation_outcome(self.issues)
+
+
+def operation_outcome(issues: list[Issue]) -> dict[str, Any]:
+    return {"resourceType": "OperationOutcome", "issue": [i.to_json() for i in issues]}
+
+
+def info_outcome(message: str, code: str = "informational") -> dict[str, Any]:
+    return operation_outcome([Issue(code, message, severity="information")])
+
+
+# Shorthands for the common answers, so call sites read like the specification's tables.
+def not_found(diagnostics: str) -> FhirError:
+    return FhirError(404, "not-found", diagnostics)
+
+
+def gone(diagnostics: str) -> FhirError:
+    return FhirError(410, "deleted", diagnostics)
+
+
+def invalid(diagnostics: str, *, code: str = "invalid", expression: list[str] | None = None) -> FhirError:
+    return FhirError(400, code, diagnostics, expression=expression)
+
+
+def precondition_failed(diagnostics: str, code: str = "conflict") -> FhirError:
+    return FhirError(412, code, diagnostics)
+
+
+def service_unavailable(diagnostics: str, code: str = "transient", retry_after: int = 1) -> FhirError:
+    return FhirError(503, code, diagnostics, headers={"Retry-After": str(retry_after)})
+
+
+def outcome_response(err: FhirError) -> Response:
+    return Response(
+        content=orjson.dumps(err.outcome()),
+        status_code=err.status,
+        media_type=FHIR_JSON,
+        headers=err.headers,
+    )
+
+
+_STATUS_CODES = {
+    400: "invalid",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    406: "not-supported",
+    409: "conflict",
+    410: "deleted",
+    412: "conflict",
+    413: "too-long",
+    415: "not-supported",
+    422: "processing",
+    429: "throttled",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(FhirError)
+    async def _fhir_error(_: Request, exc: FhirError) -> Response:
+        return outcome_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            detail = f"No route for {request.method} {request.url.path}"
+            err = FhirError(404, "not-found", detail)
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not supported on {request.url.path}"
+            err = FhirError(405, "not-supported", detail)
+        else:
+            err = FhirError(exc.status_code, _STATUS_CODES.get(exc.status_code, "processing"), str(exc.detail))
+        return outcome_response(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
+        parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()]
+        return outcome_response(FhirError(400, "invalid", "; ".join(parts) or "Invalid request"))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        translated = translate_database_error(exc)
+        if translated is not None:
+            return outcome_response(translated)
+        request_id = request.scope.get("state", {}).get("request_id", "-")
+        log.exception("unhandled error (request %s)", request_id)
+        return outcome_response(
+            FhirError(500, "exception", f"Internal server error; quote request id {request_id} to the operator")
+        )
+
+
+def translate_database_error(exc: BaseException) -> FhirError | None:
+    """Map a database outage or lock to 503 without importing SQLAlchemy here (store/ owns it)."""
+    from fhir_server.store.errors import classify_database_error
+
+    return classify_database_error(exc)

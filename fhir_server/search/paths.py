@@ -1,0 +1,112 @@
+"""Evaluate search-parameter expressions fast.
+
+Most R4 search expressions are plain paths (``Observation.subject``), paths with a reference-type filter
+(``Observation.subject.where(resolve() is Patient)``) or a choice type (``(Observation.value as Quantity)``).
+Those compile to a tiny walker (microseconds); anything else falls back to fhirpathpy, compiled once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import fhirpathpy
+
+Evaluator = Callable[[dict[str, Any]], list[Any]]
+
+_SIMPLE = re.compile(r"[A-Za-z]+(?:\.[a-zA-Z][A-Za-z0-9]*)+")
+_RESOLVE_IS = re.compile(r"(?P<path>[A-Za-z]+(?:\.[a-zA-Z][A-Za-z0-9]*)+)\.where\(resolve\(\) is (?P<type>[A-Za-z]+)\)")
+_AS = re.compile(r"\(?(?P<path>[A-Za-z]+(?:\.[a-zA-Z][A-Za-z0-9]*)+)(?: as |\.as\()(?P<type>[A-Za-z]+)\)?\)?")
+
+
+@dataclass(frozen=True)
+class _Path:
+    steps: tuple[str, ...]  # after the resource type
+    reference_type: str | None = None  # keep only references to this type
+    choice_suffix: str | None = None  # e.g. "Quantity" for value[x]
+
+    def __call__(self, resource: dict[str, Any]) -> list[Any]:
+        nodes: list[Any] = [resource]
+        steps = self.steps
+        if self.choice_suffix:
+            steps = (*steps[:-1], steps[-1] + self.choice_suffix[0].upper() + self.choice_suffix[1:])
+        for step in steps:
+            nxt: list[Any] = []
+            for node in nodes:
+                if isinstance(node, dict):
+                    value = node.get(step)
+                    if isinstance(value, list):
+                        nxt.extend(v for v in value if v is not None)
+                    elif value is not None:
+                        nxt.append(value)
+            nodes = nxt
+            if not nodes:
+                return nodes
+        if self.reference_type:
+            nodes = [n for n in nodes if _reference_type(n) == self.reference_type]
+        return nodes
+
+
+def _reference_type(node: Any) -> str | None:
+    ref = node.get("reference") if isinstance(node, dict) else None
+    if not isinstance(ref, str):
+        return None
+    parts = ref.split("/")
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    return parts[-2] if len(parts) >= 2 else None
+
+
+def _split_union(expression: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(expression):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            parts.append(expression[start:i].strip())
+            start = i + 1
+    parts.append(expression[start:].strip())
+    return [p for p in parts if p]
+
+
+def _compile_one(expression: str) -> Evaluator:
+    bare = expression.strip()
+    if bare.startswith("(") and bare.endswith(")") and bare.count("(") == 1:
+        bare = bare[1:-1].strip()
+    if _SIMPLE.fullmatch(bare):
+        return _Path(tuple(bare.split(".")[1:]))
+    match = _RESOLVE_IS.fullmatch(bare)
+    if match:
+        return _Path(tuple(match["path"].split(".")[1:]), reference_type=match["type"])
+    match = _AS.fullmatch(bare)
+    if match:
+        return _Path(tuple(match["path"].split(".")[1:]), choice_suffix=match["type"])
+    compiled = fhirpathpy.compile(expression)
+
+    def evaluate(resource: dict[str, Any]) -> list[Any]:
+        try:
+            return [v for v in compiled(resource) if v is not None]
+        except Exception:  # a data-dependent FHIRPath failure indexes nothing rather than failing the write
+            return []
+
+    return evaluate
+
+
+@cache
+def compile_expression(expression: str) -> Evaluator:
+    alternatives = [_compile_one(part) for part in _split_union(expression)]
+    if len(alternatives) == 1:
+        return alternatives[0]
+
+    def union(resource: dict[str, Any]) -> list[Any]:
+        out: list[Any] = []
+        for alternative in alternatives:
+            out.extend(alternative(resource))
+        return out
+
+    return union

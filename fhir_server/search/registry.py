@@ -1,0 +1,111 @@
+"""The search-parameter registry: data from the FHIR R4 specification, keyed by (resource type, code).
+
+Behaviour per parameter *type* lives in ``fhir_server.search.types``; nothing here branches on a code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import orjson
+
+from fhir_server import models
+from fhir_server.search.paths import Evaluator, compile_expression
+
+# Parameters answered from columns of the resources table instead of index tables.
+COLUMN_PARAMS = {"_id": "token", "_lastUpdated": "date"}
+COMMON_BASES = ("Resource", "DomainResource")
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    code: str
+    base: str
+    type: str
+    expression: str | None = None
+    targets: tuple[str, ...] = ()
+    url: str = ""
+    components: tuple[dict[str, Any], ...] = field(default=())
+
+    @property
+    def evaluator(self) -> Evaluator | None:
+        return compile_expression(self.expression) if self.expression else None
+
+    @property
+    def indexed(self) -> bool:
+        return self.code not in COLUMN_PARAMS and self.expression is not None and self.type != "special"
+
+
+class Registry:
+    def __init__(self, params: Iterable[SearchParam]) -> None:
+        self._by_type: dict[str, dict[str, SearchParam]] = {}
+        self._common: dict[str, SearchParam] = {}
+        self._indexed_cache: dict[str, list[SearchParam]] = {}
+        for param in params:
+            self.add(param)
+
+    def add(self, param: SearchParam) -> None:
+        if param.base in COMMON_BASES:
+            self._common[param.code] = param
+        else:
+            self._by_type.setdefault(param.base, {})[param.code] = param
+        self._indexed_cache: dict[str, list[SearchParam]] = {}
+
+    def get(self, resource_type: str, code: str) -> SearchParam | None:
+        found = self._by_type.get(resource_type, {}).get(code)
+        return found or self._common.get(code)
+
+    def for_type(self, resource_type: str) -> list[SearchParam]:
+        merged = {**self._common, **self._by_type.get(resource_type, {})}
+        return [merged[c] for c in sorted(merged)]
+
+    def indexed_for(self, resource_type: str) -> list[SearchParam]:
+        cached = self._indexed_cache.get(resource_type)
+        if cached is None:
+            cached = [p for p in self.for_type(resource_type) if p.indexed]
+            self._indexed_cache[resource_type] = cached
+        return cached
+
+
+def _from_json(item: dict[str, Any]) -> SearchParam:
+    return SearchParam(
+        code=item["code"],
+        base=item["base"],
+        type=item["type"],
+        expression=item.get("expression"),
+        targets=tuple(item.get("target", ())),
+        url=item.get("url", ""),
+        components=tuple(item.get("component", ())),
+    )
+
+
+_BUILT_IN = [
+    SearchParam("_id", "Resource", "token", None, url="http://hl7.org/fhir/SearchParameter/Resource-id"),
+    SearchParam(
+        "_lastUpdated",
+        "Resource",
+        "date",
+        None,
+        url="http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
+    ),
+]
+
+
+@cache
+def spec_parameters() -> tuple[SearchParam, ...]:
+    path = resources.files("fhir_server.search").joinpath("data/search_parameters.json")
+    raw = orjson.loads(path.read_bytes())
+    served = [
+        _from_json(item)
+        for item in raw
+        if (item["base"] in COMMON_BASES or models.is_resource_type(item["base"])) and item["code"] not in COLUMN_PARAMS
+    ]
+    return (*_BUILT_IN, *served)
+
+
+def default_registry() -> Registry:
+    return Registry(spec_parameters())

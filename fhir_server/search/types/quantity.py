@@ -1,0 +1,46 @@
+"""quantity: ``[prefix]number|system|code`` (system and code optional); unit matched by code or unit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_server.search.conditions import Condition, NumberMatch
+from fhir_server.search.types.common import SearchValueError, clip, split_prefix, split_unescaped, unescape
+from fhir_server.search.types.number import precision_range, value_text
+
+TABLE = "quantity"
+
+
+def index(values: list[Any]) -> list[dict[str, Any]]:
+    rows = []
+    for value in values:
+        if not isinstance(value, dict):
+            continue
+        text = value_text(value.get("value"))
+        if text is None:
+            continue
+        number, low, high = precision_range(text)
+        code = value.get("code") or value.get("unit")
+        rows.append(
+            {
+                "system": clip(value.get("system")),
+                "code": clip(code),
+                "value": number,
+                "low": low,
+                "high": high,
+            }
+        )
+    return rows
+
+
+def parse(raw: str, modifier: str | None) -> Condition:
+    if modifier is not None:
+        raise SearchValueError(f"Modifier ':{modifier}' is not supported for quantity parameters")
+    parts = split_unescaped(raw, "|")
+    if len(parts) not in (1, 3):
+        raise SearchValueError(f"Quantity '{raw[:60]}' must be number or number|system|code")
+    prefix, text = split_prefix(parts[0])
+    value, low, high = precision_range(text)
+    system = unescape(parts[1]) or None if len(parts) == 3 else None
+    code = unescape(parts[2]) or None if len(parts) == 3 else None
+    return NumberMatch(prefix, value, low, high, system=system, code=code)

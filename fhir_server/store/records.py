@@ -1,0 +1,50 @@
+"""Plain records passed between the store and the API (no SQLAlchemy types leak out of store/)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One version of a resource as stored.  ``content`` is the served JSON; None for a deletion."""
+
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: datetime  # naive UTC
+    deleted: bool
+    content: str | None
+    method: str = "PUT"
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version_id}"'
+
+    @property
+    def last_updated_iso(self) -> str:
+        return instant(self.last_updated)
+
+    @property
+    def http_date(self) -> str:
+        return self.last_updated.replace(tzinfo=UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    stored: Stored
+    created: bool  # True → 201 Created
+    # Set when a conditional create matched an existing resource, or a write changed nothing.
+    existing: bool = False
+
+
+def utc_now() -> datetime:
+    """Now, naive UTC, truncated to milliseconds so the wire value and the stored value are equal."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def instant(value: datetime) -> str:
+    """FHIR instant with millisecond precision and an explicit offset."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}+00:00"

@@ -1,0 +1,324 @@
+"""Resource persistence: reads, versioned writes, conditional keys and history.  All SQL for them lives here.
+
+Writes run inside ``Repository.write(fn)``: one database transaction, retried from the start when a concurrent
+writer took the same version number or conditional key first (the database's unique keys decide who wins), so
+concurrent updates without If-Match all land as consecutive versions and nothing is ever half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from fhir_server import fhirjson
+from fhir_server.errors import FhirError, precondition_failed
+from fhir_server.search.query import SearchQuery
+from fhir_server.store.records import Stored, WriteResult, instant, utc_now
+from fhir_server.store.search_sql import run_search
+from fhir_server.store.tables import INDEX_TABLES, conditional_keys, resource_versions, resources
+
+log = logging.getLogger("fhir_server.store")
+T = TypeVar("T")
+
+_CURRENT_COLUMNS = (
+    resources.c.resource_type,
+    resources.c.id,
+    resources.c.version_id,
+    resources.c.last_updated,
+    resources.c.deleted,
+    resources.c.content,
+)
+
+
+class Indexer(Protocol):
+    def index_rows(self, resource_type: str, resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]: ...
+
+
+def _stored(row: Any, method: str = "PUT") -> Stored:
+    return Stored(row.resource_type, row.id, row.version_id, row.last_updated, row.deleted, row.content, method)
+
+
+def with_meta(resource: dict[str, Any], resource_id: str, version_id: int, last_updated: datetime) -> str:
+    """The served JSON: client content with id and meta.versionId/lastUpdated set by the server, keys in the
+    conventional order (resourceType, id, meta first)."""
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version_id)
+    meta["lastUpdated"] = instant(last_updated)
+    out: dict[str, Any] = {"resourceType": resource["resourceType"], "id": resource_id, "meta": meta}
+    for key, value in resource.items():
+        if key not in out:
+            out[key] = value
+    return fhirjson.dumps(out).decode("utf-8")
+
+
+class WriteSession:
+    """Operations inside one write transaction.  Use through ``Repository.write``."""
+
+    def __init__(self, conn: Connection, indexer: Indexer) -> None:
+        self.conn = conn
+        self.indexer = indexer
+        self.now = utc_now()
+
+    # -- reads inside the transaction -------------------------------------------------------------------
+    def current(self, resource_type: str, resource_id: str, *, lock: bool = False) -> Stored | None:
+        query = select(*_CURRENT_COLUMNS).where(
+            resources.c.resource_type == resource_type, resources.c.id == resource_id
+        )
+        if lock and self.conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = self.conn.execute(query).first()
+        return _stored(row) if row else None
+
+    # -- writes -----------------------------------------------------------------------------------------
+    def create(self, resource: dict[str, Any], resource_id: str) -> WriteResult:
+        """Insert version 1 of a new resource.  The primary key refuses a concurrent create of the same id."""
+        return self._put_version(resource, resource_id, None, "POST")
+
+    def update(
+        self, resource: dict[str, Any], resource_id: str, *, if_match: int | None = None, method: str = "PUT"
+    ) -> WriteResult:
+        """Write a new version (creating the resource when the id is new, as FHIR update-as-create allows)."""
+        current = self.current(resource["resourceType"], resource_id, lock=True)
+        if if_match is not None:
+            if current is None or current.deleted:
+                raise precondition_failed(f"If-Match version {if_match} given but the resource does not exist")
+            if current.version_id != if_match:
+                raise precondition_failed(
+                    f"Version conflict: If-Match is {if_match} but the current version is {current.version_id}"
+                )
+        return self._put_version(resource, resource_id, current, method)
+
+    def delete(self, resource_type: str, resource_id: str) -> Stored | None:
+        """Soft delete: a new version marked deleted.  Returns None when there was nothing to delete."""
+        current = self.current(resource_type, resource_id, lock=True)
+        if current is None or current.deleted:
+            return None
+        version = current.version_id + 1
+        self.conn.execute(
+            update(resources)
+            .where(resources.c.resource_type == resource_type, resources.c.id == resource_id)
+            .values(version_id=version, last_updated=self.now, deleted=True, content=None)
+        )
+        self._insert_version(resource_type, resource_id, version, "DELETE", None)
+        self._replace_index(resource_type, resource_id, None, had_rows=True)
+        self.conn.execute(
+            delete(conditional_keys).where(
+                conditional_keys.c.resource_type == resource_type,
+                conditional_keys.c.resource_id == resource_id,
+            )
+        )
+        return Stored(resource_type, resource_id, version, self.now, True, None, "DELETE")
+
+    def claim_conditional_key(self, resource_type: str, criteria: str, resource_id: str) -> None:
+        """Record that ``criteria`` now has a match.  Called after a search inside this transaction found none,
+        so any committed claim is stale (its resource changed) and is replaced.  A concurrent, uncommitted claim
+        of the same criteria makes our insert fail on the unique key; the retry then finds the winner's
+        resource by searching."""
+        digest = hashlib.sha256(criteria.encode()).hexdigest()
+        key = conditional_keys.c
+        self.conn.execute(
+            delete(conditional_keys).where(key.resource_type == resource_type, key.criteria_hash == digest)
+        )
+        self.conn.execute(
+            insert(conditional_keys).values(resource_type=resource_type, criteria_hash=digest, resource_id=resource_id)
+        )
+
+    def search(self, query: SearchQuery) -> tuple[list[Stored], int | None, str | None]:
+        return run_search(self.conn, query)
+
+    # -- internals --------------------------------------------------------------------------------------
+    def _put_version(
+        self, resource: dict[str, Any], resource_id: str, current: Stored | None, method: str
+    ) -> WriteResult:
+        resource_type = resource["resourceType"]
+        version = 1 if current is None else current.version_id + 1
+        content = with_meta(resource, resource_id, version, self.now)
+        if current is None:
+            self.conn.execute(
+                insert(resources).values(
+                    resource_type=resource_type,
+                    id=resource_id,
+                    version_id=version,
+                    last_updated=self.now,
+                    deleted=False,
+                    content=content,
+                )
+            )
+        else:
+            self.conn.execute(
+                update(resources)
+                .where(
+                    resources.c.resource_type == resource_type,
+                    resources.c.id == resource_id,
+                    resources.c.version_id == current.version_id,
+                )
+                .values(version_id=version, last_updated=self.now, deleted=False, content=content)
+            )
+        self._insert_version(resource_type, resource_id, version, method, content)
+        self._replace_index(resource_type, resource_id, resource, had_rows=current is not None)
+        stored = Stored(resource_type, resource_id, version, self.now, False, content, method)
+        return WriteResult(stored, created=current is None or current.deleted)
+
+    def _insert_version(self, rtype: str, rid: str, version: int, method: str, content: str | None) -> None:
+        self.conn.execute(
+            insert(resource_versions).values(
+                resource_type=rtype,
+                id=rid,
+                version_id=version,
+                last_updated=self.now,
+                method=method,
+                deleted=content is None,
+                content=content,
+            )
+        )
+
+    def _replace_index(
+        self, resource_type: str, resource_id: str, resource: dict[str, Any] | None, *, had_rows: bool
+    ) -> None:
+        if had_rows:
+            for table in INDEX_TABLES.values():
+                self.conn.execute(
+                    delete(table).where(table.c.resource_type == resource_type, table.c.resource_id == resource_id)
+                )
+        if resource is None:
+            return
+        for kind, rows in self.indexer.index_rows(resource_type, resource).items():
+            if rows:
+                identity = {"resource_type": resource_type, "resource_id": resource_id}
+                self.conn.execute(insert(INDEX_TABLES[kind]), [{**identity, **row} for row in rows])
+
+
+class Repository:
+    def __init__(self, engine: Engine, indexer: Indexer, *, write_retries: int = 8) -> None:
+        self.engine = engine
+        self.indexer = indexer
+        self.write_retries = write_retries
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def write(self, work: Callable[[WriteSession], T]) -> T:
+        """Run ``work`` in one write transaction; retry it whole when a concurrent writer won a unique key."""
+        for attempt in range(self.write_retries + 1):
+            try:
+                with self.engine.connect().execution_options(fhir_write=True) as conn, conn.begin():
+                    return work(WriteSession(conn, self.indexer))
+            except IntegrityError as exc:
+                if attempt == self.write_retries:
+                    log.warning("write conflict persisted after %d retries", attempt)
+                    raise FhirError(
+                        409,
+                        "conflict",
+                        "A concurrent write kept conflicting with this one; retry the request",
+                    ) from exc
+        raise AssertionError("unreachable")
+
+    def read(self, resource_type: str, resource_id: str) -> Stored | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(*_CURRENT_COLUMNS).where(
+                    resources.c.resource_type == resource_type, resources.c.id == resource_id
+                )
+            ).first()
+        return _stored(row) if row else None
+
+    def search(self, query: SearchQuery) -> tuple[list[Stored], int | None, str | None]:
+        with self.engine.connect() as conn:
+            return run_search(conn, query)
+
+    def vread(self, resource_type: str, resource_id: str, version_id: int) -> Stored | None:
+        v = resource_versions.c
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.content, v.method).where(
+                    v.resource_type == resource_type, v.id == resource_id, v.version_id == version_id
+                )
+            ).first()
+        return _stored(row, row.method) if row else None
+
+    def read_many(self, keys: Iterable[tuple[str, str]]) -> list[Stored]:
+        """Current, non-deleted versions of the given (type, id) pairs, in the order given."""
+        keys = list(keys)
+        if not keys:
+            return []
+        with self.engine.connect() as conn:
+            found = {}
+            for rtype in {t for t, _ in keys}:
+                ids = [i for t, i in keys if t == rtype]
+                for row in conn.execute(
+                    select(*_CURRENT_COLUMNS).where(
+                        resources.c.resource_type == rtype,
+                        resources.c.id.in_(ids),
+                        resources.c.deleted.is_(False),
+                    )
+                ):
+                    found[(row.resource_type, row.id)] = _stored(row)
+        return [found[k] for k in keys if k in found]
+
+    def history(
+        self,
+        *,
+        resource_type: str | None = None,
+        resource_id: str | None = None,
+        since: datetime | None = None,
+        at: tuple[datetime, datetime] | None = None,
+        before_history_id: int | None = None,
+        count: int = 20,
+    ) -> Sequence[tuple[int, Stored]]:
+        """Versions newest first, as (history_id, version); keyset-paged on history_id."""
+        v = resource_versions.c
+        conditions = []
+        if resource_type:
+            conditions.append(v.resource_type == resource_type)
+        if resource_id:
+            conditions.append(v.id == resource_id)
+        if since is not None:
+            conditions.append(v.last_updated >= since)
+        if at is not None:
+            conditions.append(_current_during(at))
+        if before_history_id is not None:
+            conditions.append(v.history_id < before_history_id)
+        query = (
+            select(
+                v.history_id,
+                v.resource_type,
+                v.id,
+                v.version_id,
+                v.last_updated,
+                v.deleted,
+                v.content,
+                v.method,
+            )
+            .where(and_(True, *conditions))
+            .order_by(v.history_id.desc())
+            .limit(count)
+        )
+        with self.engine.connect() as conn:
+            return [(row.history_id, _stored(row, row.method)) for row in conn.execute(query)]
+
+
+def _current_during(period: tuple[datetime, datetime]) -> Any:
+    """A version was current during [start, end] when it was written before the end and not superseded before
+    the start (``_at``).  The successor is the same resource's next version."""
+    start, end = period
+    v = resource_versions.c
+    successor = resource_versions.alias("successor")
+    superseded_before_start = (
+        select(successor.c.history_id)
+        .where(
+            successor.c.resource_type == v.resource_type,
+            successor.c.id == v.id,
+            successor.c.version_id == v.version_id + 1,
+            successor.c.last_updated <= start,
+        )
+        .exists()
+    )
+    return and_(v.last_updated <= end, ~superseded_before_start, v.deleted.is_(False))

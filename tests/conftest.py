@@ -1,0 +1,64 @@
+"""Shared fixtures.  Every API test runs twice: on SQLite (the embedded default) and on PostgreSQL.
+
+PostgreSQL comes from FHIR_SERVER_TEST_POSTGRES_URL (CI sets it).  Without it the PostgreSQL half is skipped and
+the run says so at the end; with it set but unreachable, the tests fail rather than skip.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from fhir_server.config import Settings
+from tests.support.databases import POSTGRES_ENV, postgres_admin_url, postgres_database, sqlite_database
+from tests.support.server import RunningServer, ServerThread
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgresql" and postgres_admin_url() is None:
+        pytest.skip(f"PostgreSQL half skipped: {POSTGRES_ENV} is not set")
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def database_url(backend: str) -> Iterator[str]:
+    if backend == "sqlite":
+        with sqlite_database() as url:
+            yield url
+    else:
+        with postgres_database(postgres_admin_url() or "") as url:
+            yield url
+
+
+@pytest.fixture(scope="session")
+def server(database_url: str, backend: str) -> Iterator[RunningServer]:
+    settings = Settings(database_url=database_url, max_body_bytes=256 * 1024, _env_file=None)
+    with ServerThread(settings, backend) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.fhir_base, timeout=30, headers={"Accept": "application/fhir+json"}) as c:
+        yield c
+
+
+@pytest.fixture
+def uid() -> str:
+    """A unique token for identifiers and names, so tests sharing a database never see each other's data."""
+    return uuid.uuid4().hex[:16]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if postgres_admin_url() is None:
+        terminalreporter.write_line(
+            f"NOTE: the PostgreSQL half of the suite was SKIPPED ({POSTGRES_ENV} is not set); only SQLite was tested.",
+            yellow=True,
+            bold=True,
+        )
