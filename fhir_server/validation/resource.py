@@ -17,6 +17,7 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _ISSUE_CODE_FOR = {
     "extra_forbidden": "structure",
     "missing": "required",
+    "model_field_validation.missing": "required",
     "model_type": "structure",
     "list_type": "structure",
     "dict_type": "structure",
