@@ -10,11 +10,12 @@ from fhir_server.api.interactions import Interactions
 from fhir_server.config import Settings
 
 
-def _fhir(request: Request) -> Interactions:
+# async on purpose: FastAPI runs plain-def dependencies in the thread pool, a hop per request for a getattr.
+async def _fhir(request: Request) -> Interactions:
     return request.app.state.fhir
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 

@@ -15,11 +15,8 @@ class SearchIndexer:
     def index_rows(self, resource_type: str, resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         rows: dict[str, list[dict[str, Any]]] = {}
         for param in self.registry.indexed_for(resource_type):
-            module = MODULES.get(param.type)
-            evaluator = param.evaluator
-            if module is None or evaluator is None:
-                continue  # composite and special parameters are answered from their components
-            values = evaluator(resource)
+            module = MODULES[param.type]
+            values = param.evaluator(resource)
             if not values:
                 continue
             seen = set()

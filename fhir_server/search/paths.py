@@ -20,6 +20,13 @@ Evaluator = Callable[[dict[str, Any]], list[Any]]
 _SIMPLE = re.compile(r"[A-Za-z]+(?:\.[a-zA-Z][A-Za-z0-9]*)+")
 _RESOLVE_IS = re.compile(r"(?P<path>[A-Za-z]+(?:\.[a-zA-Z][A-Za-z0-9]*)+)\.where\(resolve\(\) is (?P<type>[A-Za-z]+)\)")
 _AS = re.compile(r"\(?(?P<path>[A-Za-z]+(?:\.[a-zA-Z][A-Za-z0-9]*)+)(?: as |\.as\()(?P<type>[A-Za-z]+)\)?\)?")
+_AS_THEN = re.compile(
+    r"\((?P<path>[A-Za-z]+(?:\.[a-zA-Z][A-Za-z0-9]*)+) as (?P<type>[A-Za-z]+)\)(?P<rest>(?:\.[a-zA-Z]+)+)"
+)
+_EXISTS_NOT_FALSE = re.compile(r"(?P<path>[A-Za-z]+(?:\.[a-zA-Z][A-Za-z0-9]*)+)\.exists\(\) and (?P=path) != false")
+_WHERE_EQ = re.compile(
+    r"(?P<path>[A-Za-z]+(?:\.[a-zA-Z][A-Za-z0-9]*)+)\.where\((?P<key>[a-zA-Z]+) ?= ?'(?P<value>[^']*)'\)"
+)
 
 
 @dataclass(frozen=True)
@@ -27,13 +34,22 @@ class _Path:
     steps: tuple[str, ...]  # after the resource type
     reference_type: str | None = None  # keep only references to this type
     choice_suffix: str | None = None  # e.g. "Quantity" for value[x]
+    where_equals: tuple[str, str] | None = None  # keep only nodes whose key equals the value
+    rest: tuple[str, ...] = ()  # steps after a choice-type cast
+    exists_not_false: bool = False  # boolean test on a choice element (Patient.deceased)
 
     def __call__(self, resource: dict[str, Any]) -> list[Any]:
+        if self.exists_not_false:
+            prefix = self.steps[-1]
+            present = [
+                v for k, v in resource.items() if k.startswith(prefix) and k[len(prefix) : len(prefix) + 1].isupper()
+            ]
+            return [True] if present and present[0] is not False else []
         nodes: list[Any] = [resource]
         steps = self.steps
         if self.choice_suffix:
             steps = (*steps[:-1], steps[-1] + self.choice_suffix[0].upper() + self.choice_suffix[1:])
-        for step in steps:
+        for step in steps + self.rest:
             nxt: list[Any] = []
             for node in nodes:
                 if isinstance(node, dict):
@@ -47,6 +63,9 @@ class _Path:
                 return nodes
         if self.reference_type:
             nodes = [n for n in nodes if _reference_type(n) == self.reference_type]
+        if self.where_equals:
+            key, value = self.where_equals
+            nodes = [n for n in nodes if isinstance(n, dict) and n.get(key) == value]
         return nodes
 
 
@@ -86,6 +105,16 @@ def _compile_one(expression: str) -> Evaluator:
     match = _AS.fullmatch(bare)
     if match:
         return _Path(tuple(match["path"].split(".")[1:]), choice_suffix=match["type"])
+    match = _AS_THEN.fullmatch(bare)
+    if match:
+        rest = tuple(match["rest"].split(".")[1:])
+        return _Path(tuple(match["path"].split(".")[1:]), choice_suffix=match["type"], rest=rest)
+    match = _EXISTS_NOT_FALSE.fullmatch(bare)
+    if match and match["path"].count(".") == 1:
+        return _Path(tuple(match["path"].split(".")[1:]), exists_not_false=True)
+    match = _WHERE_EQ.fullmatch(bare)
+    if match:
+        return _Path(tuple(match["path"].split(".")[1:]), where_equals=(match["key"], match["value"]))
     compiled = fhirpathpy.compile(expression)
 
     def evaluate(resource: dict[str, Any]) -> list[Any]:

@@ -37,7 +37,10 @@ class SearchParam:
 
     @property
     def indexed(self) -> bool:
-        return self.code not in COLUMN_PARAMS and self.expression is not None and self.type != "special"
+        # Composite parameters are answered from their components' index rows; special ones need custom code.
+        return (
+            self.code not in COLUMN_PARAMS and self.expression is not None and self.type not in ("special", "composite")
+        )
 
 
 class Registry:

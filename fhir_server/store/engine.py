@@ -26,7 +26,8 @@ def build_engine(settings: Settings) -> Engine:
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
-        pool_pre_ping=True,  # a restarted database must not cost a failed request
+        # No pool_pre_ping: it costs a round trip per request.  A dropped connection fails one request with 503
+        # (transient) and SQLAlchemy then discards the whole stale pool, so the server recovers by itself.
         pool_recycle=1800,
     )
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import Table, and_, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -34,6 +34,28 @@ _CURRENT_COLUMNS = (
     resources.c.last_updated,
     resources.c.deleted,
     resources.c.content,
+)
+
+
+# Current rows before versions before index rows, so unique-key conflicts surface on the first statement.
+_INSERT_ORDER = (resources, resource_versions, *INDEX_TABLES.values())
+
+# Built once: the hot read path then skips expression construction and hits the compiled-statement cache.
+_READ_CURRENT = select(*_CURRENT_COLUMNS).where(
+    resources.c.resource_type == bindparam("rtype"), resources.c.id == bindparam("rid")
+)
+_READ_VERSION = select(
+    resource_versions.c.resource_type,
+    resource_versions.c.id,
+    resource_versions.c.version_id,
+    resource_versions.c.last_updated,
+    resource_versions.c.deleted,
+    resource_versions.c.content,
+    resource_versions.c.method,
+).where(
+    resource_versions.c.resource_type == bindparam("rtype"),
+    resource_versions.c.id == bindparam("rid"),
+    resource_versions.c.version_id == bindparam("vid"),
 )
 
 
@@ -65,9 +87,22 @@ class WriteSession:
         self.conn = conn
         self.indexer = indexer
         self.now = utc_now()
+        # Inserts are queued and sent as one multi-row INSERT per table (a 100-entry transaction is a handful of
+        # round trips, not hundreds).  Anything that reads flushes first, so reads always see earlier writes.
+        self._pending: dict[Table, list[dict[str, Any]]] = {}
+
+    def flush(self) -> None:
+        for table in _INSERT_ORDER:
+            rows = self._pending.pop(table, None)
+            if rows:
+                self.conn.execute(insert(table), rows)
+
+    def _queue(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        self._pending.setdefault(table, []).extend(rows)
 
     # -- reads inside the transaction -------------------------------------------------------------------
     def current(self, resource_type: str, resource_id: str, *, lock: bool = False) -> Stored | None:
+        self.flush()
         query = select(*_CURRENT_COLUMNS).where(
             resources.c.resource_type == resource_type, resources.c.id == resource_id
         )
@@ -131,6 +166,7 @@ class WriteSession:
         )
 
     def search(self, query: SearchQuery) -> tuple[list[Stored], int | None, str | None]:
+        self.flush()
         return run_search(self.conn, query)
 
     # -- internals --------------------------------------------------------------------------------------
@@ -141,16 +177,8 @@ class WriteSession:
         version = 1 if current is None else current.version_id + 1
         content = with_meta(resource, resource_id, version, self.now)
         if current is None:
-            self.conn.execute(
-                insert(resources).values(
-                    resource_type=resource_type,
-                    id=resource_id,
-                    version_id=version,
-                    last_updated=self.now,
-                    deleted=False,
-                    content=content,
-                )
-            )
+            row = {"resource_type": resource_type, "id": resource_id, "version_id": version}
+            self._queue(resources, [{**row, "last_updated": self.now, "deleted": False, "content": content}])
         else:
             self.conn.execute(
                 update(resources)
@@ -167,17 +195,8 @@ class WriteSession:
         return WriteResult(stored, created=current is None or current.deleted)
 
     def _insert_version(self, rtype: str, rid: str, version: int, method: str, content: str | None) -> None:
-        self.conn.execute(
-            insert(resource_versions).values(
-                resource_type=rtype,
-                id=rid,
-                version_id=version,
-                last_updated=self.now,
-                method=method,
-                deleted=content is None,
-                content=content,
-            )
-        )
+        row = {"resource_type": rtype, "id": rid, "version_id": version, "last_updated": self.now}
+        self._queue(resource_versions, [{**row, "method": method, "deleted": content is None, "content": content}])
 
     def _replace_index(
         self, resource_type: str, resource_id: str, resource: dict[str, Any] | None, *, had_rows: bool
@@ -189,15 +208,19 @@ class WriteSession:
                 )
         if resource is None:
             return
+        identity = {"resource_type": resource_type, "resource_id": resource_id}
         for kind, rows in self.indexer.index_rows(resource_type, resource).items():
-            if rows:
-                identity = {"resource_type": resource_type, "resource_id": resource_id}
-                self.conn.execute(insert(INDEX_TABLES[kind]), [{**identity, **row} for row in rows])
+            self._queue(INDEX_TABLES[kind], [{**identity, **row} for row in rows])
 
 
 class Repository:
     def __init__(self, engine: Engine, indexer: Indexer, *, write_retries: int = 8) -> None:
         self.engine = engine
+        # Reads outside a write need no transaction: on PostgreSQL autocommit saves the BEGIN and ROLLBACK round
+        # trips of every request.  (This is also the seam where reads would move to a replica.)
+        self.read_engine = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if engine.dialect.name == "postgresql" else engine
+        )
         self.indexer = indexer
         self.write_retries = write_retries
 
@@ -210,7 +233,10 @@ class Repository:
         for attempt in range(self.write_retries + 1):
             try:
                 with self.engine.connect().execution_options(fhir_write=True) as conn, conn.begin():
-                    return work(WriteSession(conn, self.indexer))
+                    session = WriteSession(conn, self.indexer)
+                    result = work(session)
+                    session.flush()
+                    return result
             except IntegrityError as exc:
                 if attempt == self.write_retries:
                     log.warning("write conflict persisted after %d retries", attempt)
@@ -222,26 +248,17 @@ class Repository:
         raise AssertionError("unreachable")
 
     def read(self, resource_type: str, resource_id: str) -> Stored | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(*_CURRENT_COLUMNS).where(
-                    resources.c.resource_type == resource_type, resources.c.id == resource_id
-                )
-            ).first()
+        with self.read_engine.connect() as conn:
+            row = conn.execute(_READ_CURRENT, {"rtype": resource_type, "rid": resource_id}).first()
         return _stored(row) if row else None
 
     def search(self, query: SearchQuery) -> tuple[list[Stored], int | None, str | None]:
-        with self.engine.connect() as conn:
+        with self.read_engine.connect() as conn:
             return run_search(conn, query)
 
     def vread(self, resource_type: str, resource_id: str, version_id: int) -> Stored | None:
-        v = resource_versions.c
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.content, v.method).where(
-                    v.resource_type == resource_type, v.id == resource_id, v.version_id == version_id
-                )
-            ).first()
+        with self.read_engine.connect() as conn:
+            row = conn.execute(_READ_VERSION, {"rtype": resource_type, "rid": resource_id, "vid": version_id}).first()
         return _stored(row, row.method) if row else None
 
     def read_many(self, keys: Iterable[tuple[str, str]]) -> list[Stored]:
@@ -249,7 +266,7 @@ class Repository:
         keys = list(keys)
         if not keys:
             return []
-        with self.engine.connect() as conn:
+        with self.read_engine.connect() as conn:
             found = {}
             for rtype in {t for t, _ in keys}:
                 ids = [i for t, i in keys if t == rtype]
@@ -301,7 +318,7 @@ class Repository:
             .order_by(v.history_id.desc())
             .limit(count)
         )
-        with self.engine.connect() as conn:
+        with self.read_engine.connect() as conn:
             return [(row.history_id, _stored(row, row.method)) for row in conn.execute(query)]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -12,8 +13,16 @@ from fhir_server.search.types.common import SearchValueError, split_prefix
 TABLE = "number"
 
 
+_PLAIN = re.compile(r"-?\d+(?:\.(\d+))?")
+
+
 def precision_range(text: str) -> tuple[float, float, float]:
     """(value, low, high) where low/high are half a unit of the last significant digit either side."""
+    plain = _PLAIN.fullmatch(text)
+    if plain:  # the common case, without Decimal arithmetic
+        value = float(text)
+        half = 0.5 * 10.0 ** -len(plain.group(1) or "")
+        return value, value - half, value + half
     try:
         value = Decimal(text)
     except InvalidOperation:
