@@ -16,6 +16,7 @@ from fhir_server.middleware import RequestContextMiddleware
 from fhir_server.search.indexer import SearchIndexer
 from fhir_server.search.registry import default_registry
 from fhir_server.store.engine import build_engine
+from fhir_server.store.errors import DATABASE_ERRORS
 from fhir_server.store.repository import Repository
 
 log = logging.getLogger("fhir_server")
@@ -38,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.fhir = Interactions(repository, registry, settings)
 
-    install_error_handlers(app)
+    install_error_handlers(app, DATABASE_ERRORS)
     # Order matters: /metadata, /_history and /{type}/_search must win over /{type}/{id}.
     app.include_router(system.router, prefix="/fhir")
     app.include_router(type_api.router, prefix="/fhir")

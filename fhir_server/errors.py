@@ -116,7 +116,7 @@ _STATUS_CODES = {
 }
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, database_errors: tuple[type[Exception], ...] = ()) -> None:
     @app.exception_handler(FhirError)
     async def _fhir_error(_: Request, exc: FhirError) -> Response:
         return outcome_response(exc)
@@ -138,16 +138,30 @@ def install_error_handlers(app: FastAPI) -> None:
         parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()]
         return outcome_response(FhirError(400, "invalid", "; ".join(parts) or "Invalid request"))
 
+    async def _database(request: Request, exc: Exception) -> Response:
+        translated = translate_database_error(exc)
+        if translated is not None:
+            log.warning("database unavailable: %s", translated.issues[0].diagnostics)
+            return outcome_response(translated)
+        return _internal_error(request, exc)
+
+    for error_class in database_errors:
+        app.add_exception_handler(error_class, _database)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         translated = translate_database_error(exc)
         if translated is not None:
             return outcome_response(translated)
-        request_id = request.scope.get("state", {}).get("request_id", "-")
-        log.exception("unhandled error (request %s)", request_id)
-        return outcome_response(
-            FhirError(500, "exception", f"Internal server error; quote request id {request_id} to the operator")
-        )
+        return _internal_error(request, exc)
+
+
+def _internal_error(request: Request, exc: Exception) -> Response:
+    request_id = request.scope.get("state", {}).get("request_id", "-")
+    log.error("unhandled error (request %s)", request_id, exc_info=exc)
+    return outcome_response(
+        FhirError(500, "exception", f"Internal server error; quote request id {request_id} to the operator")
+    )
 
 
 def translate_database_error(exc: BaseException) -> FhirError | None:

@@ -7,6 +7,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from fhir_server.errors import FhirError, service_unavailable
 
+# The exception classes the app maps to 503s (registered as specific handlers, so the connection stays open).
+DATABASE_ERRORS: tuple[type[Exception], ...] = (DBAPIError, PoolTimeout)
+
 
 def classify_database_error(exc: BaseException) -> FhirError | None:
     if isinstance(exc, PoolTimeout):
