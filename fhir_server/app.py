@@ -7,7 +7,7 @@ import logging
 from fastapi import FastAPI
 
 from fhir_server import __version__
-from fhir_server.api import instance, system
+from fhir_server.api import instance, operations, system
 from fhir_server.api import type as type_api
 from fhir_server.api.interactions import Interactions
 from fhir_server.config import Settings
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app, DATABASE_ERRORS)
     # Order matters: /metadata, /_history and /{type}/_search must win over /{type}/{id}.
     app.include_router(system.router, prefix="/fhir")
+    app.include_router(operations.router, prefix="/fhir")
     app.include_router(type_api.router, prefix="/fhir")
     app.include_router(instance.router, prefix="/fhir")
     app.add_middleware(RequestContextMiddleware)

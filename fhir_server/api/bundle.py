@@ -70,8 +70,18 @@ class BundleProcessor:
         for entry in entries:  # a retried transaction starts afresh
             entry.response, entry.result, entry.resource = {}, None, entry.original
         self._check_duplicates(entries)
+        self._touched: dict[str, int] = {}
         ids = self._assign_ids(entries)
-        ordered = sorted(entries, key=lambda e: (_ORDER[e.method], _has_conditional_refs(e.resource)))
+        # Within POSTs, conditional creates go first: whether they match decides what their fullUrl means for
+        # every other entry.  Entries with conditional references go last, so they can find resources created here.
+        ordered = sorted(
+            entries,
+            key=lambda e: (
+                _ORDER[e.method],
+                not (e.method == "POST" and e.if_none_exist),
+                _has_conditional_refs(e.resource),
+            ),
+        )
         for entry in ordered:
             try:
                 if entry.resource is not None:
@@ -159,6 +169,7 @@ class BundleProcessor:
                 raise FhirError(400, "invalid", "DELETE needs Type/id or Type?criteria")
             entry.response = {"status": "204 No Content"}
             if deleted:
+                self._touch(entry, deleted)
                 entry.response["etag"] = deleted.etag
         elif entry.method == "POST":
             if len(path) != 1:
@@ -203,7 +214,7 @@ class BundleProcessor:
             entry.response = {"status": "200 OK", **self._version(stored)}
             entry.result = stored
         elif len(path) == 4 and path[2] == "_history":
-            stored = fhir.vread(path[0], path[1], path[3])
+            stored = fhir.vread(path[0], path[1], path[3], session)
             entry.response = {"status": "200 OK", **self._version(stored)}
             entry.result = stored
         elif len(path) == 1:
@@ -214,7 +225,19 @@ class BundleProcessor:
         else:
             raise FhirError(400, "not-supported", f"GET {entry.url[:80]} is not supported inside a Bundle")
 
+    def _touch(self, entry: Entry, stored: Stored) -> None:
+        """R4 §3.1.0.11.2: identities touched by DELETE/POST/PUT/PATCH, including resolved conditional ones,
+        must not overlap within one transaction."""
+        key = f"{stored.resource_type}/{stored.id}"
+        earlier = getattr(self, "_touched", {}).get(key)
+        if earlier is not None and earlier != entry.index:
+            raise FhirError(400, "invalid", f"{key} is also the target of Bundle.entry[{earlier}]")
+        if hasattr(self, "_touched"):
+            self._touched[key] = entry.index
+
     def _written(self, entry: Entry, result: WriteResult) -> None:
+        if not result.existing:
+            self._touch(entry, result.stored)
         status = "200 OK" if result.existing or not result.created else "201 Created"
         stored = result.stored
         entry.response = {
@@ -308,17 +331,17 @@ def _fragment(stored: Stored) -> Any:
 
 
 def _session_search(session: WriteSession, query: Any) -> SearchResult:
-    page, total, cursor = session.search(query)
-    return SearchResult(query, page, total, cursor)
+    return SearchResult(query, session.search(query))
 
 
 def _searchset(base: str, resource_type: str, result: SearchResult) -> dict[str, Any]:
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
-    if result.total is not None:
-        bundle["total"] = result.total
+    if result.outcome.total is not None:
+        bundle["total"] = result.outcome.total
     bundle["entry"] = [
-        {"fullUrl": f"{base}/{s.resource_type}/{s.id}", "resource": _fragment(s), "search": {"mode": "match"}}
-        for s in result.page
+        {"fullUrl": f"{base}/{s.resource_type}/{s.id}", "resource": _fragment(s), "search": {"mode": mode}}
+        for mode, stored in (("match", result.outcome.matches), ("include", result.outcome.included))
+        for s in stored
     ]
     return bundle
 

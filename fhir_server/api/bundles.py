@@ -13,6 +13,7 @@ from fhir_server import fhirjson
 from fhir_server.api.http import base_url
 from fhir_server.api.interactions import SearchResult
 from fhir_server.errors import Issue, operation_outcome
+from fhir_server.search.query import SearchQuery
 from fhir_server.search.summary import shape_resource
 from fhir_server.store.records import Stored, instant, utc_now
 
@@ -31,42 +32,41 @@ def _resource(stored: Stored) -> Any:
 
 
 def searchset(request: Request, path: str, params: list[tuple[str, str]], result: SearchResult) -> dict[str, Any]:
-    query = result.query
+    query, outcome = result.query, result.outcome
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "searchset",
         "meta": {"lastUpdated": instant(utc_now())},
     }
-    if result.total is not None:
-        bundle["total"] = result.total
+    if outcome.total is not None:
+        bundle["total"] = outcome.total
     links = [{"relation": "self", "url": _link(request, path, params, query.cursor)}]
-    if result.next_cursor:
-        links.append({"relation": "next", "url": _link(request, path, params, result.next_cursor)})
+    if outcome.next_cursor:
+        links.append({"relation": "next", "url": _link(request, path, params, outcome.next_cursor)})
+    if outcome.prev_cursor:
+        links.append({"relation": "previous", "url": _link(request, path, params, outcome.prev_cursor)})
     bundle["link"] = links
-    entries = []
     base = base_url(request)
-    for stored in result.page:
-        resource = _resource(stored)
-        if query.summary or query.elements:
-            resource = shape_resource(fhirjson.loads_stored(stored.content or "{}"), query.summary, query.elements)
-        entries.append(
-            {
-                "fullUrl": f"{base}/{stored.resource_type}/{stored.id}",
-                "resource": resource,
-                "search": {"mode": "match"},
-            }
-        )
+    entries = [_entry(base, stored, "match", query) for stored in outcome.matches]
+    entries += [_entry(base, stored, "include", query) for stored in outcome.included]
+    warnings = []
     if query.ignored:
-        message = "Ignored unknown or unsupported search parameters: " + ", ".join(query.ignored)
-        entries.append(
-            {
-                "resource": operation_outcome([Issue("not-supported", message, severity="warning")]),
-                "search": {"mode": "outcome"},
-            }
-        )
+        warnings.append("Ignored unknown or unsupported search parameters: " + ", ".join(query.ignored))
+    if outcome.includes_truncated:
+        warnings.append("_include/_revinclude stopped at the server's limit; not every related resource is here")
+    if warnings:
+        issues = [Issue("not-supported" if "Ignored" in w else "too-costly", w, severity="warning") for w in warnings]
+        entries.append({"resource": operation_outcome(issues), "search": {"mode": "outcome"}})
     if entries:
         bundle["entry"] = entries
     return bundle
+
+
+def _entry(base: str, stored: Stored, mode: str, query: SearchQuery) -> dict[str, Any]:
+    resource = _resource(stored)
+    if query.summary or query.elements:
+        resource = shape_resource(fhirjson.loads_stored(stored.content or "{}"), query.summary, query.elements)
+    return {"fullUrl": f"{base}/{stored.resource_type}/{stored.id}", "resource": resource, "search": {"mode": mode}}
 
 
 def history(

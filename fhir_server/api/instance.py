@@ -6,10 +6,12 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from fhir_server.api import bundles
 from fhir_server.api import history as history_api
 from fhir_server.api.http import (
     PATCH_TYPE,
     json_response,
+    prefer_strict,
     read_json,
     response_media_type,
     version_headers,
@@ -33,6 +35,18 @@ def vread(resource_type: str, resource_id: str, version_id: str, request: Reques
 def instance_history(resource_type: str, resource_id: str, request: Request, fhir: FhirDep) -> Response:
     fhir.require_known(resource_type, resource_id)
     return history_api.respond(request, fhir, resource_type=resource_type, resource_id=resource_id)
+
+
+@router.get("/{resource_type}/{resource_id}/{member_type}")
+def compartment_search(
+    resource_type: str, resource_id: str, member_type: str, request: Request, fhir: FhirDep
+) -> Response:
+    """``/Patient/{id}/Observation?...``: a search confined to the compartment (R4 §3.1.1.3)."""
+    response_media_type(request)
+    params = list(request.query_params.multi_items())
+    query = fhir.compartment_query(resource_type, resource_id, member_type, params, strict=prefer_strict(request))
+    path = f"{resource_type}/{resource_id}/{member_type}"
+    return json_response(request, bundles.searchset(request, path, params, fhir.search(query)))
 
 
 @router.get("/{resource_type}/{resource_id}")

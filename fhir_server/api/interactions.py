@@ -14,19 +14,19 @@ from fhir_server import fhirjson, models
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError, gone, not_found, precondition_failed
 from fhir_server.jsonpatch import apply_patch
+from fhir_server.search.compartments import compartment_clause
 from fhir_server.search.query import SearchQuery, parse_search
 from fhir_server.search.registry import Registry
 from fhir_server.store.records import Stored, WriteResult
 from fhir_server.store.repository import Repository, WriteSession
+from fhir_server.store.search_sql import SearchOutcome
 from fhir_server.validation import check_id, validate_resource
 
 
 @dataclass
 class SearchResult:
     query: SearchQuery
-    page: list[Stored]
-    total: int | None
-    next_cursor: str | None
+    outcome: SearchOutcome
 
 
 def require_type(resource_type: str) -> str:
@@ -68,12 +68,15 @@ class Interactions:
         if self.repo.read(resource_type, resource_id) is None:
             raise not_found(f"{resource_type}/{resource_id} is not known")
 
-    def vread(self, resource_type: str, resource_id: str, version: str) -> Stored:
+    def vread(self, resource_type: str, resource_id: str, version: str, session: WriteSession | None = None) -> Stored:
         require_type(resource_type)
         check_id(resource_id)
         if not version.isdigit() or len(version) > 9:
             raise not_found(f"Version '{version[:20]}' of {resource_type}/{resource_id} is not known")
-        stored = self.repo.vread(resource_type, resource_id, int(version))
+        if session is not None:  # inside a transaction: see its own writes
+            stored = session.version(resource_type, resource_id, int(version))
+        else:
+            stored = self.repo.vread(resource_type, resource_id, int(version))
         if stored is None:
             raise not_found(f"Version {version} of {resource_type}/{resource_id} is not known")
         if stored.deleted:
@@ -90,9 +93,17 @@ class Interactions:
             strict=strict,
         )
 
+    def compartment_query(
+        self, owner_type: str, owner_id: str, member_type: str, params: list[tuple[str, str]], *, strict: bool
+    ) -> SearchQuery:
+        require_type(owner_type)
+        check_id(owner_id)
+        query = self.parse_query(member_type, params, strict=strict)
+        query.clauses.append(compartment_clause(self.registry, owner_type, owner_id, member_type))
+        return query
+
     def search(self, query: SearchQuery) -> SearchResult:
-        page, total, cursor = self.repo.search(query)
-        return SearchResult(query, page, total, cursor)
+        return SearchResult(query, self.repo.search(query))
 
     # -- writes -----------------------------------------------------------------------------------------
     def create(
@@ -113,8 +124,17 @@ class Interactions:
         # The server assigns the id on create; any id in the body is ignored, as the specification says.
         result = session.create({**resource}, resource_id or new_id())
         if if_none_exist:
-            session.claim_conditional_key(resource_type, _normalise(if_none_exist), result.stored.id)
+            self._claim(session, resource_type, if_none_exist, result.stored.id)
         return result
+
+    def _claim(self, session: WriteSession, resource_type: str, criteria: str, resource_id: str) -> None:
+        """Claim the criteria for the resource just created, so a concurrent twin cannot also create."""
+
+        def still_matches(other_id: str) -> bool:
+            params = [*parse_qsl(criteria.lstrip("?"), keep_blank_values=True), ("_id", other_id)]
+            return bool(session.search(self.parse_query(resource_type, params, strict=True)).matches)
+
+        session.claim_conditional_key(resource_type, _normalise(criteria), resource_id, still_matches)
 
     def update(
         self,
@@ -148,7 +168,9 @@ class Interactions:
         if not matches:
             target = body_id or new_id()
             check_id(target)
-            return session.update({**resource, "id": target}, target, if_match=parse_etag(if_match))
+            result = session.update({**resource, "id": target}, target, if_match=parse_etag(if_match))
+            self._claim(session, resource_type, criteria, target)
+            return result
         if body_id is not None and body_id != matches[0].id:
             raise FhirError(400, "invalid", f"The body's id '{body_id}' is not the id of the matching resource")
         return session.update({**resource, "id": matches[0].id}, matches[0].id, if_match=parse_etag(if_match))
@@ -219,7 +241,7 @@ class Interactions:
             raise FhirError(400, "invalid", f"The {what} criteria are empty")
         query = self.parse_query(resource_type, params, strict=True)
         query.count = 2
-        matches, _, _ = session.search(query)
+        matches = session.search(query).matches
         if len(matches) > 1:
             raise precondition_failed(f"The {what} criteria match more than one resource", "multiple-matches")
         return matches

@@ -8,12 +8,15 @@ Those compile to a tiny walker (microseconds); anything else falls back to fhirp
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 import fhirpathpy
+
+from fhir_server import models
 
 Evaluator = Callable[[dict[str, Any]], list[Any]]
 
@@ -31,33 +34,26 @@ _WHERE_EQ = re.compile(
 
 @dataclass(frozen=True)
 class _Path:
-    steps: tuple[str, ...]  # after the resource type
+    steps: tuple[tuple[str, ...], ...]  # after the resource type; each step lists the JSON keys it may be
     reference_type: str | None = None  # keep only references to this type
-    choice_suffix: str | None = None  # e.g. "Quantity" for value[x]
     where_equals: tuple[str, str] | None = None  # keep only nodes whose key equals the value
-    rest: tuple[str, ...] = ()  # steps after a choice-type cast
     exists_not_false: bool = False  # boolean test on a choice element (Patient.deceased)
 
     def __call__(self, resource: dict[str, Any]) -> list[Any]:
         if self.exists_not_false:
-            prefix = self.steps[-1]
-            present = [
-                v for k, v in resource.items() if k.startswith(prefix) and k[len(prefix) : len(prefix) + 1].isupper()
-            ]
+            present = [resource[k] for k in self.steps[-1] if k in resource]
             return [True] if present and present[0] is not False else []
         nodes: list[Any] = [resource]
-        steps = self.steps
-        if self.choice_suffix:
-            steps = (*steps[:-1], steps[-1] + self.choice_suffix[0].upper() + self.choice_suffix[1:])
-        for step in steps + self.rest:
+        for keys in self.steps:
             nxt: list[Any] = []
             for node in nodes:
                 if isinstance(node, dict):
-                    value = node.get(step)
-                    if isinstance(value, list):
-                        nxt.extend(v for v in value if v is not None)
-                    elif value is not None:
-                        nxt.append(value)
+                    for key in keys:
+                        value = node.get(key)
+                        if isinstance(value, list):
+                            nxt.extend(v for v in value if v is not None)
+                        elif value is not None:
+                            nxt.append(value)
             nodes = nxt
             if not nodes:
                 return nodes
@@ -93,28 +89,82 @@ def _split_union(expression: str) -> list[str]:
     return [p for p in parts if p]
 
 
+def _steps(path: str, choice_suffix: str | None = None, rest: tuple[str, ...] = ()) -> tuple[tuple[str, ...], ...]:
+    """JSON keys for each step of ``Type.a.b``: a choice element (``Observation.effective``) may be any of its
+    typed keys (effectiveDateTime, effectivePeriod, ...), known from the model's one-of-many groups."""
+    names = path.split(".")
+    model = _model(names[0])
+    out: list[tuple[str, ...]] = []
+    for index, name in enumerate(names[1:]):
+        last = index == len(names) - 2
+        if last and choice_suffix:
+            out.append((name + choice_suffix[0].upper() + choice_suffix[1:],))
+            model = _child_model(model, out[-1][0])
+            continue
+        choices = _choice_keys(model, name) if model is not None else ()
+        out.append(choices or (name,))
+        model = _child_model(model, (choices or (name,))[0]) if model is not None else None
+    out.extend((step,) for step in rest)
+    return tuple(out)
+
+
+def _model(name: str) -> type | None:
+    try:
+        return models.model_class(name)
+    except ValueError:
+        return None
+
+
+def _choice_keys(model: type, base: str) -> tuple[str, ...]:
+    keys = []
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and extra.get("one_of_many") == base:
+            keys.append(field.alias or name)
+    return tuple(keys)
+
+
+def _child_model(model: type | None, key: str) -> type | None:
+    if model is None:
+        return None
+    for name, field in model.model_fields.items():
+        if (field.alias or name) == key:
+            return _model_in(field.annotation)
+    return None
+
+
+def _model_in(annotation: Any) -> type | None:
+    for arg in typing.get_args(annotation) or (annotation,):
+        if typing.get_origin(arg) in (list, typing.Union):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+        elif hasattr(arg, "get_model_klass"):
+            return arg.get_model_klass()
+    return None
+
+
 def _compile_one(expression: str) -> Evaluator:
     bare = expression.strip()
     if bare.startswith("(") and bare.endswith(")") and bare.count("(") == 1:
         bare = bare[1:-1].strip()
     if _SIMPLE.fullmatch(bare):
-        return _Path(tuple(bare.split(".")[1:]))
+        return _Path(_steps(bare))
     match = _RESOLVE_IS.fullmatch(bare)
     if match:
-        return _Path(tuple(match["path"].split(".")[1:]), reference_type=match["type"])
+        return _Path(_steps(match["path"]), reference_type=match["type"])
     match = _AS.fullmatch(bare)
     if match:
-        return _Path(tuple(match["path"].split(".")[1:]), choice_suffix=match["type"])
+        return _Path(_steps(match["path"], match["type"]))
     match = _AS_THEN.fullmatch(bare)
     if match:
-        rest = tuple(match["rest"].split(".")[1:])
-        return _Path(tuple(match["path"].split(".")[1:]), choice_suffix=match["type"], rest=rest)
+        return _Path(_steps(match["path"], match["type"], tuple(match["rest"].split(".")[1:])))
     match = _EXISTS_NOT_FALSE.fullmatch(bare)
     if match and match["path"].count(".") == 1:
-        return _Path(tuple(match["path"].split(".")[1:]), exists_not_false=True)
+        return _Path(_steps(match["path"]), exists_not_false=True)
     match = _WHERE_EQ.fullmatch(bare)
     if match:
-        return _Path(tuple(match["path"].split(".")[1:]), where_equals=(match["key"], match["value"]))
+        return _Path(_steps(match["path"]), where_equals=(match["key"], match["value"]))
     compiled = fhirpathpy.compile(expression)
 
     def evaluate(resource: dict[str, Any]) -> list[Any]:

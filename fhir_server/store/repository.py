@@ -21,7 +21,7 @@ from fhir_server import fhirjson
 from fhir_server.errors import FhirError, precondition_failed
 from fhir_server.search.query import SearchQuery
 from fhir_server.store.records import Stored, WriteResult, instant, utc_now
-from fhir_server.store.search_sql import run_search
+from fhir_server.store.search_sql import SearchOutcome, search_with_includes
 from fhir_server.store.tables import INDEX_TABLES, conditional_keys, resource_versions, resources
 
 log = logging.getLogger("fhir_server.store")
@@ -57,6 +57,10 @@ _READ_VERSION = select(
     resource_versions.c.id == bindparam("rid"),
     resource_versions.c.version_id == bindparam("vid"),
 )
+
+
+class RetryTransaction(Exception):
+    """Raised inside a write when a concurrent commit changed what it read; the whole write is retried."""
 
 
 class Indexer(Protocol):
@@ -151,23 +155,45 @@ class WriteSession:
         )
         return Stored(resource_type, resource_id, version, self.now, True, None, "DELETE")
 
-    def claim_conditional_key(self, resource_type: str, criteria: str, resource_id: str) -> None:
-        """Record that ``criteria`` now has a match.  Called after a search inside this transaction found none,
-        so any committed claim is stale (its resource changed) and is replaced.  A concurrent, uncommitted claim
-        of the same criteria makes our insert fail on the unique key; the retry then finds the winner's
-        resource by searching."""
+    def claim_conditional_key(
+        self, resource_type: str, criteria: str, resource_id: str, still_matches: Callable[[str], bool]
+    ) -> None:
+        """Record that ``criteria`` now has a match (HAPI's fix for duplicate conditional creates).
+
+        Called after this transaction's search found no match.  A committed claim by another resource that
+        still matches means that resource committed after our search: retry, and the retry finds it.  A claim
+        whose resource no longer matches is stale and is replaced; the DELETE names the resource id we checked,
+        so a claim replaced concurrently is never removed by mistake.  Two uncommitted claims collide on the
+        unique key and the loser retries.
+        """
         digest = hashlib.sha256(criteria.encode()).hexdigest()
         key = conditional_keys.c
-        self.conn.execute(
-            delete(conditional_keys).where(key.resource_type == resource_type, key.criteria_hash == digest)
-        )
+        self.flush()
+        holder = self.conn.execute(
+            select(key.resource_id).where(key.resource_type == resource_type, key.criteria_hash == digest)
+        ).scalar()
+        if holder is not None and holder != resource_id:
+            if still_matches(holder):
+                raise RetryTransaction("conditional criteria were claimed by a concurrent write")
+            self.conn.execute(
+                delete(conditional_keys).where(
+                    key.resource_type == resource_type, key.criteria_hash == digest, key.resource_id == holder
+                )
+            )
+        elif holder == resource_id:
+            return
         self.conn.execute(
             insert(conditional_keys).values(resource_type=resource_type, criteria_hash=digest, resource_id=resource_id)
         )
 
-    def search(self, query: SearchQuery) -> tuple[list[Stored], int | None, str | None]:
+    def version(self, resource_type: str, resource_id: str, version_id: int) -> Stored | None:
         self.flush()
-        return run_search(self.conn, query)
+        row = self.conn.execute(_READ_VERSION, {"rtype": resource_type, "rid": resource_id, "vid": version_id}).first()
+        return _stored(row, row.method) if row else None
+
+    def search(self, query: SearchQuery) -> SearchOutcome:
+        self.flush()
+        return search_with_includes(self.conn, query)
 
     # -- internals --------------------------------------------------------------------------------------
     def _put_version(
@@ -237,7 +263,7 @@ class Repository:
                     result = work(session)
                     session.flush()
                     return result
-            except IntegrityError as exc:
+            except (IntegrityError, RetryTransaction) as exc:
                 if attempt == self.write_retries:
                     log.warning("write conflict persisted after %d retries", attempt)
                     raise FhirError(
@@ -252,9 +278,9 @@ class Repository:
             row = conn.execute(_READ_CURRENT, {"rtype": resource_type, "rid": resource_id}).first()
         return _stored(row) if row else None
 
-    def search(self, query: SearchQuery) -> tuple[list[Stored], int | None, str | None]:
+    def search(self, query: SearchQuery) -> SearchOutcome:
         with self.read_engine.connect() as conn:
-            return run_search(conn, query)
+            return search_with_includes(conn, query)
 
     def vread(self, resource_type: str, resource_id: str, version_id: int) -> Stored | None:
         with self.read_engine.connect() as conn:

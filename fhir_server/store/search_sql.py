@@ -1,62 +1,117 @@
-"""SQL for parsed searches.  Every user value reaches the database as a bound parameter.
+"""Run a parsed search: filters, sort keys, keyset paging both ways, totals and _include/_revinclude.
 
-Each clause becomes ``resources.id IN (SELECT resource_id FROM idx_<type> WHERE param = … AND (OR of values))``;
-clauses AND together.  Paging is keyset on the resource id, so links keep working while data is added.
+Paging is keyset (``WHERE (sort keys, id) > last row's``), never OFFSET: a link stays valid and cheap however deep
+it is, and resources added while a client pages through do not shift what it sees.
 """
 
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, false, func, literal, not_, or_, select, true
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from fhir_server.errors import FhirError
-from fhir_server.search import conditions as c
-from fhir_server.search.query import Clause, SearchQuery
-from fhir_server.store.records import Stored, utc_now
+from fhir_server.search.fhirdate import MAX_DATE, MIN_DATE
+from fhir_server.search.query import SearchQuery, SortKey
+from fhir_server.store.records import Stored
+from fhir_server.store.search_conditions import clause_sql
+from fhir_server.store.search_includes import run_includes
 from fhir_server.store.tables import INDEX_TABLES, resources
 
-_TABLE_FOR_TYPE = {
-    "token": "token",
-    "string": "string",
-    "date": "date",
-    "reference": "reference",
-    "quantity": "quantity",
-    "number": "number",
-    "uri": "uri",
+_MAX_STR, _MIN_STR = "\U0010ffff", ""
+_SORT_COLUMNS = {
+    "string": "value_norm",
+    "token": "code",
+    "number": "value",
+    "quantity": "value",
+    "reference": "target_id",
+    "uri": "value",
+}
+_SENTINELS: dict[str, tuple[Any, Any]] = {  # (missing when ascending, missing when descending): missing sorts last
+    "date": (MAX_DATE, MIN_DATE),
+    "number": (1e308, -1e308),
+    "quantity": (1e308, -1e308),
 }
 
 
-def encode_cursor(last_id: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps({"after": last_id})).decode().rstrip("=")
+class Page:
+    def __init__(self, rows: list[Stored], total: int | None, next_cursor: str | None, prev_cursor: str | None):
+        self.rows, self.total, self.next_cursor, self.prev_cursor = rows, total, next_cursor, prev_cursor
 
 
-def decode_cursor(cursor: str) -> str:
+# -- cursors ------------------------------------------------------------------------------------------------
+def encode_cursor(values: list[Any], direction: str = "next") -> str:
+    packed = [{"d": v.isoformat()} if isinstance(v, datetime) else v for v in values]
+    return base64.urlsafe_b64encode(orjson.dumps({"k": packed, "dir": direction})).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[list[Any], str]:
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        return str(orjson.loads(base64.urlsafe_b64decode(padded))["after"])
+        data = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        values = [datetime.fromisoformat(v["d"]) if isinstance(v, dict) else v for v in data["k"]]
+        direction = data.get("dir", "next")
+        if direction not in ("next", "prev") or not isinstance(values, list):
+            raise ValueError(direction)
+        return values, direction
     except Exception:
         raise FhirError(400, "value", "The paging cursor is invalid or from another server") from None
 
 
-def run_search(conn: Connection, query: SearchQuery) -> tuple[list[Stored], int | None, str | None]:
-    """(page of current resources, total when asked or known, cursor of the next page or None)."""
+# -- sorting ------------------------------------------------------------------------------------------------
+def _sort_expression(resource_type: str, key: SortKey) -> ColumnElement[Any]:
+    code, kind = key.param.code, key.param.type
+    if code == "_id":
+        return resources.c.id
+    if code == "_lastUpdated":
+        return resources.c.last_updated
+    table = INDEX_TABLES[kind]
+    if kind == "date":
+        column, aggregate = (table.c.high, func.max) if key.descending else (table.c.low, func.min)
+    else:
+        column = table.c[_SORT_COLUMNS[kind]]
+        aggregate = func.max if key.descending else func.min
+    missing = _SENTINELS.get(kind, (_MAX_STR, _MIN_STR))[1 if key.descending else 0]
+    value = (
+        select(aggregate(column))
+        .where(table.c.resource_type == resource_type, table.c.resource_id == resources.c.id, table.c.param == code)
+        .scalar_subquery()
+    )
+    return func.coalesce(value, missing)
+
+
+def _after(columns: list[Any], descending: list[bool], values: list[Any]) -> ColumnElement[bool]:
+    """Rows strictly after ``values`` in the order given (lexicographic, each key in its own direction)."""
+    alternatives = []
+    for i, column in enumerate(columns):
+        equal_prefix = [columns[j] == values[j] for j in range(i)]
+        beyond = column < values[i] if descending[i] else column > values[i]
+        alternatives.append(and_(*equal_prefix, beyond))
+    return or_(*alternatives)
+
+
+# -- the search ---------------------------------------------------------------------------------------------
+def filters(query: SearchQuery) -> list[ColumnElement[bool]]:
     where = [resources.c.resource_type == query.resource_type, resources.c.deleted.is_(False)]
-    where.extend(_clause_sql(query.resource_type, clause) for clause in query.clauses)
+    where.extend(clause_sql(query.resource_type, clause) for clause in query.clauses)
+    return where
+
+
+def run_search(conn: Connection, query: SearchQuery) -> Page:
+    where = filters(query)
     total = None
-    if query.total == "accurate" or query.summary == "count" or query.total == "estimate":
+    if query.total in ("accurate", "estimate") or query.summary == "count":
         total = conn.execute(select(func.count()).select_from(resources).where(and_(*where))).scalar_one()
     if query.summary == "count" or query.count == 0:
-        return [], total, None
-    page_where = list(where)
-    if query.cursor:
-        page_where.append(resources.c.id > decode_cursor(query.cursor))
-    rows = conn.execute(
+        return Page([], total, None, None)
+
+    keys = [_sort_expression(query.resource_type, k).label(f"k{i}") for i, k in enumerate(query.sort)]
+    descending = [k.descending for k in query.sort] + [False]
+    inner = (
         select(
             resources.c.resource_type,
             resources.c.id,
@@ -64,154 +119,52 @@ def run_search(conn: Connection, query: SearchQuery) -> tuple[list[Stored], int 
             resources.c.last_updated,
             resources.c.deleted,
             resources.c.content,
+            *keys,
         )
-        .where(and_(*page_where))
-        .order_by(resources.c.id)
-        .limit(query.count + 1)
-    ).all()
-    has_more = len(rows) > query.count
+        .where(and_(*where))
+        .subquery()
+    )
+    key_columns = [inner.c[f"k{i}"] for i in range(len(keys))] + [inner.c.id]
+
+    direction, statement = "next", select(inner)
+    if query.cursor:
+        values, direction = decode_cursor(query.cursor)
+        if len(values) != len(key_columns):
+            raise FhirError(400, "value", "The paging cursor does not belong to this search")
+        flip = direction == "prev"
+        statement = statement.where(_after(key_columns, [d != flip for d in descending], values))
+    flip = direction == "prev"
+    order = [(col.asc() if (d == flip) else col.desc()) for col, d in zip(key_columns, descending, strict=True)]
+    rows = conn.execute(statement.order_by(*order).limit(query.count + 1)).all()
+    more = len(rows) > query.count
     rows = rows[: query.count]
+    if flip:
+        rows.reverse()
     page = [Stored(r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, r.content) for r in rows]
-    if total is None and not has_more and not query.cursor:
+    if total is None and not query.cursor and not more:
         total = len(page)
-    return page, total, encode_cursor(rows[-1].id) if has_more else None
+
+    def key_of(row: Any) -> list[Any]:
+        return [getattr(row, f"k{i}") for i in range(len(keys))] + [row.id]
+
+    next_cursor = encode_cursor(key_of(rows[-1])) if rows and (more if not flip else True) else None
+    prev_cursor = encode_cursor(key_of(rows[0]), "prev") if rows and (query.cursor and (not flip or more)) else None
+    return Page(page, total, next_cursor, prev_cursor)
 
 
-def _clause_sql(resource_type: str, clause: Clause) -> ColumnElement[bool]:
-    param = clause.param
-    if param.code == "_id":
-        ids = [cond.code for cond in clause.conditions if isinstance(cond, c.TokenMatch)]
-        expr = resources.c.id.in_(ids)
-    elif param.code == "_lastUpdated":
-        expr = or_(*(_date(resources.c.last_updated, resources.c.last_updated, cond) for cond in clause.conditions))
-    else:
-        table = INDEX_TABLES[_TABLE_FOR_TYPE[param.type]]
-        base = and_(table.c.resource_type == resource_type, table.c.param == param.code)
-        missing = [cond for cond in clause.conditions if isinstance(cond, c.MissingMatch)]
-        if missing:
-            has_value = resources.c.id.in_(select(table.c.resource_id).where(base))
-            return not_(has_value) if missing[0].missing else has_value
-        matches = or_(*(_value_sql(table, cond) for cond in clause.conditions))
-        expr = resources.c.id.in_(select(table.c.resource_id).where(base, matches))
-    return not_(expr) if clause.negate else expr
+class SearchOutcome:
+    """A page of matches, the resources _include/_revinclude brought in, and paging cursors."""
+
+    def __init__(self, page: Page, included: list[Stored], truncated: bool) -> None:
+        self.matches = page.rows
+        self.total = page.total
+        self.next_cursor = page.next_cursor
+        self.prev_cursor = page.prev_cursor
+        self.included = included
+        self.includes_truncated = truncated
 
 
-def _value_sql(table: Any, cond: c.Condition) -> ColumnElement[bool]:
-    if isinstance(cond, c.TokenMatch):
-        return _token(table, cond)
-    if isinstance(cond, c.StringMatch):
-        return _string(table, cond)
-    if isinstance(cond, c.DateMatch):
-        return _date(table.c.low, table.c.high, cond)
-    if isinstance(cond, c.NumberMatch):
-        return _number(table, cond)
-    if isinstance(cond, c.ReferenceMatch):
-        return _reference(table, cond)
-    if isinstance(cond, c.UriMatch):
-        return _uri(table, cond)
-    raise AssertionError(f"no SQL for {cond!r}")
-
-
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _token(table: Any, cond: c.TokenMatch) -> ColumnElement[bool]:
-    if cond.text is not None:
-        return table.c.text.like(_like_escape(cond.text) + "%", escape="\\")
-    parts = []
-    if cond.code is not None:
-        parts.append(table.c.code == cond.code)
-    if cond.system == "":
-        parts.append(table.c.system.is_(None))
-    elif cond.system is not None:
-        parts.append(table.c.system == cond.system)
-    return and_(*parts) if parts else true()
-
-
-def _string(table: Any, cond: c.StringMatch) -> ColumnElement[bool]:
-    if cond.mode == "exact":
-        return table.c.value_exact == cond.value
-    pattern = _like_escape(cond.value) + "%"
-    if cond.mode == "contains":
-        pattern = "%" + pattern
-    return table.c.value_norm.like(pattern, escape="\\")
-
-
-def _date(low: Any, high: Any, cond: c.DateMatch) -> ColumnElement[bool]:
-    q_low, q_high = cond.low, cond.high
-    inside = and_(low >= q_low, high <= q_high)
-    match cond.prefix:
-        case "eq":
-            return inside
-        case "ne":
-            return not_(inside)
-        case "gt":
-            return high > q_high
-        case "lt":
-            return low < q_low
-        case "ge":
-            return or_(high > q_high, inside)
-        case "le":
-            return or_(low < q_low, inside)
-        case "sa":
-            return low > q_high
-        case "eb":
-            return high < q_low
-        case "ap":
-            margin = _approximate_margin(q_low)
-            return and_(low <= q_high + margin, high >= q_low - margin)
-    raise AssertionError(cond.prefix)
-
-
-def _approximate_margin(value: datetime) -> timedelta:
-    """``ap``: 10% of the distance between the value and now, at least a day (as HAPI does)."""
-    return max(abs(utc_now() - value) * 0.1, timedelta(days=1))
-
-
-def _number(table: Any, cond: c.NumberMatch) -> ColumnElement[bool]:
-    value = table.c.value
-    match cond.prefix:
-        case "eq":
-            expr = and_(value >= cond.low, value < cond.high)
-        case "ne":
-            expr = not_(and_(value >= cond.low, value < cond.high))
-        case "gt" | "sa":
-            expr = value > cond.value
-        case "lt" | "eb":
-            expr = value < cond.value
-        case "ge":
-            expr = value >= cond.value
-        case "le":
-            expr = value <= cond.value
-        case "ap":
-            margin = abs(cond.value) * 0.1
-            expr = and_(value >= cond.value - margin, value <= cond.value + margin)
-        case _:
-            raise AssertionError(cond.prefix)
-    if cond.code is not None:
-        expr = and_(expr, table.c.code == cond.code)
-    if cond.system is not None:
-        expr = and_(expr, table.c.system == cond.system)
-    return expr
-
-
-def _reference(table: Any, cond: c.ReferenceMatch) -> ColumnElement[bool]:
-    if cond.url is not None:
-        expr = table.c.url == cond.url
-        return and_(expr, table.c.version == cond.version) if cond.version else expr
-    parts = [table.c.target_id == cond.target_id]
-    if cond.target_type:
-        parts.append(table.c.target_type == cond.target_type)
-    return and_(*parts)
-
-
-def _uri(table: Any, cond: c.UriMatch) -> ColumnElement[bool]:
-    if cond.mode == "below":
-        return table.c.value.like(_like_escape(cond.value) + "%", escape="\\")
-    if cond.mode == "above":
-        return literal(cond.value).like(table.c.value + "%")
-    return table.c.value == cond.value
-
-
-__all__ = ["decode_cursor", "encode_cursor", "false", "run_search"]
+def search_with_includes(conn: Connection, query: SearchQuery) -> SearchOutcome:
+    page = run_search(conn, query)
+    included, truncated = run_includes(conn, query.includes, page.rows) if query.includes else ([], False)
+    return SearchOutcome(page, included, truncated)

@@ -1,0 +1,10 @@
+"""The operation registry: one module per $operation, each declaring its OperationDefinition beside its code."""
+
+from __future__ import annotations
+
+from fhir_server.operations import everything
+from fhir_server.operations.base import Operation, OperationContext
+
+OPERATIONS: dict[str, Operation] = {op.name: op for op in (everything.OPERATION,)}
+
+__all__ = ["OPERATIONS", "Operation", "OperationContext"]

@@ -1,0 +1,125 @@
+"""Patient/{id}/$everything (FHIR R4 Patient $everything): the patient and every resource in its compartment,
+optionally only since ``_since`` and of the types in ``_type``, paged by ``_count``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from fhir_server.errors import FhirError
+from fhir_server.operations.base import Operation, OperationContext, definition, param
+from fhir_server.search.compartments import compartment_clause, compartment_types
+from fhir_server.search.query import Clause, SearchQuery
+from fhir_server.search.types.date import parse as parse_date
+from fhir_server.store.records import instant, utc_now
+from fhir_server.store.search_sql import decode_cursor, encode_cursor
+
+DEFINITION = definition(
+    "everything",
+    title="Patient everything",
+    description="The patient and every resource in the patient's compartment (R4 Patient-everything).",
+    resources=["Patient"],
+    instance=True,
+    parameters=[
+        param("_since", "in", "instant", doc="Only resources updated since this instant"),
+        param("_type", "in", "code", max_="*", doc="Only these resource types (comma-separated)"),
+        param("_count", "in", "integer", doc="Page size"),
+        param("return", "out", "Bundle", min_=1, doc="A searchset Bundle, paged"),
+    ],
+)
+
+
+def everything(ctx: OperationContext) -> dict[str, Any]:
+    fhir = ctx.fhir
+    if ctx.resource_type != "Patient" or ctx.resource_id is None:
+        raise FhirError(400, "not-supported", "$everything is defined on Patient instances")
+    patient = fhir.read("Patient", ctx.resource_id)  # 404/410 as for a read
+    types = _types(ctx)
+    count = _count(ctx, fhir.settings.default_page_size, fhir.settings.max_page_size)
+    since = ctx.one("_since")
+    registry = fhir.registry
+    since_clause = []
+    if since:
+        last_updated = registry.get("Patient", "_lastUpdated")
+        try:
+            since_clause = [Clause(last_updated, (parse_date("ge" + since, None),))]
+        except ValueError as exc:
+            raise FhirError(400, "value", f"Invalid _since: {exc}") from None
+
+    # The cursor says which member type we are in and where in it; the Patient itself leads the first page.
+    type_index, inner_cursor = 0, None
+    raw_cursor = ctx.one("_cursor")
+    if raw_cursor:
+        values, _ = decode_cursor(raw_cursor)
+        if len(values) != 2 or not isinstance(values[0], int):
+            raise FhirError(400, "value", "The paging cursor is invalid")
+        type_index, inner_cursor = values
+    entries: list[dict[str, Any]] = []
+    if not raw_cursor and "Patient" in types:
+        entries.append(_entry(ctx.base_url, "Patient", patient.id, patient.content))
+    members = [t for t in compartment_types("Patient") if t in types]
+    next_cursor = None
+    while type_index < len(members) and len(entries) < count:
+        member = members[type_index]
+        query = SearchQuery(
+            member,
+            clauses=[compartment_clause(registry, "Patient", ctx.resource_id, member), *since_clause],
+            count=count - len(entries),
+            cursor=inner_cursor,
+        )
+        outcome = fhir.repo.search(query)
+        entries += [_entry(ctx.base_url, s.resource_type, s.id, s.content) for s in outcome.matches]
+        if outcome.next_cursor:
+            next_cursor = encode_cursor([type_index, outcome.next_cursor])
+            break
+        type_index, inner_cursor = type_index + 1, None
+        if len(entries) >= count and type_index < len(members):
+            next_cursor = encode_cursor([type_index, None])
+    links = [{"relation": "self", "url": f"{ctx.base_url}/{ctx.path}"}]
+    if next_cursor:
+        kept = "&".join(f"{k}={v}" for k, v in ctx.params if k != "_cursor")
+        links.append({"relation": "next", "url": f"{ctx.base_url}/{ctx.path}?{kept}&_cursor={next_cursor}"})
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "meta": {"lastUpdated": instant(utc_now())},
+        "link": links,
+    }
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def _types(ctx: OperationContext) -> set[str]:
+    raw = [v for k, v in ctx.params if k == "_type"]
+    allowed = {"Patient", *compartment_types("Patient")}
+    if not raw:
+        return allowed
+    asked = {t.strip() for value in raw for t in value.split(",") if t.strip()}
+    unknown = asked - allowed
+    if unknown:
+        raise FhirError(
+            400, "value", f"_type names types outside the Patient compartment: {', '.join(sorted(unknown))}"
+        )
+    return asked
+
+
+def _count(ctx: OperationContext, default: int, maximum: int) -> int:
+    raw = ctx.one("_count")
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise FhirError(400, "value", "_count must be a positive integer")
+    return min(int(raw), maximum)
+
+
+def _entry(base: str, resource_type: str, resource_id: str, content: str | None) -> dict[str, Any]:
+    return {
+        "fullUrl": f"{base}/{resource_type}/{resource_id}",
+        "resource": orjson.Fragment((content or "{}").encode()),
+        "search": {"mode": "match"},
+    }
+
+
+OPERATION = Operation("everything", DEFINITION, everything)
