@@ -1,10 +1,11 @@
-"""Command line: ``fhir-server serve | db upgrade``."""
+"""Command line: ``fhir-server serve | db upgrade | reindex``."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
 
 from fhir_server import logs
 from fhir_server.config import Settings
@@ -41,6 +42,31 @@ def _db_upgrade(_: argparse.Namespace) -> int:
     return 0
 
 
+def _reindex(args: argparse.Namespace) -> int:
+    from fhir_server.app import create_app
+    from fhir_server.store.reindex import reindex
+
+    settings = Settings()
+    app = create_app(settings)
+    fhir = app.state.fhir
+    fhir.custom.refresh_if_stale()  # include the SearchParameter resources stored so far
+    started = time.monotonic()
+    count = reindex(
+        app.state.engine,
+        fhir.repo.indexer,
+        resource_type=args.type,
+        on_progress=lambda done, total: progress_bar("reindexing", done, total),
+    )
+    print(f"re-indexed {count} resources in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def progress_bar(label: str, done: int, total: int, width: int = 32) -> None:
+    filled = width if not total else int(width * min(done, total) / total)
+    end = "\n" if done >= total else ""
+    print(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+
 def _redacted(url: str) -> str:
     """Never print a database password."""
     if "@" in url and "://" in url:
@@ -61,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "1")))
     serve.add_argument("--no-migrate", action="store_true", help="do not run database migrations first")
     serve.set_defaults(func=_serve)
+
+    reindex = commands.add_parser("reindex", help="rebuild the search index (after adding SearchParameters)")
+    reindex.add_argument("--type", help="only this resource type")
+    reindex.set_defaults(func=_reindex)
 
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply every pending migration").set_defaults(func=_db_upgrade)

@@ -15,6 +15,7 @@ from fhir_server.config import Settings
 from fhir_server.errors import FhirError, gone, not_found, precondition_failed
 from fhir_server.jsonpatch import apply_patch
 from fhir_server.search.compartments import compartment_clause
+from fhir_server.search.custom import CustomParameters, check_definition
 from fhir_server.search.query import SearchQuery, parse_search
 from fhir_server.search.registry import Registry
 from fhir_server.store.records import Stored, WriteResult
@@ -44,6 +45,14 @@ class Interactions:
         self.repo = repo
         self.registry = registry
         self.settings = settings
+        self.custom = CustomParameters(repo, registry)
+
+    def _prepare_write(self, resource_type: str, resource: Any) -> None:
+        """Checks that go beyond structure, for the few types whose content the server acts on."""
+        self.custom.refresh_if_stale()
+        if resource_type == "SearchParameter" and isinstance(resource, dict):
+            check_definition(resource)
+            self.custom.mark_changed()
 
     # -- reads ------------------------------------------------------------------------------------------
     def read(self, resource_type: str, resource_id: str) -> Stored:
@@ -84,6 +93,7 @@ class Interactions:
         return stored
 
     def parse_query(self, resource_type: str, params: list[tuple[str, str]], *, strict: bool = False) -> SearchQuery:
+        self.custom.refresh_if_stale()
         return parse_search(
             require_type(resource_type),
             params,
@@ -117,6 +127,7 @@ class Interactions:
     ) -> WriteResult:
         require_type(resource_type)
         validate_resource(resource, resource_type)
+        self._prepare_write(resource_type, resource)
         if if_none_exist:
             existing = self._matches(session, resource_type, if_none_exist, "If-None-Exist")
             if existing:
@@ -148,6 +159,7 @@ class Interactions:
         require_type(resource_type)
         check_id(resource_id)
         validate_resource(resource, resource_type)
+        self._prepare_write(resource_type, resource)
         if resource.get("id") is None:
             raise FhirError(400, "required", "The resource in an update must have an id", expression=["id"])
         if resource["id"] != resource_id:
@@ -163,6 +175,7 @@ class Interactions:
     ) -> WriteResult:
         require_type(resource_type)
         validate_resource(resource, resource_type)
+        self._prepare_write(resource_type, resource)
         matches = self._matches(session, resource_type, criteria, "conditional update")
         body_id = resource.get("id")
         if not matches:
@@ -200,11 +213,14 @@ class Interactions:
         if patched.get("id") != resource_id or patched.get("resourceType") != resource_type:
             raise FhirError(400, "invalid", "A patch may not change the resource's type or id")
         validate_resource(patched, resource_type)
+        self._prepare_write(resource_type, patched)
         return session.update(patched, resource_id, if_match=current.version_id, method="PATCH")
 
     def delete(self, session: WriteSession, resource_type: str, resource_id: str) -> Stored | None:
         require_type(resource_type)
         check_id(resource_id)
+        if resource_type == "SearchParameter":
+            self.custom.mark_changed()
         return session.delete(resource_type, resource_id)
 
     def conditional_delete(self, session: WriteSession, resource_type: str, criteria: str) -> Stored | None:

@@ -4,8 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhir_server.search.registry import Registry
-from fhir_server.search.types import MODULES
+from fhir_server.search.paths import compile_relative
+from fhir_server.search.registry import Registry, SearchParam
+from fhir_server.search.types import MODULES, token
+
+
+def _add(rows: dict[str, list[dict[str, Any]]], table: str, param: str, new_rows: list[dict[str, Any]]) -> None:
+    seen = set()
+    for row in new_rows:
+        key = tuple(row.values())
+        if key in seen:
+            continue
+        seen.add(key)
+        row["param"] = param
+        row["element"] = None
+        rows.setdefault(table, []).append(row)
+
+
+def _identifier_types(values: list[Any]) -> list[dict[str, Any]]:
+    """``identifier:of-type=typeSystem|typeCode|value``: one row per (type coding, value)."""
+    out = []
+    for value in values:
+        if isinstance(value, dict) and isinstance(value.get("type"), dict) and isinstance(value.get("value"), str):
+            for coding in value["type"].get("coding", ()):
+                if isinstance(coding, dict) and coding.get("code"):
+                    system = f"{coding.get('system', '')}|{coding['code']}"
+                    out.append({"system": system[:256], "code": value["value"][:256], "text": None})
+    return out
 
 
 class SearchIndexer:
@@ -15,16 +40,30 @@ class SearchIndexer:
     def index_rows(self, resource_type: str, resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         rows: dict[str, list[dict[str, Any]]] = {}
         for param in self.registry.indexed_for(resource_type):
-            module = MODULES[param.type]
+            if param.type == "composite":
+                self._composite(param, resource, rows)
+                continue
             values = param.evaluator(resource)
             if not values:
                 continue
-            seen = set()
-            for row in module.index(values):
-                key = tuple(row.values())
-                if key in seen:
-                    continue
-                seen.add(key)
-                row["param"] = param.code
-                rows.setdefault(module.TABLE, []).append(row)
+            _add(rows, MODULES[param.type].TABLE, param.code, MODULES[param.type].index(values))
+            if param.type == "reference":  # Reference.identifier, for the :identifier modifier
+                identifiers = [v["identifier"] for v in values if isinstance(v, dict) and "identifier" in v]
+                _add(rows, "token", f"{param.code}:identifier", token.index(identifiers))
+            elif param.type == "token":  # Identifier.type, for the :of-type modifier
+                _add(rows, "token", f"{param.code}:of-type", _identifier_types(values))
         return rows
+
+    def _composite(self, param: SearchParam, resource: dict[str, Any], rows: dict[str, list[dict[str, Any]]]) -> None:
+        components = self.registry.components(param)
+        if not components:
+            return
+        for element, node in enumerate(param.evaluator(resource)):
+            if not isinstance(node, dict):
+                continue
+            for number, (component, expression) in enumerate(components):
+                module = MODULES[component.type]
+                for row in module.index(compile_relative(expression)(node)):
+                    row["param"] = f"{param.code}#{number}"
+                    row["element"] = element
+                    rows.setdefault(module.TABLE, []).append(row)

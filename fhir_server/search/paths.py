@@ -148,6 +148,8 @@ def _compile_one(expression: str) -> Evaluator:
     bare = expression.strip()
     if bare.startswith("(") and bare.endswith(")") and bare.count("(") == 1:
         bare = bare[1:-1].strip()
+    if re.fullmatch(r"[A-Z][A-Za-z]+", bare):  # the resource itself (a composite over the whole resource)
+        return lambda resource: [resource]
     if _SIMPLE.fullmatch(bare):
         return _Path(_steps(bare))
     match = _RESOLVE_IS.fullmatch(bare)
@@ -189,3 +191,12 @@ def compile_expression(expression: str) -> Evaluator:
         return out
 
     return union
+
+
+RELATIVE_ROOT = "Node"  # not a FHIR type: relative expressions compile without choice-type expansion
+
+
+@cache
+def compile_relative(expression: str) -> Evaluator:
+    """A composite component's expression, relative to the node its composite selected (``value.as(Quantity)``)."""
+    return compile_expression(" | ".join(f"{RELATIVE_ROOT}.{part}" for part in _split_union(expression)))

@@ -9,14 +9,14 @@ parameter.  Sizes are capped so that no request can ask for an unbounded amount 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from fhir_server import models
 from fhir_server.errors import FhirError
-from fhir_server.search.conditions import Condition, MissingMatch
+from fhir_server.search.conditions import Condition, MissingMatch, TokenMatch
 from fhir_server.search.registry import Registry, SearchParam
 from fhir_server.search.types import MODULES, SearchValueError
-from fhir_server.search.types.common import split_unescaped
+from fhir_server.search.types.common import split_unescaped, unescape
 
 # Parameters that shape the result rather than select resources.
 RESULT_PARAMS = {
@@ -42,6 +42,15 @@ class Clause:
     param: SearchParam
     conditions: tuple[Condition, ...]  # OR
     negate: bool = False  # :not
+
+
+@dataclass(frozen=True)
+class CompositeClause:
+    """``code-value-quantity=s|c$gt5``: each OR alternative lists one condition per component, all of which must
+    hold within the same element."""
+
+    param: SearchParam
+    alternatives: tuple[tuple[tuple[SearchParam, Condition], ...], ...]
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,7 @@ class OrClause:
     alternatives: tuple[AnyClause, ...]
 
 
-AnyClause = Clause | ChainClause | HasClause | CompartmentClause | OrClause
+AnyClause = Clause | CompositeClause | ChainClause | HasClause | CompartmentClause | OrClause
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,8 @@ class SearchParser:
         head, dot, rest = key.partition(".")
         name, _, modifier = head.partition(":")
         param = self.registry.get(resource_type, name)
+        if param is not None and param.type == "composite":
+            return self._composite(param, modifier or None, raw, key)
         if param is None or (param.type not in MODULES and param.code != "_id"):
             return self._unknown(key, resource_type)
         if dot:
@@ -149,13 +160,18 @@ class SearchParser:
         return self._simple(param, modifier or None, raw, key)
 
     def _simple(self, param: SearchParam, modifier: str | None, raw: str, key: str) -> Clause:
+        if modifier == "identifier" and param.type == "reference":
+            # Reference.identifier is indexed as a token under "<code>:identifier"
+            return self._simple(replace(param, code=f"{param.code}:identifier", type="token"), None, raw, key)
+        if modifier == "of-type" and param.type == "token":
+            return Clause(
+                replace(param, code=f"{param.code}:of-type"), tuple(_of_type(v, key) for v in _values(raw, key))
+            )
         if modifier == "missing":
             if raw not in ("true", "false"):
                 raise FhirError(400, "value", f"'{key}' must be true or false", expression=[key])
             return Clause(param, (MissingMatch(raw == "true"),))
-        values = split_unescaped(raw, ",")
-        if len(values) > MAX_OR_VALUES:
-            raise FhirError(400, "too-costly", f"'{key}' has more than {MAX_OR_VALUES} alternative values")
+        values = _values(raw, key)
         negate = modifier == "not"
         module = MODULES[param.type]
         conditions = []
@@ -168,6 +184,28 @@ class SearchParser:
             except SearchValueError as exc:
                 raise FhirError(400, "value", f"Invalid value for search parameter '{key}': {exc}") from None
         return Clause(param, tuple(conditions), negate)
+
+    def _composite(self, param: SearchParam, modifier: str | None, raw: str, key: str) -> CompositeClause | None:
+        components = self.registry.components(param)
+        if not components:
+            return self._unknown(key, param.base)
+        if modifier is not None:
+            raise FhirError(400, "value", f"Composite parameter '{param.code}' takes no modifiers")
+        alternatives = []
+        for value in split_unescaped(raw, ",")[: MAX_OR_VALUES + 1]:
+            parts = split_unescaped(value, "$")
+            if len(parts) != len(components):
+                raise FhirError(400, "value", f"'{key}' needs {len(components)} '$'-separated values, got {len(parts)}")
+            conditions = []
+            for (component, _), part in zip(components, parts, strict=True):
+                try:
+                    conditions.append((component, MODULES[component.type].parse(part, None)))
+                except SearchValueError as exc:
+                    raise FhirError(400, "value", f"Invalid value for search parameter '{key}': {exc}") from None
+            alternatives.append(tuple(conditions))
+        if len(alternatives) > MAX_OR_VALUES:
+            raise FhirError(400, "too-costly", f"'{key}' has more than {MAX_OR_VALUES} alternative values")
+        return CompositeClause(param, tuple(alternatives))
 
     def _chain(
         self, resource_type: str, param: SearchParam, modifier: str | None, rest: str, key: str, raw: str, depth: int
@@ -263,6 +301,20 @@ class SearchParser:
         if param is None or param.type != "reference":
             raise FhirError(400, "value", f"'{source}:{code[:64]}' is not a reference search parameter")
         return Include(source, param, target, reverse, iterate)
+
+
+def _values(raw: str, key: str) -> list[str]:
+    values = split_unescaped(raw, ",")
+    if len(values) > MAX_OR_VALUES:
+        raise FhirError(400, "too-costly", f"'{key}' has more than {MAX_OR_VALUES} alternative values")
+    return values
+
+
+def _of_type(value: str, key: str) -> TokenMatch:
+    parts = [unescape(p) for p in split_unescaped(value, "|")]
+    if len(parts) != 3 or not all(parts[1:]):
+        raise FhirError(400, "value", f"'{key}' takes typeSystem|typeCode|value")
+    return TokenMatch(f"{parts[0]}|{parts[1]}", parts[2])
 
 
 def parse_search(

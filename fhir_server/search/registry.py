@@ -37,10 +37,8 @@ class SearchParam:
 
     @property
     def indexed(self) -> bool:
-        # Composite parameters are answered from their components' index rows; special ones need custom code.
-        return (
-            self.code not in COLUMN_PARAMS and self.expression is not None and self.type not in ("special", "composite")
-        )
+        # Special parameters (e.g. Location near) need code of their own and are not indexed.
+        return self.code not in COLUMN_PARAMS and self.expression is not None and self.type != "special"
 
 
 class Registry:
@@ -48,10 +46,23 @@ class Registry:
         self._by_type: dict[str, dict[str, SearchParam]] = {}
         self._common: dict[str, SearchParam] = {}
         self._indexed_cache: dict[str, list[SearchParam]] = {}
-        for param in params:
+        self._by_url: dict[str, list[SearchParam]] = {}
+        self.generation = 0
+        self._base = list(params)
+        for param in self._base:
             self.add(param)
 
+    def set_custom(self, custom: Iterable[SearchParam]) -> None:
+        """Replace the parameters defined by SearchParameter resources (spec parameters stay; a custom one with
+        the same code on the same type takes precedence).  Built aside and swapped in, for concurrent readers."""
+        fresh = Registry([*self._base, *custom])
+        self._by_type, self._common, self._by_url = fresh._by_type, fresh._common, fresh._by_url
+        self._indexed_cache = {}
+        self.generation += 1
+
     def add(self, param: SearchParam) -> None:
+        if param.url:
+            self._by_url.setdefault(param.url, []).append(param)
         if param.base in COMMON_BASES:
             self._common[param.code] = param
         else:
@@ -61,6 +72,29 @@ class Registry:
     def get(self, resource_type: str, code: str) -> SearchParam | None:
         found = self._by_type.get(resource_type, {}).get(code)
         return found or self._common.get(code)
+
+    def by_url(self, url: str, resource_type: str) -> SearchParam | None:
+        """A parameter by canonical URL (composite components name theirs), preferring the given base type."""
+        found = self._by_url.get(url, [])
+        return next((p for p in found if p.base == resource_type), found[0] if found else None)
+
+    def components(self, param: SearchParam) -> list[tuple[SearchParam, str]]:
+        """(component parameter, expression relative to the composite's node) for a composite parameter."""
+        out = []
+        for component in param.components:
+            resolved = self.by_url(component.get("definition", ""), param.base)
+            if resolved is None or resolved.type not in (
+                "token",
+                "string",
+                "date",
+                "reference",
+                "quantity",
+                "number",
+                "uri",
+            ):
+                return []
+            out.append((resolved, component.get("expression", "")))
+        return out
 
     def for_type(self, resource_type: str) -> list[SearchParam]:
         merged = {**self._common, **self._by_type.get(resource_type, {})}

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Table, and_, bindparam, delete, insert, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -286,6 +286,24 @@ class Repository:
         with self.read_engine.connect() as conn:
             row = conn.execute(_READ_VERSION, {"rtype": resource_type, "rid": resource_id, "vid": version_id}).first()
         return _stored(row, row.method) if row else None
+
+    def type_stamp(self, resource_type: str) -> tuple[int, Any]:
+        """Changes to a type show here: (number of versions, newest write)."""
+        v = resource_versions.c
+        with self.read_engine.connect() as conn:
+            row = conn.execute(
+                select(func.count(), func.max(v.last_updated)).where(v.resource_type == resource_type)
+            ).one()
+        return row[0], row[1]
+
+    def all_current(self, resource_type: str) -> list[Stored]:
+        with self.read_engine.connect() as conn:
+            rows = conn.execute(
+                select(*_CURRENT_COLUMNS).where(
+                    resources.c.resource_type == resource_type, resources.c.deleted.is_(False)
+                )
+            ).all()
+        return [_stored(row) for row in rows]
 
     def read_many(self, keys: Iterable[tuple[str, str]]) -> list[Stored]:
         """Current, non-deleted versions of the given (type, id) pairs, in the order given."""

@@ -13,7 +13,15 @@ from sqlalchemy import Table, and_, literal, not_, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from fhir_server.search import conditions as c
-from fhir_server.search.query import AnyClause, ChainClause, Clause, CompartmentClause, HasClause, OrClause
+from fhir_server.search.query import (
+    AnyClause,
+    ChainClause,
+    Clause,
+    CompartmentClause,
+    CompositeClause,
+    HasClause,
+    OrClause,
+)
 from fhir_server.store.records import utc_now
 from fhir_server.store.tables import INDEX_TABLES, idx_reference, resources
 
@@ -64,7 +72,25 @@ def clause_sql(resource_type: str, clause: AnyClause, rows: Any = resources) -> 
                 ref.c.target_id == clause.owner_id,
             )
         )
+    if isinstance(clause, CompositeClause):
+        return or_(*(_composite(resource_type, clause, alt, rows) for alt in clause.alternatives))
     return _plain(resource_type, clause, rows)
+
+
+def _composite(resource_type: str, clause: CompositeClause, alternative: tuple, rows: Any) -> ColumnElement[bool]:
+    """All components match index rows of the same resource and the same element."""
+    tables = [INDEX_TABLES[component.type].alias() for component, _ in alternative]
+    first = tables[0]
+    conditions = []
+    for number, (table, (_, condition)) in enumerate(zip(tables, alternative, strict=True)):
+        conditions += [
+            table.c.resource_type == resource_type,
+            table.c.param == f"{clause.param.code}#{number}",
+            _value_sql(table, condition),
+        ]
+        if number:
+            conditions += [table.c.resource_id == first.c.resource_id, table.c.element == first.c.element]
+    return rows.c.id.in_(select(first.c.resource_id).where(*conditions))
 
 
 def _plain(resource_type: str, clause: Clause, rows: Any) -> ColumnElement[bool]:

@@ -77,7 +77,10 @@ def _index_table(name: str, *value_columns: Column, value_index: tuple[str, ...]
         metadata,
         Column("resource_type", String(TYPE_LEN), nullable=False),
         Column("resource_id", String(ID_LEN), nullable=False),
-        Column("param", String(64), nullable=False),
+        Column("param", String(80), nullable=False),
+        # Composite parameters index each component as "<code>#<n>"; ``element`` numbers the node the
+        # composite's expression selected, so components match within one element (one Observation.component).
+        Column("element", Integer, nullable=True),
         *value_columns,
         Index(f"ix_{name}_resource", "resource_type", "resource_id"),
         Index(f"ix_{name}_value", "resource_type", "param", *value_index),

@@ -1,0 +1,102 @@
+"""SearchParameter resources POSTed to the server extend the registry.
+
+Every worker process keeps its registry in step with the database: before a request is served it checks (at most
+every ``interval`` seconds, or at once after this process wrote a SearchParameter) whether SearchParameter
+resources changed, and reloads them.  New values are indexed on write; ``fhir-server reindex`` applies a new
+parameter to resources stored before it existed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import fhirpathpy
+
+from fhir_server import fhirjson, models
+from fhir_server.errors import FhirError
+from fhir_server.search.registry import Registry, SearchParam
+from fhir_server.search.types import MODULES
+
+log = logging.getLogger("fhir_server.search")
+SUPPORTED_TYPES = (*MODULES, "composite")
+
+
+def check_definition(resource: dict[str, Any]) -> None:
+    """Refuse a SearchParameter this server could not honour, naming what is wrong."""
+    if resource.get("type") not in SUPPORTED_TYPES:
+        raise FhirError(400, "not-supported", f"SearchParameter.type '{resource.get('type')}' cannot be indexed")
+    expression = resource.get("expression")
+    if resource.get("type") != "composite":
+        if not isinstance(expression, str):
+            raise FhirError(400, "required", "SearchParameter.expression is required", expression=["expression"])
+        try:
+            fhirpathpy.compile(expression)
+        except Exception as exc:
+            raise FhirError(
+                400,
+                "invalid",
+                f"SearchParameter.expression does not compile: {exc}",
+                expression=["SearchParameter.expression"],
+            ) from None
+    unknown = [b for b in resource.get("base", []) if not models.is_resource_type(b)]
+    if unknown:
+        raise FhirError(400, "value", f"SearchParameter.base names unknown types: {', '.join(unknown)}")
+
+
+def from_resource(resource: dict[str, Any]) -> list[SearchParam]:
+    return [
+        SearchParam(
+            code=resource["code"],
+            base=base,
+            type=resource["type"],
+            expression=resource.get("expression"),
+            targets=tuple(resource.get("target", ())),
+            url=resource.get("url", ""),
+            components=tuple(resource.get("component", ())),
+        )
+        for base in resource.get("base", [])
+        if models.is_resource_type(base)
+    ]
+
+
+class CustomParameters:
+    def __init__(self, repo: Any, registry: Registry, interval: float = 5.0) -> None:
+        self.repo = repo
+        self.registry = registry
+        self.interval = interval
+        self._stamp: Any = None
+        self._checked = 0.0
+        self._lock = threading.Lock()
+
+    def mark_changed(self) -> None:
+        self._checked = 0.0
+
+    def refresh_if_stale(self) -> None:
+        if time.monotonic() - self._checked < self.interval:
+            return
+        with self._lock:
+            if time.monotonic() - self._checked < self.interval:
+                return
+            stamp = self.repo.type_stamp("SearchParameter")
+            if stamp != self._stamp:
+                self._reload()
+                self._stamp = stamp
+            self._checked = time.monotonic()
+
+    def _reload(self) -> None:
+        custom: list[SearchParam] = []
+        for stored in self.repo.all_current("SearchParameter"):
+            resource = fhirjson.loads_stored(stored.content or "{}")
+            if resource.get("status") == "retired":
+                continue
+            try:
+                check_definition(resource)
+            except FhirError as err:
+                log.warning("SearchParameter/%s ignored: %s", stored.id, err.issues[0].diagnostics)
+                continue
+            custom.extend(from_resource(resource))
+        self.registry.set_custom(custom)
+        log.info("search registry reloaded with %d custom parameters", len(custom))
