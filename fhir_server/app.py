@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
@@ -15,7 +17,7 @@ from fhir_server.errors import install_error_handlers
 from fhir_server.middleware import RequestContextMiddleware
 from fhir_server.search.indexer import SearchIndexer
 from fhir_server.search.registry import default_registry
-from fhir_server.store.engine import build_engine
+from fhir_server.store.engine import build_engine, build_read_engine
 from fhir_server.store.errors import DATABASE_ERRORS
 from fhir_server.store.repository import Repository
 
@@ -26,9 +28,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     engine = build_engine(settings)
     registry = default_registry()
-    repository = Repository(engine, SearchIndexer(registry), write_retries=settings.write_retries)
+    repository = Repository(
+        engine,
+        SearchIndexer(registry),
+        write_retries=settings.write_retries,
+        read_engine=build_read_engine(settings, engine),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        repository.read_engine.dispose()
+        engine.dispose()
 
     app = FastAPI(
+        lifespan=lifespan,
         title="fhir-server",
         version=__version__,
         docs_url=None,
@@ -37,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.read_engine = repository.read_engine
     app.state.fhir = Interactions(repository, registry, settings)
 
     install_error_handlers(app, DATABASE_ERRORS)

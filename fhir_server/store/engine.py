@@ -32,6 +32,21 @@ def build_engine(settings: Settings) -> Engine:
     )
 
 
+def build_read_engine(settings: Settings, write_engine: Engine) -> Engine:
+    """Reads outside a write need no transaction.  On PostgreSQL a pool of autocommit connections saves the
+    BEGIN/ROLLBACK round trips of every read; it is also where reads would move to a replica.  SQLite shares the
+    one engine."""
+    if write_engine.dialect.name != "postgresql":
+        return write_engine
+    return create_engine(
+        make_url(normalise_url(settings.database_url)),
+        isolation_level="AUTOCOMMIT",
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_recycle=1800,
+    )
+
+
 def _sqlite_engine(url: Any, settings: Settings) -> Engine:
     engine = create_engine(
         url,

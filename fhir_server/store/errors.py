@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import sqlite3
+
+import psycopg
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from fhir_server.errors import FhirError, service_unavailable
 
 # The exception classes the app maps to 503s (registered as specific handlers, so the connection stays open).
-DATABASE_ERRORS: tuple[type[Exception], ...] = (DBAPIError, PoolTimeout)
+# Driver errors appear unwrapped on the raw read path.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (DBAPIError, PoolTimeout, psycopg.Error, sqlite3.Error)
 
 
 def classify_database_error(exc: BaseException) -> FhirError | None:
     if isinstance(exc, PoolTimeout):
         return service_unavailable("All database connections are busy; try again shortly", "transient")
+    if isinstance(exc, psycopg.OperationalError | sqlite3.OperationalError):
+        return _by_message(str(exc).lower(), exc)
     if not isinstance(exc, DBAPIError):
         return None
-    message = str(getattr(exc, "orig", exc)).lower()
+    return _by_message(str(getattr(exc, "orig", exc)).lower(), exc)
+
+
+def _by_message(message: str, exc: BaseException) -> FhirError | None:
     if "locked" in message or "busy" in message or "lock timeout" in message or "deadlock" in message:
         return service_unavailable("The database is busy (lock held by another writer); try again", "lock-error")
     if ("disk" in message and "full" in message) or "no space" in message or "could not extend" in message:
         return service_unavailable("The database is out of storage", "no-store", retry_after=30)
-    if isinstance(exc, OperationalError) or exc.connection_invalidated:
+    invalidated = getattr(exc, "connection_invalidated", False)
+    if isinstance(exc, OperationalError | psycopg.OperationalError | sqlite3.OperationalError) or invalidated:
         return service_unavailable("The database is unavailable; try again shortly", "transient", retry_after=5)
     return None

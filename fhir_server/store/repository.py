@@ -40,10 +40,10 @@ _CURRENT_COLUMNS = (
 # Current rows before versions before index rows, so unique-key conflicts surface on the first statement.
 _INSERT_ORDER = (resources, resource_versions, *INDEX_TABLES.values())
 
+_READ_BY_ID = "SELECT version_id, last_updated, deleted, content FROM resources WHERE resource_type = {0} AND id = {0}"
+_READ_BY_ID_SQL = {"postgresql": _READ_BY_ID.format("%s"), "sqlite": _READ_BY_ID.format("?")}
+
 # Built once: the hot read path then skips expression construction and hits the compiled-statement cache.
-_READ_CURRENT = select(*_CURRENT_COLUMNS).where(
-    resources.c.resource_type == bindparam("rtype"), resources.c.id == bindparam("rid")
-)
 _READ_VERSION = select(
     resource_versions.c.resource_type,
     resource_versions.c.id,
@@ -240,15 +240,14 @@ class WriteSession:
 
 
 class Repository:
-    def __init__(self, engine: Engine, indexer: Indexer, *, write_retries: int = 8) -> None:
+    def __init__(
+        self, engine: Engine, indexer: Indexer, *, write_retries: int = 8, read_engine: Engine | None = None
+    ) -> None:
         self.engine = engine
-        # Reads outside a write need no transaction: on PostgreSQL autocommit saves the BEGIN and ROLLBACK round
-        # trips of every request.  (This is also the seam where reads would move to a replica.)
-        self.read_engine = (
-            engine.execution_options(isolation_level="AUTOCOMMIT") if engine.dialect.name == "postgresql" else engine
-        )
         self.indexer = indexer
         self.write_retries = write_retries
+        self.read_engine = read_engine or engine
+        self._read_sql = _READ_BY_ID_SQL[engine.dialect.name]
 
     @property
     def dialect(self) -> str:
@@ -274,9 +273,27 @@ class Repository:
         raise AssertionError("unreachable")
 
     def read(self, resource_type: str, resource_id: str) -> Stored | None:
-        with self.read_engine.connect() as conn:
-            row = conn.execute(_READ_CURRENT, {"rtype": resource_type, "rid": resource_id}).first()
-        return _stored(row) if row else None
+        """The hot path (read by id): one prepared statement on a pooled DBAPI connection, no SQL construction."""
+        conn = self.read_engine.raw_connection()
+        try:
+            cursor = conn.cursor()
+            cursor.execute(self._read_sql, (resource_type, resource_id))
+            row = cursor.fetchone()
+            cursor.close()
+        except self.read_engine.dialect.loaded_dbapi.OperationalError:
+            # Outside SQLAlchemy's Connection there is no disconnect handling: after a database restart every
+            # pooled connection is dead, so drop them all (this request still answers 503).
+            conn.invalidate()
+            self.read_engine.dispose()
+            raise
+        finally:
+            conn.close()
+        if row is None:
+            return None
+        version_id, last_updated, deleted, content = row
+        if isinstance(last_updated, str):  # SQLite hands DateTime columns back as text
+            last_updated = datetime.fromisoformat(last_updated)
+        return Stored(resource_type, resource_id, version_id, last_updated, bool(deleted), content)
 
     def search(self, query: SearchQuery) -> SearchOutcome:
         with self.read_engine.connect() as conn:

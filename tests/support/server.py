@@ -55,4 +55,5 @@ class ServerThread:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        self.app.state.read_engine.dispose()
         self.app.state.engine.dispose()
