@@ -57,19 +57,57 @@ def start_server(database_url: str, workers: int) -> Iterator[Server]:
     )
     root = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{root}/fhir/metadata", timeout=2).raise_for_status()
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not start: {process.stderr.read().decode()[-2000:]}") from None
-                time.sleep(0.2)
+        _wait_until_up(process, f"{root}/fhir/metadata")
         yield Server(root, port)
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@contextmanager
+def start_bare_app(database_url: str, workers: int) -> Iterator[Server]:
+    """bench/bare_app.py under uvicorn, the same way the server runs."""
+    port = _free_port()
+    env = {**os.environ, "BARE_DATABASE_URL": database_url}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.bare_app:app",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_until_up(process, f"http://127.0.0.1:{port}/fhir/Patient/none", ok_status=404)
+        yield Server(f"http://127.0.0.1:{port}", port)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _wait_until_up(process: subprocess.Popen, url: str, ok_status: int = 200) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == ok_status:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            error = process.stderr.read().decode()[-2000:] if process.stderr else ""
+            raise RuntimeError(f"process did not start: {error}")
+        time.sleep(0.2)
 
 
 def progress(label: str, done: int, total: int, width: int = 30) -> None:

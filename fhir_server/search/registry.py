@@ -46,6 +46,7 @@ class Registry:
         self._by_type: dict[str, dict[str, SearchParam]] = {}
         self._common: dict[str, SearchParam] = {}
         self._indexed_cache: dict[str, list[SearchParam]] = {}
+        self._components_cache: dict[tuple[str, str], list[tuple[SearchParam, str]]] = {}
         self._by_url: dict[str, list[SearchParam]] = {}
         self.generation = 0
         self._base = list(params)
@@ -57,7 +58,7 @@ class Registry:
         the same code on the same type takes precedence).  Built aside and swapped in, for concurrent readers."""
         fresh = Registry([*self._base, *custom])
         self._by_type, self._common, self._by_url = fresh._by_type, fresh._common, fresh._by_url
-        self._indexed_cache = {}
+        self._indexed_cache, self._components_cache = {}, {}
         self.generation += 1
 
     def add(self, param: SearchParam) -> None:
@@ -80,6 +81,12 @@ class Registry:
 
     def components(self, param: SearchParam) -> list[tuple[SearchParam, str]]:
         """(component parameter, expression relative to the composite's node) for a composite parameter."""
+        key = (param.base, param.code)
+        if key not in self._components_cache:
+            self._components_cache[key] = self._resolve_components(param)
+        return self._components_cache[key]
+
+    def _resolve_components(self, param: SearchParam) -> list[tuple[SearchParam, str]]:
         out = []
         for component in param.components:
             resolved = self.by_url(component.get("definition", ""), param.base)

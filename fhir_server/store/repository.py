@@ -96,10 +96,32 @@ class WriteSession:
         self._pending: dict[Table, list[dict[str, Any]]] = {}
 
     def flush(self) -> None:
+        if not self._pending:
+            return
+        if self.conn.dialect.name == "postgresql":
+            self._copy_pending()
+            return
         for table in _INSERT_ORDER:
             rows = self._pending.pop(table, None)
             if rows:
                 self.conn.execute(insert(table), rows)
+
+    def _copy_pending(self) -> None:
+        """PostgreSQL: COPY is about twice as fast as multi-row INSERT for index rows (measured: bench/core.py)."""
+        driver = self.conn.connection.driver_connection
+        try:
+            with driver.cursor() as cursor:
+                for table in _INSERT_ORDER:
+                    rows = self._pending.pop(table, None)
+                    if not rows:
+                        continue
+                    columns = list(rows[0])  # our own keys, never client text
+                    with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+                        for row in rows:
+                            copy.write_row([row[c] for c in columns])
+        except driver.IntegrityError as exc:  # a concurrent writer took the same id or version first
+            self._pending.clear()
+            raise RetryTransaction(str(exc)) from exc
 
     def _queue(self, table: Table, rows: list[dict[str, Any]]) -> None:
         self._pending.setdefault(table, []).extend(rows)
