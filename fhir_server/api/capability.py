@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_server import FHIR_VERSION, __version__, models
+from fhir_server.operations import OPERATIONS
 from fhir_server.search.registry import Registry
 from fhir_server.store.records import instant, utc_now
 
@@ -21,32 +22,42 @@ TYPE_INTERACTIONS = [
     "search-type",
 ]
 SYSTEM_INTERACTIONS = ["transaction", "batch", "history-system"]
-COMMON_SEARCH_RESULT_PARAMS = ["_count", "_total", "_summary", "_elements"]
+RESULT_PARAMETERS = ["_count", "_total", "_summary", "_elements", "_sort", "_include", "_revinclude"]
 
 
 def capability_statement(registry: Registry, base_url: str) -> dict[str, Any]:
     resources = []
     for resource_type in sorted(models.R4_RESOURCE_TYPES):
+        all_params = registry.for_type(resource_type)
         params = [
             {"name": p.code, "definition": p.url, "type": p.type} if p.url else {"name": p.code, "type": p.type}
-            for p in registry.for_type(resource_type)
-            if p.type != "composite" or p.components
+            for p in all_params
+            if p.type != "special"
         ]
-        resources.append(
-            {
-                "type": resource_type,
-                "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
-                "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
-                "versioning": "versioned",
-                "readHistory": True,
-                "updateCreate": True,
-                "conditionalCreate": True,
-                "conditionalRead": "not-supported",
-                "conditionalUpdate": True,
-                "conditionalDelete": "single",
-                "searchParam": params,
-            }
-        )
+        references = [f"{resource_type}:{p.code}" for p in all_params if p.type == "reference"]
+        operations = [
+            {"name": op.name, "definition": op.definition["url"]}
+            for op in OPERATIONS.values()
+            if resource_type in op.resource_types and op.levels & {"type", "instance"}
+        ]
+        entry: dict[str, Any] = {
+            "type": resource_type,
+            "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
+            "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
+            "versioning": "versioned",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": True,
+            "conditionalDelete": "single",
+            "searchInclude": ["*", *references],
+            "searchRevInclude": ["*"],
+            "searchParam": params,
+        }
+        if operations:
+            entry["operation"] = operations
+        resources.append(entry)
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -66,6 +77,12 @@ def capability_statement(registry: Registry, base_url: str) -> dict[str, Any]:
                 "mode": "server",
                 "resource": resources,
                 "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+                "searchParam": [{"name": name, "type": "special"} for name in RESULT_PARAMETERS],
+                "operation": [
+                    {"name": op.name, "definition": op.definition["url"]}
+                    for op in OPERATIONS.values()
+                    if "system" in op.levels
+                ],
             }
         ],
     }
