@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from fhir_server import __version__
 from fhir_server.api import instance, operations, system
@@ -14,6 +15,8 @@ from fhir_server.api import type as type_api
 from fhir_server.api.interactions import Interactions
 from fhir_server.config import Settings
 from fhir_server.errors import install_error_handlers
+from fhir_server.library import discover
+from fhir_server.library.sync import sync_resources
 from fhir_server.middleware import RequestContextMiddleware
 from fhir_server.search.indexer import SearchIndexer
 from fhir_server.search.registry import default_registry
@@ -35,8 +38,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         read_engine=build_read_engine(settings, engine),
     )
 
+    library = discover(settings.library_paths(), settings.content_pack_paths())
+    fhir = Interactions(repository, registry, settings, library)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.load_library:
+            summary = await run_in_threadpool(sync_resources, fhir, library.resources())
+            log.info("library: %d stored, %d already current", summary.created, summary.unchanged)
         yield
         repository.read_engine.dispose()
         engine.dispose()
@@ -52,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.read_engine = repository.read_engine
-    app.state.fhir = Interactions(repository, registry, settings)
+    app.state.fhir = fhir
 
     install_error_handlers(app, DATABASE_ERRORS)
     # Order matters: /metadata, /_history and /{type}/_search must win over /{type}/{id}.

@@ -1,4 +1,4 @@
-"""Command line: ``fhir-server serve | db upgrade | reindex``."""
+"""Command line: ``fhir-server serve | db upgrade | load | reindex``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 from fhir_server import logs
 from fhir_server.config import Settings
@@ -61,6 +62,28 @@ def _reindex(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace) -> int:
+    from fhir_server.app import create_app
+    from fhir_server.library import LoadError, discover
+    from fhir_server.library.sync import sync_resources
+
+    settings = Settings(load_library=False)
+    try:
+        library = discover([Path(p) for p in args.paths], [Path(p) for p in args.content_pack or []])
+    except LoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    fhir = create_app(settings).state.fhir
+    resources = library.resources()
+    try:
+        summary = sync_resources(fhir, resources, lambda done, total: progress_bar("loading", done, total))
+    except LoadError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 1
+    print(f"{summary.created} resources stored, {summary.unchanged} already current ({len(resources)} files)")
+    return 0
+
+
 def progress_bar(label: str, done: int, total: int, width: int = 32) -> None:
     filled = width if not total else int(width * min(done, total) / total)
     end = "\n" if done >= total else ""
@@ -87,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "1")))
     serve.add_argument("--no-migrate", action="store_true", help="do not run database migrations first")
     serve.set_defaults(func=_serve)
+
+    load = commands.add_parser("load", help="store instrument folders, terminology files or content packs")
+    load.add_argument("paths", nargs="+", help="a questionnaires/ or terminology/ folder, an instrument folder or file")
+    load.add_argument("--content-pack", action="append", help="a content pack folder to apply (repeatable)")
+    load.set_defaults(func=_load)
 
     reindex = commands.add_parser("reindex", help="rebuild the search index (after adding SearchParameters)")
     reindex.add_argument("--type", help="only this resource type")

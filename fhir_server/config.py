@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite:///./fhir-server.db"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_LIBRARY = os.pathsep.join(
+    str(PROJECT_ROOT / name) for name in ("terminology", "questionnaires") if (PROJECT_ROOT / name).is_dir()
+)
 
 
 class Settings(BaseSettings):
@@ -23,6 +30,17 @@ class Settings(BaseSettings):
     # SQLite waits this long for a lock before the request answers 503 lock-error.
     sqlite_busy_timeout_ms: int = 5000
     log_level: str = "info"
+    # Folders of instruments (questionnaires/<id>/) and terminology files, separated by the OS path separator;
+    # stored on start.  Content packs (licensed wording) likewise.
+    library_dirs: str = DEFAULT_LIBRARY
+    content_packs: str = ""
+    load_library: bool = True
+
+    def library_paths(self) -> list[Path]:
+        return [Path(p) for p in self.library_dirs.split(os.pathsep) if p]
+
+    def content_pack_paths(self) -> list[Path]:
+        return [Path(p) for p in self.content_packs.split(os.pathsep) if p]
 
     @property
     def is_sqlite(self) -> bool:

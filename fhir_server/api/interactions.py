@@ -14,6 +14,7 @@ from fhir_server import fhirjson, models
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError, gone, not_found, precondition_failed
 from fhir_server.jsonpatch import apply_patch
+from fhir_server.library import Library
 from fhir_server.search.compartments import compartment_clause
 from fhir_server.search.custom import CustomParameters, check_definition
 from fhir_server.search.query import SearchQuery, parse_search
@@ -22,6 +23,7 @@ from fhir_server.store.records import Stored, WriteResult
 from fhir_server.store.repository import Repository, WriteSession
 from fhir_server.store.search_sql import SearchOutcome
 from fhir_server.validation import check_id, validate_resource
+from fhir_server.validation.questionnaire_response import validate_response
 
 
 @dataclass
@@ -41,18 +43,57 @@ def new_id() -> str:
 
 
 class Interactions:
-    def __init__(self, repo: Repository, registry: Registry, settings: Settings) -> None:
+    def __init__(
+        self, repo: Repository, registry: Registry, settings: Settings, library: Library | None = None
+    ) -> None:
         self.repo = repo
         self.registry = registry
         self.settings = settings
+        self.library = library or Library()
         self.custom = CustomParameters(repo, registry)
 
-    def _prepare_write(self, resource_type: str, resource: Any) -> None:
+    def _prepare_write(self, session: WriteSession, resource_type: str, resource: Any) -> None:
         """Checks that go beyond structure, for the few types whose content the server acts on."""
         self.custom.refresh_if_stale()
         if resource_type == "SearchParameter" and isinstance(resource, dict):
             check_definition(resource)
             self.custom.mark_changed()
+        elif resource_type == "QuestionnaireResponse":
+            self.check_response(session, resource)
+
+    def check_response(self, session: WriteSession | None, response: dict[str, Any]) -> dict[str, Any]:
+        """Validate a QuestionnaireResponse against its Questionnaire (422 naming the item); returns the
+        Questionnaire."""
+        questionnaire = self.resolve_questionnaire(session, response.get("questionnaire"))
+        issues = validate_response(response, questionnaire)
+        if issues:
+            raise FhirError(422, issues[0].code, issues[0].diagnostics, issues=issues)
+        return questionnaire
+
+    def resolve_questionnaire(self, session: WriteSession | None, canonical: Any) -> dict[str, Any]:
+        """``url|version`` → that version; ``url`` → the library's preferred version, else the newest stored."""
+        if not isinstance(canonical, str) or not canonical:
+            raise FhirError(
+                422,
+                "required",
+                "QuestionnaireResponse.questionnaire is required to check the answers",
+                expression=["QuestionnaireResponse.questionnaire"],
+            )
+        url, _, version = canonical.partition("|")
+        version = version or self.library.preferred_version(url) or ""
+        params = [("url", url)] + ([("version", version)] if version else [])
+        query = self.parse_query("Questionnaire", params)
+        query.count = 50
+        found = (session.search(query) if session is not None else self.repo.search(query)).matches
+        if not found:
+            raise FhirError(
+                422,
+                "not-found",
+                f"Questionnaire {canonical[:200]} is not known to this server",
+                expression=["QuestionnaireResponse.questionnaire"],
+            )
+        candidates = [fhirjson.loads_stored(s.content or "{}") for s in found]
+        return max(candidates, key=lambda q: _version_key(q.get("version", "")))
 
     # -- reads ------------------------------------------------------------------------------------------
     def read(self, resource_type: str, resource_id: str) -> Stored:
@@ -127,7 +168,7 @@ class Interactions:
     ) -> WriteResult:
         require_type(resource_type)
         validate_resource(resource, resource_type)
-        self._prepare_write(resource_type, resource)
+        self._prepare_write(session, resource_type, resource)
         if if_none_exist:
             existing = self._matches(session, resource_type, if_none_exist, "If-None-Exist")
             if existing:
@@ -159,7 +200,7 @@ class Interactions:
         require_type(resource_type)
         check_id(resource_id)
         validate_resource(resource, resource_type)
-        self._prepare_write(resource_type, resource)
+        self._prepare_write(session, resource_type, resource)
         if resource.get("id") is None:
             raise FhirError(400, "required", "The resource in an update must have an id", expression=["id"])
         if resource["id"] != resource_id:
@@ -175,7 +216,7 @@ class Interactions:
     ) -> WriteResult:
         require_type(resource_type)
         validate_resource(resource, resource_type)
-        self._prepare_write(resource_type, resource)
+        self._prepare_write(session, resource_type, resource)
         matches = self._matches(session, resource_type, criteria, "conditional update")
         body_id = resource.get("id")
         if not matches:
@@ -213,7 +254,7 @@ class Interactions:
         if patched.get("id") != resource_id or patched.get("resourceType") != resource_type:
             raise FhirError(400, "invalid", "A patch may not change the resource's type or id")
         validate_resource(patched, resource_type)
-        self._prepare_write(resource_type, patched)
+        self._prepare_write(session, resource_type, patched)
         return session.update(patched, resource_id, if_match=current.version_id, method="PATCH")
 
     def delete(self, session: WriteSession, resource_type: str, resource_id: str) -> Stored | None:
@@ -261,6 +302,11 @@ class Interactions:
         if len(matches) > 1:
             raise precondition_failed(f"The {what} criteria match more than one resource", "multiple-matches")
         return matches
+
+
+def _version_key(version: str) -> tuple[tuple[int, int, str], ...]:
+    """Order versions numerically where they are numbers (1.10.0 after 1.9.0)."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in version.replace("-", ".").split("."))
 
 
 def parse_etag(value: str | None) -> int | None:

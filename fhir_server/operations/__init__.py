@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from fhir_server.operations import everything
+from fhir_server.operations import everything, terminology, validate
 from fhir_server.operations.base import Operation, OperationContext
 
-OPERATIONS: dict[str, Operation] = {op.name: op for op in (everything.OPERATION,)}
+OPERATIONS: dict[str, Operation] = {
+    op.name: op
+    for op in (
+        everything.OPERATION,
+        validate.OPERATION,
+        terminology.LOOKUP,
+        terminology.VALIDATE_CODE,
+        terminology.EXPAND,
+    )
+}
 
 __all__ = ["OPERATIONS", "Operation", "OperationContext"]

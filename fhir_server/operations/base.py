@@ -15,7 +15,7 @@ from fhir_server.errors import FhirError
 if TYPE_CHECKING:
     from fhir_server.api.interactions import Interactions
 
-CANONICAL_BASE = "http://fit-fhir.org/fhir"  # our artifacts' canonical base (see terminology/README.md)
+from fhir_server.canonical import BASE as CANONICAL_BASE
 
 
 @dataclass

@@ -1,0 +1,139 @@
+"""Find instruments and terminology on disk, check them, and apply content packs.
+
+A folder is an instrument when it holds ``questionnaire.json`` (and, when scored, ``scoring.json``); any other
+``*.json`` file in a library folder is a terminology resource (CodeSystem, ValueSet, ConceptMap, ...).  Adding a
+measure is adding a folder: no Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fhir_server import fhirjson
+from fhir_server.errors import FhirError
+from fhir_server.library.errors import LoadError
+from fhir_server.library.packs import ContentPack, apply_pack, read_pack
+from fhir_server.scoring.rules import RulesError, ScoringRules, load_rules
+from fhir_server.validation import validate_resource
+
+
+@dataclass(frozen=True)
+class Instrument:
+    id: str
+    folder: Path
+    questionnaire: dict[str, Any]
+    rules: ScoringRules | None
+
+    @property
+    def url(self) -> str:
+        return self.questionnaire["url"]
+
+    @property
+    def version(self) -> str:
+        return self.questionnaire["version"]
+
+
+@dataclass
+class Library:
+    instruments: list[Instrument] = field(default_factory=list)
+    terminology: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
+    # Questionnaires rewritten by content packs, served as versions of their own (url|version-suffix).
+    licensed: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
+
+    def rules_for(self, url: str) -> ScoringRules | None:
+        return next((i.rules for i in self.instruments if i.url == url), None)
+
+    def instrument(self, url: str) -> Instrument | None:
+        return next((i for i in self.instruments if i.url == url), None)
+
+    def preferred_version(self, url: str) -> str | None:
+        """The version a response naming only the url means: a loaded content pack's, else the shipped one."""
+        licensed = [q["version"] for _, q in self.licensed if q["url"] == url]
+        if licensed:
+            return licensed[-1]
+        instrument = self.instrument(url)
+        return instrument.version if instrument else None
+
+    def resources(self) -> list[tuple[Path, dict[str, Any]]]:
+        """Everything to store, terminology first (the Questionnaires' codes refer to it)."""
+        shipped = [(i.folder / "questionnaire.json", i.questionnaire) for i in self.instruments]
+        return [*self.terminology, *shipped, *self.licensed]
+
+
+def _read_resource(path: Path) -> dict[str, Any]:
+    try:
+        resource = fhirjson.parse(path.read_bytes())
+        validate_resource(resource)
+    except FhirError as err:
+        raise LoadError(f"{path}: {err.issues[0].diagnostics}") from None
+    for key in ("url", "version") if resource.get("resourceType") in _CANONICAL_TYPES else ():
+        if not isinstance(resource.get(key), str):
+            raise LoadError(f"{path}: a library {resource['resourceType']} needs a '{key}'")
+    return resource
+
+
+_CANONICAL_TYPES = {"Questionnaire", "CodeSystem", "ValueSet", "ConceptMap", "SearchParameter", "OperationDefinition"}
+
+
+def _instrument(folder: Path) -> Instrument:
+    questionnaire = _read_resource(folder / "questionnaire.json")
+    if questionnaire.get("resourceType") != "Questionnaire":
+        raise LoadError(f"{folder / 'questionnaire.json'}: must hold a Questionnaire")
+    rules = None
+    if (folder / "scoring.json").exists():
+        try:
+            rules = load_rules(folder / "scoring.json")
+        except RulesError as exc:
+            raise LoadError(str(exc)) from None
+        if rules.questionnaire != questionnaire["url"]:
+            raise LoadError(f"{folder / 'scoring.json'}: 'questionnaire' must be {questionnaire['url']}")
+        link_ids = _link_ids(questionnaire.get("item") or [])
+        missing = [i.linkId for i in rules.itemScores if i.linkId not in link_ids]
+        missing += [s.linkId for s in rules.scores if s.linkId not in link_ids]
+        if missing:
+            raise LoadError(f"{folder / 'scoring.json'}: linkIds not in the Questionnaire: {', '.join(missing)}")
+    return Instrument(folder.name, folder, questionnaire, rules)
+
+
+def _link_ids(items: list[dict[str, Any]]) -> set[str]:
+    found: set[str] = set()
+    for item in items:
+        found.add(item.get("linkId", ""))
+        found |= _link_ids(item.get("item") or [])
+    return found
+
+
+def discover(folders: list[Path], packs: list[Path] | None = None) -> Library:
+    library = Library()
+    for root in folders:
+        if not root.exists():
+            raise LoadError(f"{root}: library folder does not exist")
+        if root.is_dir() and (root / "questionnaire.json").exists():  # one instrument folder
+            library.instruments.append(_instrument(root))
+            continue
+        paths = [root] if root.is_file() else sorted(root.iterdir())
+        for path in paths:
+            if path.is_dir() and (path / "questionnaire.json").exists():
+                library.instruments.append(_instrument(path))
+            elif path.is_file() and path.suffix == ".json":
+                library.terminology.append((path, _read_resource(path)))
+    urls = [i.url for i in library.instruments]
+    duplicates = {u for u in urls if urls.count(u) > 1}
+    if duplicates:
+        raise LoadError(f"the same Questionnaire url is in two folders: {', '.join(sorted(duplicates))}")
+    for pack_folder in packs or []:
+        pack: ContentPack = read_pack(pack_folder)
+        for overlay_path, overlay in pack.overlays:
+            instrument = library.instrument(overlay.get("questionnaire", ""))
+            if instrument is None:
+                raise LoadError(f"{overlay_path}: no instrument with url {overlay.get('questionnaire')!r}")
+            try:
+                licensed = apply_pack(instrument.questionnaire, overlay, pack)
+                validate_resource(licensed)
+            except (ValueError, FhirError) as exc:
+                message = exc.issues[0].diagnostics if isinstance(exc, FhirError) else str(exc)
+                raise LoadError(f"{overlay_path}: {message}") from None
+            library.licensed.append((overlay_path, licensed))
+    return library

@@ -1,0 +1,64 @@
+"""SDC expression support: extension lookup and evaluation of variables and calculatedExpressions with
+fhirpathpy, exactly as an SDC renderer would (so the server's check and a renderer's score agree)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+import fhirpathpy
+from fhirpathpy.models import models
+
+VARIABLE = "http://hl7.org/fhir/StructureDefinition/variable"
+CALCULATED = "http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-calculatedExpression"
+_R4 = models["r4"]
+
+
+def extension_value(element: dict[str, Any], url: str) -> Any:
+    for ext in element.get("extension") or ():
+        if ext.get("url") == url:
+            return next((v for k, v in ext.items() if k.startswith("value")), None)
+    return None
+
+
+@cache
+def _compiled(expression: str) -> Any:
+    return fhirpathpy.compile(expression, model=_R4)
+
+
+def evaluate(expression: str, response: dict[str, Any], questionnaire: dict[str, Any], env: dict[str, Any]) -> list:
+    return _compiled(expression)(response, {"resource": response, "questionnaire": questionnaire, **env})
+
+
+def variables(questionnaire: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    """Root-level variables, in order (later ones may use earlier ones)."""
+    env: dict[str, Any] = {}
+    for ext in questionnaire.get("extension") or ():
+        if ext.get("url") == VARIABLE:
+            expression = ext.get("valueExpression") or {}
+            if expression.get("language") == "text/fhirpath" and expression.get("name"):
+                env[expression["name"]] = evaluate(expression["expression"], response, questionnaire, env)
+    return env
+
+
+def _calculated_items(items: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], str]]:
+    for item in items or ():
+        expression = extension_value(item, CALCULATED)
+        if isinstance(expression, dict) and expression.get("language") == "text/fhirpath":
+            yield item, expression["expression"]
+        yield from _calculated_items(item.get("item") or [])
+
+
+def calculated_values(
+    questionnaire: dict[str, Any], response: dict[str, Any]
+) -> list[tuple[str, Decimal | None, dict[str, Any]]]:
+    """(linkId, value or None when the calculation is empty, item definition) for every calculated item."""
+    env = variables(questionnaire, response)
+    out = []
+    for item, expression in _calculated_items(questionnaire.get("item") or []):
+        result = evaluate(expression, response, questionnaire, env)
+        value = result[0] if result else None
+        out.append((item["linkId"], Decimal(str(value)) if isinstance(value, int | float | Decimal) else None, item))
+    return out
