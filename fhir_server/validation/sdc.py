@@ -28,8 +28,15 @@ def _compiled(expression: str) -> Any:
     return fhirpathpy.compile(expression, model=_R4)
 
 
+class ExpressionFailed(Exception):
+    """FHIRPath could not evaluate an expression on this response (e.g. two answers where one is expected)."""
+
+
 def evaluate(expression: str, response: dict[str, Any], questionnaire: dict[str, Any], env: dict[str, Any]) -> list:
-    return _compiled(expression)(response, {"resource": response, "questionnaire": questionnaire, **env})
+    try:
+        return _compiled(expression)(response, {"resource": response, "questionnaire": questionnaire, **env})
+    except Exception as exc:  # fhirpathpy raises bare Exceptions on type errors
+        raise ExpressionFailed(f"{expression[:80]}: {exc}") from None
 
 
 def variables(questionnaire: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
@@ -39,7 +46,10 @@ def variables(questionnaire: dict[str, Any], response: dict[str, Any]) -> dict[s
         if ext.get("url") == VARIABLE:
             expression = ext.get("valueExpression") or {}
             if expression.get("language") == "text/fhirpath" and expression.get("name"):
-                env[expression["name"]] = evaluate(expression["expression"], response, questionnaire, env)
+                try:
+                    env[expression["name"]] = evaluate(expression["expression"], response, questionnaire, env)
+                except ExpressionFailed:
+                    env[expression["name"]] = []
     return env
 
 
@@ -54,11 +64,15 @@ def _calculated_items(items: list[dict[str, Any]]) -> Iterator[tuple[dict[str, A
 def calculated_values(
     questionnaire: dict[str, Any], response: dict[str, Any]
 ) -> list[tuple[str, Decimal | None, dict[str, Any]]]:
-    """(linkId, value or None when the calculation is empty, item definition) for every calculated item."""
+    """(linkId, value or None when the calculation is empty, item definition) for every calculated item that
+    can be evaluated (a response malformed enough to break an expression is refused for that reason already)."""
     env = variables(questionnaire, response)
     out = []
     for item, expression in _calculated_items(questionnaire.get("item") or []):
-        result = evaluate(expression, response, questionnaire, env)
+        try:
+            result = evaluate(expression, response, questionnaire, env)
+        except ExpressionFailed:
+            continue
         value = result[0] if result else None
         out.append((item["linkId"], Decimal(str(value)) if isinstance(value, int | float | Decimal) else None, item))
     return out
