@@ -39,6 +39,44 @@ class Score(_Strict):
     max: Decimal
     unit: str = "{score}"
     snomed: str | None = None
+    # "own": an Observation of its own (totals, WAI-SR subscale sums); "component": only a component of the
+    # instrument's Observations (WAI-SR means go with their sums, named in ``components``).
+    observation: Literal["own", "component"] = "own"
+    components: list[str] = []
+
+
+Comparator = Literal["<", "<=", ">", ">="]
+Threshold = Decimal | dict[str, Decimal]  # one value, or one per age band (child / adolescent / adult)
+
+
+class FlagRule(_Strict):
+    """A clinical prompt raised by scores, as data.  ``kind`` picks the test; ``setting`` names the site
+    overrides (``<setting>.threshold``, ``<setting>.comparator``, ``<setting>.window``)."""
+
+    id: str
+    code: str  # in the fit-flags CodeSystem
+    display: str = ""
+    kind: Literal["threshold", "drop", "item-threshold", "repeated", "decline", "change-from-first"]
+    scores: list[str] = []  # score ids the rule reads (threshold, drop, repeated, decline, change-from-first)
+    items: list[str] = []  # item linkIds (item-threshold); empty means every scored item
+    comparator: Comparator = "<"
+    threshold: Threshold = Decimal(0)
+    window: int = Field(default=1, ge=1, le=20)
+    severity: Literal["high", "medium", "low", "info"]
+    message: str  # the curious, non-defensive follow-up question; {value}, {threshold}, {items} are filled in
+    setting: str | None = None
+
+
+class Interpretation(_Strict):
+    """Observation.interpretation from a score: below/at-or-above a cutoff, reliable change from intake, and
+    clinically significant change (Jacobson-Truax: from below the cutoff to at/above it, with reliable change)."""
+
+    kind: Literal["cutoff", "reliable-change"]
+    score: str
+    threshold: Threshold
+    cutoff: Threshold | None = None  # reliable-change: the clinical cutoff for clinically significant change
+    comparator: Comparator = "<"
+    setting: str | None = None
 
 
 class ScoringRules(_Strict):
@@ -46,8 +84,9 @@ class ScoringRules(_Strict):
     questionnaire: str
     itemScores: list[ItemScore] = []
     scores: list[Score] = []
-    cutoffs: dict[str, Any] = {}
-    flags: list[dict[str, Any]] = []
+    cutoffs: dict[str, Any] = {}  # documentation of the published cutoffs and their sources
+    flags: list[FlagRule] = []
+    interpretations: list[Interpretation] = []
 
     @model_validator(mode="after")
     def _scores_use_known_items(self) -> ScoringRules:
@@ -59,7 +98,18 @@ class ScoringRules(_Strict):
         ids = [s.id for s in self.scores]
         if len(ids) != len(set(ids)):
             raise ValueError("score ids must be unique")
+        for rule in self.flags:
+            unknown = [s for s in rule.scores if s not in ids] + [i for i in rule.items if i not in known]
+            if unknown:
+                raise ValueError(f"flag '{rule.id}' refers to unknown scores or items: {', '.join(unknown)}")
+        for score in self.scores:
+            unknown = [c for c in score.components if c not in ids]
+            if unknown:
+                raise ValueError(f"score '{score.id}' lists unknown component scores: {', '.join(unknown)}")
         return self
+
+    def score(self, score_id: str) -> Score | None:
+        return next((s for s in self.scores if s.id == score_id), None)
 
     def item(self, link_id: str) -> ItemScore | None:
         return next((i for i in self.itemScores if i.linkId == link_id), None)
