@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -35,6 +36,8 @@ class Settings(BaseSettings):
     library_dirs: str = DEFAULT_LIBRARY
     content_packs: str = ""
     load_library: bool = True
+    # Per-site scoring settings, e.g. FHIR_SERVER_SCORING_OVERRIDES='{"srs-cutoff.comparator": "<="}'
+    scoring_overrides: dict[str, Any] = {}
 
     def library_paths(self) -> list[Path]:
         return [Path(p) for p in self.library_dirs.split(os.pathsep) if p]

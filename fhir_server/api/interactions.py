@@ -8,13 +8,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from fhir_server import fhirjson, models
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError, gone, not_found, precondition_failed
 from fhir_server.jsonpatch import apply_patch
 from fhir_server.library import Library
+from fhir_server.scoring.pipeline import ScoringPipeline
 from fhir_server.search.compartments import compartment_clause
 from fhir_server.search.custom import CustomParameters, check_definition
 from fhir_server.search.query import SearchQuery, parse_search
@@ -51,15 +52,26 @@ class Interactions:
         self.settings = settings
         self.library = library or Library()
         self.custom = CustomParameters(repo, registry)
+        self.scoring = ScoringPipeline(self, settings.scoring_overrides)
 
-    def _prepare_write(self, session: WriteSession, resource_type: str, resource: Any) -> None:
-        """Checks that go beyond structure, for the few types whose content the server acts on."""
+    def _prepare_write(self, session: WriteSession, resource_type: str, resource: Any) -> dict[str, Any] | None:
+        """Checks that go beyond structure, for the few types whose content the server acts on.  Returns the
+        Questionnaire a QuestionnaireResponse answers (the scoring needs it after the write)."""
         self.custom.refresh_if_stale()
         if resource_type == "SearchParameter" and isinstance(resource, dict):
             check_definition(resource)
             self.custom.mark_changed()
         elif resource_type == "QuestionnaireResponse":
-            self.check_response(session, resource)
+            return self.check_response(session, resource)
+        return None
+
+    def _finish(
+        self, session: WriteSession, resource_type: str, result: WriteResult, questionnaire: dict[str, Any] | None
+    ) -> WriteResult:
+        """After a write, in the same transaction: a new or changed QuestionnaireResponse is scored."""
+        if questionnaire is not None and not result.existing:
+            self.scoring.on_written(session, result.stored, questionnaire)
+        return result
 
     def check_response(self, session: WriteSession | None, response: dict[str, Any]) -> dict[str, Any]:
         """Validate a QuestionnaireResponse against its Questionnaire (422 naming the item); returns the
@@ -168,7 +180,10 @@ class Interactions:
     ) -> WriteResult:
         require_type(resource_type)
         validate_resource(resource, resource_type)
-        self._prepare_write(session, resource_type, resource)
+        questionnaire = self._prepare_write(session, resource_type, resource)
+        if if_none_exist is None and resource_type == "QuestionnaireResponse":
+            # A replayed submission carries the same identifier: it must not be stored (or scored) twice.
+            if_none_exist = _identifier_criteria(resource)
         if if_none_exist:
             existing = self._matches(session, resource_type, if_none_exist, "If-None-Exist")
             if existing:
@@ -177,7 +192,7 @@ class Interactions:
         result = session.create({**resource}, resource_id or new_id())
         if if_none_exist:
             self._claim(session, resource_type, if_none_exist, result.stored.id)
-        return result
+        return self._finish(session, resource_type, result, questionnaire)
 
     def _claim(self, session: WriteSession, resource_type: str, criteria: str, resource_id: str) -> None:
         """Claim the criteria for the resource just created, so a concurrent twin cannot also create."""
@@ -200,7 +215,7 @@ class Interactions:
         require_type(resource_type)
         check_id(resource_id)
         validate_resource(resource, resource_type)
-        self._prepare_write(session, resource_type, resource)
+        questionnaire = self._prepare_write(session, resource_type, resource)
         if resource.get("id") is None:
             raise FhirError(400, "required", "The resource in an update must have an id", expression=["id"])
         if resource["id"] != resource_id:
@@ -209,14 +224,17 @@ class Interactions:
                 "invalid",
                 f"The body's id '{resource['id']}' does not match the URL's id '{resource_id}'",
             )
-        return session.update(resource, resource_id, if_match=parse_etag(if_match))
+        result = session.update(
+            resource, resource_id, if_match=parse_etag(if_match), skip_unchanged=questionnaire is not None
+        )
+        return self._finish(session, resource_type, result, questionnaire)
 
     def conditional_update(
         self, session: WriteSession, resource_type: str, criteria: str, resource: Any, *, if_match: str | None
     ) -> WriteResult:
         require_type(resource_type)
         validate_resource(resource, resource_type)
-        self._prepare_write(session, resource_type, resource)
+        questionnaire = self._prepare_write(session, resource_type, resource)
         matches = self._matches(session, resource_type, criteria, "conditional update")
         body_id = resource.get("id")
         if not matches:
@@ -224,10 +242,16 @@ class Interactions:
             check_id(target)
             result = session.update({**resource, "id": target}, target, if_match=parse_etag(if_match))
             self._claim(session, resource_type, criteria, target)
-            return result
+            return self._finish(session, resource_type, result, questionnaire)
         if body_id is not None and body_id != matches[0].id:
             raise FhirError(400, "invalid", f"The body's id '{body_id}' is not the id of the matching resource")
-        return session.update({**resource, "id": matches[0].id}, matches[0].id, if_match=parse_etag(if_match))
+        result = session.update(
+            {**resource, "id": matches[0].id},
+            matches[0].id,
+            if_match=parse_etag(if_match),
+            skip_unchanged=questionnaire is not None,
+        )
+        return self._finish(session, resource_type, result, questionnaire)
 
     def patch(
         self,
@@ -254,8 +278,9 @@ class Interactions:
         if patched.get("id") != resource_id or patched.get("resourceType") != resource_type:
             raise FhirError(400, "invalid", "A patch may not change the resource's type or id")
         validate_resource(patched, resource_type)
-        self._prepare_write(session, resource_type, patched)
-        return session.update(patched, resource_id, if_match=current.version_id, method="PATCH")
+        questionnaire = self._prepare_write(session, resource_type, patched)
+        result = session.update(patched, resource_id, if_match=current.version_id, method="PATCH")
+        return self._finish(session, resource_type, result, questionnaire)
 
     def delete(self, session: WriteSession, resource_type: str, resource_id: str) -> Stored | None:
         require_type(resource_type)
@@ -302,6 +327,13 @@ class Interactions:
         if len(matches) > 1:
             raise precondition_failed(f"The {what} criteria match more than one resource", "multiple-matches")
         return matches
+
+
+def _identifier_criteria(resource: dict[str, Any]) -> str | None:
+    identifier = resource.get("identifier")
+    if isinstance(identifier, dict) and identifier.get("system") and identifier.get("value"):
+        return urlencode({"identifier": f"{identifier['system']}|{identifier['value']}"})
+    return None
 
 
 def _version_key(version: str) -> tuple[tuple[int, int, str], ...]:

@@ -1,0 +1,234 @@
+"""The scoring pipeline: a stored QuestionnaireResponse becomes Observations, Flags and a Provenance, inside the
+same write transaction as the response itself (so either all of it is committed or none of it).
+
+History-aware rules read the client's earlier results through the repository (an indexed search by patient and
+instrument, newest first), never by scanning.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from fhir_server import fhirjson
+from fhir_server.canonical import FLAGS_CODESYSTEM, MEASURES_CODESYSTEM
+from fhir_server.scoring import resources as build
+from fhir_server.scoring.flags import Session, Settings, evaluate_flags, interpretations
+from fhir_server.scoring.rules import ScoringRules
+from fhir_server.scoring.scores import answers_by_link_id, compute_scores, item_scores
+from fhir_server.store.records import Stored, instant
+from fhir_server.store.session import WriteSession
+
+if TYPE_CHECKING:
+    from fhir_server.api.interactions import Interactions
+
+HISTORY_DEPTH = 20
+SCORED_STATUSES = ("completed", "amended")
+
+
+class ScoringPipeline:
+    def __init__(self, fhir: Interactions, overrides: dict[str, Any] | None = None) -> None:
+        self.fhir = fhir
+        self.settings = Settings(overrides)
+
+    def rules_for(self, response: dict[str, Any]) -> ScoringRules | None:
+        url = str(response.get("questionnaire", "")).partition("|")[0]
+        rules = self.fhir.library.rules_for(url)
+        return rules if rules is not None and rules.scores else None
+
+    def on_written(self, session: WriteSession, stored: Stored, questionnaire: dict[str, Any]) -> list[Stored]:
+        """Score (or retract) after a QuestionnaireResponse write; returns what was written."""
+        response = fhirjson.loads_stored(stored.content or "{}")
+        rules = self.rules_for(response)
+        if rules is None:
+            return []
+        if response.get("status") in SCORED_STATUSES:
+            return self.score(session, rules, response, questionnaire)
+        if response.get("status") == "entered-in-error":
+            return self.retract(session, rules, response)
+        return []
+
+    # -- scoring ------------------------------------------------------------------------------------------
+    def results(
+        self, session: WriteSession, rules: ScoringRules, response: dict[str, Any], questionnaire: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+        """(Observations, Flags for this response, ids of earlier Flags this session resolves), not written."""
+        scores = compute_scores(rules, response, questionnaire)
+        items = item_scores(rules, response, questionnaire)
+        series = respondent_series(response)
+        history = self._history(session, rules, response, series)
+        band = age_band(self._birth_date(session, response), response.get("authored"))
+        interpreted = {
+            s.id: interpretations(rules, s.id, scores[s.id], history, band, self.settings)  # type: ignore[arg-type]
+            for s in rules.scores
+            if scores.get(s.id) is not None
+        }
+        status = "amended" if response.get("status") == "amended" else "final"
+        observations = build.observations(rules, response, scores, items, interpreted, series, status)
+        by_score = {s.id: build.derived_id(response["id"], s.id) for s in rules.scores if s.observation == "own"}
+        raised = evaluate_flags(rules, scores, items, history, band, self.settings)
+        flags = [build.flag(response, r, by_score.get(r.score_id or "")) for r in raised]
+        resolved = [] if status == "amended" else self._resolved_earlier(session, rules, response, raised)
+        return observations, flags, resolved
+
+    def score(
+        self, session: WriteSession, rules: ScoringRules, response: dict[str, Any], questionnaire: dict[str, Any]
+    ) -> list[Stored]:
+        observations, flags, resolved = self.results(session, rules, response, questionnaire)
+        if not observations:
+            return []
+        self._ensure_engine_device(session)
+        written = [self._put(session, o) for o in observations]
+        raised_ids = {f["id"] for f in flags}
+        written += [self._put(session, f) for f in flags]
+        # An amended response may no longer raise what it raised before: those Flags end now.
+        for rule in rules.flags:
+            flag_id = build.derived_id(response["id"], rule.id)
+            if flag_id not in raised_ids:
+                ended = self._end_flag(session, flag_id, response.get("authored"), "inactive")
+                if ended:
+                    written.append(ended)
+        for flag_id in resolved:
+            ended = self._end_flag(session, flag_id, response.get("authored"), "inactive")
+            if ended:
+                written.append(ended)
+        targets = [f"{s.resource_type}/{s.id}" for s in written]
+        activity = "UPDATE" if response.get("status") == "amended" else "CREATE"
+        written.append(self._put(session, build.provenance(response, targets, instant(session.now), activity)))
+        return written
+
+    def retract(self, session: WriteSession, rules: ScoringRules, response: dict[str, Any]) -> list[Stored]:
+        """entered-in-error: the response's Observations and Flags are marked entered-in-error too."""
+        written = []
+        ids = [("Observation", build.derived_id(response["id"], s.id)) for s in rules.scores]
+        ids += [("Flag", build.derived_id(response["id"], r.id)) for r in rules.flags]
+        for resource_type, resource_id in ids:
+            current = session.current(resource_type, resource_id)
+            if current is None or current.deleted:
+                continue
+            resource = fhirjson.loads_stored(current.content or "{}")
+            resource["status"] = "entered-in-error"
+            written.append(self._put(session, resource))
+        if written:
+            targets = [f"{s.resource_type}/{s.id}" for s in written]
+            written.append(self._put(session, build.provenance(response, targets, instant(session.now), "NULLIFY")))
+        return written
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _put(session: WriteSession, resource: dict[str, Any]) -> Stored:
+        return session.update(resource, resource["id"], skip_unchanged=True).stored
+
+    @staticmethod
+    def _ensure_engine_device(session: WriteSession) -> None:
+        if session.current("Device", build.ENGINE_DEVICE_ID) is None:
+            device = build.engine_device()
+            session.update(device, device["id"])
+
+    def _end_flag(self, session: WriteSession, flag_id: str, when: str | None, status: str) -> Stored | None:
+        current = session.current("Flag", flag_id)
+        if current is None or current.deleted:
+            return None
+        flag = fhirjson.loads_stored(current.content or "{}")
+        if flag.get("status") != "active":
+            return None
+        flag["status"] = status
+        if when:
+            flag["period"] = {**flag.get("period", {}), "end": when}
+        return self._put(session, flag)
+
+    def _search(self, session: WriteSession, resource_type: str, params: list[tuple[str, str]]) -> list[Stored]:
+        query = self.fhir.parse_query(resource_type, params)
+        return session.search(query).matches
+
+    def _history(
+        self, session: WriteSession, rules: ScoringRules, response: dict[str, Any], series: str
+    ) -> list[Session]:
+        """The client's earlier sessions of this instrument (same respondent series), newest first."""
+        primary = next((s for s in rules.scores if s.observation == "own"), None)
+        subject = (response.get("subject") or {}).get("reference")
+        if primary is None or not subject or not response.get("authored"):
+            return []
+        params = [
+            ("subject", subject),
+            ("code", f"{MEASURES_CODESYSTEM}|{primary.code}"),
+            ("date", f"lt{response['authored']}"),
+            ("status:not", "entered-in-error"),
+            ("_sort", "-date"),
+            ("_count", str(HISTORY_DEPTH)),
+        ]
+        by_code = {s.code: s.id for s in rules.scores}
+        sessions = []
+        for stored in self._search(session, "Observation", params):
+            observation = fhirjson.loads_stored(stored.content or "{}")
+            if _series_of(observation) != series or _derived_from(observation) == response.get("id"):
+                continue
+            scores = {primary.id: Decimal(str(observation["valueQuantity"]["value"]))}
+            for component in observation.get("component", []):
+                code = component["code"]["coding"][0]["code"]
+                if code in by_code and "valueQuantity" in component:
+                    scores[by_code[code]] = Decimal(str(component["valueQuantity"]["value"]))
+            sessions.append(Session(observation.get("effectiveDateTime", ""), scores))
+        return sessions
+
+    def _resolved_earlier(
+        self, session: WriteSession, rules: ScoringRules, response: dict[str, Any], raised: list
+    ) -> list[str]:
+        """Active Flags from earlier sessions whose rule today's scores no longer meet."""
+        subject = (response.get("subject") or {}).get("reference")
+        still = {r.rule.code for r in raised}
+        codes = [f"{FLAGS_CODESYSTEM}|{rule.code}" for rule in rules.flags if rule.code not in still]
+        if not subject or not codes:
+            return []
+        params = [("subject", subject), ("status", "active"), ("code", ",".join(codes)), ("_count", "100")]
+        own_prefix = f"{response['id']}-"
+        return [s.id for s in self._search(session, "Flag", params) if not s.id.startswith(own_prefix)]
+
+    def _birth_date(self, session: WriteSession, response: dict[str, Any]) -> str | None:
+        reference = (response.get("subject") or {}).get("reference", "")
+        if not reference.startswith("Patient/"):
+            return None
+        stored = session.current("Patient", reference.split("/", 1)[1])
+        if stored is None or stored.deleted:
+            return None
+        return fhirjson.loads_stored(stored.content or "{}").get("birthDate")
+
+
+def respondent_series(response: dict[str, Any]) -> str:
+    """Responses by another person (ORS "who is filling out this form") form their own series."""
+    answers = answers_by_link_id(response)
+    who = next((a.get("valueCoding", {}).get("code") for a in answers.get("respondent", [])), None)
+    if who != "other":
+        return "self"
+    relation = next((a.get("valueString") for a in answers.get("respondent-relationship", [])), "")
+    return f"other:{(relation or '').strip().casefold()}"
+
+
+def age_band(birth_date: str | None, authored: str | None) -> str:
+    """child (under 13), adolescent (13-17) or adult; adult when the age is unknown."""
+    if not birth_date or len(birth_date) < 4:
+        return "adult"
+    born = date(
+        int(birth_date[:4]),
+        int(birth_date[5:7] or 1) if len(birth_date) >= 7 else 1,
+        int(birth_date[8:10] or 1) if len(birth_date) >= 10 else 1,
+    )
+    on = date.fromisoformat(authored[:10]) if authored and len(authored) >= 10 else date.today()
+    years = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+    return "child" if years < 13 else "adolescent" if years < 18 else "adult"
+
+
+def _series_of(observation: dict[str, Any]) -> str:
+    for component in observation.get("component", []):
+        if component.get("code", {}).get("coding", [{}])[0].get("code") == build.SERIES_CODE:
+            return component.get("valueString", "self")
+    return "self"
+
+
+def _derived_from(observation: dict[str, Any]) -> str | None:
+    for reference in observation.get("derivedFrom", []):
+        ref = reference.get("reference", "")
+        if ref.startswith("QuestionnaireResponse/"):
+            return ref.split("/", 1)[1]
+    return None
