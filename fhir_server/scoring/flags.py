@@ -82,6 +82,8 @@ def _evaluate(
     rules: ScoringRules,
 ) -> tuple[str | None, dict[str, str]] | None:
     compare = _COMPARE[comparator]
+    if rule.onlyAtIntake and history:
+        return None
     if rule.kind == "item-threshold":
         names = rule.items or [i.linkId for i in rules.itemScores]
         low = [n for n in names if n in items and compare(items[n], threshold)]

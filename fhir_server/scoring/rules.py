@@ -65,6 +65,7 @@ class FlagRule(_Strict):
     severity: Literal["high", "medium", "low", "info"]
     message: str  # the curious, non-defensive follow-up question; {value}, {threshold}, {items} are filled in
     setting: str | None = None
+    onlyAtIntake: bool = False  # raised only on the client's first administration (no earlier session)
 
 
 class Interpretation(_Strict):
