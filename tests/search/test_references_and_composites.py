@@ -1,0 +1,199 @@
+"""FHIR R4 §3.1.1.4 search parameter types, continued: reference (§3.1.1.4.10) with the :[type] and :identifier
+modifiers, uri (§3.1.1.4.14) with :below and :above, composite (§3.1.1.4.8); and the value rules of §3.1.1.4 that
+hold for every type: a comma means OR, a repeated parameter means AND, ``\\,`` ``\\|`` ``\\$`` escape (§3.1.1.4.9)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.search.helpers import coding, create, found, observation, quantity, ref
+
+OTHER_SERVER = "http://other.example.org/fhir"
+
+
+# -- reference (§3.1.1.4.10) -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def referring(shared_client, shared_uid):
+    """Observations whose subject is a Patient, an absolute URL elsewhere, or only an identifier."""
+    client, system = shared_client, f"urn:codes:{shared_uid}:ref"
+    patient = create(client, {"resourceType": "Patient"})
+    group = create(client, {"resourceType": "Group", "type": "person", "actual": True})
+    made = {
+        "patient": create(client, observation(system, subject=ref("Patient", patient))),
+        "group": create(client, observation(system, subject=ref("Group", group))),
+        "absolute": create(client, observation(system, subject={"reference": f"{OTHER_SERVER}/Patient/{shared_uid}"})),
+        "identifier": create(
+            client, observation(system, subject={"identifier": {"system": "urn:ids", "value": shared_uid}})
+        ),
+    }
+    return system, patient, group, made
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "expected"),
+    [
+        ("subject", "Patient/{patient}", {"patient"}),
+        ("subject", "{patient}", {"patient"}),  # a bare id: any target type
+        ("subject:Patient", "{patient}", {"patient"}),
+        ("subject:Group", "{patient}", set()),
+        ("subject", "Group/{group}", {"group"}),
+        ("subject", "Patient/{group}", set()),
+        ("patient", "{patient}", {"patient"}),  # the Patient-only parameter
+        ("patient", "Group/{group}", set()),  # its expression keeps only references to a Patient
+        ("subject", OTHER_SERVER + "/Patient/{uid}", {"absolute"}),
+        ("subject", OTHER_SERVER + "/Patient/other", set()),
+        ("subject:identifier", "urn:ids|{uid}", {"identifier"}),
+        ("subject:identifier", "{uid}", {"identifier"}),
+        ("subject:identifier", "urn:other|{uid}", set()),
+        ("subject:missing", "true", {"identifier"}),  # only an identifier: no reference to search
+        ("subject:missing", "false", {"patient", "group", "absolute"}),
+    ],
+)
+def test_reference_forms(shared_client, shared_uid, referring, param, value, expected):
+    system, patient, group, made = referring
+    value = value.format(patient=patient, group=group, uid=shared_uid)
+    assert found(shared_client, "/Observation", {"code": f"{system}|a", param: value}) == {
+        made[name] for name in expected
+    }
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [("subject:Patient", "Group/x"), ("subject:Nonsense", "x"), ("subject", "Patient/bad id!"), ("subject", "")],
+)
+def test_contradictory_or_malformed_references_are_refused(shared_client, shared_uid, param, value):
+    response = shared_client.get("/Observation", params={"code": f"urn:codes:{shared_uid}|a", param: value})
+    assert response.status_code == 400, response.text
+    assert "subject" in response.json()["issue"][0]["diagnostics"]
+
+
+# -- uri (§3.1.1.4.14) -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def canonical(shared_client, shared_uid):
+    base = f"http://example.org/{shared_uid}/Questionnaire"
+    urls = {"root": base, "phq9": f"{base}/phq9", "phq9v2": f"{base}/phq9/v2", "sibling": f"{base}-other"}
+    made = {
+        name: create(shared_client, {"resourceType": "Questionnaire", "status": "active", "url": url})
+        for name, url in urls.items()
+    }
+    return base, made
+
+
+@pytest.mark.parametrize(
+    ("param", "suffix", "expected"),
+    [
+        ("url", "/phq9", {"phq9"}),  # exact by default
+        ("url", "/PHQ9", set()),  # uris are case-sensitive
+        ("url", "/phq", set()),  # ... and not prefixes
+        ("url:below", "/phq9", {"phq9", "phq9v2"}),
+        ("url:below", "", {"root", "phq9", "phq9v2", "sibling"}),
+        ("url:below", "/", {"phq9", "phq9v2"}),
+        ("url:above", "/phq9/v2/extra", {"root", "phq9", "phq9v2"}),
+        ("url:above", "/phq9", {"root", "phq9"}),
+        ("url:above", "/gad7", {"root"}),
+    ],
+)
+def test_uri_exact_below_and_above(shared_client, canonical, param, suffix, expected):
+    base, made = canonical
+    assert found(shared_client, "/Questionnaire", {param: base + suffix}) == {made[name] for name in expected}
+
+
+# -- composite (§3.1.1.4.8) ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pressures(shared_client, shared_uid):
+    """Blood-pressure-like Observations: the components carry the codes and values."""
+    client, s = shared_client, f"urn:codes:{shared_uid}:bp"
+
+    def bp(systolic, diastolic):
+        return observation(
+            s,
+            "bp",
+            component=[
+                {"code": {"coding": [coding(s, "sys")]}, "valueQuantity": quantity(systolic, "mm[Hg]")},
+                {"code": {"coding": [coding(s, "dia")]}, "valueQuantity": quantity(diastolic, "mm[Hg]")},
+            ],
+        )
+
+    made = {
+        "high": create(client, bp(150, 95)),
+        "normal": create(client, bp(115, 75)),
+        "weight": create(client, observation(s, "weight", valueQuantity=quantity(70, "kg"))),
+        "light": create(client, observation(s, "weight", valueQuantity=quantity(4, "kg"))),
+    }
+    return s, made
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "expected"),
+    [
+        ("code-value-quantity", "{s}|weight$gt5", {"weight"}),
+        ("code-value-quantity", "{s}|weight$lt5", {"light"}),
+        ("code-value-quantity", "{s}|weight$70|http://unitsofmeasure.org|kg", {"weight"}),
+        ("code-value-quantity", "{s}|weight$70||g", set()),
+        ("code-value-quantity", "{s}|bp$gt5", set()),  # its values are in the components
+        ("code-value-quantity", "{s}|weight$lt5,{s}|weight$gt60", {"weight", "light"}),  # OR of pairs
+        ("component-code-value-quantity", "{s}|sys$gt140", {"high"}),
+        ("component-code-value-quantity", "{s}|dia$gt90", {"high"}),
+        ("component-code-value-quantity", "{s}|sys$lt140", {"normal"}),
+        # 115 is a systolic value and 95 a diastolic one: code and value must hold in the SAME component
+        ("component-code-value-quantity", "{s}|dia$115", set()),
+        ("component-code-value-quantity", "{s}|dia$gt100", set()),
+        ("component-code-value-quantity", "{s}|sys$95", set()),
+        ("component-code-value-quantity", "{s}|dia$75|http://unitsofmeasure.org|mm[Hg]", {"normal"}),
+    ],
+)
+def test_composite_parameters(shared_client, pressures, param, value, expected):
+    s, made = pressures
+    matched = found(shared_client, "/Observation", {"code": f"{s}|bp,{s}|weight", param: value.format(s=s)})
+    assert matched == {made[name] for name in expected}
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [
+        ("code-value-quantity", "urn:x|a"),  # one component missing
+        ("code-value-quantity", "urn:x|a$5$6"),  # one too many
+        ("code-value-quantity", "urn:x|a$abc"),  # the quantity part is not a number
+        ("code-value-quantity:exact", "urn:x|a$5"),  # composites take no modifiers
+    ],
+)
+def test_malformed_composites_are_refused(shared_client, param, value):
+    response = shared_client.get("/Observation", params={param: value})
+    assert response.status_code == 400, response.text
+    assert "code-value-quantity" in response.json()["issue"][0]["diagnostics"]
+
+
+# -- OR, AND and escaping (§3.1.1.4, §3.1.1.4.9) ---------------------------------------------------------------
+def test_comma_is_or_and_repetition_is_and(client, uid):
+    s = f"urn:codes:{uid}"
+    only_a = create(client, observation(s, "a"))
+    only_b = create(client, observation(s, "b"))
+    both = create(client, {**observation(s, "a"), "code": {"coding": [coding(s, "a"), coding(s, "b")]}})
+    assert found(client, "/Observation", {"code": f"{s}|a,{s}|b"}) == {only_a, only_b, both}
+    assert found(client, "/Observation", [("code", f"{s}|a"), ("code", f"{s}|b")]) == {both}
+    assert found(client, "/Observation", [("code", f"{s}|a,{s}|b"), ("code", f"{s}|b")]) == {only_b, both}
+    assert found(client, "/Observation", [("code", f"{s}|a"), ("code:not", f"{s}|b")]) == {only_a}
+
+
+def test_escaped_separators_are_part_of_the_value(client, uid):
+    comma = create(
+        client,
+        {
+            "resourceType": "Patient",
+            "identifier": [{"system": "urn:test", "value": f"{uid},x|y"}],
+            "name": [{"family": f"Smith,Jones{uid}"}],
+        },
+    )
+    plain = create(client, {"resourceType": "Patient", "name": [{"family": f"Smith{uid}"}]})
+    assert found(client, "/Patient", {"family": f"smith\\,jones{uid}"}) == {comma}
+    # unescaped, the comma separates two alternatives: 'smith' (no match) OR 'jones...' (no match)
+    assert found(client, "/Patient", {"family": f"smith{uid},jones{uid}"}) == {plain}
+    assert found(client, "/Patient", {"identifier": f"urn:test|{uid}\\,x\\|y"}) == {comma}
+    assert found(client, "/Patient", {"identifier": f"urn:test|{uid}"}) == set()
+
+
+def test_escaped_dollar_in_a_composite_component(client, uid):
+    s = f"urn:codes:{uid}"
+    odd = create(client, observation(s, "a$b", valueQuantity=quantity(3)))
+    assert found(client, "/Observation", {"code-value-quantity": f"{s}|a\\$b$3"}) == {odd}
+    assert found(client, "/Observation", {"code-value-quantity": f"{s}|a\\$b$4"}) == set()
