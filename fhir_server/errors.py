@@ -148,16 +148,19 @@ def install_error_handlers(app: FastAPI, database_errors: tuple[type[Exception],
     for error_class in database_errors:
         app.add_exception_handler(error_class, _database)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        translated = translate_database_error(exc)
-        if translated is not None:
-            return outcome_response(translated)
-        return _internal_error(request, exc)
+    # Anything else is caught by RequestContextMiddleware (see internal_error_response): handled there, the
+    # connection stays usable, whereas Starlette's catch-all re-raises into the server after answering.
 
 
 def _internal_error(request: Request, exc: Exception) -> Response:
-    request_id = request.scope.get("state", {}).get("request_id", "-")
+    return internal_error_response(request.scope.get("state", {}).get("request_id", "-"), exc)
+
+
+def internal_error_response(request_id: str, exc: BaseException) -> Response:
+    """500 with a request id to quote, the details in the log only; a database outage is a 503 instead."""
+    translated = translate_database_error(exc)
+    if translated is not None:
+        return outcome_response(translated)
     log.error("unhandled error (request %s)", request_id, exc_info=exc)
     return outcome_response(
         FhirError(500, "exception", f"Internal server error; quote request id {request_id} to the operator")

@@ -69,21 +69,25 @@ class CustomParameters:
         self.interval = interval
         self._stamp: Any = None
         self._checked = 0.0
+        self._eager_until = 0.0
         self._lock = threading.Lock()
 
     def mark_changed(self) -> None:
-        self._checked = 0.0
+        """This process is writing a SearchParameter: check on every request until the commit shows (the write
+        may still roll back, so the eager checking stops after a while)."""
+        self._eager_until = time.monotonic() + 30
 
     def refresh_if_stale(self) -> None:
-        if time.monotonic() - self._checked < self.interval:
+        now = time.monotonic()
+        eager = now < self._eager_until
+        if not eager and now - self._checked < self.interval:
             return
         with self._lock:
-            if time.monotonic() - self._checked < self.interval:
-                return
             stamp = self.repo.type_stamp("SearchParameter")
             if stamp != self._stamp:
                 self._reload()
                 self._stamp = stamp
+                self._eager_until = 0.0
             self._checked = time.monotonic()
 
     def _reload(self) -> None:

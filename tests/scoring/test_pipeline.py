@@ -1,0 +1,213 @@
+"""Scoring pipeline (issue: every completed QuestionnaireResponse becomes Observations and Flags, in one
+transaction): the results a submission writes, found by the searches clinicians and integrators use; replays;
+amended and entered-in-error responses; a client's sessions raising and closing flags; atomicity."""
+
+from __future__ import annotations
+
+import pytest
+
+from fhir_server.scoring import pipeline as pipeline_module
+from fhir_server.validation import validate_resource
+from tests.api.fhir import post, put
+
+SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.0"
+FLAGS = "http://fit-fhir.org/fhir/CodeSystem/fit-flags"
+MEASURES = "http://fit-fhir.org/fhir/CodeSystem/fit-measures"
+
+
+def srs(patient: str, marks: tuple[int, int, int, int], authored: str, **extra) -> dict:
+    names = ("relationship", "goals", "approach", "overall")
+    return {
+        "resourceType": "QuestionnaireResponse",
+        "questionnaire": SRS,
+        "status": "completed",
+        "subject": {"reference": f"Patient/{patient}"},
+        "encounter": {"reference": f"Encounter/{patient}-visit"},
+        "author": {"reference": f"Patient/{patient}"},
+        "authored": authored,
+        "item": [{"linkId": n, "answer": [{"valueInteger": m}]} for n, m in zip(names, marks, strict=True)],
+        **extra,
+    }
+
+
+def submit(client, response) -> dict:
+    answer = post(client, "/QuestionnaireResponse", response)
+    assert answer.status_code in (200, 201), answer.text
+    return answer.json()
+
+
+def results(client, patient: str) -> dict[str, list[dict]]:
+    out = {}
+    for resource_type in ("Observation", "Flag", "Provenance"):
+        params = {"_count": "100"}
+        if resource_type == "Provenance":
+            params["patient"] = f"Patient/{patient}"
+            found = client.get("/Provenance", params={"_count": "100"}).json()
+            qrs = {
+                f"QuestionnaireResponse/{e['resource']['id']}"
+                for e in client.get("/QuestionnaireResponse", params={"subject": f"Patient/{patient}", "_count": "100"})
+                .json()
+                .get("entry", [])
+            }
+            out["Provenance"] = [
+                e["resource"] for e in found.get("entry", []) if e["resource"]["entity"][0]["what"]["reference"] in qrs
+            ]
+            continue
+        params["subject"] = f"Patient/{patient}"
+        out[resource_type] = [
+            e["resource"] for e in client.get(f"/{resource_type}", params=params).json().get("entry", [])
+        ]
+    return out
+
+
+def active_flags(client, patient: str) -> list[str]:
+    found = client.get("/Flag", params={"patient": patient, "status": "active"}).json()
+    return sorted(e["resource"]["code"]["coding"][0]["code"] for e in found.get("entry", []))
+
+
+def test_a_completed_srs_writes_observation_flags_and_provenance(client, uid):
+    qr = submit(client, srs(uid, (85, 88, 80, 88), "2026-11-02T10:00:00+00:00"))  # 34.1, Approach lowest
+    written = results(client, uid)
+    [observation] = written["Observation"]
+    validate_resource(observation)
+    assert observation["status"] == "final"
+    assert observation["valueQuantity"] == {
+        "value": 34.1,
+        "unit": "{score}",
+        "system": "http://unitsofmeasure.org",
+        "code": "{score}",
+    }
+    codings = {(c["system"], c["code"]) for c in observation["code"]["coding"]}
+    assert (MEASURES, "srs-total") in codings and ("http://snomed.info/sct", "720482000") in codings
+    assert observation["category"][0]["coding"][0]["code"] == "survey"
+    assert observation["effectiveDateTime"] == "2026-11-02T10:00:00+00:00"
+    assert observation["encounter"] == {"reference": f"Encounter/{uid}-visit"}
+    assert observation["derivedFrom"] == [{"reference": f"QuestionnaireResponse/{qr['id']}"}]
+    assert observation["interpretation"][0]["coding"][0]["code"] == "L"
+    items = {c["code"]["coding"][0]["code"]: c.get("valueQuantity", {}).get("value") for c in observation["component"]}
+    assert items["srs-approach"] == 8.0 and items["srs-relationship"] == 8.5
+    codes = sorted(f["code"]["coding"][0]["code"] for f in written["Flag"])
+    assert codes == ["srs-below-cutoff", "srs-item-checkin"]
+    below = next(f for f in written["Flag"] if f["code"]["coding"][0]["code"] == "srs-below-cutoff")
+    validate_resource(below)
+    assert below["status"] == "active" and below["author"]["reference"] == "Device/fit-scoring-engine"
+    assert "34.1" in below["code"]["text"] and "?" in below["code"]["text"]  # the follow-up question
+    detail = next(e for e in below["extension"] if e["url"].endswith("flag-detail"))
+    assert detail["valueReference"]["reference"] == f"Observation/{observation['id']}"
+    [provenance] = written["Provenance"]
+    validate_resource(provenance)
+    assert {t["reference"] for t in provenance["target"]} == {f"Observation/{observation['id']}"} | {
+        f"Flag/{f['id']}" for f in written["Flag"]
+    }
+    # found by the searches the issue names
+    by_code = client.get("/Observation", params={"patient": uid, "code": f"{MEASURES}|srs-total"}).json()
+    assert by_code["total"] == 1
+    assert active_flags(client, uid) == ["srs-below-cutoff", "srs-item-checkin"]
+
+
+def test_the_same_submission_three_times_yields_one_set_of_results(client, uid):
+    response = srs(
+        uid, (95, 95, 95, 95), "2026-11-02T10:00:00+00:00", identifier={"system": "urn:test:launch", "value": uid}
+    )
+    first = post(client, "/QuestionnaireResponse", response)
+    again = [post(client, "/QuestionnaireResponse", response) for _ in range(2)]
+    assert first.status_code == 201 and [a.status_code for a in again] == [200, 200]
+    assert {a.json()["id"] for a in again} == {first.json()["id"]}
+    replayed_put = put(client, f"/QuestionnaireResponse/{first.json()['id']}", first.json())
+    assert replayed_put.json()["meta"]["versionId"] == "1"  # same content: no new version
+    written = results(client, uid)
+    assert len(written["Observation"]) == 1 and written["Observation"][0]["meta"]["versionId"] == "1"
+    total = client.get("/QuestionnaireResponse", params={"subject": f"Patient/{uid}", "_total": "accurate"}).json()
+    assert total["total"] == 1
+
+
+def test_an_in_progress_response_is_not_scored(client, uid):
+    partial = srs(uid, (90, 90, 90, 90), "2026-11-02T10:00:00+00:00", status="in-progress")
+    partial["item"] = partial["item"][:2]
+    submit(client, partial)
+    assert results(client, uid)["Observation"] == []
+
+
+def test_amended_rescoring_and_entered_in_error(client, uid):
+    qr = submit(client, srs(uid, (85, 85, 85, 85), "2026-11-02T10:00:00+00:00"))  # 34.0: concern
+    assert active_flags(client, uid) == ["srs-below-cutoff", "srs-item-checkin"]
+    amended = {**qr, "status": "amended", "item": srs(uid, (95, 95, 95, 95), "x")["item"]}  # 38.0
+    assert put(client, f"/QuestionnaireResponse/{qr['id']}", amended).status_code == 200
+    [observation] = results(client, uid)["Observation"]
+    assert observation["status"] == "amended" and observation["valueQuantity"]["value"] == 38.0
+    assert observation["meta"]["versionId"] == "2"  # the same Observation, a new version
+    assert active_flags(client, uid) == []
+    ended = [f for f in results(client, uid)["Flag"] if f["status"] == "inactive"]
+    assert len(ended) == 2 and all(f["period"]["end"] for f in ended)
+    retracted = {**amended, "status": "entered-in-error"}
+    assert put(client, f"/QuestionnaireResponse/{qr['id']}", retracted).status_code == 200
+    written = results(client, uid)
+    assert [o["status"] for o in written["Observation"]] == ["entered-in-error"]
+    assert {f["status"] for f in written["Flag"]} == {"entered-in-error"}
+
+
+def test_a_clients_sessions_raise_and_close_flags(client, uid):
+    def session(marks, day):
+        submit(client, srs(uid, marks, f"2026-10-{day:02d}T10:00:00+00:00"))
+        return active_flags(client, uid)
+
+    assert session((98, 98, 98, 98), 1) == []  # 39.2
+    assert session((96, 96, 96, 96), 8) == []  # 38.4: down 0.8, no drop flag
+    assert session((93, 93, 93, 93), 15) == ["srs-drop", "srs-sustained-decline"]  # 37.2: down 1.2; 3 declining
+    # 38.0 next week: the drop and decline no longer hold, so the new session closes them
+    assert session((95, 95, 95, 95), 22) == []
+    assert session((100, 100, 100, 100), 29) == []  # 40
+    assert session((100, 100, 100, 100), 30) == []  # 40 twice
+    assert session((100, 100, 100, 100), 31) == ["srs-ceiling"]  # 40 three times in a row: normalising prompt
+
+
+def test_ors_cutoff_depends_on_age_and_reliable_change_is_interpreted(client, uid):
+    put(client, f"/Patient/{uid}", {"resourceType": "Patient", "id": uid, "birthDate": "2011-05-01"})  # 15: teen
+    marks = lambda v: [
+        {"linkId": n, "answer": [{"valueInteger": v}]}
+        for n in ("individually", "interpersonally", "socially", "overall")
+    ]
+    base = {
+        "resourceType": "QuestionnaireResponse",
+        "questionnaire": "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.0",
+        "status": "completed",
+        "subject": {"reference": f"Patient/{uid}"},
+    }
+    self_report = [
+        {
+            "linkId": "respondent",
+            "answer": [
+                {"valueCoding": {"system": "http://fit-fhir.org/fhir/CodeSystem/fit-respondent", "code": "self"}}
+            ],
+        }
+    ]
+    submit(client, {**base, "authored": "2026-09-01T10:00:00Z", "item": self_report + marks(65)})  # 26.0 intake
+    assert "ors-below-cutoff" in active_flags(client, uid)  # 26 < 28 for adolescents (25 would not flag an adult)
+    submit(client, {**base, "authored": "2026-10-01T10:00:00Z", "item": self_report + marks(80)})  # 32.0
+    latest = client.get("/Observation", params={"patient": uid, "_sort": "-date", "_count": "1"}).json()["entry"][0]
+    texts = [i["text"] for i in latest["resource"]["interpretation"]]
+    assert "Reliable improvement since intake (+6)" in texts
+    assert "Clinically significant change" in texts  # from below the cutoff to at/above it
+    assert active_flags(client, uid) == []
+
+
+@pytest.fixture
+def fail_after_observations(monkeypatch):
+    """Inject a failure after the Observations are written, before the transaction commits."""
+    original = pipeline_module.ScoringPipeline._put
+
+    def failing_put(session, resource):
+        stored = original(session, resource)
+        if resource["resourceType"] == "Flag":
+            raise RuntimeError("injected failure after the Observations were written")
+        return stored
+
+    monkeypatch.setattr(pipeline_module.ScoringPipeline, "_put", staticmethod(failing_put))
+
+
+def test_a_failure_mid_pipeline_leaves_nothing_behind(client, uid, fail_after_observations):
+    answer = post(client, "/QuestionnaireResponse", srs(uid, (80, 80, 80, 80), "2026-11-02T10:00:00+00:00"))
+    assert answer.status_code == 500 and "Traceback" not in answer.text
+    written = results(client, uid)
+    assert written == {"Observation": [], "Flag": [], "Provenance": []}
+    assert client.get("/QuestionnaireResponse", params={"subject": f"Patient/{uid}"}).json().get("entry") is None
