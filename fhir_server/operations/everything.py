@@ -4,6 +4,7 @@ optionally only since ``_since`` and of the types in ``_type``, paged by ``_coun
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 
@@ -74,12 +75,13 @@ def everything(ctx: OperationContext) -> dict[str, Any]:
             next_cursor = encode_cursor([type_index, outcome.next_cursor])
             break
         type_index, inner_cursor = type_index + 1, None
-        if len(entries) >= count and type_index < len(members):
-            next_cursor = encode_cursor([type_index, None])
-    links = [{"relation": "self", "url": f"{ctx.base_url}/{ctx.path}"}]
+    if next_cursor is None and type_index < len(members) and len(entries) >= count:
+        next_cursor = encode_cursor([type_index, inner_cursor])  # the page filled up between member types
+    query = urlencode(ctx.params)
+    links = [{"relation": "self", "url": f"{ctx.base_url}/{ctx.path}" + (f"?{query}" if query else "")}]
     if next_cursor:
-        kept = "&".join(f"{k}={v}" for k, v in ctx.params if k != "_cursor")
-        links.append({"relation": "next", "url": f"{ctx.base_url}/{ctx.path}?{kept}&_cursor={next_cursor}"})
+        kept = urlencode([(k, v) for k, v in ctx.params if k != "_cursor"] + [("_cursor", next_cursor)])
+        links.append({"relation": "next", "url": f"{ctx.base_url}/{ctx.path}?{kept}"})
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "searchset",

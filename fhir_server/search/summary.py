@@ -41,8 +41,10 @@ def shape_resource(resource: dict[str, Any], summary: str | None, elements: list
 
 def _mandatory(resource_type: str) -> set[str]:
     model = models.model_class(resource_type)
+    # Primitive elements carry element_required; complex ones (Observation.code) are plain required fields.
     return {
         (field.alias or name)
         for name, field in model.model_fields.items()
-        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("element_required")
+        if field.is_required()
+        or (isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("element_required"))
     }
