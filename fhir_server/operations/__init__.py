@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fhir_server.operations import everything, terminology, validate
+from fhir_server.operations import alliance_summary, everything, extract, terminology, validate
 from fhir_server.operations.base import Operation, OperationContext
 
 OPERATIONS: dict[str, Operation] = {
@@ -13,6 +13,8 @@ OPERATIONS: dict[str, Operation] = {
         terminology.LOOKUP,
         terminology.VALIDATE_CODE,
         terminology.EXPAND,
+        extract.OPERATION,
+        alliance_summary.OPERATION,
     )
 }
 

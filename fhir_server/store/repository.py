@@ -70,6 +70,16 @@ class Repository:
                     ) from exc
         raise AssertionError("unreachable")
 
+    def snapshot(self, work: Callable[[WriteSession], T]) -> T:
+        """Run read-only ``work`` with the session interface (searches, current versions) and write nothing:
+        how $extract computes what scoring would write."""
+        with self.read_engine.connect() as conn:
+            session = WriteSession(conn, self.indexer)
+            result = work(session)
+            if session.has_pending():
+                raise AssertionError("snapshot work tried to write")
+            return result
+
     def read(self, resource_type: str, resource_id: str) -> Stored | None:
         """The hot path (read by id): one prepared statement on a pooled DBAPI connection, no SQL construction."""
         conn = self.read_engine.raw_connection()

@@ -94,6 +94,9 @@ class WriteSession:
         # round trips, not hundreds).  Anything that reads flushes first, so reads always see earlier writes.
         self._pending: dict[Table, list[dict[str, Any]]] = {}
 
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
     def flush(self) -> None:
         if not self._pending:
             return

@@ -211,3 +211,47 @@ def test_a_failure_mid_pipeline_leaves_nothing_behind(client, uid, fail_after_ob
     written = results(client, uid)
     assert written == {"Observation": [], "Flag": [], "Provenance": []}
     assert client.get("/QuestionnaireResponse", params={"subject": f"Patient/{uid}"}).json().get("entry") is None
+
+
+def test_extract_returns_what_scoring_would_write_without_writing(client, uid):
+    response = srs(uid, (85, 88, 80, 88), "2026-11-02T10:00:00+00:00")
+    bundle = post(client, "/QuestionnaireResponse/$extract", response).json()
+    assert bundle["type"] == "transaction"
+    kinds = sorted(e["resource"]["resourceType"] for e in bundle["entry"])
+    assert kinds == ["Flag", "Flag", "Observation"]
+    observation = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation")
+    assert observation["resource"]["valueQuantity"]["value"] == 34.1
+    assert observation["request"]["ifNoneExist"].startswith("identifier=http://fit-fhir.org/fhir/scored-observation|")
+    assert results(client, uid) == {"Observation": [], "Flag": [], "Provenance": []}  # nothing was written
+    stored = submit(client, response)
+    again = client.get(f"/QuestionnaireResponse/{stored['id']}/$extract").json()
+    assert [e["resource"]["id"] for e in again["entry"]][0] == f"{stored['id']}-total"
+    bad = post(client, "/QuestionnaireResponse/$extract", {**response, "item": response["item"][:1]})
+    assert bad.status_code == 422
+
+
+def test_alliance_summary(client, uid):
+    put(client, f"/Patient/{uid}", {"resourceType": "Patient", "id": uid})
+    submit(client, srs(uid, (95, 95, 95, 95), "2026-10-01T10:00:00+00:00"))  # 38.0
+    submit(client, srs(uid, (90, 80, 90, 90), "2026-10-08T10:00:00+00:00"))  # 35.0, goals lowest
+    summary = client.get(f"/Patient/{uid}/$alliance-summary").json()
+    measures = [p for p in summary["parameter"] if p["name"] == "measure"]
+    [srs_measure] = measures
+    parts = srs_measure["part"]
+    assert next(p["valueCode"] for p in parts if p["name"] == "trend") == "falling"
+    points = [
+        {q["name"]: next(v for k, v in q.items() if k.startswith("value")) for q in p["part"]}
+        for p in parts
+        if p["name"] == "point"
+    ]
+    assert [p["value"] for p in points] == [38.0, 35.0] and [p["flagged"] for p in points] == [False, True]
+    items = {
+        p["part"][0]["valueCoding"]["code"]: (p["part"][1]["valueDecimal"], p["part"][2]["valueDecimal"])
+        for p in parts
+        if p["name"] == "item"
+    }
+    assert items["srs-goals"] == (8.0, 9.5)
+    flags = [p for p in summary["parameter"] if p["name"] == "active-flag"]
+    codes = {next(q["valueCode"] for q in f["part"] if q["name"] == "code") for f in flags}
+    assert codes == {"srs-below-cutoff", "srs-drop", "srs-item-checkin"}
+    assert client.get("/Patient/nobody-here/$alliance-summary").status_code == 404
