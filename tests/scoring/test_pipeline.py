@@ -163,10 +163,13 @@ def test_a_clients_sessions_raise_and_close_flags(client, uid):
 
 def test_ors_cutoff_depends_on_age_and_reliable_change_is_interpreted(client, uid):
     put(client, f"/Patient/{uid}", {"resourceType": "Patient", "id": uid, "birthDate": "2011-05-01"})  # 15: teen
-    marks = lambda v: [
-        {"linkId": n, "answer": [{"valueInteger": v}]}
-        for n in ("individually", "interpersonally", "socially", "overall")
-    ]
+
+    def marks(v):
+        return [
+            {"linkId": n, "answer": [{"valueInteger": v}]}
+            for n in ("individually", "interpersonally", "socially", "overall")
+        ]
+
     base = {
         "resourceType": "QuestionnaireResponse",
         "questionnaire": "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.0",
@@ -225,7 +228,7 @@ def test_extract_returns_what_scoring_would_write_without_writing(client, uid):
     assert results(client, uid) == {"Observation": [], "Flag": [], "Provenance": []}  # nothing was written
     stored = submit(client, response)
     again = client.get(f"/QuestionnaireResponse/{stored['id']}/$extract").json()
-    assert [e["resource"]["id"] for e in again["entry"]][0] == f"{stored['id']}-total"
+    assert next(e["resource"]["id"] for e in again["entry"]) == f"{stored['id']}-total"
     bad = post(client, "/QuestionnaireResponse/$extract", {**response, "item": response["item"][:1]})
     assert bad.status_code == 422
 
