@@ -1,7 +1,12 @@
-"""A small open-loop HTTP/1.1 load generator (keep-alive, asyncio), run as its own process.
+"""A small HTTP/1.1 load generator (keep-alive, asyncio), run as its own process.
 
-Open loop: request *i* is due at ``start + i / rate`` whatever happened before, and its latency is measured from
-that due time, so a stalled server shows up in the percentiles (no coordinated omission).
+Open loop (``--rate``): request *i* is due at ``start + i / rate`` whatever happened before, and its latency is
+measured from that due time, so a stalled server shows up in the percentiles (no coordinated omission).
+Closed loop (``--closed N``): N connections each send their next request as soon as the last one answered; the
+result is the throughput ceiling.
+
+Requests come from ``--paths-file`` (GET, one path a line) or ``--requests-file`` (JSON lines of
+``{"method", "path", "body"}``), used in order and cycled.
 """
 
 from __future__ import annotations
@@ -9,13 +14,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import sys
 import time
+from dataclasses import dataclass
 
 
-async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, path: str) -> int:
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/fhir+json\r\n\r\n".encode())
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    body: bytes = b""
+
+    def wire(self, host: str) -> bytes:
+        head = f"{self.method} {self.path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/fhir+json\r\n"
+        if self.body:
+            head += f"Content-Type: application/fhir+json\r\nContent-Length: {len(self.body)}\r\n"
+        return head.encode() + b"\r\n" + self.body
+
+
+async def _send(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes) -> int:
+    writer.write(payload)
     await writer.drain()
     status_line = await reader.readline()
     length = 0
@@ -31,7 +49,18 @@ async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, h
     return int(status_line.split()[1])
 
 
-async def open_loop(host: str, port: int, paths: list[str], rate: float, duration: float, connections: int) -> dict:
+def _percentiles(latencies: list[float]) -> dict[str, float]:
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
+
+    return {"p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": latencies[-1] * 1000 if latencies else float("nan")}
+
+
+async def open_loop(
+    host: str, port: int, requests: list[Request], rate: float, duration: float, connections: int
+) -> dict:
     pool: asyncio.Queue = asyncio.Queue()
     for _ in range(connections):
         pool.put_nowait(await asyncio.open_connection(host, port))
@@ -40,12 +69,11 @@ async def open_loop(host: str, port: int, paths: list[str], rate: float, duratio
     total = int(rate * duration)
     start = time.perf_counter() + 0.05
 
-    async def one(due: float, path: str) -> None:
+    async def one(due: float, request: Request) -> None:
         nonlocal errors
         reader, writer = await pool.get()
         try:
-            status = await _request(reader, writer, host, path)
-            if status != 200:
+            if await _send(reader, writer, request.wire(host)) >= 300:
                 errors += 1
         except (ConnectionError, asyncio.IncompleteReadError):
             errors += 1
@@ -60,36 +88,81 @@ async def open_loop(host: str, port: int, paths: list[str], rate: float, duratio
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(due, random.choice(paths))))
+        tasks.append(asyncio.create_task(one(due, requests[i % len(requests)])))
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
-    latencies.sort()
-
-    def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
-
     return {
         "requests": len(latencies),
         "errors": errors,
         "achieved_rate": len(latencies) / elapsed,
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
-        "max_ms": latencies[-1] * 1000 if latencies else float("nan"),
+        **_percentiles(latencies),
     }
 
 
+async def closed_loop(host: str, port: int, requests: list[Request], connections: int) -> dict:
+    queue: asyncio.Queue = asyncio.Queue()
+    for request in requests:
+        queue.put_nowait(request)
+    latencies: list[float] = []
+    errors = 0
+
+    async def worker() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, port)
+        while not queue.empty():
+            request = queue.get_nowait()
+            started = time.perf_counter()
+            try:
+                if await _send(reader, writer, request.wire(host)) >= 300:
+                    errors += 1
+            except (ConnectionError, asyncio.IncompleteReadError):
+                errors += 1
+                reader, writer = await asyncio.open_connection(host, port)
+            latencies.append(time.perf_counter() - started)
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    elapsed = time.perf_counter() - start
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "achieved_rate": len(latencies) / elapsed,
+        "seconds": elapsed,
+        **_percentiles(latencies),
+    }
+
+
+def load_requests(args: argparse.Namespace) -> list[Request]:
+    if args.requests_file:
+        with open(args.requests_file) as handle:
+            items = [json.loads(line) for line in handle if line.strip()]
+        return [
+            Request(i.get("method", "GET"), i["path"], json.dumps(i["body"]).encode() if i.get("body") else b"")
+            for i in items
+        ]
+    with open(args.paths_file) as handle:
+        return [Request("GET", line.strip()) for line in handle if line.strip()]
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--paths-file", required=True, help="one request path per line")
-    parser.add_argument("--rate", type=float, required=True, help="requests per second")
-    parser.add_argument("--duration", type=float, default=10)
-    parser.add_argument("--connections", type=int, default=64)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--paths-file", help="one GET path per line")
+    source.add_argument("--requests-file", help='JSON lines: {"method", "path", "body"}')
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--rate", type=float, help="open loop: requests per second")
+    mode.add_argument("--closed", type=int, help="closed loop: this many connections, every request once")
+    parser.add_argument("--duration", type=float, default=10, help="open loop: seconds")
+    parser.add_argument("--connections", type=int, default=64, help="open loop: connection pool size")
     args = parser.parse_args()
-    with open(args.paths_file) as handle:
-        paths = [line.strip() for line in handle if line.strip()]
-    result = asyncio.run(open_loop(args.host, args.port, paths, args.rate, args.duration, args.connections))
+    requests = load_requests(args)
+    if args.closed:
+        result = asyncio.run(closed_loop(args.host, args.port, requests, args.closed))
+    else:
+        result = asyncio.run(open_loop(args.host, args.port, requests, args.rate, args.duration, args.connections))
     json.dump(result, sys.stdout)
 
 

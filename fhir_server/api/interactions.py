@@ -70,7 +70,8 @@ class Interactions:
     ) -> WriteResult:
         """After a write, in the same transaction: a new or changed QuestionnaireResponse is scored."""
         if questionnaire is not None and not result.existing:
-            self.scoring.on_written(session, result.stored, questionnaire)
+            fresh = result.created and result.stored.version_id == 1
+            self.scoring.on_written(session, result.stored, questionnaire, fresh=fresh)
         return result
 
     def check_response(self, session: WriteSession | None, response: dict[str, Any]) -> dict[str, Any]:
@@ -93,6 +94,9 @@ class Interactions:
             )
         url, _, version = canonical.partition("|")
         version = version or self.library.preferred_version(url) or ""
+        shipped = self.library.questionnaire(url, version)
+        if shipped is not None:  # the library's own artifacts are immutable per version: no database look-up
+            return shipped
         params = [("url", url)] + ([("version", version)] if version else [])
         query = self.parse_query("Questionnaire", params)
         query.count = 50

@@ -48,6 +48,14 @@ class Library:
     def instrument(self, url: str) -> Instrument | None:
         return next((i for i in self.instruments if i.url == url), None)
 
+    def questionnaire(self, url: str, version: str) -> dict[str, Any] | None:
+        """A Questionnaire this library ships (or a content pack made), by url and version."""
+        for _, questionnaire in self.licensed:
+            if questionnaire["url"] == url and questionnaire["version"] == version:
+                return questionnaire
+        instrument = self.instrument(url)
+        return instrument.questionnaire if instrument and instrument.version == version else None
+
     def preferred_version(self, url: str) -> str | None:
         """The version a response naming only the url means: a loaded content pack's, else the shipped one."""
         licensed = [q["version"] for _, q in self.licensed if q["url"] == url]

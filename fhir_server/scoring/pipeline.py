@@ -17,6 +17,7 @@ from fhir_server.scoring import resources as build
 from fhir_server.scoring.flags import Session, Settings, evaluate_flags, interpretations
 from fhir_server.scoring.rules import ScoringRules
 from fhir_server.scoring.scores import answers_by_link_id, compute_scores, item_scores
+from fhir_server.search.fhirdate import parse_instant
 from fhir_server.store.records import Stored, instant
 from fhir_server.store.session import WriteSession
 
@@ -31,20 +32,24 @@ class ScoringPipeline:
     def __init__(self, fhir: Interactions, overrides: dict[str, Any] | None = None) -> None:
         self.fhir = fhir
         self.settings = Settings(overrides)
+        self._device_known = False
 
     def rules_for(self, response: dict[str, Any]) -> ScoringRules | None:
         url = str(response.get("questionnaire", "")).partition("|")[0]
         rules = self.fhir.library.rules_for(url)
         return rules if rules is not None and rules.scores else None
 
-    def on_written(self, session: WriteSession, stored: Stored, questionnaire: dict[str, Any]) -> list[Stored]:
-        """Score (or retract) after a QuestionnaireResponse write; returns what was written."""
+    def on_written(
+        self, session: WriteSession, stored: Stored, questionnaire: dict[str, Any], *, fresh: bool = False
+    ) -> list[Stored]:
+        """Score (or retract) after a QuestionnaireResponse write; returns what was written.  ``fresh``: the
+        response was just created, so none of its results can exist yet (no look-ups before writing them)."""
         response = fhirjson.loads_stored(stored.content or "{}")
         rules = self.rules_for(response)
         if rules is None:
             return []
         if response.get("status") in SCORED_STATUSES:
-            return self.score(session, rules, response, questionnaire)
+            return self.score(session, rules, response, questionnaire, fresh=fresh)
         if response.get("status") == "entered-in-error":
             return self.retract(session, rules, response)
         return []
@@ -73,29 +78,37 @@ class ScoringPipeline:
         return observations, flags, resolved
 
     def score(
-        self, session: WriteSession, rules: ScoringRules, response: dict[str, Any], questionnaire: dict[str, Any]
+        self,
+        session: WriteSession,
+        rules: ScoringRules,
+        response: dict[str, Any],
+        questionnaire: dict[str, Any],
+        *,
+        fresh: bool = False,
     ) -> list[Stored]:
         observations, flags, resolved = self.results(session, rules, response, questionnaire)
         if not observations:
             return []
         self._ensure_engine_device(session)
-        written = [self._put(session, o) for o in observations]
+        put = self._create if fresh else self._put
+        written = [put(session, o) for o in observations]
         raised_ids = {f["id"] for f in flags}
-        written += [self._put(session, f) for f in flags]
-        # An amended response may no longer raise what it raised before: those Flags end now.
-        for rule in rules.flags:
-            flag_id = build.derived_id(response["id"], rule.id)
-            if flag_id not in raised_ids:
-                ended = self._end_flag(session, flag_id, response.get("authored"), "inactive")
-                if ended:
-                    written.append(ended)
+        written += [put(session, f) for f in flags]
+        if not fresh:
+            # A re-scored (amended) response may no longer raise what it raised before: those Flags end now.
+            for rule in rules.flags:
+                flag_id = build.derived_id(response["id"], rule.id)
+                if flag_id not in raised_ids:
+                    ended = self._end_flag(session, flag_id, response.get("authored"), "inactive")
+                    if ended:
+                        written.append(ended)
         for flag_id in resolved:
             ended = self._end_flag(session, flag_id, response.get("authored"), "inactive")
             if ended:
                 written.append(ended)
         targets = [f"{s.resource_type}/{s.id}" for s in written]
         activity = "UPDATE" if response.get("status") == "amended" else "CREATE"
-        written.append(self._put(session, build.provenance(response, targets, instant(session.now), activity)))
+        written.append(put(session, build.provenance(response, targets, instant(session.now), activity)))
         return written
 
     def retract(self, session: WriteSession, rules: ScoringRules, response: dict[str, Any]) -> list[Stored]:
@@ -121,10 +134,17 @@ class ScoringPipeline:
         return session.update(resource, resource["id"], skip_unchanged=True).stored
 
     @staticmethod
-    def _ensure_engine_device(session: WriteSession) -> None:
+    def _create(session: WriteSession, resource: dict[str, Any]) -> Stored:
+        return session.create(resource, resource["id"]).stored
+
+    def _ensure_engine_device(self, session: WriteSession) -> None:
+        if self._device_known:
+            return
         if session.current("Device", build.ENGINE_DEVICE_ID) is None:
             device = build.engine_device()
             session.update(device, device["id"])
+        else:  # once it is committed it stays: no need to look again in this process
+            self._device_known = True
 
     def _end_flag(self, session: WriteSession, flag_id: str, when: str | None, status: str) -> Stored | None:
         current = session.current("Flag", flag_id)
@@ -138,30 +158,25 @@ class ScoringPipeline:
             flag["period"] = {**flag.get("period", {}), "end": when}
         return self._put(session, flag)
 
-    def _search(self, session: WriteSession, resource_type: str, params: list[tuple[str, str]]) -> list[Stored]:
-        query = self.fhir.parse_query(resource_type, params)
-        return session.search(query).matches
-
     def _history(
         self, session: WriteSession, rules: ScoringRules, response: dict[str, Any], series: str
     ) -> list[Session]:
         """The client's earlier sessions of this instrument (same respondent series), newest first."""
         primary = next((s for s in rules.scores if s.observation == "own"), None)
-        subject = (response.get("subject") or {}).get("reference")
-        if primary is None or not subject or not response.get("authored"):
+        subject = _local_subject(response)
+        if primary is None or subject is None or not response.get("authored"):
             return []
-        params = [
-            ("subject", subject),
-            ("code", f"{MEASURES_CODESYSTEM}|{primary.code}"),
-            ("date", f"lt{response['authored']}"),
-            ("status:not", "entered-in-error"),
-            ("_sort", "-date"),
-            ("_count", str(HISTORY_DEPTH)),
-        ]
+        try:
+            before = parse_instant(response["authored"])
+        except ValueError:
+            return []
+        earlier = session.scored_history(subject, MEASURES_CODESYSTEM, primary.code, before, HISTORY_DEPTH)
         by_code = {s.code: s.id for s in rules.scores}
         sessions = []
-        for stored in self._search(session, "Observation", params):
+        for stored in earlier:
             observation = fhirjson.loads_stored(stored.content or "{}")
+            if observation.get("status") == "entered-in-error":
+                continue
             if _series_of(observation) != series or _derived_from(observation) == response.get("id"):
                 continue
             scores = {primary.id: Decimal(str(observation["valueQuantity"]["value"]))}
@@ -176,14 +191,13 @@ class ScoringPipeline:
         self, session: WriteSession, rules: ScoringRules, response: dict[str, Any], raised: list
     ) -> list[str]:
         """Active Flags from earlier sessions whose rule today's scores no longer meet."""
-        subject = (response.get("subject") or {}).get("reference")
+        subject = _local_subject(response)
         still = {r.rule.code for r in raised}
-        codes = [f"{FLAGS_CODESYSTEM}|{rule.code}" for rule in rules.flags if rule.code not in still]
-        if not subject or not codes:
+        codes = [rule.code for rule in rules.flags if rule.code not in still]
+        if subject is None or not codes:
             return []
-        params = [("subject", subject), ("status", "active"), ("code", ",".join(codes)), ("_count", "100")]
         own_prefix = f"{response['id']}-"
-        return [s.id for s in self._search(session, "Flag", params) if not s.id.startswith(own_prefix)]
+        return [s.id for s in session.active_flags(subject, FLAGS_CODESYSTEM, codes) if not s.id.startswith(own_prefix)]
 
     def _birth_date(self, session: WriteSession, response: dict[str, Any]) -> str | None:
         reference = (response.get("subject") or {}).get("reference", "")
@@ -193,6 +207,12 @@ class ScoringPipeline:
         if stored is None or stored.deleted:
             return None
         return fhirjson.loads_stored(stored.content or "{}").get("birthDate")
+
+
+def _local_subject(response: dict[str, Any]) -> tuple[str, str] | None:
+    reference = (response.get("subject") or {}).get("reference", "")
+    parts = reference.split("/")
+    return (parts[0], parts[1]) if len(parts) == 2 and all(parts) else None
 
 
 def respondent_series(response: dict[str, Any]) -> str:

@@ -37,6 +37,16 @@ class SearchIndexer:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
 
+    def tables_for(self, resource_type: str) -> set[str]:
+        """Index tables this type's parameters can write to (token too: :identifier and :of-type rows)."""
+        kinds = {"token"}
+        for param in self.registry.indexed_for(resource_type):
+            if param.type == "composite":
+                kinds.update(component.type for component, _ in self.registry.components(param))
+            else:
+                kinds.add(MODULES[param.type].TABLE)
+        return kinds
+
     def index_rows(self, resource_type: str, resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         rows: dict[str, list[dict[str, Any]]] = {}
         for param in self.registry.indexed_for(resource_type):

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 from fhir_server import fhirjson
 from fhir_server.errors import precondition_failed
 from fhir_server.search.query import SearchQuery
+from fhir_server.store import clinical
 from fhir_server.store.records import Stored, WriteResult, instant, utc_now
 from fhir_server.store.search_sql import SearchOutcome, search_with_includes
 from fhir_server.store.tables import INDEX_TABLES, conditional_keys, resource_versions, resources
@@ -50,12 +51,27 @@ READ_VERSION = select(
 )
 
 
+# Prebuilt: building a SELECT per call costs more than running it (the pipeline reads many resources per write).
+_CURRENT = select(*CURRENT_COLUMNS).where(
+    resources.c.resource_type == bindparam("rtype"), resources.c.id == bindparam("rid")
+)
+_CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
+
+
 class RetryTransaction(Exception):
     """Raised inside a write when a concurrent commit changed what it read; the whole write is retried."""
 
 
+_DELETE_INDEX = {
+    kind: delete(table).where(table.c.resource_type == bindparam("rtype"), table.c.resource_id == bindparam("rid"))
+    for kind, table in INDEX_TABLES.items()
+}
+
+
 class Indexer(Protocol):
     def index_rows(self, resource_type: str, resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]: ...
+
+    def tables_for(self, resource_type: str) -> set[str]: ...
 
 
 def stored_from_row(row: Any, method: str = "PUT") -> Stored:
@@ -94,6 +110,16 @@ class WriteSession:
         # round trips, not hundreds).  Anything that reads flushes first, so reads always see earlier writes.
         self._pending: dict[Table, list[dict[str, Any]]] = {}
 
+    def scored_history(
+        self, subject: tuple[str, str], system: str, code: str, before: datetime, limit: int
+    ) -> list[Stored]:
+        self.flush()
+        return clinical.scored_history(self.conn, subject, system, code, before, limit)
+
+    def active_flags(self, subject: tuple[str, str], system: str, codes: list[str]) -> list[Stored]:
+        self.flush()
+        return clinical.active_flags(self.conn, subject, system, codes)
+
     def has_pending(self) -> bool:
         return bool(self._pending)
 
@@ -131,12 +157,8 @@ class WriteSession:
     # -- reads inside the transaction -------------------------------------------------------------------
     def current(self, resource_type: str, resource_id: str, *, lock: bool = False) -> Stored | None:
         self.flush()
-        query = select(*CURRENT_COLUMNS).where(
-            resources.c.resource_type == resource_type, resources.c.id == resource_id
-        )
-        if lock and self.conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        row = self.conn.execute(query).first()
+        query = _CURRENT_FOR_UPDATE if lock and self.conn.dialect.name == "postgresql" else _CURRENT
+        row = self.conn.execute(query, {"rtype": resource_type, "rid": resource_id}).first()
         return stored_from_row(row) if row else None
 
     # -- writes -----------------------------------------------------------------------------------------
@@ -263,10 +285,9 @@ class WriteSession:
         self, resource_type: str, resource_id: str, resource: dict[str, Any] | None, *, had_rows: bool
     ) -> None:
         if had_rows:
-            for table in INDEX_TABLES.values():
-                self.conn.execute(
-                    delete(table).where(table.c.resource_type == resource_type, table.c.resource_id == resource_id)
-                )
+            # Only the tables this type's parameters can fill (a Flag has no quantity rows): fewer statements.
+            for kind in self.indexer.tables_for(resource_type):
+                self.conn.execute(_DELETE_INDEX[kind], {"rtype": resource_type, "rid": resource_id})
         if resource is None:
             return
         identity = {"resource_type": resource_type, "resource_id": resource_id}

@@ -133,7 +133,8 @@ class _Checker:
 
     def calculations(self) -> None:
         """A score the client sent must equal what the Questionnaire's own calculatedExpression gives."""
-        for link_id, expected, definition in calculated_values(self.questionnaire, self.response):
+        answered = {link_id for link_id, answers in answers_by_link_id(self.response).items() if answers}
+        for link_id, expected, definition in calculated_values(self.questionnaire, self.response, only=answered):
             path = self.paths.get(link_id, f"QuestionnaireResponse.item.where(linkId='{link_id}')")
             given = _answer_number(self.response, link_id)
             if given is None:

@@ -62,13 +62,20 @@ def _calculated_items(items: list[dict[str, Any]]) -> Iterator[tuple[dict[str, A
 
 
 def calculated_values(
-    questionnaire: dict[str, Any], response: dict[str, Any]
+    questionnaire: dict[str, Any], response: dict[str, Any], only: set[str] | None = None
 ) -> list[tuple[str, Decimal | None, dict[str, Any]]]:
     """(linkId, value or None when the calculation is empty, item definition) for every calculated item that
     can be evaluated (a response malformed enough to break an expression is refused for that reason already)."""
+    wanted = [
+        (item, expression)
+        for item, expression in _calculated_items(questionnaire.get("item") or [])
+        if only is None or item["linkId"] in only
+    ]
+    if not wanted:
+        return []  # FHIRPath is the slow part: skip it when no calculated item is asked for
     env = variables(questionnaire, response)
     out = []
-    for item, expression in _calculated_items(questionnaire.get("item") or []):
+    for item, expression in wanted:
         try:
             result = evaluate(expression, response, questionnaire, env)
         except ExpressionFailed:

@@ -199,10 +199,10 @@ def test_load_command_reports_progress_and_is_idempotent(tmp_path):
     ]
     first = subprocess.run(command, env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
-    assert "20 resources stored, 0 already current" in first.stdout
+    assert "21 resources stored, 0 already current" in first.stdout
     assert "loading [" in first.stderr
     again = subprocess.run(command, env=env, capture_output=True, text=True)
-    assert "0 resources stored, 20 already current" in again.stdout
+    assert "0 resources stored, 21 already current" in again.stdout
     broken = subprocess.run(
         [sys.executable, "-m", "fhir_server", "load", str(tmp_path / "missing")],
         env=env,

@@ -197,15 +197,16 @@ def test_ors_cutoff_depends_on_age_and_reliable_change_is_interpreted(client, ui
 @pytest.fixture
 def fail_after_observations(monkeypatch):
     """Inject a failure after the Observations are written, before the transaction commits."""
-    original = pipeline_module.ScoringPipeline._put
+    for name in ("_put", "_create"):  # update-or-create (re-scoring) and create (a new response)
+        original = getattr(pipeline_module.ScoringPipeline, name)
 
-    def failing_put(session, resource):
-        stored = original(session, resource)
-        if resource["resourceType"] == "Flag":
-            raise RuntimeError("injected failure after the Observations were written")
-        return stored
+        def failing(session, resource, original=original):
+            stored = original(session, resource)
+            if resource["resourceType"] == "Flag":
+                raise RuntimeError("injected failure after the Observations were written")
+            return stored
 
-    monkeypatch.setattr(pipeline_module.ScoringPipeline, "_put", staticmethod(failing_put))
+        monkeypatch.setattr(pipeline_module.ScoringPipeline, name, staticmethod(failing))
 
 
 def test_a_failure_mid_pipeline_leaves_nothing_behind(client, uid, fail_after_observations):

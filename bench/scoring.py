@@ -1,0 +1,260 @@
+"""Scoring benchmark: completed SRS submissions through the HTTP API, each scored with its Observation, Flags
+and Provenance committed in the same transaction, beside the raw-database limit for the same writes.
+
+Scenario (see bench/README.md): a fresh database (PostgreSQL, then the SQLite default); `fhir-server serve` with
+2 workers; 1,000 clients' sessions (weekly SRS, so history-aware rules read earlier sessions); the load generator
+(bench/loadgen.py) in its own process: closed loop with 16 connections for the throughput ceiling, then open loop
+at half that rate for p50/p99.  The raw limit copies the rows one scored submission wrote (every table, index rows
+included) and inserts them again, one transaction per submission, straight through psycopg.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta
+from multiprocessing import Pool
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import fresh_postgres, start_server, table  # noqa: E402
+
+SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.0"
+ITEMS = ("relationship", "goals", "approach", "overall")
+
+
+def submissions(count: int, clients: int, tag: str) -> list[dict]:
+    """Weekly SRS sessions for ``clients`` clients, in time order, with realistic marks (some below 36)."""
+    start = datetime(2026, 1, 5, 10, 0)
+    out = []
+    for n in range(count):
+        client, week = n % clients, n // clients
+        marks = [70 + (client * 7 + week * 13 + i * 5) % 31 for i in range(4)]
+        out.append(
+            {
+                "method": "POST",
+                "path": "/fhir/QuestionnaireResponse",
+                "body": {
+                    "resourceType": "QuestionnaireResponse",
+                    "identifier": {"system": "urn:bench:launch", "value": f"{tag}-{n}"},
+                    "questionnaire": SRS,
+                    "status": "completed",
+                    "subject": {"reference": f"Patient/{tag}-{client}"},
+                    "authored": (start + timedelta(weeks=week, minutes=client)).strftime("%Y-%m-%dT%H:%M:%S+00:00"),
+                    "item": [
+                        {"linkId": name, "answer": [{"valueInteger": m}]} for name, m in zip(ITEMS, marks, strict=True)
+                    ],
+                },
+            }
+        )
+    return out
+
+
+def loadgen(port: int, requests: list[dict], *mode: str) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as handle:
+        handle.write("\n".join(json.dumps(r) for r in requests))
+    try:
+        out = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "loadgen.py"),
+                "--port",
+                str(port),
+                "--requests-file",
+                handle.name,
+                *mode,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(handle.name)
+    return json.loads(out)
+
+
+def measure(database_url: str, args: argparse.Namespace, tag: str) -> dict:
+    with start_server(database_url, args.workers) as server:
+        warm = submissions(200, 50, f"{tag}w")
+        loadgen(server.port, warm, "--closed", "8")
+        print(f"  closed loop: {args.submissions} submissions, {args.connections} connections ...", flush=True)
+        closed = loadgen(
+            server.port, submissions(args.submissions, args.clients, f"{tag}c"), "--closed", str(args.connections)
+        )
+        rate = closed["achieved_rate"] / 2
+        print(f"  open loop at {rate:.0f}/s for {args.duration} s ...", flush=True)
+        opened = loadgen(
+            server.port,
+            submissions(int(rate * args.duration) + 10, args.clients, f"{tag}o"),
+            "--rate",
+            str(rate),
+            "--duration",
+            str(args.duration),
+            "--connections",
+            "64",
+        )
+    return {"closed": closed, "open": opened}
+
+
+# -- the raw-database limit for the same writes --------------------------------------------------------------
+TABLES = [
+    "resources",
+    "resource_versions",
+    "idx_token",
+    "idx_string",
+    "idx_date",
+    "idx_reference",
+    "idx_quantity",
+    "idx_number",
+    "idx_uri",
+]
+
+
+def rows_of_one_submission(url: str) -> dict[str, tuple[list[str], list[tuple]]]:
+    """Every row one scored submission wrote: the response, its Observation, Flags and Provenance."""
+    with psycopg.connect(url) as conn:
+        qr_id = conn.execute(
+            "SELECT id FROM resources WHERE resource_type = 'QuestionnaireResponse' ORDER BY last_updated DESC LIMIT 1"
+        ).fetchone()[0]
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM resources WHERE id = %s OR id LIKE %s", (qr_id, f"{qr_id}-%")
+            ).fetchall()
+        ]
+        out = {}
+        for table_name in TABLES:
+            id_column = "id" if table_name in ("resources", "resource_versions") else "resource_id"
+            cursor = conn.execute(f"SELECT * FROM {table_name} WHERE {id_column} = ANY(%s)", (ids,))
+            keep = [i for i, c in enumerate(cursor.description) if c.name != "history_id"]
+            columns = [cursor.description[i].name for i in keep]
+            rows = [tuple(r[i] for i in keep) for r in cursor.fetchall()]
+            out[table_name] = (columns, rows)
+    return out
+
+
+def _raw_worker(job: tuple[str, dict, int, str]) -> int:
+    url, template, count, method = job
+    with psycopg.connect(url) as conn:
+        for _ in range(count):
+            suffix = uuid.uuid4().hex[:12]
+            with conn.cursor() as cur:
+                for table_name in TABLES:
+                    columns, rows = template[table_name]
+                    if not rows:
+                        continue
+                    key = columns.index("id" if "id" in columns else "resource_id")
+                    fresh = [tuple(f"{v}-{suffix}"[:64] if i == key else v for i, v in enumerate(r)) for r in rows]
+                    if method == "copy":
+                        with cur.copy(f"COPY {table_name} ({', '.join(columns)}) FROM STDIN") as copy:
+                            for row in fresh:
+                                copy.write_row(row)
+                    else:
+                        marks = ", ".join(["%s"] * len(columns))
+                        cur.executemany(f"INSERT INTO {table_name} ({', '.join(columns)}) VALUES ({marks})", fresh)
+            conn.commit()
+    return count
+
+
+def raw_limit(url: str, count: int) -> tuple[float, str, int]:
+    template = rows_of_one_submission(url)
+    rows = sum(len(r) for _, r in template.values())
+    best = (0.0, "")
+    for method in ("copy", "executemany"):
+        started = time.perf_counter()
+        with Pool(2) as pool:
+            done = sum(pool.map(_raw_worker, [(url, template, count // 2, method)] * 2))
+        best = max(best, (done / (time.perf_counter() - started), method))
+    return best[0], best[1], rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("FHIR_SERVER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+    )
+    parser.add_argument("--submissions", type=int, default=3000)
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    print("PostgreSQL:", flush=True)
+    with fresh_postgres(args.postgres, "fhir_bench_scoring") as url:
+        from fhir_server.store.migrate import upgrade
+
+        upgrade(url)
+        pg = measure(url, args, "pg")
+        print("  raw psycopg, the same rows per submission ...", flush=True)
+        raw_rate, raw_method, rows = raw_limit(url, 2000)
+        with psycopg.connect(url) as conn:
+            counts = dict(
+                conn.execute("SELECT resource_type, count(*) FROM resources GROUP BY resource_type").fetchall()
+            )
+    print("SQLite:", flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        sqlite_url = f"sqlite:///{folder}/bench.db"
+        from fhir_server.store.migrate import upgrade
+
+        upgrade(sqlite_url)
+        lite = measure(sqlite_url, argparse.Namespace(**{**vars(args), "duration": 5}), "lite")
+
+    scored = counts.get("Observation", 0) == counts.get("QuestionnaireResponse", 0)
+    print()
+    print(
+        table(
+            ["measure", "result", "target"],
+            [
+                (
+                    "PostgreSQL: scored submissions/s (closed loop)",
+                    f"{pg['closed']['achieved_rate']:,.0f}/s",
+                    "≥ 500/s",
+                ),
+                (
+                    f"PostgreSQL: p50 / p99 at {pg['open']['achieved_rate']:,.0f}/s",
+                    f"{pg['open']['p50_ms']:.1f} / {pg['open']['p99_ms']:.1f} ms",
+                    "p99 ≤ 50 ms at 250/s",
+                ),
+                (f"raw psycopg, same {rows} rows per submission ({raw_method})", f"{raw_rate:,.0f}/s", ""),
+                ("ours as a fraction of raw", f"{pg['closed']['achieved_rate'] / raw_rate:.2f}", "≥ 0.35"),
+                ("SQLite: scored submissions/s (closed loop)", f"{lite['closed']['achieved_rate']:,.0f}/s", "≥ 200/s"),
+            ],
+        )
+    )
+    errors = pg["closed"]["errors"] + pg["open"]["errors"] + lite["closed"]["errors"]
+    print(f"stored: {counts}; every response scored: {scored}; non-2xx answers: {errors}")
+    results = ROOT / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    (results / f"scoring-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(
+        json.dumps(
+            {
+                "postgresql": pg,
+                "sqlite": lite,
+                "raw_rate": raw_rate,
+                "raw_method": raw_method,
+                "rows": rows,
+                "counts": counts,
+                "args": vars(args),
+            },
+            indent=2,
+            default=str,
+        )
+    )
+    if errors or not scored:
+        raise SystemExit("benchmark run had errors: see above")
+
+
+if __name__ == "__main__":
+    main()
