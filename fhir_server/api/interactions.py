@@ -327,7 +327,11 @@ class Interactions:
             raise FhirError(400, "invalid", f"The {what} criteria are empty")
         query = self.parse_query(resource_type, params, strict=True)
         query.count = 2
-        matches = session.search(query).matches
+        token = query.single_token_match()
+        if token is not None:  # "identifier=system|value", the usual criteria: a prebuilt statement
+            matches = session.find_by_token(resource_type, *token, limit=2)
+        else:
+            matches = session.search(query).matches
         if len(matches) > 1:
             raise precondition_failed(f"The {what} criteria match more than one resource", "multiple-matches")
         return matches

@@ -118,6 +118,20 @@ class SearchQuery:
     includes: list[Include] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
 
+    def single_token_match(self) -> tuple[str, str, str] | None:
+        """(param, system, code) when the query is exactly one ``param=system|code`` token clause."""
+        if len(self.clauses) != 1 or self.sort or self.includes:
+            return None
+        clause = self.clauses[0]
+        if not isinstance(clause, Clause) or clause.negate or len(clause.conditions) != 1:
+            return None
+        condition = clause.conditions[0]
+        if clause.param.type != "token" or clause.param.code.startswith("_") or not isinstance(condition, TokenMatch):
+            return None
+        if not condition.system or not condition.code or condition.text is not None:
+            return None
+        return clause.param.code, condition.system, condition.code
+
 
 class SearchParser:
     def __init__(self, registry: Registry, *, strict: bool = False) -> None:

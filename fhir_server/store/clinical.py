@@ -117,3 +117,27 @@ def active_flags(conn: Connection, subject: tuple[str, str], system: str, codes:
     return _rows(
         conn, _ACTIVE_FLAGS, {"subject_type": subject[0], "subject_id": subject[1], "system": system, "codes": codes}
     )
+
+
+_BY_TOKEN = (
+    select(*_COLUMNS)
+    .join(
+        _code,
+        and_(
+            _code.c.resource_type == bindparam("rtype"),
+            _code.c.resource_id == resources.c.id,
+            _code.c.param == bindparam("param"),
+            _code.c.system == bindparam("system"),
+            _code.c.code == bindparam("code"),
+        ),
+    )
+    .where(resources.c.resource_type == bindparam("rtype"), resources.c.deleted.is_(False))
+    .limit(bindparam("limit"))
+)
+
+
+def find_by_token(conn: Connection, resource_type: str, param: str, system: str, code: str, limit: int) -> list[Stored]:
+    """Current resources whose token parameter has system|code (conditional create by identifier)."""
+    return _rows(
+        conn, _BY_TOKEN, {"rtype": resource_type, "param": param, "system": system, "code": code, "limit": limit}
+    )

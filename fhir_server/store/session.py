@@ -116,6 +116,10 @@ class WriteSession:
         self.flush()
         return clinical.scored_history(self.conn, subject, system, code, before, limit)
 
+    def find_by_token(self, resource_type: str, param: str, system: str, code: str, *, limit: int) -> list[Stored]:
+        self.flush()
+        return clinical.find_by_token(self.conn, resource_type, param, system, code, limit)
+
     def active_flags(self, subject: tuple[str, str], system: str, codes: list[str]) -> list[Stored]:
         self.flush()
         return clinical.active_flags(self.conn, subject, system, codes)
