@@ -118,6 +118,10 @@ class SearchQuery:
     includes: list[Include] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
 
+    def reaches_other_types(self) -> bool:
+        """Chains, _has and includes read other resource types too."""
+        return bool(self.includes) or any(not isinstance(c, Clause | CompositeClause) for c in self.clauses)
+
     def single_token_match(self) -> tuple[str, str, str] | None:
         """(param, system, code) when the query is exactly one ``param=system|code`` token clause."""
         if len(self.clauses) != 1 or self.sort or self.includes:

@@ -106,22 +106,29 @@ class WriteSession:
         self.conn = conn
         self.indexer = indexer
         self.now = utc_now()
-        # Inserts are queued and sent as one multi-row INSERT per table (a 100-entry transaction is a handful of
-        # round trips, not hundreds).  Anything that reads flushes first, so reads always see earlier writes.
+        # Inserts are queued and sent as one multi-row INSERT (or COPY) per table at the end: a 100-entry
+        # transaction or a scored submission is a handful of round trips, not dozens.  A read that could see a
+        # queued row (same resource, or same type for searches) flushes first, so reads see earlier writes.
         self._pending: dict[Table, list[dict[str, Any]]] = {}
+        self._pending_types: set[str] = set()
+        self._pending_keys: set[tuple[str, str]] = set()
+
+    def _flush_for(self, resource_type: str) -> None:
+        if resource_type in self._pending_types:
+            self.flush()
 
     def scored_history(
         self, subject: tuple[str, str], system: str, code: str, before: datetime, limit: int
     ) -> list[Stored]:
-        self.flush()
+        self._flush_for("Observation")
         return clinical.scored_history(self.conn, subject, system, code, before, limit)
 
     def find_by_token(self, resource_type: str, param: str, system: str, code: str, *, limit: int) -> list[Stored]:
-        self.flush()
+        self._flush_for(resource_type)
         return clinical.find_by_token(self.conn, resource_type, param, system, code, limit)
 
     def active_flags(self, subject: tuple[str, str], system: str, codes: list[str]) -> list[Stored]:
-        self.flush()
+        self._flush_for("Flag")
         return clinical.active_flags(self.conn, subject, system, codes)
 
     def has_pending(self) -> bool:
@@ -130,6 +137,8 @@ class WriteSession:
     def flush(self) -> None:
         if not self._pending:
             return
+        self._pending_types.clear()
+        self._pending_keys.clear()
         if self.conn.dialect.name == "postgresql":
             self._copy_pending()
             return
@@ -157,10 +166,14 @@ class WriteSession:
 
     def _queue(self, table: Table, rows: list[dict[str, Any]]) -> None:
         self._pending.setdefault(table, []).extend(rows)
+        for row in rows:
+            self._pending_types.add(row["resource_type"])
+            self._pending_keys.add((row["resource_type"], row.get("id") or row["resource_id"]))
 
     # -- reads inside the transaction -------------------------------------------------------------------
     def current(self, resource_type: str, resource_id: str, *, lock: bool = False) -> Stored | None:
-        self.flush()
+        if (resource_type, resource_id) in self._pending_keys:
+            self.flush()
         query = _CURRENT_FOR_UPDATE if lock and self.conn.dialect.name == "postgresql" else _CURRENT
         row = self.conn.execute(query, {"rtype": resource_type, "rid": resource_id}).first()
         return stored_from_row(row) if row else None
@@ -229,7 +242,6 @@ class WriteSession:
         """
         digest = hashlib.sha256(criteria.encode()).hexdigest()
         key = conditional_keys.c
-        self.flush()
         holder = self.conn.execute(
             select(key.resource_id).where(key.resource_type == resource_type, key.criteria_hash == digest)
         ).scalar()
@@ -248,12 +260,14 @@ class WriteSession:
         )
 
     def version(self, resource_type: str, resource_id: str, version_id: int) -> Stored | None:
-        self.flush()
+        if (resource_type, resource_id) in self._pending_keys:
+            self.flush()
         row = self.conn.execute(READ_VERSION, {"rtype": resource_type, "rid": resource_id, "vid": version_id}).first()
         return stored_from_row(row, row.method) if row else None
 
     def search(self, query: SearchQuery) -> SearchOutcome:
-        self.flush()
+        if query.resource_type in self._pending_types or (self._pending and query.reaches_other_types()):
+            self.flush()
         return search_with_includes(self.conn, query)
 
     # -- internals --------------------------------------------------------------------------------------
