@@ -47,7 +47,8 @@ def found(client: httpx.Client, path: str, params: Params = None) -> set[str]:
 def entries(bundle: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(resourceType, id, search mode) of every entry."""
     return [
-        (e["resource"]["resourceType"], e["resource"].get("id", ""), e["search"]["mode"]) for e in bundle.get("entry", [])
+        (e["resource"]["resourceType"], e["resource"].get("id", ""), e["search"]["mode"])
+        for e in bundle.get("entry", [])
     ]
 
 

@@ -1,5 +1,6 @@
-"""FHIR R4 §3.1.1.4.5 chained parameters, §3.1.1.4.6 reverse chaining (_has), and §3.1.1.5.4 including other
-resources in the results (_include, _revinclude, :iterate, search.mode)."""
+"""FHIR R4 §3.1.1.6 chained parameters (``subject:Patient.birthdate``) and reverse chaining (``_has``), and the
+result parameters _include / _revinclude with :iterate (§3.1.1.5 "Including other resources in results"): what is
+included, with which search.mode, exactly once."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def _obs(w, **params):
     return {"code": f"{w['s']}|a,{w['s']}|b", **params}
 
 
-# -- chained parameters (§3.1.1.4.5) ---------------------------------------------------------------------------
+# -- chained parameters ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("param", "value", "expected"),
     [
@@ -81,6 +82,20 @@ def _obs(w, **params):
 def test_chains(shared_client, world, param, value, expected):
     value = value.format(uid=world["uid"])
     assert found(shared_client, "/Observation", _obs(world, **{param: value})) == {world[n] for n in expected}
+
+
+def test_one_chain_reaches_every_type_the_reference_may_point_at(shared_client, world):
+    """Observation.subject may be a Patient, Group, Device or Location: subject.name finds a Patient's and a
+    Location's name alike."""
+    s, uid = world["s"], world["uid"]
+    ward = create(shared_client, {"resourceType": "Location", "name": f"Ward{uid}"})
+    warden = create(shared_client, {"resourceType": "Patient", "name": [{"family": f"Ward{uid}en"}]})
+    at_ward = create(shared_client, observation(s, "w", subject=ref("Location", ward)))
+    of_warden = create(shared_client, observation(s, "w", subject=ref("Patient", warden)))
+    code = {"code": f"{s}|w"}
+    assert found(shared_client, "/Observation", {**code, "subject.name": f"ward{uid}"}) == {at_ward, of_warden}
+    assert found(shared_client, "/Observation", {**code, "subject.name": f"ward{uid}en"}) == {of_warden}
+    assert found(shared_client, "/Observation", {**code, "subject:Location.name": f"ward{uid}"}) == {at_ward}
 
 
 def test_chains_deeper_than_three_links_are_refused(shared_client, world):
@@ -110,7 +125,7 @@ def test_a_chain_to_an_unknown_parameter_is_reported_or_refused_under_strict(sha
     assert shared_client.get("/Observation", params=params, headers={"Prefer": "handling=strict"}).status_code == 400
 
 
-# -- reverse chaining (§3.1.1.4.6) -----------------------------------------------------------------------------
+# -- reverse chaining ------------------------------------------------------------------------------------------
 def _patients(w, *pairs):
     return [("identifier", f"urn:test|{w['uid']}"), *pairs]
 
@@ -124,7 +139,10 @@ def _patients(w, *pairs):
         ([("_has:Observation:patient:code", "{s}|zzz")], set()),
         # repeated: both must hold, possibly through different Observations
         ([("_has:Observation:patient:code", "{s}|a"), ("_has:Observation:patient:code", "{s}|b")], {"kid"}),
-        ([("_has:Observation:patient:code", "{s}|b"), ("_has:Observation:patient:performer", "Organization/{org}")], set()),
+        (
+            [("_has:Observation:patient:code", "{s}|b"), ("_has:Observation:patient:performer", "Organization/{org}")],
+            set(),
+        ),
         # nested: a Patient with an Encounter that an Observation with code a points at
         ([("_has:Encounter:patient:_has:Observation:encounter:code", "{s}|a")], {"kid"}),
         ([("_has:Encounter:patient:_has:Observation:encounter:code", "{s}|b")], set()),
@@ -138,7 +156,7 @@ def test_has(shared_client, world, pairs, expected):
 
 
 def test_has_nesting_is_capped(shared_client, world):
-    deep = "_has:Observation:patient:_has:Observation:has-member:_has:Observation:has-member:_has:Observation:has-member:code"
+    deep = "_has:Observation:patient" + ":_has:Observation:has-member" * 3 + ":code"  # four _has deep
     response = shared_client.get("/Patient", params=_patients(world, (deep, "urn:x|a")))
     assert response.status_code == 400
     assert response.json()["issue"][0]["code"] == "too-costly"
@@ -149,7 +167,7 @@ def test_malformed_has_is_refused(shared_client, world, key):
     assert shared_client.get("/Patient", params=_patients(world, (key, "urn:x|a"))).status_code == 400
 
 
-# -- _include and _revinclude (§3.1.1.5.4) ---------------------------------------------------------------------
+# -- _include and _revinclude ----------------------------------------------------------------------------------
 def _kinds(bundle):
     return {(t, i, m) for t, i, m in entries(bundle) if m != "outcome"}
 

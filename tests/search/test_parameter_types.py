@@ -1,5 +1,6 @@
-"""FHIR R4 §3.1.1.4 search parameter types (token §3.1.1.4.13, string §3.1.1.4.11, date §3.1.1.4.2, number and
-quantity §3.1.1.4.1/§3.1.1.4.7) with the modifiers and prefixes of §3.1.1.5 that apply to them.
+"""FHIR R4 §3.1.1.4 search parameter types: token, string, date, number and quantity,
+with the §3.1.1.5 modifiers (:text :not :missing :exact :contains :of-type) and prefixes (eq ne gt lt ge le sa eb ap)
+that apply to them, and the precision rules (a date or a number covers the range its precision implies).
 
 Reference, uri and composite parameters, and the OR/AND/escaping rules, are in test_references_and_composites.py.
 """
@@ -13,7 +14,7 @@ from tests.search.helpers import coding, create, found, observation, quantity, r
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 
 
-# -- token (§3.1.1.4.13) ---------------------------------------------------------------------------------------
+# -- token -----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def coded(shared_client, shared_uid):
     """Observations of one subject: S|a (display 'Alpha Beta', text 'Kappa'), S|b, a code without a system."""
@@ -54,7 +55,7 @@ def test_token_system_and_code_forms(shared_client, coded, value, expected):
 
 
 def test_token_text_modifier_matches_text_and_display_from_the_start(client, coded):
-    system, subject, made = coded
+    _, subject, made = coded
     for text in ("kappa", "KAPPA gam", "alpha", "Alpha Be"):
         assert found(client, "/Observation", {"subject": subject, "code:text": text}) == {made["a"]}, text
     assert found(client, "/Observation", {"subject": subject, "code:text": "gamma"}) == set()
@@ -109,7 +110,7 @@ def test_boolean_token(client, uid):
     assert found(client, "/Patient", {**scope, "active:not": "true"}) == {inactive, unknown}
 
 
-# -- string (§3.1.1.4.11) --------------------------------------------------------------------------------------
+# -- string ----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def muller(shared_client, shared_uid):
     client, uid = shared_client, f"{shared_uid}-muller"
@@ -161,7 +162,7 @@ def test_string_rejects_an_unknown_modifier(client, muller):
     assert response.status_code == 400 and "family" in response.text
 
 
-# -- date (§3.1.1.4.2) -----------------------------------------------------------------------------------------
+# -- date ------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def dated(shared_client, shared_uid):
     client, system = shared_client, f"urn:codes:{shared_uid}:dated"
@@ -207,7 +208,9 @@ def test_a_month_covers_its_last_second_and_not_the_next_month(client, dated):
 )
 def test_date_prefixes(shared_client, dated, value, expected):
     system, made = dated
-    assert found(shared_client, "/Observation", {"code": f"{system}|a", "date": value}) == {made[name] for name in expected}
+    assert found(shared_client, "/Observation", {"code": f"{system}|a", "date": value}) == {
+        made[name] for name in expected
+    }
 
 
 def test_date_approximately(client, dated):
@@ -238,7 +241,50 @@ def test_malformed_dates_are_refused_naming_the_parameter(shared_client, uid, va
     assert "'date'" in response.json()["issue"][0]["diagnostics"]
 
 
-# -- number and quantity (§3.1.1.4.1, §3.1.1.4.7) ---------------------------------------------------------------
+# -- number and quantity ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def risks(shared_client):
+    subject = ref("Patient", create(shared_client, {"resourceType": "Patient"}))
+    made = {
+        p: create(
+            shared_client,
+            {
+                "resourceType": "RiskAssessment",
+                "status": "final",
+                "subject": subject,
+                "prediction": [{"probabilityDecimal": p}],
+            },
+        )
+        for p in (0.2, 0.55, 0.9)
+    }
+    return subject["reference"], made
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0.55", {0.55}),
+        ("0.5", set()),  # 0.5 means [0.45, 0.55)
+        ("0.6", {0.55}),  # [0.55, 0.65)
+        ("0.550", {0.55}),
+        ("gt0.5", {0.55, 0.9}),
+        ("ge0.9", {0.9}),
+        ("lt0.5", {0.2}),
+        ("le0.2", {0.2}),
+        ("ne0.55", {0.2, 0.9}),
+        ("sa0.55", {0.9}),
+        ("eb0.55", {0.2}),
+        ("ap0.55", {0.55}),
+        ("0.2,0.9", {0.2, 0.9}),
+    ],
+)
+def test_number_prefixes_and_precision(shared_client, risks, value, expected):
+    subject, made = risks
+    assert found(shared_client, "/RiskAssessment", {"subject": subject, "probability": value}) == {
+        made[p] for p in expected
+    }
+
+
 @pytest.fixture(scope="module")
 def weighed(shared_client, shared_uid):
     client, system = shared_client, f"urn:codes:{shared_uid}:weighed"
@@ -248,9 +294,7 @@ def weighed(shared_client, shared_uid):
         "100.4mg": create(client, observation(system, valueQuantity=quantity(100.4))),
         "100.5mg": create(client, observation(system, valueQuantity=quantity(100.5))),
         "100g": create(client, observation(system, valueQuantity=quantity(100, "g"))),
-        "7[local]": create(
-            client, observation(system, valueQuantity={"value": 7, "unit": "tabs", "system": "urn:local"})
-        ),
+        "7tabs": create(client, observation(system, valueQuantity={"value": 7, "unit": "tabs", "system": "urn:local"})),
     }
     return system, made
 
@@ -268,13 +312,13 @@ def weighed(shared_client, shared_uid):
         ("100.0", {"100g"}),  # [99.95, 100.05)
         ("gt100", {"100.4mg", "100.5mg"}),
         ("ge100.5", {"100.5mg"}),
-        ("lt99.6", {"5.4mg", "99.5mg", "7[local]"}),
+        ("lt99.6", {"5.4mg", "99.5mg", "7tabs"}),
         ("le5.4", {"5.4mg"}),
         ("ne100||mg", {"5.4mg", "100.5mg"}),
         ("sa100.4", {"100.5mg"}),
         ("eb6", {"5.4mg"}),
         ("gt5|http://unitsofmeasure.org|mg", {"5.4mg", "99.5mg", "100.4mg", "100.5mg"}),
-        ("7||tabs", {"7[local]"}),  # the unit stands in for a missing code
+        ("7||tabs", {"7tabs"}),  # the unit stands in for a missing code
     ],
 )
 def test_quantity_prefixes_units_and_precision(shared_client, weighed, value, expected):

@@ -1,6 +1,6 @@
-"""FHIR R4 §3.1.1.4 search parameter types, continued: reference (§3.1.1.4.10) with the :[type] and :identifier
-modifiers, uri (§3.1.1.4.14) with :below and :above, composite (§3.1.1.4.8); and the value rules of §3.1.1.4 that
-hold for every type: a comma means OR, a repeated parameter means AND, ``\\,`` ``\\|`` ``\\$`` escape (§3.1.1.4.9)."""
+"""FHIR R4 §3.1.1.4 search parameter types, continued: reference (with the §3.1.1.5 modifiers :[type], :identifier
+and :missing), uri (:below, :above) and composite; and the value rules that hold for every type: a comma means OR,
+a repeated parameter means AND, and ``\\,`` ``\\|`` ``\\$`` escape the separators."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tests.search.helpers import coding, create, found, observation, quantity, r
 OTHER_SERVER = "http://other.example.org/fhir"
 
 
-# -- reference (§3.1.1.4.10) -----------------------------------------------------------------------------------
+# -- reference -------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def referring(shared_client, shared_uid):
     """Observations whose subject is a Patient, an absolute URL elsewhere, or only an identifier."""
@@ -67,7 +67,7 @@ def test_contradictory_or_malformed_references_are_refused(shared_client, shared
     assert "subject" in response.json()["issue"][0]["diagnostics"]
 
 
-# -- uri (§3.1.1.4.14) -----------------------------------------------------------------------------------------
+# -- uri -------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def canonical(shared_client, shared_uid):
     base = f"http://example.org/{shared_uid}/Questionnaire"
@@ -98,7 +98,7 @@ def test_uri_exact_below_and_above(shared_client, canonical, param, suffix, expe
     assert found(shared_client, "/Questionnaire", {param: base + suffix}) == {made[name] for name in expected}
 
 
-# -- composite (§3.1.1.4.8) ------------------------------------------------------------------------------------
+# -- composite -------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pressures(shared_client, shared_uid):
     """Blood-pressure-like Observations: the components carry the codes and values."""
@@ -163,7 +163,7 @@ def test_malformed_composites_are_refused(shared_client, param, value):
     assert "code-value-quantity" in response.json()["issue"][0]["diagnostics"]
 
 
-# -- OR, AND and escaping (§3.1.1.4, §3.1.1.4.9) ---------------------------------------------------------------
+# -- OR, AND and escaping --------------------------------------------------------------------------------------
 def test_comma_is_or_and_repetition_is_and(client, uid):
     s = f"urn:codes:{uid}"
     only_a = create(client, observation(s, "a"))
