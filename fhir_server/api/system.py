@@ -18,6 +18,7 @@ router = APIRouter()
 @router.get("/metadata")
 def metadata(request: Request, fhir: FhirDep) -> Response:
     response_media_type(request)
+    fhir.custom.refresh_if_stale()  # SearchParameters written a moment ago are listed at once
     return json_response(request, capability_statement(fhir.registry, base_url(request)))
 
 

@@ -13,7 +13,10 @@ import threading
 import time
 from typing import Any
 
-import fhirpathpy
+from antlr4 import CommonTokenStream, InputStream, Token
+from antlr4.error.ErrorListener import ErrorListener
+from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
+from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
 from fhir_server import fhirjson, models
 from fhir_server.errors import FhirError
@@ -22,6 +25,26 @@ from fhir_server.search.types import MODULES
 
 log = logging.getLogger("fhir_server.search")
 SUPPORTED_TYPES = (*MODULES, "composite")
+
+
+class _RaiseOnError(ErrorListener):
+    def syntaxError(self, recognizer: Any, offendingSymbol: Any, line: int, column: int, msg: str, e: Any) -> None:
+        raise ValueError(f"column {column + 1}: {msg}")
+
+
+def check_syntax(expression: str) -> None:
+    """Parse strictly (fhirpathpy's own parser recovers from syntax errors silently)."""
+    lexer = FHIRPathLexer(InputStream(expression))
+    lexer.removeErrorListeners()
+    lexer.addErrorListener(_RaiseOnError())
+    parser = FHIRPathParser(CommonTokenStream(lexer))
+    parser.removeErrorListeners()
+    parser.addErrorListener(_RaiseOnError())
+    parser.expression()
+    if parser.getCurrentToken().type != Token.EOF:
+        raise ValueError(
+            f"unexpected '{parser.getCurrentToken().text}' at column {parser.getCurrentToken().column + 1}"
+        )
 
 
 def check_definition(resource: dict[str, Any]) -> None:
@@ -33,7 +56,7 @@ def check_definition(resource: dict[str, Any]) -> None:
         if not isinstance(expression, str):
             raise FhirError(400, "required", "SearchParameter.expression is required", expression=["expression"])
         try:
-            fhirpathpy.compile(expression)
+            check_syntax(expression)
         except Exception as exc:
             raise FhirError(
                 400,

@@ -15,10 +15,12 @@ from functools import cache
 from typing import Any
 
 import fhirpathpy
+from fhirpathpy.models import models as fhirpath_models
 
 from fhir_server import models
 
 Evaluator = Callable[[dict[str, Any]], list[Any]]
+R4_MODEL = fhirpath_models["r4"]
 
 _SIMPLE = re.compile(r"[A-Za-z]+(?:\.[a-zA-Z][A-Za-z0-9]*)+")
 _RESOLVE_IS = re.compile(r"(?P<path>[A-Za-z]+(?:\.[a-zA-Z][A-Za-z0-9]*)+)\.where\(resolve\(\) is (?P<type>[A-Za-z]+)\)")
@@ -167,7 +169,7 @@ def _compile_one(expression: str) -> Evaluator:
     match = _WHERE_EQ.fullmatch(bare)
     if match:
         return _Path(_steps(match["path"]), where_equals=(match["key"], match["value"]))
-    compiled = fhirpathpy.compile(expression)
+    compiled = fhirpathpy.compile(expression, model=R4_MODEL)  # the model resolves choice types (value → valueString)
 
     def evaluate(resource: dict[str, Any]) -> list[Any]:
         try:

@@ -147,6 +147,8 @@ class SearchParser:
     ) -> SearchQuery:
         query = SearchQuery(resource_type, count=default_count)
         for key, raw in params:
+            if "\x00" in key or "\x00" in raw:  # PostgreSQL refuses NUL and SQLite cuts strings at it
+                raise FhirError(400, "value", f"Search parameter '{key[:64]!r}' contains a NUL character")
             name = key.partition(":")[0]
             if name in RESULT_PARAMS:
                 self._result_param(query, key, raw, max_count)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, literal, not_, or_, select, true
+from sqlalchemy import Table, and_, func, literal, not_, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from fhir_server.search import conditions as c
@@ -226,6 +226,9 @@ def _reference(table: Table, cond: c.ReferenceMatch) -> ColumnElement[bool]:
 def _uri(table: Table, cond: c.UriMatch) -> ColumnElement[bool]:
     if cond.mode == "below":
         return table.c.value.like(_like_escape(cond.value) + "%", escape="\\")
-    if cond.mode == "above":
-        return literal(cond.value).like(table.c.value + "%")
+    if cond.mode == "above":  # the stored URI is a prefix of the value: compared exactly, no LIKE wildcards
+        return and_(
+            func.length(table.c.value) <= len(cond.value),
+            func.substr(literal(cond.value), 1, func.length(table.c.value)) == table.c.value,
+        )
     return table.c.value == cond.value

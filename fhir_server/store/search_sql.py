@@ -39,6 +39,16 @@ _SENTINELS: dict[str, tuple[Any, Any]] = {  # (missing when ascending, missing w
 }
 
 
+# The Python type of each sort key, to refuse a forged cursor before it reaches SQL.
+_KEY_TYPES: dict[str, Any] = {
+    "_id": str,
+    "_lastUpdated": datetime,
+    "date": datetime,
+    "number": (int, float),
+    "quantity": (int, float),
+}
+
+
 class Page:
     def __init__(self, rows: list[Stored], total: int | None, next_cursor: str | None, prev_cursor: str | None):
         self.rows, self.total, self.next_cursor, self.prev_cursor = rows, total, next_cursor, prev_cursor
@@ -129,7 +139,10 @@ def run_search(conn: Connection, query: SearchQuery) -> Page:
     direction, statement = "next", select(inner)
     if query.cursor:
         values, direction = decode_cursor(query.cursor)
-        if len(values) != len(key_columns):
+        expected = [_KEY_TYPES.get(k.param.code, _KEY_TYPES.get(k.param.type, str)) for k in query.sort] + [str]
+        if len(values) != len(key_columns) or not all(
+            isinstance(v, t) and not isinstance(v, bool) for v, t in zip(values, expected, strict=True)
+        ):
             raise FhirError(400, "value", "The paging cursor does not belong to this search")
         flip = direction == "prev"
         statement = statement.where(_after(key_columns, [d != flip for d in descending], values))

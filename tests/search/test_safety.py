@@ -131,17 +131,6 @@ def test_elements_with_junk_names_are_harmless(shared_client, obrien):
 
 
 # -- bytes no database should see -------------------------------------------------------------------------------
-def _xfail_on(request, backend, only, reason):
-    if backend in only:
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
-
-
-NUL_BUG = (
-    "BUG: a NUL byte in a search value reaches PostgreSQL as a bound text parameter, which psycopg refuses "
-    "('PostgreSQL text fields cannot contain NUL'): 500 instead of 400 or no match"
-)
-
-
 @pytest.mark.parametrize(
     "param",
     [
@@ -155,8 +144,7 @@ NUL_BUG = (
         "_has:Observation:patient:code",
     ],
 )
-def test_nul_bytes_in_values_are_refused_or_literal(client, obrien, request, backend, param):
-    _xfail_on(request, backend, {"postgresql"}, NUL_BUG)
+def test_nul_bytes_in_values_are_refused_or_literal(client, obrien, param):
     scope, _ = obrien
     value = {"general-practitioner": "http://example.org/\x00", "identifier": "urn:test|\x00"}.get(param, "a\x00b")
     response = _never_500(client.get("/Patient", params={**scope, param: value}))
@@ -164,11 +152,6 @@ def test_nul_bytes_in_values_are_refused_or_literal(client, obrien, request, bac
         assert ids(response.json()) == []
 
 
-@pytest.mark.xfail(
-    reason="BUG: family:contains=<NUL> matches every resource on SQLite (the LIKE pattern is cut at the NUL, "
-    "leaving '%') and is a 500 on PostgreSQL (" + NUL_BUG[5:60] + "...)",
-    strict=True,
-)
 def test_nul_byte_does_not_turn_contains_into_match_all(client, obrien):
     scope, _ = obrien
     response = _never_500(client.get("/Patient", params={**scope, "family:contains": "\x00"}))
@@ -176,11 +159,6 @@ def test_nul_byte_does_not_turn_contains_into_match_all(client, obrien):
         assert ids(response.json()) == []
 
 
-@pytest.mark.xfail(
-    reason="BUG: uri :above builds a LIKE pattern from the STORED uri (literal(value).like(column + '%')) without "
-    "escaping it, so a stored url containing '_' or '%' is wrongly 'above' unrelated uris (search_conditions._uri)",
-    strict=True,
-)
 def test_uri_above_treats_stored_wildcards_literally(client, uid):
     base = f"http://example.org/{uid}"
     for url in (f"{base}/a_c", f"{base}/100%"):
@@ -193,13 +171,6 @@ def _cursor(values):
     return base64.urlsafe_b64encode(orjson.dumps({"k": values, "dir": "next"})).decode().rstrip("=")
 
 
-CURSOR_BUG = (
-    "BUG: a well-formed cursor whose key values have the wrong type reaches SQL unchecked "
-    "(search_sql.decode_cursor/_after): null raises SQLAlchemy ArgumentError, and on PostgreSQL a number "
-    "compared with the varchar id or a string with the timestamp key is a DataError: 500"
-)
-
-
 @pytest.mark.parametrize(
     ("sort", "values", "fails_on"),
     [
@@ -210,8 +181,7 @@ CURSOR_BUG = (
         ("birthdate", [{"d": "2000-01-01T00:00:00"}, 3], {"postgresql"}),
     ],
 )
-def test_a_forged_cursor_is_refused_not_a_crash(client, obrien, request, backend, sort, values, fails_on):
-    _xfail_on(request, backend, fails_on, CURSOR_BUG)
+def test_a_forged_cursor_is_refused_not_a_crash(client, obrien, sort, values, fails_on):
     scope, _ = obrien
     params = {**scope, "_cursor": _cursor(values), **({"_sort": sort} if sort else {})}
     _never_500(client.get("/Patient", params=params))

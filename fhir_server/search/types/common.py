@@ -20,6 +20,8 @@ def split_prefix(raw: str) -> tuple[str, str]:
 
 def normalise(text: str) -> str:
     """Case- and accent-insensitive form used by string search (``Müller`` matches ``muller``)."""
+    if text.isascii():  # nothing to decompose: the common case, fast
+        return text.casefold()[:SHORT]
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()[:SHORT]
 
