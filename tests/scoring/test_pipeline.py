@@ -259,3 +259,74 @@ def test_alliance_summary(client, uid):
     codes = {next(q["valueCode"] for q in f["part"] if q["name"] == "code") for f in flags}
     assert codes == {"srs-below-cutoff", "srs-drop", "srs-item-checkin"}
     assert client.get("/Patient/nobody-here/$alliance-summary").status_code == 404
+
+
+def _wai(uid: str, answers: dict[int, str], authored: str) -> dict:
+    return {
+        "resourceType": "QuestionnaireResponse",
+        "questionnaire": "http://fit-fhir.org/fhir/Questionnaire/wai-sr|1.0.0",
+        "status": "completed",
+        "subject": {"reference": f"Patient/{uid}"},
+        "authored": authored,
+        "item": [
+            {
+                "linkId": f"wai-sr-{n}",
+                "answer": [
+                    {
+                        "valueCoding": {
+                            "system": "http://fit-fhir.org/fhir/CodeSystem/wai-frequency",
+                            "code": answers.get(n, "4"),
+                        }
+                    }
+                ],
+            }
+            for n in range(1, 13)
+        ],
+    }
+
+
+def test_wai_sr_subscales_and_a_subscale_drop(client, uid):
+    submit(client, _wai(uid, {}, "2026-09-01T10:00:00Z"))  # every item 4: means 4.00
+    observations = {o["code"]["coding"][0]["code"]: o for o in results(client, uid)["Observation"]}
+    assert set(observations) == {"wai-sr-total", "wai-sr-task-sum", "wai-sr-bond-sum", "wai-sr-goal-sum"}
+    assert observations["wai-sr-total"]["valueQuantity"]["value"] == 48
+    bond = observations["wai-sr-bond-sum"]
+    assert bond["valueQuantity"]["value"] == 16
+    assert {c["code"]["coding"][0]["code"]: c.get("valueQuantity", {}).get("value") for c in bond["component"]}[
+        "wai-sr-bond-mean"
+    ] == 4.0
+    assert active_flags(client, uid) == []
+    # Bond items (3, 5, 7, 9) fall to 3: bond mean 3.00, a drop of 1.00 >= 0.5
+    submit(client, _wai(uid, {3: "3", 5: "3", 7: "3", 9: "3"}, "2026-10-01T10:00:00Z"))
+    assert active_flags(client, uid) == ["wai-sr-subscale-drop"]
+    flag = client.get("/Flag", params={"patient": uid, "status": "active"}).json()["entry"][0]["resource"]
+    assert "bond-mean" in flag["code"]["text"] and "down 1" in flag["code"]["text"]
+
+
+def test_ors_intake_above_the_cutoff_is_a_conversation_prompt_only_at_intake(client, uid):
+    def ors(value, when):
+        items = [
+            {"linkId": n, "answer": [{"valueInteger": value}]}
+            for n in ("individually", "interpersonally", "socially", "overall")
+        ]
+        respondent = {
+            "linkId": "respondent",
+            "answer": [
+                {"valueCoding": {"system": "http://fit-fhir.org/fhir/CodeSystem/fit-respondent", "code": "self"}}
+            ],
+        }
+        return {
+            "resourceType": "QuestionnaireResponse",
+            "questionnaire": "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.0",
+            "status": "completed",
+            "subject": {"reference": f"Patient/{uid}"},
+            "authored": when,
+            "item": [respondent, *items],
+        }
+
+    submit(client, ors(80, "2026-09-01T10:00:00Z"))  # 32.0 at intake, adult cutoff 25
+    assert active_flags(client, uid) == ["ors-intake-above-cutoff"]
+    submit(client, ors(80, "2026-09-08T10:00:00Z"))  # not the intake any more: closed, not raised again
+    assert active_flags(client, uid) == []
+    submit(client, ors(55, "2026-09-15T10:00:00Z"))  # 22.0: below 25 and 10 below intake
+    assert active_flags(client, uid) == ["ors-below-cutoff", "ors-deterioration"]
