@@ -1,0 +1,71 @@
+"""Access-token validation for the resource server (SECURITY.md): signature by a known key, an ``alg`` from an
+allow-list (never ``none``, never HMAC where a public key is published), ``iss``, ``aud``, ``exp`` and ``nbf``.
+
+Every refusal is a TokenError whose ``code`` is the OperationOutcome issue code the API answers with (``login``,
+or ``expired``) and whose message names what was wrong without echoing token material.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+import orjson
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
+ALLOWED_ALGORITHMS = ("RS256", "RS384", "ES256", "ES384")
+LEEWAY_SECONDS = 30
+
+
+class TokenError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _header(token: str) -> dict[str, Any]:
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts[:2]):
+        raise TokenError("login", "The bearer token is not a signed JWT")
+    try:
+        header = orjson.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        raise TokenError("login", "The bearer token's header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise TokenError("login", "The bearer token's header is not a JSON object")
+    return header
+
+
+def verify_access_token(
+    token: str, keys: KeySet, *, issuer: str, audience: str, now: float | None = None
+) -> dict[str, Any]:
+    """The token's claims when it is valid for this server; TokenError otherwise."""
+    header = _header(token)
+    algorithm = header.get("alg")
+    if algorithm not in ALLOWED_ALGORITHMS:
+        raise TokenError("login", f"Token algorithm '{str(algorithm)[:16]}' is not accepted")
+    kid = header.get("kid")
+    key = next((k for k in keys.keys if k.kid == kid), None) if kid else None
+    if key is None:
+        raise TokenError("login", "The token is not signed with a key this server knows")
+    try:
+        claims = jwt.decode(token, key, algorithms=[algorithm]).claims
+    except (JoseError, ValueError):
+        raise TokenError("login", "The token's signature does not verify") from None
+    moment = time.time() if now is None else now
+    if not isinstance(claims.get("exp"), int | float):
+        raise TokenError("login", "The token has no expiry")
+    if claims["exp"] + LEEWAY_SECONDS < moment:
+        raise TokenError("expired", "The token has expired")
+    if isinstance(claims.get("nbf"), int | float) and claims["nbf"] - LEEWAY_SECONDS > moment:
+        raise TokenError("login", "The token is not valid yet")
+    if claims.get("iss") != issuer:
+        raise TokenError("login", "The token was issued by another authorization server")
+    audiences = claims.get("aud")
+    audiences = [audiences] if isinstance(audiences, str) else audiences or []
+    if audience not in audiences:
+        raise TokenError("login", "The token is meant for another server")
+    return claims
