@@ -30,17 +30,27 @@ def _about(alias, resource_type: str):  # type: ignore[no-untyped-def]
     return and_(alias.c.resource_type == resource_type, alias.c.resource_id == resources.c.id)
 
 
-_HISTORY = (
-    select(*_COLUMNS)
-    .join(
-        _subject,
-        and_(
-            _about(_subject, "Observation"),
+def _subjects_rows(resource_type: str):  # type: ignore[no-untyped-def]
+    """The subject's resources of one type, first and on their own: a client has tens of them among millions,
+    so every other condition is checked on that small set.  MATERIALIZED keeps PostgreSQL from folding it into
+    a join order chosen on missing or stale statistics (seen: 600 ms instead of 1 ms on a fresh database)."""
+    return (
+        select(_subject.c.resource_id.label("rid"))
+        .where(
+            _subject.c.resource_type == resource_type,
             _subject.c.param == "subject",
             _subject.c.target_type == bindparam("subject_type"),
             _subject.c.target_id == bindparam("subject_id"),
-        ),
+        )
+        .cte(f"subject_{resource_type.lower()}")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
     )
+
+
+_HISTORY_SUBJECT = _subjects_rows("Observation")
+_HISTORY = (
+    select(*_COLUMNS)
+    .join(_HISTORY_SUBJECT, _HISTORY_SUBJECT.c.rid == resources.c.id)
     .join(
         _code,
         and_(
@@ -58,17 +68,10 @@ _HISTORY = (
     .limit(bindparam("limit"))
 )
 
+_FLAG_SUBJECT = _subjects_rows("Flag")
 _ACTIVE_FLAGS = (
     select(*_COLUMNS)
-    .join(
-        _subject,
-        and_(
-            _about(_subject, "Flag"),
-            _subject.c.param == "subject",
-            _subject.c.target_type == bindparam("subject_type"),
-            _subject.c.target_id == bindparam("subject_id"),
-        ),
-    )
+    .join(_FLAG_SUBJECT, _FLAG_SUBJECT.c.rid == resources.c.id)
     .join(_status, and_(_about(_status, "Flag"), _status.c.param == "status", _status.c.code == "active"))
     .join(
         _code,
