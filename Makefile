@@ -7,7 +7,7 @@ PORT   ?= 8000
 # pytest-xdist workers; each worker gets its own databases
 TEST_WORKERS ?= 2
 
-.PHONY: serve test lint format bench-core clean
+.PHONY: serve test lint format bench-core bench-search clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "fhir-server needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -32,6 +32,9 @@ format: $(BIN)/.installed
 
 bench-core: $(BIN)/.installed
 	$(BIN)/python bench/core.py $(BENCH_ARGS)
+
+bench-search: $(BIN)/.installed
+	$(BIN)/python bench/search.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) fhir-server.db fhir-server.db-wal fhir-server.db-shm .pytest_cache .ruff_cache
