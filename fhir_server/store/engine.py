@@ -45,9 +45,10 @@ def build_read_engine(settings: Settings, write_engine: Engine) -> Engine:
     one engine."""
     if write_engine.dialect.name != "postgresql":
         return write_engine
+    # No forced custom plans here: the hot path is a primary-key read, whose generic plan is the right one and
+    # which would otherwise be planned again on every request.
     return create_engine(
         make_url(normalise_url(settings.database_url)),
-        connect_args=POSTGRES_CONNECT_ARGS,
         isolation_level="AUTOCOMMIT",
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
