@@ -147,7 +147,7 @@ class ScoringPipeline:
             self._device_known = True
 
     def _end_flag(self, session: WriteSession, flag_id: str, when: str | None, status: str) -> Stored | None:
-        current = session.current("Flag", flag_id)
+        current = session.current("Flag", flag_id, lock=True)
         if current is None or current.deleted:
             return None
         flag = fhirjson.loads_stored(current.content or "{}")
@@ -156,7 +156,7 @@ class ScoringPipeline:
         flag["status"] = status
         if when:
             flag["period"] = {**flag.get("period", {}), "end": when}
-        return self._put(session, flag)
+        return session.rewrite(current, flag).stored
 
     def _history(
         self, session: WriteSession, rules: ScoringRules, response: dict[str, Any], series: str

@@ -69,12 +69,6 @@ class RetryTransaction(Exception):
     """Raised inside a write when a concurrent commit changed what it read; the whole write is retried."""
 
 
-_DELETE_INDEX = {
-    kind: delete(table).where(table.c.resource_type == bindparam("rtype"), table.c.resource_id == bindparam("rid"))
-    for kind, table in INDEX_TABLES.items()
-}
-
-
 class Indexer(Protocol):
     def index_rows(self, resource_type: str, resource: dict[str, Any]) -> dict[str, list[dict[str, Any]]]: ...
 
@@ -119,6 +113,8 @@ class WriteSession:
         self._pending: dict[Table, list[dict[str, Any]]] = {}
         self._pending_types: set[str] = set()
         self._pending_keys: set[tuple[str, str]] = set()
+        # Index rows to drop (of resources rewritten here), one DELETE … IN per table at flush, before the inserts.
+        self._stale: dict[tuple[str, str], list[str]] = {}
 
     def _flush_for(self, resource_type: str) -> None:
         if resource_type in self._pending_types:
@@ -139,13 +135,17 @@ class WriteSession:
         return clinical.active_flags(self.conn, subject, system, codes)
 
     def has_pending(self) -> bool:
-        return bool(self._pending)
+        return bool(self._pending or self._stale)
 
     def flush(self) -> None:
-        if not self._pending:
+        if not self._pending and not self._stale:
             return
         self._pending_types.clear()
         self._pending_keys.clear()
+        for (kind, resource_type), ids in self._stale.items():
+            table = INDEX_TABLES[kind]
+            self.conn.execute(delete(table).where(table.c.resource_type == resource_type, table.c.resource_id.in_(ids)))
+        self._stale.clear()
         if self.conn.dialect.name == "postgresql":
             self._copy_pending()
             return
@@ -204,6 +204,10 @@ class WriteSession:
     def create(self, resource: dict[str, Any], resource_id: str) -> WriteResult:
         """Insert version 1 of a new resource.  The primary key refuses a concurrent create of the same id."""
         return self._put_version(resource, resource_id, None, "POST")
+
+    def rewrite(self, current: Stored, resource: dict[str, Any]) -> WriteResult:
+        """A new version of a resource this transaction has just read with ``current(..., lock=True)``."""
+        return self._put_version(resource, current.id, current, "PUT")
 
     def update(
         self,
@@ -325,9 +329,11 @@ class WriteSession:
         self, resource_type: str, resource_id: str, resource: dict[str, Any] | None, *, had_rows: bool
     ) -> None:
         if had_rows:
-            # Only the tables this type's parameters can fill (a Flag has no quantity rows): fewer statements.
+            # Only the tables this type's parameters can fill (a Flag has no quantity rows), deferred to the flush.
             for kind in self.indexer.tables_for(resource_type):
-                self.conn.execute(_DELETE_INDEX[kind], {"rtype": resource_type, "rid": resource_id})
+                self._stale.setdefault((kind, resource_type), []).append(resource_id)
+            self._pending_types.add(resource_type)
+            self._pending_keys.add((resource_type, resource_id))
         if resource is None:
             return
         identity = {"resource_type": resource_type, "resource_id": resource_id}
