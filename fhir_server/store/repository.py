@@ -7,7 +7,9 @@ concurrent updates without If-Match all land as consecutive versions and nothing
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -46,6 +48,7 @@ class Repository:
         self.write_retries = write_retries
         self.read_engine = read_engine or engine
         self._read_sql = READ_BY_ID_SQL[engine.dialect.name]
+        self._writer_lock: Any = threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
 
     @property
     def dialect(self) -> str:
@@ -55,7 +58,10 @@ class Repository:
         """Run ``work`` in one write transaction; retry it whole when a concurrent writer won a unique key."""
         for attempt in range(self.write_retries + 1):
             try:
-                with self.engine.connect().execution_options(fhir_write=True) as conn, conn.begin():
+                # SQLite has one writer at a time: threads of this process queue here, in order, instead of
+                # polling the file lock (whose back-off sleeps leave it idle and can starve a waiter past the busy
+                # timeout).  PostgreSQL writers run concurrently; its row locks and unique keys decide.
+                with self._writer_lock, self.engine.connect().execution_options(fhir_write=True) as conn, conn.begin():
                     session = WriteSession(conn, self.indexer)
                     result = work(session)
                     session.flush()
