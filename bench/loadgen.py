@@ -49,6 +49,19 @@ async def _send(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payl
     return int(status_line.split()[1])
 
 
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def _send_or_reconnect(connection: Connection, host: str, port: int, request: Request) -> tuple[bool, Connection]:
+    """(ok, the connection to use next): a failed or non-2xx answer counts as an error; a broken connection is
+    replaced."""
+    reader, writer = connection
+    try:
+        return await _send(reader, writer, request.wire(host)) < 300, connection
+    except (ConnectionError, asyncio.IncompleteReadError):
+        return False, await asyncio.open_connection(host, port)
+
+
 def _percentiles(latencies: list[float]) -> dict[str, float]:
     latencies.sort()
 
@@ -71,15 +84,9 @@ async def open_loop(
 
     async def one(due: float, request: Request) -> None:
         nonlocal errors
-        reader, writer = await pool.get()
-        try:
-            if await _send(reader, writer, request.wire(host)) >= 300:
-                errors += 1
-        except (ConnectionError, asyncio.IncompleteReadError):
-            errors += 1
-            reader, writer = await asyncio.open_connection(host, port)
-        finally:
-            pool.put_nowait((reader, writer))
+        ok, connection = await _send_or_reconnect(await pool.get(), host, port, request)
+        pool.put_nowait(connection)
+        errors += not ok
         latencies.append(time.perf_counter() - due)
 
     tasks = []
@@ -108,18 +115,14 @@ async def closed_loop(host: str, port: int, requests: list[Request], connections
 
     async def worker() -> None:
         nonlocal errors
-        reader, writer = await asyncio.open_connection(host, port)
+        connection = await asyncio.open_connection(host, port)
         while not queue.empty():
             request = queue.get_nowait()
             started = time.perf_counter()
-            try:
-                if await _send(reader, writer, request.wire(host)) >= 300:
-                    errors += 1
-            except (ConnectionError, asyncio.IncompleteReadError):
-                errors += 1
-                reader, writer = await asyncio.open_connection(host, port)
+            ok, connection = await _send_or_reconnect(connection, host, port, request)
+            errors += not ok
             latencies.append(time.perf_counter() - started)
-        writer.close()
+        connection[1].close()
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(connections)))

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import fresh_postgres, start_server, table  # noqa: E402
+from fhir_server.store.tables import INDEX_TABLES, resource_versions, resources  # noqa: E402
 
 SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.0"
 ITEMS = ("relationship", "goals", "approach", "overall")
@@ -107,17 +108,7 @@ def measure(database_url: str, args: argparse.Namespace, tag: str) -> dict:
 
 
 # -- the raw-database limit for the same writes --------------------------------------------------------------
-TABLES = [
-    "resources",
-    "resource_versions",
-    "idx_token",
-    "idx_string",
-    "idx_date",
-    "idx_reference",
-    "idx_quantity",
-    "idx_number",
-    "idx_uri",
-]
+TABLES = [table.name for table in (resources, resource_versions, *INDEX_TABLES.values())]
 
 
 def rows_of_one_submission(url: str) -> dict[str, tuple[list[str], list[tuple]]]:

@@ -9,7 +9,3 @@ MEASURES_CODESYSTEM = f"{BASE}/CodeSystem/fit-measures"
 FLAGS_CODESYSTEM = f"{BASE}/CodeSystem/fit-flags"
 SNOMED = "http://snomed.info/sct"
 UCUM = "http://unitsofmeasure.org"
-
-
-def questionnaire_url(instrument: str) -> str:
-    return f"{BASE}/Questionnaire/{instrument}"

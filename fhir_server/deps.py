@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from fhir_server.api.interactions import Interactions
-from fhir_server.config import Settings
 
 
 # async on purpose: FastAPI runs plain-def dependencies in the thread pool, a hop per request for a getattr.
@@ -15,9 +14,4 @@ async def _fhir(request: Request) -> Interactions:
     return request.app.state.fhir
 
 
-async def _settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
 FhirDep = Annotated[Interactions, Depends(_fhir)]
-SettingsDep = Annotated[Settings, Depends(_settings)]

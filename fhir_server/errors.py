@@ -78,10 +78,6 @@ def gone(diagnostics: str) -> FhirError:
     return FhirError(410, "deleted", diagnostics)
 
 
-def invalid(diagnostics: str, *, code: str = "invalid", expression: list[str] | None = None) -> FhirError:
-    return FhirError(400, code, diagnostics, expression=expression)
-
-
 def precondition_failed(diagnostics: str, code: str = "conflict") -> FhirError:
     return FhirError(412, code, diagnostics)
 

@@ -8,7 +8,9 @@ its own that R4 clients would not know).
 
 from __future__ import annotations
 
+import typing
 from functools import cache
+from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
@@ -156,3 +158,21 @@ def is_resource_type(name: str) -> bool:
 def model_class(name: str) -> type[FHIRAbstractModel]:
     """The R4B model class for a resource or datatype name (raises ValueError for unknown names)."""
     return get_fhir_model_class(name)
+
+
+def element_model(annotation: Any) -> type | None:
+    """The FHIR model class inside a field annotation (Optional[List[abc.XType]]), or None for primitives."""
+    for arg in typing.get_args(annotation) or (annotation,):
+        if typing.get_origin(arg) in (list, typing.Union):
+            found = element_model(arg)
+            if found is not None:
+                return found
+        elif hasattr(arg, "get_model_klass"):
+            return arg.get_model_klass()
+    return None
+
+
+@cache
+def fields_by_key(model: type) -> dict[str, Any]:
+    """A model's fields by their JSON key (``class`` for the field ``class_fhir``, ``_gender`` for extensions)."""
+    return {(field.alias or name): field for name, field in model.model_fields.items()}

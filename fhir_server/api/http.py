@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import Request
 from starlette.responses import Response
 
@@ -130,7 +129,3 @@ def write_response(request: Request, stored: Stored, status: int, *, message: st
     if preference == "OperationOutcome":
         return json_response(request, info_outcome(message), status, headers)
     return json_response(request, stored.content or "{}", status, headers)
-
-
-def outcome_json(message: str) -> bytes:
-    return orjson.dumps(info_outcome(message))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 _PATTERN = re.compile(
     r"(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
@@ -72,7 +72,3 @@ def parse_http_date(text: str) -> datetime | None:
         return datetime.strptime(text.strip(), "%a, %d %b %Y %H:%M:%S GMT")
     except ValueError:
         return None
-
-
-def to_naive_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value

@@ -8,7 +8,6 @@ Those compile to a tiny walker (microseconds); anything else falls back to fhirp
 from __future__ import annotations
 
 import re
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -129,21 +128,8 @@ def _choice_keys(model: type, base: str) -> tuple[str, ...]:
 def _child_model(model: type | None, key: str) -> type | None:
     if model is None:
         return None
-    for name, field in model.model_fields.items():
-        if (field.alias or name) == key:
-            return _model_in(field.annotation)
-    return None
-
-
-def _model_in(annotation: Any) -> type | None:
-    for arg in typing.get_args(annotation) or (annotation,):
-        if typing.get_origin(arg) in (list, typing.Union):
-            found = _model_in(arg)
-            if found is not None:
-                return found
-        elif hasattr(arg, "get_model_klass"):
-            return arg.get_model_klass()
-    return None
+    field = models.fields_by_key(model).get(key)
+    return models.element_model(field.annotation) if field is not None else None
 
 
 def _compile_one(expression: str) -> Evaluator:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -135,25 +135,6 @@ class Repository:
                 )
             ).all()
         return [stored_from_row(row) for row in rows]
-
-    def read_many(self, keys: Iterable[tuple[str, str]]) -> list[Stored]:
-        """Current, non-deleted versions of the given (type, id) pairs, in the order given."""
-        keys = list(keys)
-        if not keys:
-            return []
-        with self.read_engine.connect() as conn:
-            found = {}
-            for rtype in {t for t, _ in keys}:
-                ids = [i for t, i in keys if t == rtype]
-                for row in conn.execute(
-                    select(*CURRENT_COLUMNS).where(
-                        resources.c.resource_type == rtype,
-                        resources.c.id.in_(ids),
-                        resources.c.deleted.is_(False),
-                    )
-                ):
-                    found[(row.resource_type, row.id)] = stored_from_row(row)
-        return [found[k] for k in keys if k in found]
 
     def history(
         self,

@@ -7,7 +7,6 @@ each key's model class once and caching it, so a typical resource costs a few mi
 
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -70,10 +69,10 @@ def _walk(model: type, element_path: str, node: dict[str, Any], fhirpath: str, i
 
 @cache
 def _child(model: type, element_path: str, key: str) -> _Child | None:
-    field = _field_by_alias(model).get(key)
+    field = models.fields_by_key(model).get(key)
     if field is None or key.startswith("_"):
         return None
-    child_model = _model_in(field.annotation)
+    child_model = models.element_model(field.annotation)
     if child_model is None:
         path = f"{element_path}.{key}"
         codes = _bindings().get(path)
@@ -85,23 +84,6 @@ def _child(model: type, element_path: str, key: str) -> _Child | None:
     if _is_datatype(child_model):
         return _Child(child_model.__name__, child_model, None, False)
     return _Child(f"{element_path}.{key}", child_model, None, False)
-
-
-@cache
-def _field_by_alias(model: type) -> dict[str, Any]:
-    return {(field.alias or name): field for name, field in model.model_fields.items()}
-
-
-def _model_in(annotation: Any) -> type | None:
-    """The FHIR model class inside Optional[List[abc.XType]], or None for primitives."""
-    for arg in typing.get_args(annotation) or (annotation,):
-        if typing.get_origin(arg) in (list, typing.Union):
-            found = _model_in(arg)
-            if found is not None:
-                return found
-        elif hasattr(arg, "get_model_klass"):
-            return arg.get_model_klass()
-    return None
 
 
 def _is_datatype(model: type) -> bool:
