@@ -13,6 +13,7 @@ from fhir_server import __version__
 from fhir_server.api import instance, operations, system
 from fhir_server.api import type as type_api
 from fhir_server.api.interactions import Interactions
+from fhir_server.auth.keys import KeyStore
 from fhir_server.config import Settings
 from fhir_server.errors import install_error_handlers
 from fhir_server.library import discover
@@ -43,6 +44,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if not settings.auth_required:
+            log.warning(
+                "AUTHORIZATION IS OFF (FHIR_SERVER_AUTH_REQUIRED=false): anyone who can reach this port can read and "
+                "change every record, and nothing is audited.  Use this only for local development."
+            )
         if settings.load_library:
             summary = await run_in_threadpool(sync_resources, fhir, library.resources())
             log.info("library: %d stored, %d already current", summary.created, summary.unchanged)
@@ -62,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.read_engine = repository.read_engine
     app.state.fhir = fhir
+    app.state.keys = KeyStore(engine)
 
     install_error_handlers(app, DATABASE_ERRORS)
     # Order matters: /metadata, /_history and /{type}/_search must win over /{type}/{id}.

@@ -39,6 +39,21 @@ class Settings(BaseSettings):
     # Per-site scoring settings, e.g. FHIR_SERVER_SCORING_OVERRIDES='{"srs-cutoff.comparator": "<="}'
     scoring_overrides: dict[str, Any] = {}
 
+    # -- authorization (SMART on FHIR) -------------------------------------------------------------------
+    # Every /fhir request except /metadata needs a bearer token.  false is for local development and for tests
+    # that are not about access; the server then logs a warning at start-up and audits nothing.
+    auth_required: bool = True
+    # Public origin of this server (scheme://host[:port]) for the issuer, endpoints in discovery documents and
+    # token audiences.  Empty means "derive from the request".
+    public_url: str = ""
+    access_token_lifetime_seconds: int = 300
+    refresh_token_lifetime_seconds: int = 30 * 24 * 3600
+    # Authorization servers whose access tokens /fhir also accepts (an EHR's), as JSON:
+    # [{"issuer": "https://ehr.example/auth", "jwks_uri": "https://ehr.example/auth/jwks"}]
+    trusted_issuers: list[dict[str, str]] = []
+    # jku URLs a Backend Services client may point its assertion at (besides keys registered with the client)
+    jku_allow_list: list[str] = []
+
     def library_paths(self) -> list[Path]:
         return [Path(p) for p in self.library_dirs.split(os.pathsep) if p]
 

@@ -6,6 +6,7 @@ the run says so at the end; with it set but unreachable, the tests fail rather t
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -17,6 +18,10 @@ from tests.support.databases import POSTGRES_ENV, postgres_admin_url, postgres_d
 from tests.support.server import RunningServer, ServerThread
 
 BACKENDS = ["sqlite", "postgresql"]
+
+# Tests that are not about access run without authorization (servers started as processes inherit this too);
+# tests/auth turns it on explicitly with Settings(auth_required=True).
+os.environ.setdefault("FHIR_SERVER_AUTH_REQUIRED", "false")
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -39,11 +40,38 @@ def _header(token: str) -> dict[str, Any]:
     return header
 
 
+def unverified_header(token: str) -> dict[str, Any]:
+    """The JOSE header (to choose the key set by ``kid``); nothing in it is trusted yet."""
+    return _header(token)
+
+
+def unverified_issuer(token: str) -> str | None:
+    """The ``iss`` claim before verification, only to pick which issuer's keys to verify with."""
+    _header(token)
+    payload = token.split(".")[1]
+    try:
+        claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        raise TokenError("login", "The bearer token's claims are not valid JSON") from None
+    issuer = claims.get("iss") if isinstance(claims, dict) else None
+    return issuer if isinstance(issuer, str) else None
+
+
 def verify_access_token(
-    token: str, keys: KeySet, *, issuer: str, audience: str, now: float | None = None
+    token: str,
+    keys: KeySet | Callable[[str | None], KeySet],
+    *,
+    issuer: str,
+    audience: str | Sequence[str],
+    now: float | None = None,
 ) -> dict[str, Any]:
-    """The token's claims when it is valid for this server; TokenError otherwise."""
+    """The token's claims when it is valid for this server; TokenError otherwise.  ``keys`` may be a function of
+    the token's ``kid`` (a key store that re-reads its keys after a rotation).  ``audience`` may list several
+    accepted spellings of this server's base URL."""
     header = _header(token)
+    if callable(keys):
+        kid_claim = header.get("kid")
+        keys = keys(kid_claim if isinstance(kid_claim, str) else None)
     algorithm = header.get("alg")
     if algorithm not in ALLOWED_ALGORITHMS:
         raise TokenError("login", f"Token algorithm '{str(algorithm)[:16]}' is not accepted")
@@ -66,6 +94,7 @@ def verify_access_token(
         raise TokenError("login", "The token was issued by another authorization server")
     audiences = claims.get("aud")
     audiences = [audiences] if isinstance(audiences, str) else audiences or []
-    if audience not in audiences:
+    accepted = [audience] if isinstance(audience, str) else list(audience)
+    if not any(a in audiences for a in accepted):
         raise TokenError("login", "The token is meant for another server")
     return claims

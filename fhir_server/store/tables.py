@@ -145,3 +145,15 @@ INDEX_TABLES = {
     "number": idx_number,
     "uri": idx_uri,
 }
+
+# The authorization server's token-signing keys (JWK JSON with the private part).  The newest unretired key signs;
+# every key retired less than a token lifetime ago stays in the published JWKS so tokens it signed still verify.
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("algorithm", String(16), nullable=False),
+    Column("private_jwk", Text, nullable=False),
+    Column("created_at", DateTime, nullable=False),  # naive UTC
+    Column("retired_at", DateTime, nullable=True),
+)

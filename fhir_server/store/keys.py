@@ -1,0 +1,28 @@
+"""SQL for the signing keys table (only store/ talks SQL)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Engine
+
+from fhir_server.store.tables import signing_keys
+
+
+def load_keys(engine: Engine) -> list[dict[str, object]]:
+    """Every key, newest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(signing_keys).order_by(signing_keys.c.created_at.desc())).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def add_key(engine: Engine, kid: str, algorithm: str, private_jwk: str, now: datetime, *, retire_others: bool) -> None:
+    with engine.begin() as conn:
+        if retire_others:
+            conn.execute(update(signing_keys).where(signing_keys.c.retired_at.is_(None)).values(retired_at=now))
+        conn.execute(
+            insert(signing_keys).values(
+                kid=kid, algorithm=algorithm, private_jwk=private_jwk, created_at=now, retired_at=None
+            )
+        )
