@@ -13,7 +13,11 @@ from fhir_server import __version__
 from fhir_server.api import instance, operations, system
 from fhir_server.api import type as type_api
 from fhir_server.api.interactions import Interactions
+from fhir_server.auth.access import AccessPolicy
+from fhir_server.auth.audit import AuditWriter
+from fhir_server.auth.bearer import BearerAuthenticator
 from fhir_server.auth.keys import KeyStore
+from fhir_server.auth.revocation import RevocationList
 from fhir_server.config import Settings
 from fhir_server.errors import install_error_handlers
 from fhir_server.library import discover
@@ -41,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     library = discover(settings.library_paths(), settings.content_pack_paths())
     fhir = Interactions(repository, registry, settings, library)
+    audit = AuditWriter(repository)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -53,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             summary = await run_in_threadpool(sync_resources, fhir, library.resources())
             log.info("library: %d stored, %d already current", summary.created, summary.unchanged)
         yield
+        audit.close()  # stores the audit records still queued
         repository.read_engine.dispose()
         engine.dispose()
 
@@ -69,6 +75,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.read_engine = repository.read_engine
     app.state.fhir = fhir
     app.state.keys = KeyStore(engine)
+    app.state.revocations = RevocationList(engine, grant_memory_for(settings))
+
+    app.state.access = AccessPolicy(registry)
+    app.state.audit = audit
+    app.state.bearer = BearerAuthenticator(settings, app.state.keys, getattr(app.state, "revocations", None))
 
     install_error_handlers(app, DATABASE_ERRORS)
     # Order matters: /metadata, /_history and /{type}/_search must win over /{type}/{id}.

@@ -5,13 +5,57 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from fhir_server.api.interactions import Interactions
+from fhir_server.auth import urls
+from fhir_server.auth.audit import OUTCOME_MINOR_FAILURE, Access
+from fhir_server.auth.caller import Caller
+from fhir_server.auth.guard import GuardedInteractions
+from fhir_server.auth.tokens import TokenError
+from fhir_server.errors import FhirError
+
+_UNRESTRICTED = Caller.unrestricted()
 
 
 # async on purpose: FastAPI runs plain-def dependencies in the thread pool, a hop per request for a getattr.
-async def _fhir(request: Request) -> Interactions:
+async def _caller(request: Request) -> Caller:
+    """The bearer token's caller; 401 with WWW-Authenticate (and an audit record) when there is none."""
+    state = request.app.state
+    settings = state.settings
+    if not settings.auth_required:
+        return _UNRESTRICTED
+    request_base = str(request.base_url)
+    header = request.headers.get("authorization")
+    try:
+        # Off the event loop: the key store, the revocation list and an EHR's JWKS may need I/O.
+        return await run_in_threadpool(
+            state.bearer.authenticate,
+            header,
+            own_issuer=urls.issuer(settings, request_base),
+            audiences=urls.audiences(settings, request_base),
+        )
+    except TokenError as err:
+        client = request.client.host if request.client else None
+        state.audit.record(None, Access("login", OUTCOME_MINOR_FAILURE, str(err), client_address=client))
+        challenge = 'Bearer realm="fhir"' if not header else 'Bearer realm="fhir", error="invalid_token"'
+        raise FhirError(401, err.code, str(err), headers={"WWW-Authenticate": challenge}) from None
+
+
+async def _fhir(request: Request, caller: Annotated[Caller, Depends(_caller)]) -> Interactions:
+    state = request.app.state
+    if not caller.authenticated:
+        return state.fhir
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    client = request.client.host if request.client else None
+    return GuardedInteractions.bind(state.fhir, caller, state.access, state.audit, client, target)
+
+
+async def _public_fhir(request: Request) -> Interactions:
+    """For the few endpoints anyone may call (the CapabilityStatement)."""
     return request.app.state.fhir
 
 
+CallerDep = Annotated[Caller, Depends(_caller)]
 FhirDep = Annotated[Interactions, Depends(_fhir)]
+PublicFhirDep = Annotated[Interactions, Depends(_public_fhir)]

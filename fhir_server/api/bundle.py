@@ -219,7 +219,7 @@ class BundleProcessor:
             entry.result = stored
         elif len(path) == 1:
             query = fhir.parse_query(path[0], parse_qsl(entry.query, keep_blank_values=True))
-            result = fhir.search(query) if session is None else _session_search(session, query)
+            result = fhir.search(query) if session is None else fhir.search_in(session, query)
             entry.response = {"status": "200 OK"}
             entry.result = _searchset(self.base, path[0], result)
         else:
@@ -328,10 +328,6 @@ class BundleProcessor:
 
 def _fragment(stored: Stored) -> Any:
     return orjson.Fragment(stored.content.encode()) if stored.content else None
-
-
-def _session_search(session: WriteSession, query: Any) -> SearchResult:
-    return SearchResult(query, session.search(query))
 
 
 def _searchset(base: str, resource_type: str, result: SearchResult) -> dict[str, Any]:

@@ -37,14 +37,14 @@ def respond(
     count = min(int(raw_count), settings.max_page_size)
     since = _instant_param(request, "_since")
     at = _instant_param(request, "_at")
-    cursor = request.query_params.get("_cursor")
+    cursor = fhir.unseal_cursor(request.query_params.get("_cursor"))
     before = None
     if cursor:
         values, _ = decode_cursor(cursor)
         if len(values) != 1 or not isinstance(values[0], int):
             raise FhirError(400, "value", "The paging cursor is invalid")
         before = values[0]
-    rows = fhir.repo.history(
+    rows = fhir.history(
         resource_type=resource_type,
         resource_id=resource_id,
         since=since[0] if since else None,
@@ -52,6 +52,6 @@ def respond(
         before_history_id=before,
         count=count + 1,
     )
-    next_cursor = encode_cursor([rows[count - 1][0]]) if len(rows) > count and count > 0 else None
+    next_cursor = fhir.seal_cursor(encode_cursor([rows[count - 1][0]])) if len(rows) > count and count > 0 else None
     path = "/".join(p for p in (resource_type, resource_id, "_history") if p)
     return json_response(request, bundles.history(request, path, params, rows[:count], next_cursor))

@@ -6,6 +6,7 @@ Writes take a ``WriteSession`` so that a transaction Bundle runs many of them in
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -172,6 +173,34 @@ class Interactions:
     def search(self, query: SearchQuery) -> SearchResult:
         return SearchResult(query, self.repo.search(query))
 
+    def search_in(self, session: WriteSession, query: SearchQuery) -> SearchResult:
+        """A search inside a write transaction (a transaction's GET entries see its own writes)."""
+        return SearchResult(query, session.search(query))
+
+    def history(self, **criteria: Any) -> Sequence[tuple[int, Stored]]:
+        """Versions newest first, as (history_id, version); see Repository.history."""
+        return self.repo.history(**criteria)
+
+    # -- access hooks: identities here; auth/guard.py narrows them to what a token allows ---------------------
+    def can(self, resource_type: str, permission: str) -> bool:
+        """Whether the caller may use ``permission`` (one of c r u d s) on the type at all."""
+        return True
+
+    def seal_cursor(self, cursor: str | None) -> str | None:
+        """A paging cursor as it goes out in a link."""
+        return cursor
+
+    def unseal_cursor(self, cursor: str | None) -> str | None:
+        """A paging cursor from a link, checked to belong to this caller."""
+        return cursor
+
+    def authorize_operation(self, name: str, reveals: Sequence[str], body: Any) -> None:
+        """Before an operation runs: may the caller see the types its result reveals, and post this body?"""
+
+    def _conditional_query(self, query: SearchQuery) -> SearchQuery:
+        """The search a conditional interaction's criteria run as."""
+        return query
+
     # -- writes -----------------------------------------------------------------------------------------
     def create(
         self,
@@ -327,6 +356,7 @@ class Interactions:
             raise FhirError(400, "invalid", f"The {what} criteria are empty")
         query = self.parse_query(resource_type, params, strict=True)
         query.count = 2
+        query = self._conditional_query(query)
         token = query.single_token_match()
         if token is not None:  # "identifier=system|value", the usual criteria: a prebuilt statement
             matches = session.find_by_token(resource_type, *token, limit=2)

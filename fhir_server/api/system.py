@@ -10,13 +10,13 @@ from fhir_server.api import history as history_api
 from fhir_server.api.bundle import BundleProcessor
 from fhir_server.api.capability import capability_statement
 from fhir_server.api.http import base_url, json_response, prefer_return, read_json, response_media_type
-from fhir_server.deps import FhirDep
+from fhir_server.deps import FhirDep, PublicFhirDep
 
 router = APIRouter()
 
 
 @router.get("/metadata")
-def metadata(request: Request, fhir: FhirDep) -> Response:
+def metadata(request: Request, fhir: PublicFhirDep) -> Response:
     response_media_type(request)
     fhir.custom.refresh_if_stale()  # SearchParameters written a moment ago are listed at once
     return json_response(request, capability_statement(fhir.registry, base_url(request)))

@@ -55,4 +55,5 @@ OPERATION = Operation(
         parameters=[param("return", "out", "Parameters", min_=1)],
     ),
     alliance_summary,
+    reveals=("Patient", "Observation", "Flag"),
 )

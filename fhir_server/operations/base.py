@@ -42,6 +42,8 @@ class Operation:
     definition: dict[str, Any]  # the OperationDefinition resource
     handler: Callable[[OperationContext], Any]  # returns a resource (dict) to answer with
     affects_state: bool = False
+    # Patient-data types the result shows (an access token needs read scope on each of them)
+    reveals: tuple[str, ...] = ()
 
     @property
     def resource_types(self) -> list[str]:

@@ -72,4 +72,5 @@ OPERATION = Operation(
         ],
     ),
     extract,
+    reveals=("Observation", "Flag"),
 )

@@ -87,7 +87,14 @@ class OrClause:
     alternatives: tuple[AnyClause, ...]
 
 
-AnyClause = Clause | CompositeClause | ChainClause | HasClause | CompartmentClause | OrClause
+@dataclass(frozen=True)
+class AllClause:
+    """Every one of several clauses (access control narrows a chain's or _has's inner search with it)."""
+
+    parts: tuple[AnyClause, ...]
+
+
+AnyClause = Clause | CompositeClause | ChainClause | HasClause | CompartmentClause | OrClause | AllClause
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from fhir_server.search import conditions as c
 from fhir_server.search.query import (
+    AllClause,
     AnyClause,
     ChainClause,
     Clause,
@@ -30,6 +31,8 @@ def clause_sql(resource_type: str, clause: AnyClause, rows: Any = resources) -> 
     """A condition on ``rows`` (the resources table or an alias of it) for one clause."""
     if isinstance(clause, OrClause):
         return or_(*(clause_sql(resource_type, alt, rows) for alt in clause.alternatives))
+    if isinstance(clause, AllClause):
+        return and_(*(clause_sql(resource_type, part, rows) for part in clause.parts))
     if isinstance(clause, ChainClause):
         target = resources.alias()
         matching_targets = select(target.c.id).where(

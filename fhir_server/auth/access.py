@@ -1,0 +1,187 @@
+"""Access decisions for the resource server: SMART scopes, the launch patient's compartment, v2 query constraints.
+
+Two forms of the same rule, kept side by side so they cannot drift apart:
+- ``visible(caller, type, resource)`` decides for one resource in memory (reads, versions, history entries,
+  _include'd resources, the old and new content of a write);
+- ``confine(caller, query)`` narrows a search in SQL (the page, counts and paging stay right), including the
+  inner searches of chains and ``_has``, which could otherwise probe another patient's records.
+
+A patient-context scope (``patient/…``) reaches the resources of the token's ``patient`` compartment (R4
+CompartmentDefinition Patient) and resources of types outside that compartment (Questionnaire, Practitioner, …),
+which are not patient data.  ``user/`` and ``system/`` scopes are not confined.  A resource the caller may not see
+is answered exactly like one that does not exist (SECURITY.md), so these functions answer yes/no and the callers
+raise 404; a caller without any scope for the type and interaction gets 403.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from fhir_server.auth.caller import Caller
+from fhir_server.auth.scopes import ResourceScope
+from fhir_server.errors import FhirError
+from fhir_server.search.compartments import COMPARTMENTS, compartment_clause
+from fhir_server.search.query import AllClause, AnyClause, ChainClause, HasClause, OrClause, SearchQuery, parse_search
+from fhir_server.search.registry import Registry
+from fhir_server.search.types import reference, token
+
+ACTIONS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+
+
+def forbidden(caller: Caller, resource_type: str, permission: str) -> FhirError:
+    return FhirError(
+        403,
+        "forbidden",
+        f"The access token's scopes do not allow {ACTIONS[permission]} on {resource_type}",
+        headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
+    )
+
+
+class AccessPolicy:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._compartment = COMPARTMENTS["Patient"]()
+
+    def is_patient_data(self, resource_type: str) -> bool:
+        return resource_type == "Patient" or bool(self._compartment.get(resource_type))
+
+    # -- per interaction ------------------------------------------------------------------------------------
+    def scopes(self, caller: Caller, resource_type: str, permission: str) -> list[ResourceScope]:
+        """The caller's scopes that allow ``permission`` on the type; patient scopes count only with a patient."""
+        return [
+            s
+            for s in caller.grant.scopes_for(resource_type, permission)
+            if s.context != "patient" or caller.patient is not None
+        ]
+
+    def require(self, caller: Caller, resource_type: str, permission: str) -> list[ResourceScope]:
+        scopes = self.scopes(caller, resource_type, permission)
+        if not scopes:
+            raise forbidden(caller, resource_type, permission)
+        return scopes
+
+    def unrestricted(self, caller: Caller, resource_type: str, permission: str) -> bool:
+        """True when some scope allows the interaction on every resource of the type."""
+        return any(self._scope_is_open(s, resource_type) for s in self.scopes(caller, resource_type, permission))
+
+    def _scope_is_open(self, scope: ResourceScope, resource_type: str) -> bool:
+        return not scope.query and (scope.context != "patient" or not self.is_patient_data(resource_type))
+
+    # -- one resource, in memory -------------------------------------------------------------------------
+    def visible(self, caller: Caller, resource_type: str, resource: dict[str, Any], permission: str = "r") -> bool:
+        for scope in self.scopes(caller, resource_type, permission):
+            if self._scope_is_open(scope, resource_type):
+                return True
+            confined = scope.context == "patient" and self.is_patient_data(resource_type)
+            if confined and not self.in_compartment(resource_type, resource, caller.patient or ""):
+                continue
+            if all(self._matches(resource_type, resource, code, value) for code, value in scope.query):
+                return True
+        return False
+
+    def in_compartment(self, resource_type: str, resource: dict[str, Any], patient_id: str) -> bool:
+        if resource_type == "Patient" and resource.get("id") == patient_id:
+            return True
+        for code in self._compartment.get(resource_type, ()):
+            param = self.registry.get(resource_type, code)
+            if param is None or param.evaluator is None:
+                continue
+            for row in reference.index(param.evaluator(resource)):
+                if row["target_type"] == "Patient" and row["target_id"] == patient_id:
+                    return True
+        return False
+
+    def patients_of(self, resource_type: str, resource: dict[str, Any]) -> list[str]:
+        """The patients whose compartment holds the resource (for audit records)."""
+        found = [resource["id"]] if resource_type == "Patient" and isinstance(resource.get("id"), str) else []
+        for code in self._compartment.get(resource_type, ()):
+            param = self.registry.get(resource_type, code)
+            if param is not None and param.evaluator is not None:
+                found += [
+                    row["target_id"]
+                    for row in reference.index(param.evaluator(resource))
+                    if row["target_type"] == "Patient"
+                ]
+        return list(dict.fromkeys(found))
+
+    def _matches(self, resource_type: str, resource: dict[str, Any], code: str, value: str) -> bool:
+        """A v2 scope constraint (``category=survey``) on one resource.  Token and reference parameters are
+        evaluated here; a constraint on anything else cannot be checked without the database and grants
+        nothing in memory (searches still apply it in SQL)."""
+        param = self.registry.get(resource_type, code)
+        if param is None or param.evaluator is None:
+            return False
+        values = param.evaluator(resource)
+        alternatives = value.split(",")
+        if param.type == "token":
+            rows = token.index(values)
+            return any(_token_matches(row, alt) for alt in alternatives for row in rows)
+        if param.type == "reference":
+            rows = reference.index(values)
+            return any(f"{row['target_type']}/{row['target_id']}" in alternatives for row in rows)
+        return False
+
+    # -- searches, in SQL -----------------------------------------------------------------------------------
+    def confine(self, caller: Caller, query: SearchQuery, permission: str = "s") -> SearchQuery:
+        """The query narrowed to what the caller may see: a 403 when no scope allows the search at all."""
+        scopes = self.require(caller, query.resource_type, permission)
+        clauses = [self._confine_chains(caller, clause) for clause in query.clauses]
+        narrowing = self._narrowing(caller, query.resource_type, scopes)
+        if narrowing is not None:
+            clauses.append(narrowing)
+        return replace(query, clauses=clauses)
+
+    def _narrowing(self, caller: Caller, resource_type: str, scopes: list[ResourceScope]) -> AnyClause | None:
+        """None when some scope is open; otherwise the OR over scopes of (compartment AND query constraint)."""
+        if any(self._scope_is_open(s, resource_type) for s in scopes):
+            return None
+        alternatives: list[AnyClause] = []
+        for scope in scopes:
+            parts: list[AnyClause] = []
+            if scope.query:
+                try:
+                    parts += parse_search(resource_type, list(scope.query), self.registry, strict=True).clauses
+                except FhirError:  # a constraint this server cannot evaluate grants nothing
+                    continue
+            if scope.context == "patient" and self.is_patient_data(resource_type):
+                parts.append(self._compartment_clause(resource_type, caller.patient or ""))
+            alternatives.append(parts[0] if len(parts) == 1 else AllClause(tuple(parts)))
+        if not alternatives:
+            raise forbidden(caller, resource_type, "s")
+        return alternatives[0] if len(alternatives) == 1 else OrClause(tuple(alternatives))
+
+    def _compartment_clause(self, resource_type: str, patient_id: str) -> AnyClause:
+        if resource_type != "Patient":
+            return compartment_clause(self.registry, "Patient", patient_id, resource_type)
+        itself = parse_search("Patient", [("_id", patient_id)], self.registry, strict=True).clauses[0]
+        if not self._compartment.get("Patient"):
+            return itself
+        return OrClause((itself, compartment_clause(self.registry, "Patient", patient_id, "Patient")))
+
+    def _confine_chains(self, caller: Caller, clause: AnyClause) -> AnyClause:
+        """Chains and _has search other types: their inner search is narrowed the same way, and needs a scope."""
+        if isinstance(clause, ChainClause):
+            inner = self._confine_chains(caller, clause.inner)
+            narrowing = self._narrowing(caller, clause.target_type, self.require(caller, clause.target_type, "s"))
+            parts = (inner,) if narrowing is None else (inner, narrowing)
+            return replace(clause, inner=AllClause(parts))
+        if isinstance(clause, HasClause):
+            inner = self._confine_chains(caller, clause.inner)
+            narrowing = self._narrowing(caller, clause.source_type, self.require(caller, clause.source_type, "s"))
+            parts = (inner,) if narrowing is None else (inner, narrowing)
+            return replace(clause, inner=AllClause(parts))
+        if isinstance(clause, OrClause):
+            return OrClause(tuple(self._confine_chains(caller, alt) for alt in clause.alternatives))
+        if isinstance(clause, AllClause):
+            return AllClause(tuple(self._confine_chains(caller, part) for part in clause.parts))
+        return clause
+
+
+def _token_matches(row: dict[str, Any], wanted: str) -> bool:
+    system, bar, code = wanted.rpartition("|")
+    if not bar:
+        return row.get("code") == wanted
+    if not code:
+        return row.get("system") == system
+    return row.get("code") == code and (row.get("system") or "") == system
