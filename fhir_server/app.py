@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.read_engine = repository.read_engine
     app.state.fhir = fhir
     app.state.keys = KeyStore(engine)
-    app.state.revocations = RevocationList(engine, grant_memory_for(settings))
+    app.state.revocations = RevocationList(engine, settings.refresh_token_lifetime_seconds)
 
     app.state.access = AccessPolicy(registry)
     app.state.audit = audit

@@ -157,3 +157,119 @@ signing_keys = Table(
     Column("created_at", DateTime, nullable=False),  # naive UTC
     Column("retired_at", DateTime, nullable=True),
 )
+
+# -- the authorization server (SMART on FHIR) -----------------------------------------------------------------
+# Secrets are never stored: client secrets, authorization codes, refresh tokens and login-session cookies are kept
+# as SHA-256 digests (they are 256-bit random values, so a fast hash is enough); user passwords as argon2 hashes.
+# Lists (redirect URIs, origins, fhirContext) are JSON text, read and written whole.
+oauth_clients = Table(
+    "oauth_clients",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("client_type", String(16), nullable=False),  # public | confidential
+    Column("auth_method", String(32), nullable=False),  # none | client_secret_basic | private_key_jwt
+    Column("secret_hash", String(64), nullable=True),
+    Column("redirect_uris", Text, nullable=False),  # JSON list, matched exactly
+    Column("scope", Text, nullable=False),  # the scopes the client may be granted, space separated
+    Column("jwks", Text, nullable=True),  # registered public JWKS (JSON)
+    Column("jwks_url", String(2000), nullable=True),
+    Column("origins", Text, nullable=False),  # JSON list of browser origins allowed by CORS
+    Column("created_at", DateTime, nullable=False),
+)
+
+oauth_users = Table(
+    "oauth_users",
+    metadata,
+    Column("user_id", String(64), primary_key=True),  # the ``sub`` of tokens: stable, never reused
+    Column("username", String(128), nullable=False, unique=True),
+    Column("password_hash", String(256), nullable=False),
+    Column("fhir_user", String(200), nullable=False),  # e.g. Practitioner/123
+    Column("may_pick_patient", Boolean, nullable=False, default=False),
+    Column("display_name", String(200), nullable=False, default=""),
+    Column("created_at", DateTime, nullable=False),
+)
+
+oauth_codes = Table(
+    "oauth_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("client_id", String(64), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("code_challenge", String(128), nullable=False),  # PKCE S256
+    Column("scope", Text, nullable=False),
+    Column("context", Text, nullable=False),  # JSON: patient, encounter, fhirContext, need_patient_banner, nonce
+    Column("expires_at", DateTime, nullable=False),
+    Column("used", Boolean, nullable=False, default=False),
+    # Set when the code is redeemed: the grant its tokens belong to, revoked if the code is presented again.
+    Column("sid", String(64), nullable=True),
+    Index("ix_oauth_codes_expires", "expires_at"),
+)
+
+oauth_refresh_tokens = Table(
+    "oauth_refresh_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("sid", String(64), nullable=False),  # the grant: every token of one refresh chain shares it
+    Column("client_id", String(64), nullable=False),
+    Column("user_id", String(64), nullable=True),
+    Column("scope", Text, nullable=False),
+    Column("context", Text, nullable=False),
+    Column("issued_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Column("used", Boolean, nullable=False, default=False),  # rotated: presenting it again revokes the grant
+    Column("revoked", Boolean, nullable=False, default=False),
+    Index("ix_oauth_refresh_sid", "sid"),
+    Index("ix_oauth_refresh_expires", "expires_at"),
+)
+
+oauth_launches = Table(
+    "oauth_launches",
+    metadata,
+    Column("launch_id", String(64), primary_key=True),
+    Column("patient", String(64), nullable=True),
+    Column("encounter", String(64), nullable=True),
+    Column("fhir_context", Text, nullable=False),  # JSON list
+    Column("username", String(128), nullable=True),  # only this user may complete the launch
+    Column("need_patient_banner", Boolean, nullable=False, default=False),
+    Column("created_by", String(200), nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+)
+
+oauth_login_sessions = Table(
+    "oauth_login_sessions",
+    metadata,
+    Column("session_hash", String(64), primary_key=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("user_id", String(64), nullable=True),
+    Column("authenticated_at", DateTime, nullable=True),
+    Column("pending", Text, nullable=True),  # JSON: the authorization request waiting for login / a patient
+    Column("expires_at", DateTime, nullable=False),
+    Index("ix_oauth_sessions_expires", "expires_at"),
+)
+
+# Backend Services client assertions: a jti is refused while an assertion carrying it could still be valid.
+oauth_assertion_jtis = Table(
+    "oauth_assertion_jtis",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("jti", String(255), primary_key=True),
+    Column("expires_at", DateTime, nullable=False),
+    Index("ix_oauth_jtis_expires", "expires_at"),
+)
+
+# Revoked access tokens (by jti, kept until they would have expired) and revoked grants (by sid).
+oauth_revoked_tokens = Table(
+    "oauth_revoked_tokens",
+    metadata,
+    Column("jti", String(255), primary_key=True),
+    Column("expires_at", DateTime, nullable=False),
+)
+oauth_revoked_grants = Table(
+    "oauth_revoked_grants",
+    metadata,
+    Column("sid", String(64), primary_key=True),
+    Column("revoked_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+)
