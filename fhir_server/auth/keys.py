@@ -88,7 +88,9 @@ class KeyStore:
         self._ensure()
         key = self._signing
         assert key is not None
-        return jwt.encode({"alg": key.alg or SIGNING_ALGORITHM, "kid": key.kid, "typ": "JWT"}, claims, key)
+        algorithm = key.alg or SIGNING_ALGORITHM
+        header = {"alg": algorithm, "kid": key.kid, "typ": "JWT"}
+        return jwt.encode(header, claims, key, algorithms=[algorithm])
 
     def verification_keys(self, kid: str | None = None) -> KeySet:
         """The published keys; re-read from the database when ``kid`` is not among them (a rotation elsewhere)."""
