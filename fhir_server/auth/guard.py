@@ -348,7 +348,10 @@ class GuardedInteractions(Interactions):
 
     def delete(self, session: WriteSession, resource_type: str, resource_id: str) -> Stored | None:
         self._require(resource_type, "d")
-        old = self._existing(session, resource_type, resource_id, "d")
+        try:
+            old = self._existing(session, resource_type, resource_id, "d")
+        except FhirError:
+            return None  # a hidden resource is "already absent", exactly like a missing one (denial audited)
         deleted = super().delete(session, resource_type, resource_id)
         if deleted is not None and old is not None:
             self._written(session, "delete", resource_type, deleted, old.content)
