@@ -28,6 +28,7 @@ from fhir_server.search.registry import default_registry
 from fhir_server.store.engine import build_engine, build_read_engine
 from fhir_server.store.errors import DATABASE_ERRORS
 from fhir_server.store.repository import Repository
+from fhir_server.web.form_routes import install_form
 
 log = logging.getLogger("fhir_server")
 
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.bearer = BearerAuthenticator(settings, app.state.keys, getattr(app.state, "revocations", None))
 
     install_error_handlers(app, DATABASE_ERRORS)
+    install_form(app, settings)  # the SMART app's rating form under /app
     # Order matters: /metadata, /_history and /{type}/_search must win over /{type}/{id}.
     app.include_router(system.router, prefix="/fhir")
     app.include_router(operations.router, prefix="/fhir")

@@ -54,6 +54,16 @@ class Settings(BaseSettings):
     # jku URLs a Backend Services client may point its assertion at (besides keys registered with the client)
     jku_allow_list: list[str] = []
 
+    # -- the SMART app (/app): the rating form and its server-side sessions ------------------------------------
+    # How long a launch stays open for the client to answer (the session, its tokens and its draft).
+    app_session_seconds: int = 3600
+    # POST /app/dev-session creates a form session for any patient without an EHR launch: development and tests
+    # only.  Off, the route does not exist.
+    app_dev_sessions: bool = False
+    # Origins of EHRs allowed to show this server's pages in an iframe (CSP frame-ancestors), as JSON:
+    # ["https://ehr.example.org"].  'self' is always allowed.
+    frame_ancestors: list[str] = []
+
     def library_paths(self) -> list[Path]:
         return [Path(p) for p in self.library_dirs.split(os.pathsep) if p]
 
