@@ -28,6 +28,7 @@ from fhir_server.search.registry import default_registry
 from fhir_server.store.engine import build_engine, build_read_engine
 from fhir_server.store.errors import DATABASE_ERRORS
 from fhir_server.store.repository import Repository
+from fhir_server.web.install import install_authorization_server
 
 log = logging.getLogger("fhir_server")
 
@@ -82,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.bearer = BearerAuthenticator(settings, app.state.keys, getattr(app.state, "revocations", None))
 
     install_error_handlers(app, DATABASE_ERRORS)
+    # The authorization server (/auth, /.well-known) first: /fhir/.well-known/... must not read as a resource type.
+    install_authorization_server(app, settings, fhir)
     # Order matters: /metadata, /_history and /{type}/_search must win over /{type}/{id}.
     app.include_router(system.router, prefix="/fhir")
     app.include_router(operations.router, prefix="/fhir")
