@@ -30,7 +30,7 @@ def add_client(engine: Engine, issuer: str, name: str, jwks_url: str | None, jwk
             raise CdsAdminError(f"{jwks_file}: cannot read ({exc.strerror})") from None
         except (orjson.JSONDecodeError, JoseError, ValueError, TypeError) as exc:
             raise CdsAdminError(f"{jwks_file}: not a JWKS document ({exc})") from None
-        if any(key.as_dict(private=True).get("d") for key in keys.keys):
+        if any("d" in raw for raw in document.get("keys", []) if isinstance(raw, dict)):
             raise CdsAdminError(f"{jwks_file}: holds a private key; register the public keys only")
         jwks = orjson.dumps({"keys": [k.as_dict(private=False) for k in keys.keys]}).decode()
     elif not (jwks_url or "").startswith(("https://", "http://")):

@@ -246,3 +246,27 @@ def test_a_card_for_every_flag_kind(server, ehr_key):
         assert f"what about {code}?" in card["detail"]
         assert orjson.loads(card["links"][0]["appContext"])["flag"] == f"Flag/flag-{code}"
     assert len({c["uuid"] for c in cards}) == len(cards) == len(codes) + 1  # + "ORS not yet collected today"
+
+
+def test_cds_clients_cli(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FHIR_SERVER_DATABASE_URL": f"sqlite:///{tmp_path / 'cds.db'}"}
+    key = RSAKey.generate_key(2048, parameters={"kid": "k1"}, private=True)
+    public, private = tmp_path / "public.json", tmp_path / "private.json"
+    public.write_bytes(orjson.dumps({"keys": [key.as_dict(private=False)]}))
+    private.write_bytes(orjson.dumps({"keys": [key.as_dict(private=True)]}))
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "fhir_server", "cds-clients", *args], env=env, capture_output=True, text=True
+        )
+
+    assert cli("add", "--issuer", "https://ehr.example", "--jwks-file", str(public)).returncode == 0
+    assert "https://ehr.example" in cli("list").stdout
+    refused = cli("add", "--issuer", "https://ehr2.example", "--jwks-file", str(private))
+    assert refused.returncode == 1 and "private key" in refused.stderr
+    assert cli("remove", "--issuer", "https://ehr.example").returncode == 0
+    assert cli("remove", "--issuer", "https://ehr.example").returncode == 1
