@@ -38,8 +38,10 @@ class AlreadyExists(Exception):
 def _insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
     """INSERT unless the primary key exists; True when the row was inserted."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table).values(**values).on_conflict_do_nothing()
-    return conn.execute(statement).rowcount == 1
+    key = next(iter(table.primary_key.columns))
+    # RETURNING, not rowcount: rowcount is not reliable for this statement across drivers (psycopg gives 0).
+    statement = dialect.insert(table).values(**values).on_conflict_do_nothing().returning(key)
+    return conn.execute(statement).first() is not None
 
 
 def _one(engine: Engine, statement: Any) -> Row | None:
