@@ -1,4 +1,4 @@
-"""Command line: ``fhir-server serve | db upgrade | load | reindex``."""
+"""Command line: ``fhir-server serve | db upgrade | load | reindex | clients | users | token | keys``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 from fhir_server import logs
+from fhir_server.auth.commands import add_auth_commands
+from fhir_server.cds_hooks.commands import add_cds_commands
 from fhir_server.config import Settings
 
 
@@ -122,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply every pending migration").set_defaults(func=_db_upgrade)
+    add_auth_commands(commands)
+    add_cds_commands(commands)
     return parser
 
 

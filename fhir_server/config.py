@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     trusted_issuers: list[dict[str, str]] = []
     # jku URLs a Backend Services client may point its assertion at (besides keys registered with the client)
     jku_allow_list: list[str] = []
+    # The login session of the authorization server's pages (/auth/login, the patient picker).
+    login_session_seconds: int = 3600
+    # Mark the login cookie Secure (SameSite=None; Partitioned) even when requests arrive over plain http, e.g.
+    # behind a TLS-terminating proxy that does not send X-Forwarded-Proto.  https requests always get it.
+    cookie_secure: bool = False
+    # Origins of EHRs allowed to show this server's pages in an iframe (CSP frame-ancestors), as JSON:
+    # ["https://ehr.example.org"].  'self' is always allowed.
+    frame_ancestors: list[str] = []
+    # The SMART style sheet announced in token responses; empty means this server's own /auth/smart-style.json.
+    smart_style_url: str = ""
 
     # -- the SMART app (/app): the rating form and its server-side sessions ------------------------------------
     # How long a launch stays open for the client to answer (the session, its tokens and its draft).
@@ -60,9 +70,6 @@ class Settings(BaseSettings):
     # POST /app/dev-session creates a form session for any patient without an EHR launch: development and tests
     # only.  Off, the route does not exist.
     app_dev_sessions: bool = False
-    # Origins of EHRs allowed to show this server's pages in an iframe (CSP frame-ancestors), as JSON:
-    # ["https://ehr.example.org"].  'self' is always allowed.
-    frame_ancestors: list[str] = []
 
     def library_paths(self) -> list[Path]:
         return [Path(p) for p in self.library_dirs.split(os.pathsep) if p]

@@ -48,6 +48,23 @@ class Settings:
     def window(self, setting: str | None, default: int) -> int:
         return int(self.overrides.get(f"{setting}.window", default)) if setting else default
 
+    def uses_age_bands(self, rules: ScoringRules) -> bool:
+        """Whether any threshold these rules read (defaults and site overrides, as ``threshold`` reads them)
+        depends on the age band: if none does, scoring needs no birth date."""
+        values: list[Any] = []
+        for rule in rules.flags:
+            values.append(
+                self.overrides.get(f"{rule.setting}.threshold", rule.threshold) if rule.setting else rule.threshold
+            )
+        for interp in rules.interpretations:
+            setting = interp.setting
+            values.append(self.overrides.get(f"{setting}.threshold", interp.threshold) if setting else interp.threshold)
+            if interp.cutoff is not None:
+                values.append(
+                    self.overrides.get(f"{setting}-cutoff.threshold", interp.cutoff) if setting else interp.cutoff
+                )
+        return any(isinstance(v, dict) for v in values)
+
 
 def evaluate_flags(
     rules: ScoringRules,
@@ -139,6 +156,15 @@ def interpretations(
         elif rule.kind == "reliable-change":
             out.extend(_reliable_change(rule, value, history, threshold, age_band, settings))
     return out
+
+
+def reference_range(rules: ScoringRules, score_id: str, age_band: str, settings: Settings) -> Decimal | None:
+    """The lower bound of the non-clinical range of a score (its cutoff for this client's age band and this
+    site), for Observation.referenceRange; None when the instrument publishes no cutoff for the score."""
+    for rule in rules.interpretations:
+        if rule.score == score_id and rule.kind == "cutoff":
+            return settings.threshold(rule.setting, rule.threshold, age_band)
+    return None
 
 
 def _reliable_change(

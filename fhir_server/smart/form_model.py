@@ -12,15 +12,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from fhir_server.fhirjson import FhirDecimal
 from fhir_server.validation.enable_when import is_enabled
 
 EXT = "http://hl7.org/fhir/StructureDefinition/"
 ITEM_CONTROL = EXT + "questionnaire-itemControl"
 HIDDEN = EXT + "questionnaire-hidden"
 MIN_VALUE, MAX_VALUE, SLIDER_STEP = EXT + "minValue", EXT + "maxValue", EXT + "questionnaire-sliderStepValue"
+DECIMAL = re.compile(r"-?(0|[1-9]\d{0,14})(\.\d{1,8})?")
 MAX_STRING = 500  # a relationship or a short comment; longer input is a mistake or an attack, not an answer
 
 ANSWERED_KINDS = ("slider", "choice", "string", "text", "integer", "decimal", "boolean")
@@ -208,10 +209,9 @@ def read_value(item: FormItem, raw: Any) -> Any:
             raise ValueError("outside the allowed range")
         return value
     if item.kind == "decimal":
-        try:
-            return Decimal(text)
-        except InvalidOperation:
-            raise ValueError("not a number") from None
+        if not DECIMAL.fullmatch(text):
+            raise ValueError("not a number")
+        return FhirDecimal(text)  # stored as written: FHIR decimals keep their precision ("7.50")
     if item.kind == "boolean":
         if text not in ("true", "false"):
             raise ValueError("not yes or no")
@@ -259,7 +259,7 @@ def read_draft(form: Form, draft: Mapping[str, Any]) -> dict[str, Any]:
         except ValueError as exc:
             raise ValueError(f"'{link_id}': {exc}") from None
         if value is not None:
-            answers[link_id] = raw if isinstance(value, Decimal) else value
+            answers[link_id] = str(raw).strip() if isinstance(value, FhirDecimal) else value
     return answers
 
 

@@ -68,7 +68,7 @@ class AppSession:
     launch_state: str | None = None
     code_verifier: str | None = None
     launch_iss: str | None = None
-    ehr_id: str | None = None
+    ehr_id: int | None = None
     access_token: str | None = field(default=None, repr=False)
     refresh_token: str | None = field(default=None, repr=False)
     token_expires_at: datetime | None = None
@@ -169,6 +169,21 @@ class AppSessionStore:
         """Record the response in the write transaction that stores it (``WriteSession.conn``)."""
         store.mark_submitted(conn, session.session_hash, response_id, utc_now())
         session.response_id = response_id
+
+    # -- the outbox's TokenSource: write-back uses the launch's own token while its session lives ----------------
+    def token_ref(self, session: AppSession) -> str:
+        """What an outbox row keeps to find this launch's token later: the session's key, never the token."""
+        return session.session_hash
+
+    def token_for(self, ehr: Any, token_ref: str | None) -> str | None:
+        """The access token of the launch ``token_ref`` names, if that session still lives, came from this EHR
+        (``ehr.id``) and its token has not expired; else None (the worker then uses Backend Services)."""
+        session = self.get(token_ref) if token_ref else None
+        if session is None or not session.access_token or session.ehr_id != getattr(ehr, "id", None):
+            return None
+        if session.token_expires_at is not None and session.token_expires_at <= utc_now():
+            return None
+        return session.access_token
 
     def end(self, session: AppSession) -> None:
         store.delete_session(self.engine, session.session_hash)

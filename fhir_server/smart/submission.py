@@ -34,6 +34,9 @@ SUBMISSION_SYSTEM = f"{BASE}/app-submission"
 # The project's convention for "who is filling it in" (ORS, CORS; the scoring's respondent series reads the same).
 RESPONDENT, RELATIONSHIP = "respondent", "respondent-relationship"
 
+# app.state.after_submission(session, write, response): runs inside the transaction that stored the response (and
+# only when this call stored it, not for a replay).  It must write only through ``write`` (its rows commit or roll
+# back with the response) and may run again if the database retries the transaction after a conflict.
 AfterSubmission = Callable[[AppSession, WriteSession, dict[str, Any]], None]
 
 

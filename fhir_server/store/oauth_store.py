@@ -38,8 +38,10 @@ class AlreadyExists(Exception):
 def _insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
     """INSERT unless the primary key exists; True when the row was inserted."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table).values(**values).on_conflict_do_nothing()
-    return conn.execute(statement).rowcount == 1
+    key = next(iter(table.primary_key.columns))
+    # RETURNING, not rowcount: rowcount is not reliable for this statement across drivers (psycopg gives 0).
+    statement = dialect.insert(table).values(**values).on_conflict_do_nothing().returning(key)
+    return conn.execute(statement).first() is not None
 
 
 def _one(engine: Engine, statement: Any) -> Row | None:
@@ -207,12 +209,10 @@ def get_session(engine: Engine, session_hash: str, now: datetime) -> Row | None:
     )
 
 
-def update_session(engine: Engine, session_hash: str, **values: Any) -> None:
+def update_session(engine: Engine, key: str, **values: Any) -> None:
     """``values`` may include a new ``session_hash``: the id changes at login (no session fixation)."""
     with engine.begin() as conn:
-        conn.execute(
-            update(oauth_login_sessions).where(oauth_login_sessions.c.session_hash == session_hash).values(**values)
-        )
+        conn.execute(update(oauth_login_sessions).where(oauth_login_sessions.c.session_hash == key).values(**values))
 
 
 # -- Backend Services assertion jtis ------------------------------------------------------------------------

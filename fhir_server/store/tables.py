@@ -290,7 +290,7 @@ app_sessions = Table(
     Column("launch_state", String(128), nullable=True),
     Column("code_verifier", String(128), nullable=True),
     Column("launch_iss", Text, nullable=True),
-    Column("ehr_id", String(64), nullable=True),  # the EHR registration the launch came from
+    Column("ehr_id", BigInteger, nullable=True),  # the EHR registration (ehr_registrations.id) of the launch
     # What the EHR's token response gave: kept server-side only, never sent to the browser.
     Column("access_token", Text, nullable=True),
     Column("refresh_token", Text, nullable=True),

@@ -43,8 +43,10 @@ def page_headers(settings: Settings) -> dict[str, str]:
 
 
 def render(request: Request, template: str, context: dict[str, Any], status: int = 200) -> Response:
+    form = context.get("form")
+    lang = form.questionnaire.get("language") if form is not None else None  # the Questionnaire's language
     response = templates.TemplateResponse(
-        request, f"app/{template}", {"version": __version__, **context}, status_code=status
+        request, f"app/{template}", {"version": __version__, "lang": lang, **context}, status_code=status
     )
     response.headers.update(page_headers(request.app.state.settings))
     return response

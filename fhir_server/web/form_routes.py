@@ -108,7 +108,7 @@ async def submit(request: Request) -> Response:
     except (MeasureUnavailable, UnsupportedQuestionnaire):
         return message(request, *NO_MEASURE, 409)
     except (FhirError, *DATABASE_ERRORS) as exc:
-        log.warning("a form submission was not stored: %s", type(exc).__name__)
+        log.warning("a form submission was not stored: %s", type(exc).__name__)  # no answers in logs
         # Nothing was stored (one transaction); the answers are still in the page and the draft.
         return message(request, "Not sent yet", NOT_SENT, 503)
     except Exception:  # e.g. the after_submission hook: still one transaction, so still nothing stored

@@ -88,6 +88,24 @@ def test_tokens_and_context_stay_server_side(form_server, patient):
         assert old.get("/app/form").status_code == 403  # the old id is dead after the rekey
 
 
+def test_the_outbox_gets_the_launch_token_only_while_it_is_valid(form_server, patient):
+    """``token_for`` is the write-back worker's TokenSource: the launch's own token for the EHR it came from."""
+    store = form_server.app.state.app_sessions
+    _, session = store.create_session(patient=patient, ehr_id=7, access_token="t-" + patient)
+    ref = store.token_ref(session)
+    assert ref == session.session_hash and "t-" not in ref
+
+    class Ehr:
+        def __init__(self, id: int) -> None:
+            self.id = id
+
+    assert store.token_for(Ehr(7), ref) == "t-" + patient
+    assert store.token_for(Ehr(8), ref) is None  # another EHR never gets this launch's token
+    assert store.token_for(Ehr(7), None) is None and store.token_for(Ehr(7), "0" * 64) is None
+    store.update(session, token_expires_at=utc_now() - timedelta(seconds=1))
+    assert store.token_for(Ehr(7), ref) is None
+
+
 def test_pages_carry_the_security_headers(form_server, ehr_origin, patient):
     with start_session(form_server.root, patient) as browser:
         page = browser.get("/app/form")

@@ -1,15 +1,15 @@
 """The SMART app's server-side sessions (fhir_server/smart/sessions.py).
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-24
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
@@ -25,7 +25,7 @@ def upgrade() -> None:
         sa.Column("launch_state", sa.String(128), nullable=True),
         sa.Column("code_verifier", sa.String(128), nullable=True),
         sa.Column("launch_iss", sa.Text, nullable=True),
-        sa.Column("ehr_id", sa.String(64), nullable=True),
+        sa.Column("ehr_id", sa.BigInteger, nullable=True),
         sa.Column("access_token", sa.Text, nullable=True),
         sa.Column("refresh_token", sa.Text, nullable=True),
         sa.Column("token_expires_at", sa.DateTime, nullable=True),
