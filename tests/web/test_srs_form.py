@@ -174,3 +174,33 @@ def test_parallel_sends_before_any_answer_store_one_response(page, open_form, pa
     [response] = search(fhir, "QuestionnaireResponse", subject=f"Patient/{patient}")
     assert answers_of(response) == dict.fromkeys(SRS_LINES, 10)
     assert len(search(fhir, "Observation", subject=f"Patient/{patient}")) == 1
+
+
+def test_on_a_touch_screen_a_swipe_scrolls_and_a_sideways_drag_marks(browser, open_form, patient):
+    """A finger that scrolls the page past a line must not leave a mark on it; one that drags along it does."""
+    context = browser.new_context(viewport={"width": 360, "height": 640}, has_touch=True, is_mobile=True)
+    try:
+        page = context.new_page()
+        open_form(page, patient, "srs")
+        touch = context.new_cdp_session(page)
+
+        def finger(points: list[tuple[float, float]]) -> None:
+            x, y = points[0]
+            touch.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x, "y": y}]})
+            for x, y in points[1:]:
+                touch.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
+            touch.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+        box = slider(page, "goals").locator(".vas-track").bounding_box()
+        x, y = box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2
+        finger([(x, y - 15 * step) for step in range(11)])  # upwards: the page scrolls
+        page.wait_for_function("window.scrollY > 0")
+        assert value_now(page, "goals") is None
+
+        slider(page, "approach").scroll_into_view_if_needed()
+        box = slider(page, "approach").locator(".vas-track").bounding_box()
+        y = box["y"] + box["height"] / 2
+        finger([(box["x"] + box["width"] * (0.2 + 0.05 * step), y) for step in range(11)])  # along the line
+        assert abs(value_now(page, "approach") - 70) <= 1
+    finally:
+        context.close()
