@@ -54,6 +54,18 @@ class Settings(BaseSettings):
     # jku URLs a Backend Services client may point its assertion at (besides keys registered with the client)
     jku_allow_list: list[str] = []
 
+    # -- EHR write-back outbox (fhir_server/ehr) ---------------------------------------------------------------
+    # The delivery worker runs in the server process; off for processes that must never send anything.
+    outbox_worker: bool = True
+    outbox_poll_seconds: float = 1.0  # how often an idle worker looks for due rows
+    outbox_timeout_seconds: float = 10.0  # per request to an EHR (connect, read, write)
+    outbox_base_delay_seconds: float = 2.0  # backoff before retry n is random(0, min(max, base * 2^(n-1)))
+    outbox_max_delay_seconds: float = 600.0
+    outbox_max_attempts: int = 12  # then the row is dead (``fhir-server outbox list --dead``)
+    # A claimed row is not claimed again for this long; it must outlast one delivery (a few requests, each up to
+    # the timeout), and is how a row claimed by a worker that died becomes due again.
+    outbox_lease_seconds: float = 120.0
+
     def library_paths(self) -> list[Path]:
         return [Path(p) for p in self.library_dirs.split(os.pathsep) if p]
 
