@@ -19,6 +19,7 @@ from fhir_server.auth.bearer import BearerAuthenticator
 from fhir_server.auth.keys import KeyStore
 from fhir_server.auth.revocation import RevocationList
 from fhir_server.config import Settings
+from fhir_server.ehr.worker import OutboxWorker
 from fhir_server.errors import install_error_handlers
 from fhir_server.library import discover
 from fhir_server.library.sync import sync_resources
@@ -57,7 +58,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.load_library:
             summary = await run_in_threadpool(sync_resources, fhir, library.resources())
             log.info("library: %d stored, %d already current", summary.created, summary.unchanged)
+        if settings.outbox_worker:
+            app.state.outbox_worker.start()  # resumes the deliveries left pending by the last run
         yield
+        app.state.outbox_worker.stop()
         audit.close()  # stores the audit records still queued
         repository.read_engine.dispose()
         engine.dispose()
@@ -75,6 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.read_engine = repository.read_engine
     app.state.fhir = fhir
     app.state.keys = KeyStore(engine)
+    # EHR write-back.  The SMART launch's session store replaces NoLaunchTokens when launches keep their tokens.
+    app.state.outbox_worker = OutboxWorker(repository, app.state.keys, settings)
     app.state.revocations = RevocationList(engine, settings.refresh_token_lifetime_seconds)
 
     app.state.access = AccessPolicy(registry)

@@ -1,4 +1,4 @@
-"""Command line: ``fhir-server serve | db upgrade | load | reindex``."""
+"""Command line: ``fhir-server serve | db upgrade | load | reindex | ehr | outbox``."""
 
 from __future__ import annotations
 
@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply every pending migration").set_defaults(func=_db_upgrade)
+
+    from fhir_server.ehr import admin as ehr_admin
+
+    ehr_admin.add_commands(commands)  # ehr add|list|remove, outbox list|retry
     return parser
 
 

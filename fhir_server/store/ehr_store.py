@@ -83,6 +83,14 @@ def enqueue(conn: Connection, ehr_id: int, response_id: str, token_ref: str | No
     return int(conn.execute(insert(ehr_outbox).values(**values).returning(c.id)).scalar_one())
 
 
+def any_due(engine: Engine, now: datetime) -> bool:
+    """A cheap read before claiming, so an idle worker never takes SQLite's write lock."""
+    c = ehr_outbox.c
+    with engine.connect() as conn:
+        found = conn.execute(select(c.id).where(c.status == PENDING, c.next_attempt_at <= now).limit(1)).first()
+    return found is not None
+
+
 def claim_due(conn: Connection, now: datetime, lease_until: datetime) -> Row | None:
     """Take the oldest due row by moving its ``next_attempt_at`` to the end of the lease.  PostgreSQL workers skip
     rows another worker has locked; SQLite's write transaction is exclusive already (FOR UPDATE renders nothing)."""
