@@ -18,6 +18,8 @@ from fhir_server.auth.audit import AuditWriter
 from fhir_server.auth.bearer import BearerAuthenticator
 from fhir_server.auth.keys import KeyStore
 from fhir_server.auth.revocation import RevocationList
+from fhir_server.cds_hooks.routes import router as cds_router
+from fhir_server.cds_hooks.security import CdsClientVerifier
 from fhir_server.config import Settings
 from fhir_server.ehr.worker import OutboxWorker
 from fhir_server.errors import install_error_handlers
@@ -29,6 +31,7 @@ from fhir_server.search.registry import default_registry
 from fhir_server.store.engine import build_engine, build_read_engine
 from fhir_server.store.errors import DATABASE_ERRORS
 from fhir_server.store.repository import Repository
+from fhir_server.web.install import install_authorization_server
 
 log = logging.getLogger("fhir_server")
 
@@ -87,7 +90,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.audit = audit
     app.state.bearer = BearerAuthenticator(settings, app.state.keys, getattr(app.state, "revocations", None))
 
+    app.state.cds_verifier = CdsClientVerifier(engine)
+
     install_error_handlers(app, DATABASE_ERRORS)
+    app.include_router(cds_router)
+    # The authorization server (/auth, /.well-known) first: /fhir/.well-known/... must not read as a resource type.
+    install_authorization_server(app, settings, fhir)
     # Order matters: /metadata, /_history and /{type}/_search must win over /{type}/{id}.
     app.include_router(system.router, prefix="/fhir")
     app.include_router(operations.router, prefix="/fhir")

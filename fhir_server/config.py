@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     trusted_issuers: list[dict[str, str]] = []
     # jku URLs a Backend Services client may point its assertion at (besides keys registered with the client)
     jku_allow_list: list[str] = []
+    # The login session of the authorization server's pages (/auth/login, the patient picker).
+    login_session_seconds: int = 3600
+    # Mark the login cookie Secure (SameSite=None; Partitioned) even when requests arrive over plain http, e.g.
+    # behind a TLS-terminating proxy that does not send X-Forwarded-Proto.  https requests always get it.
+    cookie_secure: bool = False
+    # Origins of EHRs allowed to show this server's pages in an iframe (CSP frame-ancestors), as JSON:
+    # ["https://ehr.example.org"].  'self' is always allowed.
+    frame_ancestors: list[str] = []
+    # The SMART style sheet announced in token responses; empty means this server's own /auth/smart-style.json.
+    smart_style_url: str = ""
 
     # -- EHR write-back outbox (fhir_server/ehr) ---------------------------------------------------------------
     # The delivery worker runs in the server process; off for processes that must never send anything.

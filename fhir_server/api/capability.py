@@ -25,7 +25,42 @@ SYSTEM_INTERACTIONS = ["transaction", "batch", "history-system"]
 RESULT_PARAMETERS = ["_count", "_total", "_summary", "_elements", "_sort", "_include", "_revinclude"]
 
 
-def capability_statement(registry: Registry, base_url: str) -> dict[str, Any]:
+def security(authorize_base: str) -> dict[str, Any]:
+    """SMART App Launch: the service is SMART-on-FHIR, and (for older clients) the oauth-uris extension; the full
+    description is /.well-known/smart-configuration."""
+    return {
+        "cors": True,
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    }
+                ],
+                "text": "OAuth2 using SMART-on-FHIR profile (see /.well-known/smart-configuration)",
+            }
+        ],
+        "extension": [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [
+                    {"url": name, "valueUri": f"{authorize_base}/{path}"}
+                    for name, path in (
+                        ("authorize", "authorize"),
+                        ("token", "token"),
+                        ("introspect", "introspect"),
+                        ("revoke", "revoke"),
+                    )
+                ],
+            }
+        ],
+        "description": "Every request except GET /metadata needs a bearer token from this server's authorization "
+        "server or a configured EHR's; scopes follow SMART App Launch v1 and v2.",
+    }
+
+
+def capability_statement(registry: Registry, base_url: str, auth_base: str | None = None) -> dict[str, Any]:
     resources = []
     for resource_type in sorted(models.R4_RESOURCE_TYPES):
         all_params = registry.for_type(resource_type)
@@ -75,6 +110,7 @@ def capability_statement(registry: Registry, base_url: str) -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
+                **({"security": security(auth_base)} if auth_base else {}),
                 "resource": resources,
                 "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
                 "searchParam": [{"name": name, "type": "special"} for name in RESULT_PARAMETERS],

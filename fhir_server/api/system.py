@@ -10,6 +10,7 @@ from fhir_server.api import history as history_api
 from fhir_server.api.bundle import BundleProcessor
 from fhir_server.api.capability import capability_statement
 from fhir_server.api.http import base_url, json_response, prefer_return, read_json, response_media_type
+from fhir_server.auth import urls
 from fhir_server.deps import FhirDep, PublicFhirDep
 
 router = APIRouter()
@@ -19,7 +20,9 @@ router = APIRouter()
 def metadata(request: Request, fhir: PublicFhirDep) -> Response:
     response_media_type(request)
     fhir.custom.refresh_if_stale()  # SearchParameters written a moment ago are listed at once
-    return json_response(request, capability_statement(fhir.registry, base_url(request)))
+    settings = fhir.settings
+    auth_base = urls.issuer(settings, str(request.base_url)) if settings.auth_required else None
+    return json_response(request, capability_statement(fhir.registry, base_url(request), auth_base))
 
 
 @router.get("/_history")

@@ -48,6 +48,23 @@ class Settings:
     def window(self, setting: str | None, default: int) -> int:
         return int(self.overrides.get(f"{setting}.window", default)) if setting else default
 
+    def uses_age_bands(self, rules: ScoringRules) -> bool:
+        """Whether any threshold these rules read (defaults and site overrides, as ``threshold`` reads them)
+        depends on the age band: if none does, scoring needs no birth date."""
+        values: list[Any] = []
+        for rule in rules.flags:
+            values.append(
+                self.overrides.get(f"{rule.setting}.threshold", rule.threshold) if rule.setting else rule.threshold
+            )
+        for interp in rules.interpretations:
+            setting = interp.setting
+            values.append(self.overrides.get(f"{setting}.threshold", interp.threshold) if setting else interp.threshold)
+            if interp.cutoff is not None:
+                values.append(
+                    self.overrides.get(f"{setting}-cutoff.threshold", interp.cutoff) if setting else interp.cutoff
+                )
+        return any(isinstance(v, dict) for v in values)
+
 
 def evaluate_flags(
     rules: ScoringRules,

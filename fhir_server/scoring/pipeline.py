@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 from fhir_server import fhirjson
 from fhir_server.canonical import FLAGS_CODESYSTEM, MEASURES_CODESYSTEM
 from fhir_server.scoring import resources as build
-from fhir_server.scoring.flags import Session, Settings, evaluate_flags, interpretations
+from fhir_server.scoring.flags import RaisedFlag, Session, Settings, evaluate_flags, interpretations
 from fhir_server.scoring.rules import ScoringRules
 from fhir_server.scoring.scores import answers_by_link_id, compute_scores, item_scores
 from fhir_server.search.fhirdate import parse_instant
+from fhir_server.store.clinical import ScoringContext
 from fhir_server.store.records import Stored, instant
 from fhir_server.store.session import WriteSession
 
@@ -57,13 +58,14 @@ class ScoringPipeline:
     # -- scoring ------------------------------------------------------------------------------------------
     def results(
         self, session: WriteSession, rules: ScoringRules, response: dict[str, Any], questionnaire: dict[str, Any]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
-        """(Observations, Flags for this response, ids of earlier Flags this session resolves), not written."""
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Stored]]:
+        """(Observations, Flags for this response, earlier active Flags this session resolves), not written."""
         scores = compute_scores(rules, response, questionnaire)
         items = item_scores(rules, response, questionnaire)
         series = respondent_series(response)
-        history = self._history(session, rules, response, series)
-        band = age_band(self._birth_date(session, response), response.get("authored"))
+        context = self._context(session, rules, response)
+        history = _sessions(rules, response, series, context.history)
+        band = age_band(_birth_date(context.patient), response.get("authored"))
         interpreted = {
             s.id: interpretations(rules, s.id, scores[s.id], history, band, self.settings)  # type: ignore[arg-type]
             for s in rules.scores
@@ -74,7 +76,7 @@ class ScoringPipeline:
         by_score = {s.id: build.derived_id(response["id"], s.id) for s in rules.scores if s.observation == "own"}
         raised = evaluate_flags(rules, scores, items, history, band, self.settings)
         flags = [build.flag(response, r, by_score.get(r.score_id or "")) for r in raised]
-        resolved = [] if status == "amended" else self._resolved_earlier(session, rules, response, raised)
+        resolved = [] if status == "amended" else _resolved_earlier(rules, response, raised, context.active_flags)
         return observations, flags, resolved
 
     def score(
@@ -102,8 +104,8 @@ class ScoringPipeline:
                     ended = self._end_flag(session, flag_id, response.get("authored"), "inactive")
                     if ended:
                         written.append(ended)
-        for flag_id in resolved:
-            ended = self._end_flag(session, flag_id, response.get("authored"), "inactive")
+        for current in resolved:  # read by this transaction: no second look-up, the write checks the version
+            ended = self._close_flag(session, current, response.get("authored"), "inactive")
             if ended:
                 written.append(ended)
         targets = [f"{s.resource_type}/{s.id}" for s in written]
@@ -148,7 +150,11 @@ class ScoringPipeline:
 
     def _end_flag(self, session: WriteSession, flag_id: str, when: str | None, status: str) -> Stored | None:
         current = session.current("Flag", flag_id, lock=True)
-        if current is None or current.deleted:
+        return None if current is None else self._close_flag(session, current, when, status)
+
+    @staticmethod
+    def _close_flag(session: WriteSession, current: Stored, when: str | None, status: str) -> Stored | None:
+        if current.deleted:
             return None
         flag = fhirjson.loads_stored(current.content or "{}")
         if flag.get("status") != "active":
@@ -158,55 +164,72 @@ class ScoringPipeline:
             flag["period"] = {**flag.get("period", {}), "end": when}
         return session.rewrite(current, flag).stored
 
-    def _history(
-        self, session: WriteSession, rules: ScoringRules, response: dict[str, Any], series: str
-    ) -> list[Session]:
-        """The client's earlier sessions of this instrument (same respondent series), newest first."""
+    def _context(self, session: WriteSession, rules: ScoringRules, response: dict[str, Any]) -> ScoringContext:
+        """Everything scoring reads, in one round trip: the client's earlier results of this instrument (newest
+        first), its active Flags with this instrument's codes and, only when a rule has age bands, the Patient."""
+        subject = _local_subject(response)
+        if subject is None:
+            return ScoringContext([], [], None)
         primary = next((s for s in rules.scores if s.observation == "own"), None)
-        subject = _local_subject(response)
-        if primary is None or subject is None or not response.get("authored"):
-            return []
-        try:
-            before = parse_instant(response["authored"])
-        except ValueError:
-            return []
-        earlier = session.scored_history(subject, MEASURES_CODESYSTEM, primary.code, before, HISTORY_DEPTH)
-        by_code = {s.code: s.id for s in rules.scores}
-        sessions = []
-        for stored in earlier:
-            observation = fhirjson.loads_stored(stored.content or "{}")
-            if observation.get("status") == "entered-in-error":
-                continue
-            if _series_of(observation) != series or _derived_from(observation) == response.get("id"):
-                continue
-            scores = {primary.id: Decimal(str(observation["valueQuantity"]["value"]))}
-            for component in observation.get("component", []):
-                code = component["code"]["coding"][0]["code"]
-                if code in by_code and "valueQuantity" in component:
-                    scores[by_code[code]] = Decimal(str(component["valueQuantity"]["value"]))
-            sessions.append(Session(observation.get("effectiveDateTime", ""), scores))
-        return sessions
+        measure = None
+        if primary is not None and response.get("authored"):
+            try:
+                before = parse_instant(response["authored"])
+                measure = (MEASURES_CODESYSTEM, primary.code, before, HISTORY_DEPTH)
+            except ValueError:
+                pass
+        codes = sorted({rule.code for rule in rules.flags})
+        flags = (FLAGS_CODESYSTEM, codes) if codes else None
+        patient = subject[1] if subject[0] == "Patient" and self.settings.uses_age_bands(rules) else None
+        if measure is None and flags is None and patient is None:
+            return ScoringContext([], [], None)
+        return session.scoring_context(subject, measure, flags, patient)
 
-    def _resolved_earlier(
-        self, session: WriteSession, rules: ScoringRules, response: dict[str, Any], raised: list
-    ) -> list[str]:
-        """Active Flags from earlier sessions whose rule today's scores no longer meet."""
-        subject = _local_subject(response)
-        still = {r.rule.code for r in raised}
-        codes = [rule.code for rule in rules.flags if rule.code not in still]
-        if subject is None or not codes:
-            return []
-        own_prefix = f"{response['id']}-"
-        return [s.id for s in session.active_flags(subject, FLAGS_CODESYSTEM, codes) if not s.id.startswith(own_prefix)]
 
-    def _birth_date(self, session: WriteSession, response: dict[str, Any]) -> str | None:
-        reference = (response.get("subject") or {}).get("reference", "")
-        if not reference.startswith("Patient/"):
-            return None
-        stored = session.current("Patient", reference.split("/", 1)[1])
-        if stored is None or stored.deleted:
-            return None
-        return fhirjson.loads_stored(stored.content or "{}").get("birthDate")
+def _sessions(rules: ScoringRules, response: dict[str, Any], series: str, earlier: list[Stored]) -> list[Session]:
+    """The client's earlier sessions of this instrument (same respondent series), newest first."""
+    primary = next((s for s in rules.scores if s.observation == "own"), None)
+    if primary is None:
+        return []
+    by_code = {s.code: s.id for s in rules.scores}
+    sessions = []
+    for stored in earlier:
+        observation = fhirjson.loads_stored(stored.content or "{}")
+        if observation.get("status") == "entered-in-error":
+            continue
+        if _series_of(observation) != series or _derived_from(observation) == response.get("id"):
+            continue
+        scores = {primary.id: Decimal(str(observation["valueQuantity"]["value"]))}
+        for component in observation.get("component", []):
+            code = component["code"]["coding"][0]["code"]
+            if code in by_code and "valueQuantity" in component:
+                scores[by_code[code]] = Decimal(str(component["valueQuantity"]["value"]))
+        sessions.append(Session(observation.get("effectiveDateTime", ""), scores))
+    return sessions
+
+
+def _resolved_earlier(
+    rules: ScoringRules, response: dict[str, Any], raised: list[RaisedFlag], active: list[Stored]
+) -> list[Stored]:
+    """Active Flags from earlier sessions whose rule today's scores no longer meet."""
+    still = {r.rule.code for r in raised}
+    codes = {rule.code for rule in rules.flags if rule.code not in still}
+    own_prefix = f"{response['id']}-"
+    resolved = []
+    for stored in active:
+        if stored.id.startswith(own_prefix):
+            continue
+        flag = fhirjson.loads_stored(stored.content or "{}")
+        coding = (flag.get("code") or {}).get("coding") or []
+        if any(c.get("system") == FLAGS_CODESYSTEM and c.get("code") in codes for c in coding):
+            resolved.append(stored)
+    return resolved
+
+
+def _birth_date(patient: Stored | None) -> str | None:
+    if patient is None or patient.deleted:
+        return None
+    return fhirjson.loads_stored(patient.content or "{}").get("birthDate")
 
 
 def _local_subject(response: dict[str, Any]) -> tuple[str, str] | None:

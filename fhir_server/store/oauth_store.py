@@ -207,12 +207,10 @@ def get_session(engine: Engine, session_hash: str, now: datetime) -> Row | None:
     )
 
 
-def update_session(engine: Engine, session_hash: str, **values: Any) -> None:
+def update_session(engine: Engine, key: str, **values: Any) -> None:
     """``values`` may include a new ``session_hash``: the id changes at login (no session fixation)."""
     with engine.begin() as conn:
-        conn.execute(
-            update(oauth_login_sessions).where(oauth_login_sessions.c.session_hash == session_hash).values(**values)
-        )
+        conn.execute(update(oauth_login_sessions).where(oauth_login_sessions.c.session_hash == key).values(**values))
 
 
 # -- Backend Services assertion jtis ------------------------------------------------------------------------

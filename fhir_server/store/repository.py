@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from fhir_server.errors import FhirError
@@ -55,14 +55,15 @@ class Repository:
         return self.engine.dialect.name
 
     def write(self, work: Callable[[WriteSession], T]) -> T:
-        """Run ``work`` in one write transaction; retry it whole when a concurrent writer won a unique key."""
+        """Run ``work`` in one write transaction; retry it whole when a concurrent writer won a unique key.
+
+        The connection is opened (and the transaction begun) at ``work``'s first database access, so what comes
+        before it (validating the resource) holds no connection and, on SQLite, no place in the writers' queue.
+        """
         for attempt in range(self.write_retries + 1):
             try:
-                # SQLite has one writer at a time: threads of this process queue here, in order, instead of
-                # polling the file lock (whose back-off sleeps leave it idle and can starve a waiter past the busy
-                # timeout).  PostgreSQL writers run concurrently; its row locks and unique keys decide.
-                with self._writer_lock, self.engine.connect().execution_options(fhir_write=True) as conn, conn.begin():
-                    session = WriteSession(conn, self.indexer)
+                with contextlib.ExitStack() as stack:
+                    session = WriteSession(lambda stack=stack: self._begin(stack), self.indexer)
                     result = work(session)
                     session.flush()
                     return result
@@ -75,6 +76,17 @@ class Repository:
                         "A concurrent write kept conflicting with this one; retry the request",
                     ) from exc
         raise AssertionError("unreachable")
+
+    def _begin(self, stack: contextlib.ExitStack) -> Connection:
+        """Open the write connection inside ``stack``, which ends it in reverse order: commit (or roll back),
+        return the connection, leave the writers' queue."""
+        # SQLite has one writer at a time: threads of this process queue here, in order, instead of polling the
+        # file lock (whose back-off sleeps leave it idle and can starve a waiter past the busy timeout).
+        # PostgreSQL writers run concurrently; its row locks and unique keys decide.
+        stack.enter_context(self._writer_lock)
+        conn = stack.enter_context(self.engine.connect().execution_options(fhir_write=True))
+        stack.enter_context(conn.begin())
+        return conn
 
     def snapshot(self, work: Callable[[WriteSession], T]) -> T:
         """Run read-only ``work`` with the session interface (searches, current versions) and write nothing:

@@ -4,18 +4,18 @@
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from fhir_server import fhirjson
 from fhir_server.errors import precondition_failed
 from fhir_server.search.query import SearchQuery
 from fhir_server.store import clinical
+from fhir_server.store.batch import Claim, PendingWrites, RetryTransaction, Update
 from fhir_server.store.records import Stored, WriteResult, instant, utc_now
 from fhir_server.store.search_sql import SearchOutcome, search_with_includes
 from fhir_server.store.tables import INDEX_TABLES, conditional_keys, resource_versions, resources
@@ -28,10 +28,6 @@ CURRENT_COLUMNS = (
     resources.c.deleted,
     resources.c.content,
 )
-
-
-# Current rows before versions before index rows, so unique-key conflicts surface on the first statement.
-_INSERT_ORDER = (resources, resource_versions, *INDEX_TABLES.values())
 
 READ_BY_ID = "SELECT version_id, last_updated, deleted, content FROM resources WHERE resource_type = {0} AND id = {0}"
 READ_BY_ID_SQL = {"postgresql": READ_BY_ID.format("%s"), "sqlite": READ_BY_ID.format("?")}
@@ -59,14 +55,7 @@ _CURRENT = select(*CURRENT_COLUMNS).where(
 _CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
 
 
-def _sqlite_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
-    return value
-
-
-class RetryTransaction(Exception):
-    """Raised inside a write when a concurrent commit changed what it read; the whole write is retried."""
+__all__ = ["RetryTransaction", "WriteSession"]
 
 
 class Indexer(Protocol):
@@ -101,102 +90,77 @@ def with_meta(resource: dict[str, Any], resource_id: str, version_id: int, last_
 
 
 class WriteSession:
-    """Operations inside one write transaction.  Use through ``Repository.write``."""
+    """Operations inside one write transaction.  Use through ``Repository.write``.
 
-    def __init__(self, conn: Connection, indexer: Indexer) -> None:
-        self.conn = conn
+    ``conn`` may be a function that opens the connection (and, on SQLite, queues for the single writer): it is
+    called on the first database access, so checks that need no database (validation) run before it.
+    """
+
+    def __init__(self, conn: Connection | Callable[[], Connection], indexer: Indexer) -> None:
+        self._conn = conn if isinstance(conn, Connection) else None
+        self._open = None if isinstance(conn, Connection) else conn
         self.indexer = indexer
-        self.now = utc_now()
-        # Inserts are queued and sent as one multi-row INSERT (or COPY) per table at the end: a 100-entry
-        # transaction or a scored submission is a handful of round trips, not dozens.  A read that could see a
-        # queued row (same resource, or same type for searches) flushes first, so reads see earlier writes.
-        self._pending: dict[Table, list[dict[str, Any]]] = {}
-        self._pending_types: set[str] = set()
-        self._pending_keys: set[tuple[str, str]] = set()
-        # Index rows to drop (of resources rewritten here), one DELETE … IN per table at flush, before the inserts.
-        self._stale: dict[tuple[str, str], list[str]] = {}
+        self._now: datetime | None = None
+        # Writes are queued and sent together at the end (batch.py): a 100-entry transaction or a scored
+        # submission is a round trip or two, not dozens.  A read that could see a queued write (same resource, or
+        # same type for searches) sends them first, so reads see earlier writes.
+        self._pending = PendingWrites()
 
-    def _flush_for(self, resource_type: str) -> None:
-        if resource_type in self._pending_types:
+    @property
+    def conn(self) -> Connection:
+        if self._conn is None:
+            self._conn = self._open()  # type: ignore[misc]
+        return self._conn
+
+    @property
+    def now(self) -> datetime:
+        """The transaction's timestamp, taken once the connection is open (after any wait for the SQLite writer),
+        so lastUpdated follows the order in which writers got the database."""
+        if self._now is None:
+            _ = self.conn
+            self._now = utc_now()
+        return self._now
+
+    @property
+    def dialect(self) -> str:
+        return self.conn.dialect.name
+
+    def _flush_for(self, *resource_types: str) -> None:
+        if not self._pending.types.isdisjoint(resource_types):
             self.flush()
-
-    def scored_history(
-        self, subject: tuple[str, str], system: str, code: str, before: datetime, limit: int
-    ) -> list[Stored]:
-        self._flush_for("Observation")
-        return clinical.scored_history(self.conn, subject, system, code, before, limit)
 
     def find_by_token(self, resource_type: str, param: str, system: str, code: str, *, limit: int) -> list[Stored]:
         self._flush_for(resource_type)
         return clinical.find_by_token(self.conn, resource_type, param, system, code, limit)
 
-    def active_flags(self, subject: tuple[str, str], system: str, codes: list[str]) -> list[Stored]:
-        self._flush_for("Flag")
-        return clinical.active_flags(self.conn, subject, system, codes)
+    def scoring_context(
+        self,
+        subject: tuple[str, str],
+        measure: tuple[str, str, datetime, int] | None,
+        flags: tuple[str, list[str]] | None,
+        patient_id: str | None,
+    ) -> clinical.ScoringContext:
+        """What the scoring pipeline reads, in one statement (see ``clinical.scoring_context``)."""
+        self._flush_for("Observation", "Flag", "Patient")
+        return clinical.scoring_context(self.conn, subject, measure, flags, patient_id)
 
     def has_pending(self) -> bool:
-        return bool(self._pending or self._stale)
+        return bool(self._pending)
 
     def flush(self) -> None:
-        if not self._pending and not self._stale:
+        if not self._pending:
             return
-        self._pending_types.clear()
-        self._pending_keys.clear()
-        for (kind, resource_type), ids in self._stale.items():
-            table = INDEX_TABLES[kind]
-            self.conn.execute(delete(table).where(table.c.resource_type == resource_type, table.c.resource_id.in_(ids)))
-        self._stale.clear()
-        if self.conn.dialect.name == "postgresql":
-            self._copy_pending()
-            return
-        self._sqlite_pending()
-
-    def _sqlite_pending(self) -> None:
-        """SQLite: executemany straight on the driver cursor (SQLAlchemy's per-row parameter processing costs more
-        than the inserts).  Values are written as SQLAlchemy's SQLite types write them: datetimes as text."""
-        cursor = self.conn.connection.driver_connection.cursor()
-        try:
-            for table in _INSERT_ORDER:
-                rows = self._pending.pop(table, None)
-                if not rows:
-                    continue
-                columns = list(rows[0])  # our own keys, never client text
-                statement = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-                cursor.executemany(statement, [[_sqlite_value(row[c]) for c in columns] for row in rows])
-        except sqlite3.IntegrityError as exc:
-            self._pending.clear()
-            raise RetryTransaction(str(exc)) from exc
-        finally:
-            cursor.close()
-
-    def _copy_pending(self) -> None:
-        """PostgreSQL: COPY is about twice as fast as multi-row INSERT for index rows (measured: bench/core.py)."""
+        pending = self._pending.take()
         driver = self.conn.connection.driver_connection
-        try:
-            with driver.cursor() as cursor:
-                for table in _INSERT_ORDER:
-                    rows = self._pending.pop(table, None)
-                    if not rows:
-                        continue
-                    columns = list(rows[0])  # our own keys, never client text
-                    with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
-                        for row in rows:
-                            copy.write_row([row[c] for c in columns])
-        except driver.IntegrityError as exc:  # a concurrent writer took the same id or version first
-            self._pending.clear()
-            raise RetryTransaction(str(exc)) from exc
-
-    def _queue(self, table: Table, rows: list[dict[str, Any]]) -> None:
-        self._pending.setdefault(table, []).extend(rows)
-        for row in rows:
-            self._pending_types.add(row["resource_type"])
-            self._pending_keys.add((row["resource_type"], row.get("id") or row["resource_id"]))
+        send = pending.send_postgres if self.dialect == "postgresql" else pending.send_sqlite
+        for claim in send(driver):
+            self._settle_claim(claim)
 
     # -- reads inside the transaction -------------------------------------------------------------------
     def current(self, resource_type: str, resource_id: str, *, lock: bool = False) -> Stored | None:
-        if (resource_type, resource_id) in self._pending_keys:
+        if (resource_type, resource_id) in self._pending.keys:
             self.flush()
-        query = _CURRENT_FOR_UPDATE if lock and self.conn.dialect.name == "postgresql" else _CURRENT
+        query = _CURRENT_FOR_UPDATE if lock and self.dialect == "postgresql" else _CURRENT
         row = self.conn.execute(query, {"rtype": resource_type, "rid": resource_id}).first()
         return stored_from_row(row) if row else None
 
@@ -206,7 +170,8 @@ class WriteSession:
         return self._put_version(resource, resource_id, None, "POST")
 
     def rewrite(self, current: Stored, resource: dict[str, Any]) -> WriteResult:
-        """A new version of a resource this transaction has just read with ``current(..., lock=True)``."""
+        """A new version of a resource this transaction has read (``current``).  Written only if ``current`` is
+        still the current version when the writes are sent; otherwise the whole transaction is retried."""
         return self._put_version(resource, current.id, current, "PUT")
 
     def update(
@@ -245,6 +210,7 @@ class WriteSession:
             .where(resources.c.resource_type == resource_type, resources.c.id == resource_id)
             .values(version_id=version, last_updated=self.now, deleted=True, content=None)
         )
+        self._pending.touch(resource_type, resource_id)
         self._insert_version(resource_type, resource_id, version, "DELETE", None)
         self._replace_index(resource_type, resource_id, None, had_rows=True)
         self.conn.execute(
@@ -260,39 +226,49 @@ class WriteSession:
     ) -> None:
         """Record that ``criteria`` now has a match (HAPI's fix for duplicate conditional creates).
 
-        Called after this transaction's search found no match.  A committed claim by another resource that
-        still matches means that resource committed after our search: retry, and the retry finds it.  A claim
-        whose resource no longer matches is stale and is replaced; the DELETE names the resource id we checked,
-        so a claim replaced concurrently is never removed by mistake.  Two uncommitted claims collide on the
-        unique key and the loser retries.
+        Called after this transaction's search found no match.  The claim is sent with the other writes
+        (INSERT … ON CONFLICT DO NOTHING: no round trip of its own); when another resource holds the key,
+        ``_settle_claim`` decides.  Two uncommitted claims collide on the unique key: the second waits for the
+        first, then finds it committed and settles.
         """
         digest = hashlib.sha256(criteria.encode()).hexdigest()
+        self._pending.claims.append(Claim(resource_type, digest, resource_id, still_matches))
+
+    def _settle_claim(self, claim: Claim) -> None:
+        """A committed claim by another resource that still matches means that resource committed after our
+        search: retry, and the retry finds it.  A claim whose resource no longer matches is stale and is
+        replaced; the DELETE names the resource id we checked, so a claim replaced concurrently is never removed
+        by mistake."""
         key = conditional_keys.c
         holder = self.conn.execute(
-            select(key.resource_id).where(key.resource_type == resource_type, key.criteria_hash == digest)
+            select(key.resource_id).where(key.resource_type == claim.resource_type, key.criteria_hash == claim.digest)
         ).scalar()
-        if holder is not None and holder != resource_id:
-            if still_matches(holder):
+        if holder == claim.resource_id:
+            return
+        if holder is not None:
+            if claim.still_matches(holder):
                 raise RetryTransaction("conditional criteria were claimed by a concurrent write")
             self.conn.execute(
                 delete(conditional_keys).where(
-                    key.resource_type == resource_type, key.criteria_hash == digest, key.resource_id == holder
+                    key.resource_type == claim.resource_type,
+                    key.criteria_hash == claim.digest,
+                    key.resource_id == holder,
                 )
             )
-        elif holder == resource_id:
-            return
         self.conn.execute(
-            insert(conditional_keys).values(resource_type=resource_type, criteria_hash=digest, resource_id=resource_id)
+            insert(conditional_keys).values(
+                resource_type=claim.resource_type, criteria_hash=claim.digest, resource_id=claim.resource_id
+            )
         )
 
     def version(self, resource_type: str, resource_id: str, version_id: int) -> Stored | None:
-        if (resource_type, resource_id) in self._pending_keys:
+        if (resource_type, resource_id) in self._pending.keys:
             self.flush()
         row = self.conn.execute(READ_VERSION, {"rtype": resource_type, "rid": resource_id, "vid": version_id}).first()
         return stored_from_row(row, row.method) if row else None
 
     def search(self, query: SearchQuery) -> SearchOutcome:
-        if query.resource_type in self._pending_types or (self._pending and query.reaches_other_types()):
+        if query.resource_type in self._pending.types or (self._pending and query.reaches_other_types()):
             self.flush()
         return search_with_includes(self.conn, query)
 
@@ -303,19 +279,13 @@ class WriteSession:
         resource_type = resource["resourceType"]
         version = 1 if current is None else current.version_id + 1
         content = with_meta(resource, resource_id, version, self.now)
+        self._pending.touch(resource_type, resource_id)
         if current is None:
             row = {"resource_type": resource_type, "id": resource_id, "version_id": version}
-            self._queue(resources, [{**row, "last_updated": self.now, "deleted": False, "content": content}])
+            self._pending.queue(resources, [{**row, "last_updated": self.now, "deleted": False, "content": content}])
         else:
-            self.conn.execute(
-                update(resources)
-                .where(
-                    resources.c.resource_type == resource_type,
-                    resources.c.id == resource_id,
-                    resources.c.version_id == current.version_id,
-                )
-                .values(version_id=version, last_updated=self.now, deleted=False, content=content)
-            )
+            expected = current.version_id
+            self._pending.updates.append(Update(resource_type, resource_id, expected, version, self.now, content))
         self._insert_version(resource_type, resource_id, version, method, content)
         self._replace_index(resource_type, resource_id, resource, had_rows=current is not None)
         stored = Stored(resource_type, resource_id, version, self.now, False, content, method)
@@ -323,7 +293,9 @@ class WriteSession:
 
     def _insert_version(self, rtype: str, rid: str, version: int, method: str, content: str | None) -> None:
         row = {"resource_type": rtype, "id": rid, "version_id": version, "last_updated": self.now}
-        self._queue(resource_versions, [{**row, "method": method, "deleted": content is None, "content": content}])
+        self._pending.queue(
+            resource_versions, [{**row, "method": method, "deleted": content is None, "content": content}]
+        )
 
     def _replace_index(
         self, resource_type: str, resource_id: str, resource: dict[str, Any] | None, *, had_rows: bool
@@ -331,11 +303,9 @@ class WriteSession:
         if had_rows:
             # Only the tables this type's parameters can fill (a Flag has no quantity rows), deferred to the flush.
             for kind in self.indexer.tables_for(resource_type):
-                self._stale.setdefault((kind, resource_type), []).append(resource_id)
-            self._pending_types.add(resource_type)
-            self._pending_keys.add((resource_type, resource_id))
+                self._pending.stale.setdefault((kind, resource_type), []).append(resource_id)
         if resource is None:
             return
         identity = {"resource_type": resource_type, "resource_id": resource_id}
         for kind, rows in self.indexer.index_rows(resource_type, resource).items():
-            self._queue(INDEX_TABLES[kind], [{**identity, **row} for row in rows])
+            self._pending.queue(INDEX_TABLES[kind], [{**identity, **row} for row in rows])

@@ -120,3 +120,22 @@ def test_revoked_token_is_refused(guarded):
         answer = c.get("/Patient")
     assert answer.status_code == 401
     assert "revoked" in answer.json()["issue"][0]["diagnostics"]
+
+
+def test_capability_statement_declares_smart(guarded):
+    with httpx.Client(base_url=guarded.fhir_base) as c:
+        rest = c.get("/metadata").json()["rest"][0]
+    assert rest["security"]["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    uris = {e["url"]: e["valueUri"] for e in rest["security"]["extension"][0]["extension"]}
+    assert uris["token"] == f"{guarded.root}/auth/token"
+
+
+def test_logs_hold_no_token_or_query(guarded, caplog):
+    token = mint(guarded, "system/*.rs")
+    secret_name = "Zebediah" + uuid.uuid4().hex[:6]
+    with caplog.at_level("DEBUG", logger="fhir_server"), client_for(guarded, token) as c:
+        c.get("/Patient", params={"name": secret_name})
+        c.get("/Patient", params={"name": secret_name}, headers={"Authorization": f"Bearer {token}x"})
+    assert caplog.records, "the access log ran"
+    assert token[:40] not in caplog.text and token.split(".")[2][:20] not in caplog.text
+    assert secret_name not in caplog.text

@@ -1,0 +1,49 @@
+"""``fhir-server cds-clients add|list|remove``: the EHRs allowed to call the CDS Hooks services."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from sqlalchemy.engine import Engine
+
+from fhir_server.store import cds_store
+
+
+class CdsAdminError(Exception):
+    pass
+
+
+def add_client(engine: Engine, issuer: str, name: str, jwks_url: str | None, jwks_file: Path | None) -> None:
+    if not issuer.strip():
+        raise CdsAdminError("--issuer is required (the iss of the EHR's CDS Hooks JWTs)")
+    if (jwks_url is None) == (jwks_file is None):
+        raise CdsAdminError("give exactly one of --jwks-url and --jwks-file")
+    jwks = None
+    if jwks_file is not None:
+        try:
+            document = orjson.loads(jwks_file.read_bytes())
+            keys = KeySet.import_key_set(document)
+        except OSError as exc:
+            raise CdsAdminError(f"{jwks_file}: cannot read ({exc.strerror})") from None
+        except (orjson.JSONDecodeError, JoseError, ValueError, TypeError) as exc:
+            raise CdsAdminError(f"{jwks_file}: not a JWKS document ({exc})") from None
+        if any("d" in raw for raw in document.get("keys", []) if isinstance(raw, dict)):
+            raise CdsAdminError(f"{jwks_file}: holds a private key; register the public keys only")
+        jwks = orjson.dumps({"keys": [k.as_dict(private=False) for k in keys.keys]}).decode()
+    elif not (jwks_url or "").startswith(("https://", "http://")):
+        raise CdsAdminError("--jwks-url must be an http(s) URL")
+    cds_store.add_client(engine, issuer.strip(), name or issuer, jwks_url, jwks)
+
+
+def list_clients(engine: Engine) -> list[str]:
+    return [
+        f"{c['issuer']}\t{c['name']}\t{c['jwks_uri'] or '(registered JWKS)'}" for c in cds_store.list_clients(engine)
+    ]
+
+
+def remove_client(engine: Engine, issuer: str) -> None:
+    if not cds_store.remove_client(engine, issuer):
+        raise CdsAdminError(f"no CDS client with issuer {issuer}")

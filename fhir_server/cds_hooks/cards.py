@@ -1,0 +1,102 @@
+"""Cards from a client's alliance summary (the same summary the clinician view and $alliance-summary use).
+
+One card per active Flag, carrying its follow-up question, and an information card when today's ORS has not been
+collected.  Card uuids are derived from what they are about, so feedback on a card can be matched to it and the
+same concern shown twice keeps its identity.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import date
+from typing import Any
+
+from fhir_server.canonical import BASE
+from fhir_server.scoring.summary import ActiveFlag, AllianceSummary, MeasureSeries
+
+OVERRIDE_SYSTEM = f"{BASE}/CodeSystem/fit-cds-override"
+OVERRIDE_REASONS = [
+    {"system": OVERRIDE_SYSTEM, "code": "already-discussed", "display": "Already discussed with the client"},
+    {"system": OVERRIDE_SYSTEM, "code": "not-today", "display": "Not the focus of today's session"},
+    {"system": OVERRIDE_SYSTEM, "code": "clinical-judgement", "display": "Clinical judgement"},
+]
+_CARD_NAMESPACE = uuid.UUID("6f1c7d3e-2b8a-4c55-9a57-1d6f0e9b7a10")
+_ORS_CODES = ("ors-total", "cors-total", "ycors-total")
+_WARNING_PRIORITIES = {"PH", "PM"}  # flag-priority: high and medium concerns are warnings
+
+
+def card_id(service: str, patient: str, about: str) -> str:
+    return str(uuid.uuid5(_CARD_NAMESPACE, f"{service}|{patient}|{about}"))
+
+
+def build_cards(
+    summary: AllianceSummary, *, service: str, hook: str, today: date, app_url: str, source_url: str
+) -> list[dict[str, Any]]:
+    cards = [_flag_card(summary, flag, service, app_url, source_url) for flag in summary.flags]
+    if hook in ("patient-view", "encounter-start") and not _ors_today(summary, today):
+        cards.append(
+            _card(
+                card_id(service, summary.patient, f"ors-today|{today.isoformat()}"),
+                "ORS not yet collected today",
+                "Ask the client to complete the Outcome Rating Scale at the start of the session, before you talk "
+                "about the week, so today's score reflects how they arrived.",
+                "info",
+                app_url,
+                source_url,
+                {"view": "form", "measure": "ors"},
+            )
+        )
+    return cards
+
+
+def _flag_card(summary: AllianceSummary, flag: ActiveFlag, service: str, app_url: str, source_url: str) -> dict:
+    measure = _measure_of(summary, flag)
+    headline = flag.message.split(". ")[0].replace(" today", " last session") if flag.message else flag.display
+    lowest = measure.lowest_item if measure else None
+    summary_text = f"{headline}; {lowest.display} lowest" if lowest and flag.code.startswith("srs") else headline
+    detail = [flag.message or flag.display]
+    if measure and measure.items:
+        detail += ["", "| Item | Last session | Before |", "|---|---|---|"]
+        detail += [f"| {i.display} | {i.latest} | {'' if i.previous is None else i.previous} |" for i in measure.items]
+    indicator = "warning" if flag.priority in _WARNING_PRIORITIES else "info"
+    return _card(
+        card_id(service, summary.patient, f"flag|{flag.id}"),
+        summary_text,
+        "\n".join(detail),
+        indicator,
+        app_url,
+        source_url,
+        {"view": "clinician", "flag": f"Flag/{flag.id}"},
+    )
+
+
+def _card(
+    card: str, summary: str, detail: str, indicator: str, app_url: str, source_url: str, context: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "uuid": card,
+        "summary": summary if len(summary) < 140 else summary[:136] + "...",
+        "detail": detail,
+        "indicator": indicator,
+        "source": {"label": "Feedback-informed treatment (FIT) alliance service", "url": source_url},
+        "overrideReasons": OVERRIDE_REASONS,
+        "links": [
+            {"label": "Open the alliance view", "url": app_url, "type": "smart", "appContext": json.dumps(context)}
+        ],
+    }
+
+
+def _measure_of(summary: AllianceSummary, flag: ActiveFlag) -> MeasureSeries | None:
+    if flag.observation:
+        for measure in summary.measures:
+            if any(p.observation == flag.observation for p in measure.points):
+                return measure
+    prefix = flag.code.split("-")[0]
+    return next((m for m in summary.measures if m.code.startswith(prefix) and m.code.endswith("-total")), None)
+
+
+def _ors_today(summary: AllianceSummary, today: date) -> bool:
+    return any(
+        point.date[:10] == today.isoformat() for m in summary.measures if m.code in _ORS_CODES for point in m.points
+    )

@@ -1,0 +1,56 @@
+"""The CDS Hooks services this server offers, as data (CDS Hooks 2.0 §Discovery).  Prefetch templates let an EHR
+send everything a card needs with the request; without prefetch the service reads the same queries from the
+EHR's FHIR server with the ``fhirAuthorization`` token the EHR grants."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PREFETCH = {
+    "patient": "Patient/{{context.patientId}}",
+    "observations": (
+        "Observation?subject=Patient/{{context.patientId}}&category=survey&status=final,amended&_sort=date&_count=1000"
+    ),
+    "flags": "Flag?subject=Patient/{{context.patientId}}&status=active&_count=100",
+}
+# the least the service needs to read when prefetch is absent (SMART v1 and v2 spellings)
+READ_SCOPES = "patient/Patient.read patient/Observation.read patient/Flag.read"
+
+
+@dataclass(frozen=True)
+class Service:
+    id: str
+    hook: str
+    title: str
+    description: str
+    prefetch: dict[str, str] = field(default_factory=lambda: dict(PREFETCH))
+
+    def discovery(self) -> dict[str, object]:
+        return {
+            "hook": self.hook,
+            "id": self.id,
+            "title": self.title,
+            "description": self.description,
+            "prefetch": self.prefetch,
+            "usageRequirements": f"Without prefetch, fhirAuthorization with {READ_SCOPES} (or v2 .rs).",
+        }
+
+
+SERVICES = {
+    s.id: s
+    for s in (
+        Service(
+            "fit-alliance-patient-view",
+            "patient-view",
+            "Therapeutic alliance and outcome",
+            "Cards for the client's latest SRS/ORS/WAI-SR results: alliance concerns with the follow-up question to "
+            "ask, declining trends, and whether today's ORS is still to be collected.",
+        ),
+        Service(
+            "fit-alliance-encounter-start",
+            "encounter-start",
+            "Before the session: alliance and outcome",
+            "At the start of a session: collect the ORS, and what the client's last SRS asks you to follow up.",
+        ),
+    )
+}

@@ -1,0 +1,192 @@
+"""The writes of one transaction, queued and sent together when the transaction ends (or when a read could see
+them): a scored submission writes ~120 rows to 6 tables, and sending them as they are made would cost a round
+trip each.
+
+PostgreSQL: everything (index rows to drop, version-checked updates of current rows, conditional-key claims and
+one INSERT … SELECT FROM unnest(arrays) per table) goes in one pipeline: one round trip, with fixed statement
+texts that stay prepared whatever the row counts.  SQLite: executemany per statement on the driver cursor (no
+network; SQLAlchemy's per-row parameter processing would cost more than the inserts).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import DateTime, Table
+from sqlalchemy.dialects import postgresql
+
+from fhir_server.store.tables import INDEX_TABLES, resource_versions, resources
+
+# Current rows before versions before index rows, so unique-key conflicts surface on the first statement.
+INSERT_ORDER = (resources, resource_versions, *INDEX_TABLES.values())
+_PG = postgresql.dialect()
+
+
+class RetryTransaction(Exception):
+    """Raised inside a write when a concurrent commit changed what it read; the whole write is retried."""
+
+
+@dataclass
+class Claim:
+    """A conditional-create key to insert; ``still_matches(holder)`` decides a conflict with another holder."""
+
+    resource_type: str
+    digest: str
+    resource_id: str
+    still_matches: Callable[[str], bool]
+
+
+@dataclass
+class Update:
+    """A new current row for a resource read at version ``expected``: written only if that is still current."""
+
+    resource_type: str
+    id: str
+    expected: int
+    version_id: int
+    last_updated: datetime
+    content: str | None
+
+
+@dataclass
+class PendingWrites:
+    rows: dict[Table, list[dict[str, Any]]] = field(default_factory=dict)
+    # Index rows of rewritten resources: (index kind, resource type) → ids, dropped before the inserts.
+    stale: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    updates: list[Update] = field(default_factory=list)
+    claims: list[Claim] = field(default_factory=list)
+    types: set[str] = field(default_factory=set)
+    keys: set[tuple[str, str]] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.rows or self.stale or self.updates or self.claims)
+
+    def touch(self, resource_type: str, resource_id: str) -> None:
+        self.types.add(resource_type)
+        self.keys.add((resource_type, resource_id))
+
+    def queue(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        """Rows of resources the caller has ``touch``ed."""
+        self.rows.setdefault(table, []).extend(rows)
+
+    def take(self) -> PendingWrites:
+        """Hand the queued writes over (to be sent) and start empty."""
+        taken = PendingWrites(self.rows, self.stale, self.updates, self.claims)
+        self.rows, self.stale, self.updates, self.claims = {}, {}, [], []
+        self.types, self.keys = set(), set()
+        return taken
+
+    # -- PostgreSQL ---------------------------------------------------------------------------------------
+    def send_postgres(self, driver: Any) -> list[Claim]:
+        """One pipeline, one round trip.  Returns the claims another resource already holds."""
+        cursor, checked = driver.cursor(), driver.cursor()
+        claimed = [driver.cursor() for _ in self.claims]
+        try:
+            with driver.pipeline():
+                for claim, claim_cursor in zip(self.claims, claimed, strict=True):
+                    claim_cursor.execute(PG_CLAIM, (claim.resource_type, claim.digest, claim.resource_id))
+                for (kind, resource_type), ids in self.stale.items():
+                    cursor.execute(_pg_delete(INDEX_TABLES[kind].name), (resource_type, ids))
+                if self.updates:
+                    checked.execute(PG_UPDATE, _columns_of(self.updates))
+                for table in INSERT_ORDER:
+                    rows = self.rows.get(table)
+                    if rows:
+                        columns = tuple(rows[0])  # our own keys, never client text
+                        cursor.execute(_pg_insert(table, columns), [[row[c] for row in rows] for c in columns])
+            if self.updates and len(checked.fetchall()) != len(self.updates):
+                raise RetryTransaction("a resource changed after this transaction read it")
+            return [claim for claim, c in zip(self.claims, claimed, strict=True) if c.fetchone() is None]
+        except driver.IntegrityError as exc:  # a concurrent writer took the same id or version first
+            raise RetryTransaction(str(exc)) from exc
+        finally:
+            for c in (cursor, checked, *claimed):
+                c.close()
+
+    # -- SQLite -------------------------------------------------------------------------------------------
+    def send_sqlite(self, driver: Any) -> list[Claim]:
+        cursor = driver.cursor()
+        try:
+            lost = []
+            for claim in self.claims:
+                cursor.execute(SQLITE_CLAIM, (claim.resource_type, claim.digest, claim.resource_id))
+                if cursor.fetchone() is None:
+                    lost.append(claim)
+            for (kind, resource_type), ids in self.stale.items():
+                delete = f"DELETE FROM {INDEX_TABLES[kind].name} WHERE resource_type = ? AND resource_id = ?"
+                cursor.executemany(delete, [(resource_type, i) for i in ids])
+            if self.updates:
+                cursor.executemany(SQLITE_UPDATE, [_sqlite_update(u) for u in self.updates])
+                if cursor.rowcount != len(self.updates):
+                    raise RetryTransaction("a resource changed after this transaction read it")
+            for table in INSERT_ORDER:
+                rows = self.rows.get(table)
+                if rows:
+                    columns = tuple(rows[0])
+                    statement, dates = _sqlite_insert(table, columns)
+                    cursor.executemany(statement, [_sqlite_row(row, columns, dates) for row in rows])
+            return lost
+        except sqlite3.IntegrityError as exc:
+            raise RetryTransaction(str(exc)) from exc
+        finally:
+            cursor.close()
+
+
+_CLAIM = "INSERT INTO conditional_keys (resource_type, criteria_hash, resource_id) VALUES ({0}, {0}, {0}) "
+PG_CLAIM = _CLAIM.format("%s") + "ON CONFLICT DO NOTHING RETURNING resource_id"
+SQLITE_CLAIM = _CLAIM.format("?") + "ON CONFLICT DO NOTHING RETURNING resource_id"  # SQLite 3.35+
+
+PG_UPDATE = (
+    "UPDATE resources SET version_id = v.version_id, last_updated = v.last_updated, deleted = false, "
+    "content = v.content FROM unnest(%s::varchar[], %s::varchar[], %s::int4[], %s::int4[], %s::timestamp[], "
+    "%s::text[]) AS v(resource_type, id, expected, version_id, last_updated, content) "
+    "WHERE resources.resource_type = v.resource_type AND resources.id = v.id AND resources.version_id = v.expected "
+    "RETURNING resources.id"
+)
+SQLITE_UPDATE = (
+    "UPDATE resources SET version_id = ?, last_updated = ?, deleted = 0, content = ? "
+    "WHERE resource_type = ? AND id = ? AND version_id = ?"
+)
+
+
+def _columns_of(updates: list[Update]) -> list[list[Any]]:
+    fields = ("resource_type", "id", "expected", "version_id", "last_updated", "content")
+    return [[getattr(u, name) for u in updates] for name in fields]
+
+
+@lru_cache(maxsize=16)
+def _pg_delete(table: str) -> str:
+    return f"DELETE FROM {table} WHERE resource_type = %s AND resource_id = ANY(%s)"
+
+
+@lru_cache(maxsize=64)
+def _pg_insert(table: Table, columns: tuple[str, ...]) -> str:
+    arrays = ", ".join(f"%s::{table.c[c].type.compile(dialect=_PG)}[]" for c in columns)
+    return f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
+
+
+@lru_cache(maxsize=64)
+def _sqlite_insert(table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[int, ...]]:
+    statement = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    return statement, tuple(i for i, c in enumerate(columns) if isinstance(table.c[c].type, DateTime))
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    """As SQLAlchemy's SQLite DateTime writes it, so reads through SQLAlchemy parse it back."""
+    return None if value is None else value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _sqlite_row(row: dict[str, Any], columns: tuple[str, ...], dates: tuple[int, ...]) -> list[Any]:
+    values = [row[c] for c in columns]
+    for i in dates:
+        values[i] = _sqlite_time(values[i])
+    return values
+
+
+def _sqlite_update(u: Update) -> tuple[Any, ...]:
+    return (u.version_id, _sqlite_time(u.last_updated), u.content, u.resource_type, u.id, u.expected)

@@ -1,0 +1,272 @@
+"""CDS Hooks 2.0 service (issue 8 point 2): discovery; patient-view answered from prefetch alone and, without
+prefetch, by reading the EHR's FHIR server with fhirAuthorization; the EHR's JWT verified against its registered
+JWKS (unsigned, wrongly signed, unknown issuer, expired, too long-lived, replayed and misaddressed requests: 401);
+card content for every flag kind; feedback recorded.
+
+The EHR is a second instance of this server, started as its own process with authorization on; it scores the
+client's sessions itself, so the Observations and Flags the service reads are the real thing."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+from sqlalchemy import create_engine
+
+from fhir_server.auth.keys import KeyStore
+from fhir_server.store import cds_store
+from tests.support.databases import sqlite_database
+from tests.support.process import ServerProcess, server_process
+from tests.support.server import RunningServer
+
+SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.0"
+EHR_ISSUER = "https://ehr.test/cds-client"
+SERVICE = "fit-alliance-patient-view"
+
+
+@pytest.fixture(scope="module")
+def ehr() -> Iterator[tuple[ServerProcess, str]]:
+    with sqlite_database() as url, server_process(url, FHIR_SERVER_AUTH_REQUIRED="true") as process:
+        engine = create_engine(url)
+        keys = KeyStore(engine)  # the EHR's own signing key, as its authorization server would use it
+        now = int(time.time())
+        token = keys.sign(
+            {
+                "iss": f"{process.root}/auth",
+                "aud": process.fhir_base,
+                "sub": "cds-test",
+                "scope": "system/*.cruds",
+                "jti": uuid.uuid4().hex,
+                "iat": now,
+                "exp": now + 3000,
+            }
+        )
+        engine.dispose()
+        yield process, token
+
+
+@pytest.fixture(scope="module")
+def patient(ehr) -> str:
+    process, token = ehr
+    patient_id = f"cds-{uuid.uuid4().hex[:8]}"
+    with httpx.Client(base_url=process.fhir_base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
+        assert c.put(f"/Patient/{patient_id}", json={"resourceType": "Patient", "id": patient_id}).status_code == 201
+        sessions = [
+            ((95, 95, 95, 95), "2026-11-01"),
+            ((90, 90, 90, 90), "2026-11-08"),
+            ((85, 80, 85, 90), "2026-11-15"),
+        ]
+        for marks, day in sessions:
+            names = ("relationship", "goals", "approach", "overall")
+            response = {
+                "resourceType": "QuestionnaireResponse",
+                "questionnaire": SRS,
+                "status": "completed",
+                "subject": {"reference": f"Patient/{patient_id}"},
+                "authored": f"{day}T16:00:00Z",
+                "item": [{"linkId": n, "answer": [{"valueInteger": m}]} for n, m in zip(names, marks, strict=True)],
+            }
+            assert c.post("/QuestionnaireResponse", json=response).status_code == 201
+    return patient_id
+
+
+@pytest.fixture(scope="module")
+def ehr_key(server: RunningServer) -> RSAKey:
+    key = RSAKey.generate_key(2048, parameters={"kid": "ehr-cds-1", "alg": "RS384", "use": "sig"}, private=True)
+    jwks = orjson.dumps({"keys": [key.as_dict(private=False)]}).decode()
+    cds_store.add_client(server.app.state.engine, EHR_ISSUER, "Test EHR", None, jwks)
+    return key
+
+
+def signed(server: RunningServer, key: RSAKey, service: str = SERVICE, **overrides) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": EHR_ISSUER,
+        "sub": "ehr-client",
+        "aud": f"{server.root}/cds-services/{service}",
+        "iat": now,
+        "exp": now + 120,
+        "jti": uuid.uuid4().hex,
+        **overrides,
+    }
+    return jwt.encode({"alg": "RS384", "kid": key.kid, "typ": "JWT"}, claims, key, algorithms=["RS384"])
+
+
+def call(server: RunningServer, token: str | None, body: dict, service: str = SERVICE) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.post(f"{server.root}/cds-services/{service}", json=body, headers=headers, timeout=30)
+
+
+def request_body(ehr: tuple[ServerProcess, str], patient: str, *, prefetch: bool) -> dict:
+    process, token = ehr
+    body = {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"userId": "Practitioner/therapist-1", "patientId": patient},
+    }
+    if prefetch:
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=process.fhir_base, headers=headers, timeout=30) as c:
+            body["prefetch"] = {
+                "patient": c.get(f"/Patient/{patient}").json(),
+                "observations": c.get(
+                    "/Observation",
+                    params={"subject": f"Patient/{patient}", "category": "survey", "_sort": "date", "_count": "1000"},
+                ).json(),
+                "flags": c.get("/Flag", params={"subject": f"Patient/{patient}", "status": "active"}).json(),
+            }
+    else:
+        body["fhirServer"] = process.fhir_base
+        body["fhirAuthorization"] = {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "patient/Observation.read patient/Flag.read",
+            "subject": "fit-cds",
+        }
+    return body
+
+
+def test_discovery(server):
+    services = {s["id"]: s for s in httpx.get(f"{server.root}/cds-services").json()["services"]}
+    assert services[SERVICE]["hook"] == "patient-view"
+    assert services["fit-alliance-encounter-start"]["hook"] == "encounter-start"
+    assert "{{context.patientId}}" in services[SERVICE]["prefetch"]["observations"]
+
+
+@pytest.mark.parametrize("prefetch", [True, False], ids=["prefetch", "fhirAuthorization"])
+def test_cards_for_a_declining_alliance(server, ehr, patient, ehr_key, prefetch):
+    answer = call(server, signed(server, ehr_key), request_body(ehr, patient, prefetch=prefetch))
+    assert answer.status_code == 200, answer.text
+    cards = answer.json()["cards"]
+    summaries = [c["summary"] for c in cards]
+    below = next(c for c in cards if "below 36" in c["summary"])
+    assert below["indicator"] == "warning"
+    assert below["summary"].startswith("SRS 34") and "lowest" in below["summary"], below["summary"]
+    assert "Ask with curiosity" in below["detail"]
+    assert any(s == "ORS not yet collected today" for s in summaries)
+    assert any("withdrawal rupture" in s for s in summaries), summaries
+    for card in cards:
+        assert len(card["summary"]) < 140
+        assert card["links"][0]["type"] == "smart" and card["links"][0]["url"].endswith("/app/launch")
+        assert {r["code"] for r in card["overrideReasons"]} >= {"already-discussed"}
+
+
+def test_without_prefetch_or_authorization_is_412(server, ehr_key, patient):
+    body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "context": {"patientId": patient}}
+    assert call(server, signed(server, ehr_key), body).status_code == 412
+
+
+def test_bad_jwts_are_refused(server, ehr, patient, ehr_key):
+    stranger = RSAKey.generate_key(2048, parameters={"kid": "ehr-cds-1"}, private=True)
+    body = request_body(ehr, patient, prefetch=True)
+    replayed = signed(server, ehr_key)
+    assert call(server, replayed, body).status_code == 200
+    now = int(time.time())
+    bad = {
+        "unsigned": None,
+        "wrong signature": signed(server, stranger),
+        "unknown issuer": signed(server, ehr_key, iss="https://elsewhere.test"),
+        "expired": signed(server, ehr_key, exp=now - 600, iat=now - 700),
+        "lives too long": signed(server, ehr_key, exp=now + 3600),
+        "another service's audience": signed(server, ehr_key, aud="https://other.test/cds-services/x"),
+        "replayed jti": replayed,
+    }
+    for name, token in bad.items():
+        answer = call(server, token, body)
+        assert answer.status_code == 401, (name, answer.text)
+        assert answer.json()["resourceType"] == "OperationOutcome", name
+
+
+def test_feedback_is_recorded(server, ehr, patient, ehr_key):
+    cards = call(server, signed(server, ehr_key), request_body(ehr, patient, prefetch=True)).json()["cards"]
+    card = cards[0]["uuid"]
+    feedback = {
+        "feedback": [
+            {
+                "card": card,
+                "outcome": "overridden",
+                "overrideReason": {
+                    "reason": cards[0]["overrideReasons"][0],
+                    "userComment": "talked about it at the start",
+                },
+                "outcomeTimestamp": "2026-11-22T10:00:00Z",
+            }
+        ]
+    }
+    answer = httpx.post(
+        f"{server.root}/cds-services/{SERVICE}/feedback",
+        json=feedback,
+        headers={"Authorization": f"Bearer {signed(server, ehr_key)}"},
+    )
+    assert answer.status_code == 200, answer.text
+    rows = cds_store.feedback_for(server.app.state.engine, card)
+    assert rows[-1]["outcome"] == "overridden" and "already-discussed" in rows[-1]["override_reason"]
+    unsigned = httpx.post(f"{server.root}/cds-services/{SERVICE}/feedback", json=feedback)
+    assert unsigned.status_code == 401
+
+
+def test_a_card_for_every_flag_kind(server, ehr_key):
+    flag_codes = Path(__file__).resolve().parents[2] / "terminology" / "codesystem-fit-flags.json"
+    codes = [c["code"] for c in orjson.loads(flag_codes.read_bytes())["concept"]]
+    flags = [
+        {
+            "resourceType": "Flag",
+            "id": f"flag-{code}",
+            "status": "active",
+            "code": {
+                "coding": [{"system": "http://fit-fhir.org/fhir/CodeSystem/fit-flags", "code": code}],
+                "text": f'Message for {code}. Ask: "what about {code}?"',
+            },
+            "subject": {"reference": "Patient/kinds"},
+        }
+        for code in codes
+    ]
+    body = {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"patientId": "kinds"},
+        "prefetch": {
+            "observations": {"resourceType": "Bundle", "type": "searchset"},
+            "flags": {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": f} for f in flags]},
+        },
+    }
+    answer = call(server, signed(server, ehr_key), body)
+    assert answer.status_code == 200, answer.text
+    cards = answer.json()["cards"]
+    for code in codes:
+        card = next(c for c in cards if c["summary"] == f"Message for {code}")
+        assert f"what about {code}?" in card["detail"]
+        assert orjson.loads(card["links"][0]["appContext"])["flag"] == f"Flag/flag-{code}"
+    assert len({c["uuid"] for c in cards}) == len(cards) == len(codes) + 1  # + "ORS not yet collected today"
+
+
+def test_cds_clients_cli(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FHIR_SERVER_DATABASE_URL": f"sqlite:///{tmp_path / 'cds.db'}"}
+    key = RSAKey.generate_key(2048, parameters={"kid": "k1"}, private=True)
+    public, private = tmp_path / "public.json", tmp_path / "private.json"
+    public.write_bytes(orjson.dumps({"keys": [key.as_dict(private=False)]}))
+    private.write_bytes(orjson.dumps({"keys": [key.as_dict(private=True)]}))
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "fhir_server", "cds-clients", *args], env=env, capture_output=True, text=True
+        )
+
+    assert cli("add", "--issuer", "https://ehr.example", "--jwks-file", str(public)).returncode == 0
+    assert "https://ehr.example" in cli("list").stdout
+    refused = cli("add", "--issuer", "https://ehr2.example", "--jwks-file", str(private))
+    assert refused.returncode == 1 and "private key" in refused.stderr
+    assert cli("remove", "--issuer", "https://ehr.example").returncode == 0
+    assert cli("remove", "--issuer", "https://ehr.example").returncode == 1
