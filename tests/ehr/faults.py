@@ -105,7 +105,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
             when = int(sent + float(rule["retry_after_date"])) + 1  # whole seconds, never earlier than asked
             self.send_header("Retry-After", formatdate(when, usegmt=True))
             entry["not_before"] = float(when)
-        outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "transient"}]}
+        code = "transient" if status >= 500 else "throttled" if status == 429 else "invalid"
+        outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code}]}
         data = json.dumps(outcome).encode()
         self.send_header("Content-Type", "application/fhir+json")
         self.send_header("Content-Length", str(len(data)))
