@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy.engine import Engine
 
@@ -47,7 +47,7 @@ class OutboxRow:
         return f"QuestionnaireResponse/{self.response_id}"
 
 
-def row_from(values: dict) -> OutboxRow:
+def row_from(values: dict[str, Any]) -> OutboxRow:
     return OutboxRow(**{k: values[k] for k in OutboxRow.__slots__})
 
 
@@ -66,7 +66,9 @@ def response_id_of(reference: str) -> str:
 def enqueue(session: WriteSession, ehr_id: int, response_reference: str, token_ref: str | None) -> int:
     """Queue the delivery of a response (and the results derived from it) to an EHR, inside the caller's
     ``repo.write`` transaction, after the response was written.  Queuing the same pending delivery twice (a
-    replayed submission) returns the row already queued.  Returns the row id."""
+    replayed submission) returns the row already queued; should two concurrent replays both insert a row, the
+    second delivery matches what the first stored (conditional writes), so nothing is duplicated in the EHR.
+    Returns the row id."""
     response_id = response_id_of(response_reference)
     if not ehr_store.registration_exists(session.conn, ehr_id):
         raise OutboxError(f"no EHR is registered with id {ehr_id}")

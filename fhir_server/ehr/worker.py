@@ -107,6 +107,8 @@ class OutboxWorker:
             self._failed(row, lease, DeliveryError(str(exc), retryable=False))
         except DeliveryError as exc:
             self._failed(row, lease, exc)
+        except Exception as exc:  # a bug or the database: counted, so a row that always fails ends up dead
+            self._failed(row, lease, DeliveryError(f"unexpected {type(exc).__name__} while sending", retryable=True))
         else:
             self.repo.write(lambda s: ehr_store.mark_delivered(s.conn, row.id, utc_now()))
             log.info(

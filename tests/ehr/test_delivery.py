@@ -10,6 +10,8 @@ from __future__ import annotations
 import pytest
 
 from fhir_server.ehr import outbox, registry
+from fhir_server.ehr.payload import RESPONSE_IDENTIFIER, WRITE_BACK_TAG
+from fhir_server.scoring.resources import derived_id
 from tests.ehr.world import HIGH, LOW, in_ehr_once, local_results, new_patient, rows_for, srs, submit, wait_for
 
 MODES = {"transaction": False, "one request per resource": True}
@@ -113,3 +115,35 @@ def test_the_rate_cap_spaces_requests_to_one_ehr(ours, ehr, local, proxy, backen
     # Starts are spaced 1/4 s apart; arrival can lag a start by a few milliseconds.
     assert times[-1] - times[0] >= (len(times) - 1) / 4 - 0.05
     assert len(local_results(local, response_id)) == 4  # Observation, 2 Flags, Provenance
+
+
+def test_only_the_types_the_ehr_takes_and_logical_references_to_the_rest(ours, ehr, local, proxy, backend, uid):
+    """An EHR registered for Observations and Flags only: those arrive, refer to the response by identifier (one is
+    given to a response submitted without), and nothing else is written there."""
+    ehr_reg = registry.register(
+        local.state.engine,
+        issuer=proxy.fhir_base,
+        client_id="fit-app",
+        backend_client_id=f"fit-outbox-{backend}",
+        resource_types=["Observation", "Flag"],
+    )
+    patient, encounter = new_patient(ehr, uid)
+    response = srs(patient, encounter, LOW, "2026-11-02T10:00:00+00:00", uid)
+    del response["identifier"]
+    response_id = submit(local, ehr_reg.id, response)
+    wait_for(local, response_id, "in the EHR")
+    with ehr.client() as client:
+        observations = client.get("/Observation", params={"subject": f"Patient/{patient}"}).json()["entry"]
+        flags = client.get("/Flag", params={"patient": patient}).json()["entry"]
+        provenance_tag = f"{WRITE_BACK_TAG}|Provenance/{derived_id(response_id, 'scoring')}"
+        assert client.get("/Provenance", params={"_tag": provenance_tag}).json().get("entry", []) == []
+        by_key = {"identifier": f"{RESPONSE_IDENTIFIER}|{response_id}"}
+        assert client.get("/QuestionnaireResponse", params=by_key).json().get("entry", []) == []
+    [observation] = [e["resource"] for e in observations]
+    assert observation["derivedFrom"] == [
+        {"type": "QuestionnaireResponse", "identifier": {"system": RESPONSE_IDENTIFIER, "value": response_id}}
+    ]
+    assert len(flags) == 2
+    for flag in (e["resource"] for e in flags):
+        detail = next(x for x in flag["extension"] if x["url"].endswith("flag-detail"))
+        assert detail["valueReference"] == {"reference": f"Observation/{observation['id']}"}
