@@ -15,6 +15,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import httpx
+
 from fhir_server.auth.keys import KeyStore
 from fhir_server.ehr.client import DeliveryError, EhrHttp, failure
 from fhir_server.ehr.registry import EhrRegistration
@@ -105,22 +107,11 @@ class BackendServicesTokens:
     def _request(self, ehr: EhrRegistration, client_id: str) -> tuple[str, float]:
         config = self.discovery.configuration(ehr)
         endpoint = config["token_endpoint"]
-        now = int(time.time())
-        assertion = self.keys.sign(
-            {
-                "iss": client_id,
-                "sub": client_id,
-                "aud": endpoint,
-                "iat": now,
-                "exp": now + ASSERTION_LIFETIME,
-                "jti": uuid.uuid4().hex,
-            }
-        )
         form = {
             "grant_type": "client_credentials",
             "scope": backend_scope(ehr, config),
             "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": assertion,
+            "client_assertion": client_assertion(self.keys, client_id, endpoint),
         }
         response = self.http.request(
             ehr.id,
@@ -144,6 +135,34 @@ class BackendServicesTokens:
         if not isinstance(token, str) or not token:
             raise DeliveryError("the EHR's token endpoint answered without an access token", retryable=True)
         return token, lifetime
+
+
+def client_assertion(keys: KeyStore, client_id: str, token_endpoint: str) -> str:
+    """A ``private_key_jwt`` client assertion (RFC 7523), signed with this server's current key; its ``kid`` is
+    in our /auth/jwks, where the EHR looks it up.  Short-lived and never reused (a fresh ``jti`` each time)."""
+    now = int(time.time())
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": token_endpoint,
+        "iat": now,
+        "exp": now + ASSERTION_LIFETIME,
+        "jti": uuid.uuid4().hex,
+    }
+    return keys.sign(claims)
+
+
+def client_authentication(
+    ehr: EhrRegistration, keys: KeyStore, token_endpoint: str
+) -> tuple[dict[str, str], httpx.BasicAuth | None]:
+    """How the app's client (``ehr.client_id``) authenticates at the EHR's token endpoint, per its registered
+    method: form fields to add to the token request, and HTTP Basic credentials for client_secret_basic."""
+    if ehr.auth_method == "client_secret_basic":
+        return {}, httpx.BasicAuth(ehr.client_id, ehr.client_secret or "")
+    if ehr.auth_method == "private_key_jwt":
+        assertion = client_assertion(keys, ehr.client_id, token_endpoint)
+        return {"client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion}, None
+    return {"client_id": ehr.client_id}, None  # a public client: PKCE protects the code exchange
 
 
 def backend_scope(ehr: EhrRegistration, config: dict[str, Any]) -> str:

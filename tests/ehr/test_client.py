@@ -4,6 +4,7 @@ scopes), and the per-EHR rate limiter."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -11,11 +12,17 @@ from email.utils import format_datetime
 
 import httpx
 import pytest
+from joserfc import jwt
+from joserfc.jwk import KeySet
 
+from fhir_server.auth.keys import KeyStore
+from fhir_server.config import Settings
 from fhir_server.ehr.client import MAX_RETRY_AFTER, DeliveryError, RateLimits, failure, parse_retry_after
 from fhir_server.ehr.registry import EhrRegistration
-from fhir_server.ehr.tokens import backend_scope
+from fhir_server.ehr.tokens import ASSERTION_TYPE, backend_scope, client_authentication
 from fhir_server.ehr.worker import backoff
+from fhir_server.store.engine import build_engine
+from fhir_server.store.migrate import upgrade
 
 NOW = datetime(2026, 11, 2, 10, 0, 0, tzinfo=UTC)
 
@@ -92,3 +99,32 @@ def test_the_rate_limiter_spaces_requests_and_waits_out_a_retry_after():
     stop.set()  # shutting down: a long wait ends at once
     with pytest.raises(DeliveryError, match="shutting down"):
         limits.wait_turn(3, per_second=None)
+
+
+def test_token_endpoint_authentication_for_each_registered_method(tmp_path):
+    """private_key_jwt (SMART Backend Services / RFC 7523): iss = sub = client_id, aud = the token endpoint, at
+    most 5 minutes, a fresh jti, signed by a key our JWKS publishes; client_secret_basic; none (public)."""
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    upgrade(url)
+    engine = build_engine(Settings(database_url=url, _env_file=None))
+    keys = KeyStore(engine)
+    endpoint = "https://ehr.example/auth/token"
+    try:
+        jwt_client = dataclasses.replace(_ehr(), auth_method="private_key_jwt")
+        fields, basic = client_authentication(jwt_client, keys, endpoint)
+        again, _ = client_authentication(jwt_client, keys, endpoint)
+        assert basic is None and fields["client_assertion_type"] == ASSERTION_TYPE
+        published = KeySet.import_key_set(keys.jwks())
+        token = jwt.decode(fields["client_assertion"], published, algorithms=["RS384"])
+        claims = token.claims
+        assert token.header["alg"] == "RS384" and token.header["kid"] in {k.kid for k in published.keys}
+        assert claims["iss"] == claims["sub"] == "app" and claims["aud"] == endpoint
+        assert 0 < claims["exp"] - claims["iat"] <= 300
+        assert claims["jti"] != jwt.decode(again["client_assertion"], published, algorithms=["RS384"]).claims["jti"]
+
+        secret = dataclasses.replace(_ehr(), auth_method="client_secret_basic", client_secret="s3cret")
+        fields, basic = client_authentication(secret, keys, endpoint)
+        assert fields == {} and isinstance(basic, httpx.BasicAuth)
+        assert client_authentication(_ehr(), keys, endpoint) == ({"client_id": "app"}, None)
+    finally:
+        engine.dispose()

@@ -31,6 +31,10 @@ def test_503_twice_then_the_ehr_recovers(ours, ehr, local, proxy, registration, 
     assert [r["status"] for r in _writes(proxy)] == [503, 503, 200]
     [row] = rows_for(local, response_id)
     assert row.status == "delivered" and row.attempts == 3 and row.last_error is None
+    # Our server logged the retries and the delivery, and nothing of the patient or of any token.
+    log = ours.log.read_text()
+    assert f'"outbox_row":{row.id}' in log and "will be retried" in log
+    assert uid not in log and "eyJ" not in log and "Bearer" not in log
 
 
 @pytest.mark.parametrize("form", ["retry_after", "retry_after_date"])
