@@ -7,7 +7,11 @@ PORT   ?= 8000
 # pytest-xdist workers; each worker gets its own databases
 TEST_WORKERS ?= 2
 
-.PHONY: serve test lint format bench-core bench-search clean
+# Browser tests use Debian's chromium and axe-core from npm (tests/web/package-lock.json); never a downloaded browser.
+WEB_TESTS = tests/web
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD = 1
+
+.PHONY: serve test lint format screenshots bench-core bench-search clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "fhir-server needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -16,11 +20,21 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
+$(WEB_TESTS)/node_modules/.installed: $(WEB_TESTS)/package-lock.json
+	@if command -v npm >/dev/null; then \
+		cd $(WEB_TESTS) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: the accessibility tests will skip (apt-get install npm; CI installs it)"; fi
+
 serve: $(BIN)/.installed
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/fhir-server serve
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed $(WEB_TESTS)/node_modules/.installed
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+# Retake docs/screenshots/ (the rating form on a 360 px phone and in an 800 px EHR iframe); look at them before
+# committing.
+screenshots: $(BIN)/.installed
+	FHIR_SERVER_SAVE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/web/test_layout_and_iframe.py -k "sqlite and (phone or iframe)"
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
@@ -37,4 +51,4 @@ bench-search: $(BIN)/.installed
 	$(BIN)/python bench/search.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) fhir-server.db fhir-server.db-wal fhir-server.db-shm .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(WEB_TESTS)/node_modules fhir-server.db fhir-server.db-wal fhir-server.db-shm fhir-server.db-writer .pytest_cache .ruff_cache

@@ -21,6 +21,7 @@ from fhir_server.auth.revocation import RevocationList
 from fhir_server.cds_hooks.routes import router as cds_router
 from fhir_server.cds_hooks.security import CdsClientVerifier
 from fhir_server.config import Settings
+from fhir_server.ehr.outbox import queue_write_back
 from fhir_server.ehr.worker import OutboxWorker
 from fhir_server.errors import install_error_handlers
 from fhir_server.library import discover
@@ -31,6 +32,7 @@ from fhir_server.search.registry import default_registry
 from fhir_server.store.engine import build_engine, build_read_engine
 from fhir_server.store.errors import DATABASE_ERRORS
 from fhir_server.store.repository import Repository
+from fhir_server.web.form_routes import install_form
 from fhir_server.web.install import install_authorization_server
 
 log = logging.getLogger("fhir_server")
@@ -82,8 +84,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.read_engine = repository.read_engine
     app.state.fhir = fhir
     app.state.keys = KeyStore(engine)
-    # EHR write-back.  The SMART launch's session store replaces NoLaunchTokens when launches keep their tokens.
-    app.state.outbox_worker = OutboxWorker(repository, app.state.keys, settings)
     app.state.revocations = RevocationList(engine, settings.refresh_token_lifetime_seconds)
 
     app.state.access = AccessPolicy(registry)
@@ -96,6 +96,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(cds_router)
     # The authorization server (/auth, /.well-known) first: /fhir/.well-known/... must not read as a resource type.
     install_authorization_server(app, settings, fhir)
+    install_form(app, settings)  # the SMART app's rating form under /app
+    # EHR write-back: a submission from an EHR launch queues its delivery in its own transaction; the worker sends
+    # it with the launch's token while that session lives, else with a Backend Services token.
+    app.state.after_submission = queue_write_back(app.state.app_sessions)
+    app.state.outbox_worker = OutboxWorker(repository, app.state.keys, settings, app.state.app_sessions)
     # Order matters: /metadata, /_history and /{type}/_search must win over /{type}/{id}.
     app.include_router(system.router, prefix="/fhir")
     app.include_router(operations.router, prefix="/fhir")

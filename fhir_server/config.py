@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     # The SMART style sheet announced in token responses; empty means this server's own /auth/smart-style.json.
     smart_style_url: str = ""
 
+    # -- the SMART app (/app): the rating form and its server-side sessions ------------------------------------
+    # How long a launch stays open for the client to answer (the session, its tokens and its draft).
+    app_session_seconds: int = 3600
+    # POST /app/dev-session creates a form session for any patient without an EHR launch: development and tests
+    # only.  Off, the route does not exist.
+    app_dev_sessions: bool = False
+
     # -- EHR write-back outbox (fhir_server/ehr) ---------------------------------------------------------------
     # The delivery worker runs in the server process; off for processes that must never send anything.
     outbox_worker: bool = True

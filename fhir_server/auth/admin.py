@@ -78,6 +78,8 @@ def add_client(
     bad = [s for s in scope.split() if s not in scope_policy.IDENTITY_SCOPES and parse_scope(s) is None]
     if bad:
         raise AdminError(f"not a valid SMART scope: {', '.join(bad)}")
+    if (kind == "jwks" and jwks is None) or (kind == "jwks_url" and jwks_url is None):
+        raise AdminError("a Backend Services client needs its public keys: --jwks-file or --jwks-url")
     if jwks_url is not None:
         _check_url(jwks_url, "--jwks-url")
     secret = new_secret() if kind == "secret" else None

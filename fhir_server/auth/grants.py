@@ -9,6 +9,7 @@ conditional UPDATE.  A code or refresh token presented a second time revokes its
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -154,7 +155,9 @@ class RotatingRefreshTokenGrant(grants.RefreshTokenGrant):
     def generate_token(self, user: Any = None, scope: Any = None, **_: Any) -> dict[str, Any]:
         old: RefreshToken = self.request.refresh_token
         self.request.grant_scope = old.scope  # a narrower access token leaves the grant as it was
-        return self.server.issue(self.request, user=user, scope=scope, context=old.context, sid=old.sid, refresh=True)
+        # OpenID Connect Core §12.2: an id_token from a refresh carries no nonce.
+        context = replace(old.context, nonce=None)
+        return self.server.issue(self.request, user=user, scope=scope, context=context, sid=old.sid, refresh=True)
 
 
 class BackendServicesGrant(grants.ClientCredentialsGrant):

@@ -108,13 +108,9 @@ class Introspection(IntrospectionEndpoint):
         request.client = claims.get("client_id")
         return request.client
 
-    def check_permission(self, token: _Known, client: Any, request: FormRequest) -> bool:
-        return True  # see the module docstring
-
-    def query_token(self, token_string: str, token_type_hint: str | None) -> _Known | None:
-        raise NotImplementedError  # replaced by authenticate_token, which has the request (and so the site)
-
     def authenticate_token(self, request: FormRequest, client: Any) -> _Known | None:
+        """Overrides authlib's lookup (query_token + check_permission): the lookup needs the request's site, and
+        every authenticated caller may introspect (see the module docstring)."""
         self.check_params(request, client)
         return find_token(self.server, request.site, request.form["token"], request.form.get("token_type_hint"))
 
@@ -128,10 +124,8 @@ class Revocation(RevocationEndpoint):
     CLIENT_AUTH_METHODS = ["client_secret_basic", "private_key_jwt", "none"]
     server: SmartAuthorizationServer
 
-    def query_token(self, token_string: str, token_type_hint: str | None) -> _Known | None:
-        raise NotImplementedError  # replaced by authenticate_token
-
     def authenticate_token(self, request: FormRequest, client: Client) -> _Known | None:
+        """Overrides authlib's lookup (query_token), which does not get the request's site."""
         self.check_params(request, client)
         token = find_token(self.server, request.site, request.form["token"], request.form.get("token_type_hint"))
         if token is not None and not token.check_client(client):

@@ -9,6 +9,8 @@ as it is now, not as it was).  Delivery is the worker's job (``fhir_server.ehr.w
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -16,11 +18,13 @@ from typing import Any, Literal
 from sqlalchemy.engine import Engine
 
 from fhir_server.errors import FhirError
+from fhir_server.smart.sessions import AppSession, AppSessionStore
 from fhir_server.store import ehr_store
 from fhir_server.store.records import utc_now
 from fhir_server.store.session import WriteSession
 from fhir_server.validation import check_id
 
+log = logging.getLogger("fhir_server.ehr.outbox")
 DeliveryState = Literal["pending", "in the EHR", "failed"]
 STATUSES = (ehr_store.PENDING, ehr_store.DELIVERED, ehr_store.DEAD)
 
@@ -78,6 +82,22 @@ def enqueue(session: WriteSession, ehr_id: int, response_reference: str, token_r
     if token_ref is not None and (not token_ref or len(token_ref) > 255):
         raise OutboxError("the token reference must be 1-255 characters")
     return ehr_store.enqueue(session.conn, ehr_id, response_id, token_ref, session.now)
+
+
+def queue_write_back(sessions: AppSessionStore) -> Callable[[AppSession, WriteSession, dict[str, Any]], None]:
+    """The form's ``after_submission`` hook: a response submitted in an EHR launch is queued for that EHR, in the
+    transaction that stores it, with the launch session as the row's token reference."""
+
+    def after_submission(session: AppSession, write: WriteSession, response: dict[str, Any]) -> None:
+        if session.ehr_id is None:  # not launched from an EHR (a development session): nothing to write back
+            return
+        if not ehr_store.registration_exists(write.conn, session.ehr_id):
+            # Removed since the launch: keep the client's answers here rather than refuse them.
+            log.warning("submission not queued: EHR registration %s no longer exists", session.ehr_id)
+            return
+        enqueue(write, session.ehr_id, f"QuestionnaireResponse/{response['id']}", sessions.token_ref(session))
+
+    return after_submission
 
 
 def delivery_state(engine: Engine, response_id: str) -> DeliveryState | None:

@@ -158,6 +158,15 @@ def interpretations(
     return out
 
 
+def reference_range(rules: ScoringRules, score_id: str, age_band: str, settings: Settings) -> Decimal | None:
+    """The lower bound of the non-clinical range of a score (its cutoff for this client's age band and this
+    site), for Observation.referenceRange; None when the instrument publishes no cutoff for the score."""
+    for rule in rules.interpretations:
+        if rule.score == score_id and rule.kind == "cutoff":
+            return settings.threshold(rule.setting, rule.threshold, age_band)
+    return None
+
+
 def _reliable_change(
     rule: Interpretation, value: Decimal, history: list[Session], threshold: Decimal, age_band: str, settings: Settings
 ) -> list[dict[str, Any]]:

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 from fhir_server import fhirjson
 from fhir_server.canonical import FLAGS_CODESYSTEM, MEASURES_CODESYSTEM
 from fhir_server.scoring import resources as build
-from fhir_server.scoring.flags import RaisedFlag, Session, Settings, evaluate_flags, interpretations
+from fhir_server.scoring.flags import (
+    RaisedFlag,
+    Session,
+    Settings,
+    evaluate_flags,
+    interpretations,
+    reference_range,
+)
 from fhir_server.scoring.rules import ScoringRules
 from fhir_server.scoring.scores import answers_by_link_id, compute_scores, item_scores
 from fhir_server.search.fhirdate import parse_instant
@@ -72,7 +79,10 @@ class ScoringPipeline:
             if scores.get(s.id) is not None
         }
         status = "amended" if response.get("status") == "amended" else "final"
-        observations = build.observations(rules, response, scores, items, interpreted, series, status)
+        cutoffs = {
+            s.id: c for s in rules.scores if (c := reference_range(rules, s.id, band, self.settings)) is not None
+        }
+        observations = build.observations(rules, response, scores, items, interpreted, series, status, cutoffs)
         by_score = {s.id: build.derived_id(response["id"], s.id) for s in rules.scores if s.observation == "own"}
         raised = evaluate_flags(rules, scores, items, history, band, self.settings)
         flags = [build.flag(response, r, by_score.get(r.score_id or "")) for r in raised]

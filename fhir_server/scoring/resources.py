@@ -67,6 +67,7 @@ def observations(
     interpretation_for: dict[str, list[dict[str, Any]]],
     series: str,
     status: str,
+    cutoff_for: dict[str, Decimal] | None = None,
 ) -> list[dict[str, Any]]:
     out = []
     for score in rules.scores:
@@ -92,6 +93,11 @@ def observations(
         observation["valueQuantity"] = quantity(value, score.unit)
         if interpretation_for.get(score.id):
             observation["interpretation"] = interpretation_for[score.id]
+        cutoff = (cutoff_for or {}).get(score.id)
+        if cutoff is not None:  # the published cutoff: scores at or above it are outside the clinical range
+            observation["referenceRange"] = [
+                {"low": quantity(cutoff, score.unit), "text": f"At or above {cutoff}: outside the clinical range"}
+            ]
         observation["derivedFrom"] = [{"reference": f"QuestionnaireResponse/{response['id']}"}]
         observation["component"] = _components(rules, score, scores, items, series)
         out.append(observation)

@@ -7,7 +7,7 @@ UPDATE or a primary key, so two concurrent requests can never both win.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
@@ -29,6 +29,7 @@ from fhir_server.store.tables import (
 )
 
 Row = dict[str, Any]
+CODE_MEMORY = timedelta(hours=1)
 
 
 class AlreadyExists(Exception):
@@ -38,8 +39,10 @@ class AlreadyExists(Exception):
 def _insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
     """INSERT unless the primary key exists; True when the row was inserted."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table).values(**values).on_conflict_do_nothing()
-    return conn.execute(statement).rowcount == 1
+    key = next(iter(table.primary_key.columns))
+    # RETURNING, not rowcount: rowcount is not reliable for this statement across drivers (psycopg gives 0).
+    statement = dialect.insert(table).values(**values).on_conflict_do_nothing().returning(key)
+    return conn.execute(statement).first() is not None
 
 
 def _one(engine: Engine, statement: Any) -> Row | None:
@@ -250,13 +253,9 @@ def load_revocations(engine: Engine, now: datetime) -> tuple[set[str], set[str]]
 def prune_expired(engine: Engine, now: datetime) -> None:
     """Housekeeping: rows that can no longer matter."""
     with engine.begin() as conn:
-        for table in (
-            oauth_codes,
-            oauth_login_sessions,
-            oauth_assertion_jtis,
-            oauth_revoked_tokens,
-            oauth_revoked_grants,
-        ):
+        for table in (oauth_login_sessions, oauth_assertion_jtis, oauth_revoked_tokens, oauth_revoked_grants):
             conn.execute(delete(table).where(table.c.expires_at < now))
+        # Used codes stay a while after they expire, so a late replay is still recognised (and revokes its grant).
+        conn.execute(delete(oauth_codes).where(oauth_codes.c.expires_at < now - CODE_MEMORY))
         conn.execute(delete(oauth_refresh_tokens).where(oauth_refresh_tokens.c.expires_at < now))
         conn.execute(delete(oauth_launches).where(oauth_launches.c.expires_at < now))

@@ -274,6 +274,41 @@ oauth_revoked_grants = Table(
     Column("expires_at", DateTime, nullable=False),
 )
 
+# The SMART app's server-side sessions (backend for frontend): the browser holds only an opaque id in a cookie;
+# tokens, launch context, the draft answers and the submission live here.  Only the id's SHA-256 is stored, so a
+# copy of this table lets nobody resume a session.
+app_sessions = Table(
+    "app_sessions",
+    metadata,
+    Column("session_hash", String(64), primary_key=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    # Random per launch and kept when the id is rotated: the submitted response's identifier derives from it.
+    Column("submission_key", String(64), nullable=False),
+    # The launch in flight (between /app/launch and the callback).
+    Column("launch_state", String(128), nullable=True),
+    Column("code_verifier", String(128), nullable=True),
+    Column("launch_iss", Text, nullable=True),
+    Column("ehr_id", BigInteger, nullable=True),  # the EHR registration (ehr_registrations.id) of the launch
+    # What the EHR's token response gave: kept server-side only, never sent to the browser.
+    Column("access_token", Text, nullable=True),
+    Column("refresh_token", Text, nullable=True),
+    Column("token_expires_at", DateTime, nullable=True),
+    Column("scope", Text, nullable=True),
+    Column("patient", String(64), nullable=True),
+    Column("encounter", String(64), nullable=True),
+    Column("fhir_user", String(200), nullable=True),
+    Column("fhir_context", Text, nullable=True),  # JSON list
+    Column("need_patient_banner", Boolean, nullable=False, default=False),
+    Column("smart_style_url", Text, nullable=True),
+    Column("questionnaire", Text, nullable=True),  # canonical url|version of the measure to show
+    Column("draft", Text, nullable=True),  # JSON {linkId: value}
+    Column("response_id", String(64), nullable=True),  # set in the transaction that stores the response
+    Column("submitted_at", DateTime, nullable=True),
+    Index("ix_app_sessions_expires", "expires_at"),
+)
+
 # -- EHR write-back (issue 7) ---------------------------------------------------------------------------------
 # EHRs this server is launched from and writes results back to.  ``client_secret`` is kept as given: unlike the
 # secrets this server issues (stored as digests), it has to be presented to the EHR.

@@ -1,2 +1,3 @@
-"""Browser- and HTTP-facing glue for the authorization server: routes, the authlib adapter, page security
-headers, templates and static files.  The decisions themselves live in fhir_server/auth (framework-free)."""
+"""Browser- and HTTP-facing glue: the authorization server's routes, the authlib adapter and page security
+headers; the SMART app's rating form; their templates and static files.  The decisions themselves live in
+fhir_server/auth and fhir_server/smart (framework-free)."""

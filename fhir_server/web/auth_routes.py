@@ -87,6 +87,15 @@ async def revoke(request: Request) -> Response:
     return await _oauth(request, lambda server, req: server.create_endpoint_response("revocation", req))
 
 
+@router.api_route("/auth/token", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+@router.api_route("/auth/introspect", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+@router.api_route("/auth/revoke", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+@router.api_route("/auth/launch", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+async def post_only(request: Request) -> Response:
+    """An OAuth JSON error rather than the FHIR API's OperationOutcome (parameters never belong in a URL here)."""
+    return error_response("invalid_request", f"{request.url.path} accepts POST only", 405, {"Allow": "POST"})
+
+
 @router.post("/auth/launch", include_in_schema=False)
 async def launch(request: Request) -> Response:
     """Creates an EHR launch context: {"patient", "encounter", "fhirContext", "user", "need_patient_banner"}."""

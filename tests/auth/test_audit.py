@@ -57,7 +57,7 @@ def test_a_read_is_audited_with_who_what_and_patient(guarded, records):
     token = mint(guarded, "user/*.rs openid fhirUser", fhirUser=THERAPIST, client_id="ehr-app")
     with client_for(guarded, token) as c:
         assert c.get(f"/{target}").status_code == 200
-    events = _eventually(guarded, lambda e: target in _entities(e), patient=a.patient)
+    events = _eventually(guarded, lambda e: target in _entities(e) and e["action"] == "R", patient=a.patient)
     assert events, "the read left an AuditEvent found by patient"
     event = events[0]
     assert event["action"] == "R" and event["outcome"] == "0"

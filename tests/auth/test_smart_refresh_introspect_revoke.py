@@ -220,3 +220,10 @@ def test_token_endpoint_errors_are_oauth_json(server, data, content_type, error)
 def test_oversized_token_request_is_413(server):
     response = httpx.post(f"{server.root}/auth/token", data={"grant_type": "x", "pad": "a" * 70_000})
     assert response.status_code == 413 and response.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("path", ["/auth/token", "/auth/introspect", "/auth/revoke", "/auth/launch"])
+def test_machine_endpoints_accept_post_only(server, path):
+    response = httpx.get(f"{server.root}{path}", params={"grant_type": "client_credentials"})
+    assert response.status_code == 405 and response.json()["error"] == "invalid_request"
+    assert response.headers["allow"] == "POST"

@@ -147,14 +147,17 @@ class EhrProcess(ServerProcess):
         )
         assert done.returncode == 0, done.stderr
 
+    def mint(self, scope: str, root: str) -> str:
+        """An access token the EHR issued (to the tests' client), for requests that reach it at ``root``."""
+        minted = self.admin(
+            "token", "--client-id", self.READER, "--scope", scope, "--lifetime", "3600", "--base-url", root
+        )
+        assert minted.returncode == 0, minted.stderr
+        return minted.stdout.strip()
+
     def client(self) -> httpx.Client:
         if self._token is None:
-            minted = self.admin(
-                "token", "--client-id", self.READER, "--scope", "system/*.cruds", "--lifetime", "3600", "--base-url",
-                self.root,
-            )  # fmt: skip
-            assert minted.returncode == 0, minted.stderr
-            self._token = minted.stdout.strip()
+            self._token = self.mint("system/*.cruds", self.root)
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/fhir+json"}
         return httpx.Client(base_url=self.fhir_base, headers=headers, timeout=30)
 

@@ -24,7 +24,7 @@ def test_a_scored_srs_and_the_flag_it_closes_later_reach_the_ehr_once(mode, ours
     first = submit(local, registration.id, srs(patient, encounter, LOW, "2026-11-02T10:00:00+00:00", f"{uid}-1"))
     assert outbox.delivery_state(local.state.engine, first) in ("pending", "in the EHR")
     wait_for(local, first, "in the EHR")
-    found = in_ehr_once(ehr, local, first, f"{uid}-1")
+    found = in_ehr_once(ehr, local, first)
     flags = sorted(f["code"]["coding"][0]["code"] for k, f in found.items() if k.startswith("Flag/"))
     assert flags == ["srs-below-cutoff", "srs-item-checkin"]
     assert all(f["status"] == "active" for k, f in found.items() if k.startswith("Flag/"))
@@ -32,7 +32,7 @@ def test_a_scored_srs_and_the_flag_it_closes_later_reach_the_ehr_once(mode, ours
     # The next session scores high: scoring closes both Flags here, and the delivery closes them in the EHR.
     second = submit(local, registration.id, srs(patient, encounter, HIGH, "2026-11-09T10:00:00+00:00", f"{uid}-2"))
     wait_for(local, second, "in the EHR")
-    found_second = in_ehr_once(ehr, local, second, f"{uid}-2")
+    found_second = in_ehr_once(ehr, local, second)
     closed = {k: f for k, f in found_second.items() if k.startswith("Flag/")}
     assert set(closed) == {k for k in found if k.startswith("Flag/")}  # the first session's Flags, no new ones
     assert all(f["status"] == "inactive" for f in closed.values())
@@ -109,7 +109,7 @@ def test_the_rate_cap_spaces_requests_to_one_ehr(ours, ehr, local, proxy, backen
     patient, encounter = new_patient(ehr, uid)
     response_id = submit(local, ehr_reg.id, srs(patient, encounter, LOW, "2026-11-02T10:00:00+00:00", uid))
     wait_for(local, response_id, "in the EHR")
-    in_ehr_once(ehr, local, response_id, uid)
+    in_ehr_once(ehr, local, response_id)
     times = [r["t"] for r in proxy.requests()]  # metadata, discovery, token, then the resources
     assert len(times) >= 8
     # Starts are spaced 1/4 s apart; arrival can lag a start by a few milliseconds.

@@ -17,7 +17,7 @@ def _deliver(ehr, local, registration, uid: str) -> str:
     patient, encounter = new_patient(ehr, uid)
     response_id = submit(local, registration.id, srs(patient, encounter, LOW, "2026-11-02T10:00:00+00:00", uid))
     wait_for(local, response_id, "in the EHR")
-    in_ehr_once(ehr, local, response_id, uid)
+    in_ehr_once(ehr, local, response_id)
     return response_id
 
 

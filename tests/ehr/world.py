@@ -113,12 +113,14 @@ def _one(client: Any, resource_type: str, **params: str) -> dict[str, Any]:
     return entries[0]["resource"]
 
 
-def in_ehr_once(ehr: EhrProcess, local: FastAPI, response_id: str, launch: str) -> dict[str, dict[str, Any]]:
+def in_ehr_once(ehr: EhrProcess, local: FastAPI, response_id: str) -> dict[str, dict[str, Any]]:
     """Every resource of the submission is in the EHR exactly once (found by its identifier or write-back tag),
     as it is here now, and refers to the EHR's copies of the others.  Returns them by local ``Type/id``."""
     found: dict[str, dict[str, Any]] = {}
+    submitted = fhirjson.loads_stored(local.state.fhir.repo.read("QuestionnaireResponse", response_id).content)
+    key = submitted["identifier"]
     with ehr.client() as client:
-        response = _one(client, "QuestionnaireResponse", identifier=f"{LAUNCH}|{launch}")
+        response = _one(client, "QuestionnaireResponse", identifier=f"{key['system']}|{key['value']}")
         found[f"QuestionnaireResponse/{response_id}"] = response
         for resource in local_results(local, response_id):
             key = f"{resource['resourceType']}/{resource['id']}"

@@ -1,0 +1,208 @@
+"""Server-rendered SVG charts for the clinician view: readable without JavaScript, announced to screen readers
+(``role="img"`` with a title and a description that states the figures), no external resources.
+
+The trend chart plots SRS and ORS totals (0-40) by session, with the SRS cutoff, the client's age-appropriate ORS
+cutoff, the reliable-change band around the intake ORS and the flagged sessions marked.  Sessions are spaced
+evenly (a chart of conversations, not of calendar time); each point carries its date in its tooltip title.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from html import escape
+
+from fhir_server.scoring.flags import Settings
+from fhir_server.scoring.rules import ScoringRules
+from fhir_server.scoring.summary import MeasureSeries, Point
+
+WIDTH, HEIGHT = 760, 300
+LEFT, RIGHT, TOP, BOTTOM = 48, 150, 16, 44
+SCALE_MAX = Decimal(40)
+# Okabe-Ito colours: distinguishable with the common colour-vision deficiencies; all ≥ 4.5:1 on white
+SRS_COLOUR, ORS_COLOUR, FLAG_COLOUR, INK = "#0060a0", "#8a4b00", "#b00020", "#222222"
+
+
+@dataclass(frozen=True)
+class TrendLines:
+    srs_cutoff: Decimal | None
+    ors_cutoff: Decimal | None
+    reliable_change: Decimal | None  # ± band around the intake ORS
+
+
+def _x(index: int, count: int) -> float:
+    span = WIDTH - LEFT - RIGHT
+    return LEFT + (span / 2 if count == 1 else span * index / (count - 1))
+
+
+def _y(value: Decimal) -> float:
+    clamped = max(Decimal(0), min(SCALE_MAX, value))
+    return TOP + (HEIGHT - TOP - BOTTOM) * float((SCALE_MAX - clamped) / SCALE_MAX)
+
+
+def trend_chart(srs: MeasureSeries | None, ors: MeasureSeries | None, lines: TrendLines) -> str:
+    """The SRS/ORS trend as an SVG document fragment."""
+    dates = sorted({p.date[:10] for series in (srs, ors) if series for p in series.points})
+    position = {d: i for i, d in enumerate(dates)}
+    parts = [
+        f'<svg class="trend" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" role="img" '
+        'aria-labelledby="trend-title trend-desc" xmlns="http://www.w3.org/2000/svg">',
+        '<title id="trend-title">SRS and ORS totals by session (0 to 40)</title>',
+        f'<desc id="trend-desc">{escape(_description(srs, ors, lines))}</desc>',
+        *_grid(),
+    ]
+    if ors and ors.points and lines.reliable_change is not None:
+        intake = ors.points[0].value
+        top, bottom = _y(intake + lines.reliable_change), _y(intake - lines.reliable_change)
+        parts.append(
+            f'<rect class="reliable-band" x="{LEFT}" y="{top:.1f}" width="{WIDTH - LEFT - RIGHT}" '
+            f'height="{bottom - top:.1f}" fill="{ORS_COLOUR}" fill-opacity="0.10">'
+            f"<title>ORS reliable-change band: intake {intake} ± {lines.reliable_change}</title></rect>"
+        )
+    parts += _cutoff(lines.srs_cutoff, f"SRS cutoff {lines.srs_cutoff}", SRS_COLOUR, "srs-cutoff")
+    parts += _cutoff(lines.ors_cutoff, f"ORS cutoff {lines.ors_cutoff}", ORS_COLOUR, "ors-cutoff")
+    for series, colour, name, shape in ((ors, ORS_COLOUR, "ORS", "square"), (srs, SRS_COLOUR, "SRS", "circle")):
+        if series and series.points:
+            parts += _series(series.points, position, len(dates), colour, name, shape)
+    parts += _date_labels(dates)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _grid() -> list[str]:
+    out = []
+    for value in range(0, 41, 10):
+        y = _y(Decimal(value))
+        out.append(
+            f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="#d0d0d0" stroke-width="1"/>'
+            f'<text x="{LEFT - 8}" y="{y + 4:.1f}" text-anchor="end" font-size="12" fill="{INK}">{value}</text>'
+        )
+    return out
+
+
+def _cutoff(value: Decimal | None, label: str, colour: str, css: str) -> list[str]:
+    if value is None:
+        return []
+    y = _y(value)
+    return [
+        f'<g class="{css}"><line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="{colour}" '
+        f'stroke-width="2" stroke-dasharray="6 4"/><text x="{WIDTH - RIGHT + 6}" y="{y + 4:.1f}" font-size="12" '
+        f'fill="{colour}">{escape(label)}</text></g>'
+    ]
+
+
+def _series(points: list[Point], position: dict[str, int], count: int, colour: str, name: str, shape: str) -> list:
+    coords = [(_x(position[p.date[:10]], count), _y(p.value), p) for p in points]
+    path = " ".join(f"{x:.1f},{y:.1f}" for x, y, _ in coords)
+    out = [f'<g class="series series-{name.lower()}">']
+    out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2.5"/>')
+    for x, y, point in coords:
+        label = f"{name} {point.value} on {point.date[:10]}" + (", flagged" if point.flagged else "")
+        if shape == "circle":
+            mark = f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{colour}"/>'
+        else:
+            mark = f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="{colour}"/>'
+        flag = (
+            f'<circle class="flag-marker" cx="{x:.1f}" cy="{y:.1f}" r="10" fill="none" stroke="{FLAG_COLOUR}" '
+            'stroke-width="2.5"/>'
+            if point.flagged
+            else ""
+        )
+        out.append(
+            f'<g class="point" data-date="{escape(point.date[:10])}" data-value="{point.value}" '
+            f'data-flagged="{str(point.flagged).lower()}"><title>{escape(label)}</title>{mark}{flag}</g>'
+        )
+    out.append("</g>")
+    return out
+
+
+def _date_labels(dates: list[str]) -> list[str]:
+    if not dates:
+        return [
+            f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle" font-size="14" fill="{INK}">'
+            "No scored sessions yet</text>"
+        ]
+    step = max(1, len(dates) // 8)  # at most ~8 labels, so they stay legible at 800 px
+    return [
+        f'<text x="{_x(i, len(dates)):.1f}" y="{HEIGHT - BOTTOM + 18}" text-anchor="middle" font-size="11" '
+        f'fill="{INK}">{escape(d[5:])}</text>'
+        for i, d in enumerate(dates)
+        if i % step == 0 or i == len(dates) - 1
+    ]
+
+
+def _description(srs: MeasureSeries | None, ors: MeasureSeries | None, lines: TrendLines) -> str:
+    sentences = []
+    for name, series, cutoff in (("SRS", srs, lines.srs_cutoff), ("ORS", ors, lines.ors_cutoff)):
+        if not series or not series.points:
+            sentences.append(f"No {name} sessions.")
+            continue
+        latest = series.points[-1]
+        flagged = sum(1 for p in series.points if p.flagged)
+        text = f"{name}: {len(series.points)} sessions, latest {latest.value} on {latest.date[:10]}, {series.trend}"
+        if cutoff is not None:
+            text += f"; cutoff {cutoff}"
+        if flagged:
+            text += f"; {flagged} flagged"
+        sentences.append(text + ".")
+    return " ".join(sentences)
+
+
+def profile_chart(subscores: dict[str, list[tuple[str, Decimal]]], labels: dict[str, str]) -> str:
+    """WAI-SR Bond / Goal / Task means (1-5) over administrations, as grouped bars."""
+    codes = [c for c in ("wai-sr-bond-mean", "wai-sr-goal-mean", "wai-sr-task-mean") if c in subscores]
+    dates = sorted({d[:10] for c in codes for d, _ in subscores[c]})
+    if not codes or not dates:
+        return ""
+    height, bar, gap = 200, 14, 28
+    width = LEFT + len(dates) * (len(codes) * bar + gap) + 20
+    colours = dict(zip(codes, ("#0060a0", "#8a4b00", "#4b5d00"), strict=False))
+    described = "; ".join(f"{labels.get(c, c)} latest {subscores[c][-1][1]}" for c in codes)
+    out = [
+        f'<svg class="profile" viewBox="0 0 {width} {height + 40}" width="100%" role="img" '
+        'aria-labelledby="profile-title profile-desc" xmlns="http://www.w3.org/2000/svg">',
+        '<title id="profile-title">WAI-SR Bond, Goal and Task means (1 to 5) by administration</title>',
+        f'<desc id="profile-desc">{escape(described)}</desc>',
+    ]
+    for d_index, day in enumerate(dates):
+        for c_index, code in enumerate(codes):
+            value = dict((d[:10], v) for d, v in subscores[code]).get(day)
+            if value is None:
+                continue
+            h = float(value) / 5 * height
+            x = LEFT + d_index * (len(codes) * bar + gap) + c_index * bar
+            out.append(
+                f'<rect x="{x}" y="{height - h + 10:.1f}" width="{bar - 2}" height="{h:.1f}" fill="{colours[code]}">'
+                f"<title>{escape(labels.get(code, code))} {value} on {day}</title></rect>"
+            )
+        x_label = LEFT + d_index * (len(codes) * bar + gap) + len(codes) * bar / 2
+        out.append(f'<text x="{x_label:.1f}" y="{height + 28}" text-anchor="middle" font-size="11">{day[5:]}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def instrument_of(measure_code: str) -> str:
+    """``srs-total`` → ``srs``: the instrument folder (and Questionnaire id) a total score belongs to."""
+    return measure_code.removesuffix("-total")
+
+
+def total_cutoff(rules: ScoringRules | None, settings: Settings, band: str) -> Decimal | None:
+    """The instrument's clinical cutoff for the total, as scoring applies it (site overrides, age band)."""
+    if rules is None:
+        return None
+    for interpretation in rules.interpretations:
+        if interpretation.kind == "cutoff" and interpretation.score == "total":
+            return settings.threshold(interpretation.setting, interpretation.threshold, band)
+    for flag in rules.flags:
+        if flag.kind == "threshold" and "total" in flag.scores and not flag.onlyAtIntake and flag.comparator[0] == "<":
+            return settings.threshold(flag.setting, flag.threshold, band)
+    return None
+
+
+def reliable_change(rules: ScoringRules | None, settings: Settings, band: str) -> Decimal | None:
+    if rules is None:
+        return None
+    for interpretation in rules.interpretations:
+        if interpretation.kind == "reliable-change" and interpretation.score == "total":
+            return settings.threshold(interpretation.setting, interpretation.threshold, band)
+    return None

@@ -1,0 +1,148 @@
+"""The form's work behind the HTTP handlers: which Questionnaire a session shows, drafts, and the submission that
+turns answers into a QuestionnaireResponse — validated, stored and scored in one transaction, together with the
+session's "submitted" mark and whatever ``after_submission`` adds (the EHR write-back outbox row).
+
+The session is the authority: the response is created through the unguarded interactions, with subject and
+encounter from the launch context, never from the browser.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_server import fhirjson
+from fhir_server.api.interactions import Interactions
+from fhir_server.canonical import BASE
+from fhir_server.errors import FhirError
+from fhir_server.smart.form_model import (
+    Form,
+    build_form,
+    enabled_answers,
+    missing_required,
+    read_answers,
+    read_draft,
+    response_items,
+)
+from fhir_server.smart.sessions import AppSession, AppSessionStore
+from fhir_server.store.records import instant, utc_now
+from fhir_server.store.repository import WriteSession
+
+SUBMISSION_SYSTEM = f"{BASE}/app-submission"
+# The project's convention for "who is filling it in" (ORS, CORS; the scoring's respondent series reads the same).
+RESPONDENT, RELATIONSHIP = "respondent", "respondent-relationship"
+
+# app.state.after_submission(session, write, response): runs inside the transaction that stored the response (and
+# only when this call stored it, not for a replay).  It must write only through ``write`` (its rows commit or roll
+# back with the response) and may run again if the database retries the transaction after a conflict.
+AfterSubmission = Callable[[AppSession, WriteSession, dict[str, Any]], None]
+
+
+class MeasureUnavailable(Exception):
+    """The session names no measure, or one this server does not know."""
+
+
+@dataclass
+class Submitted:
+    response_id: str | None = None
+    errors: dict[str, str] = field(default_factory=dict)  # linkId → message; the form is shown again
+    answers: dict[str, Any] = field(default_factory=dict)
+
+
+def submission_identifier(session: AppSession, canonical: str) -> dict[str, str]:
+    """Unique per launch and measure, and the same for every retry of it: the server's identifier replay
+    protection (a unique conditional key) then answers a double tap with the response already stored."""
+    digest = hashlib.sha256(f"{session.submission_key}|{canonical}".encode()).hexdigest()[:40]
+    return {"system": SUBMISSION_SYSTEM, "value": digest}
+
+
+def _respondent(form: Form, answers: Mapping[str, Any], patient: str) -> dict[str, Any]:
+    """QuestionnaireResponse.source: the client, or the other person by the relationship they gave (no
+    RelatedPerson resource is created for a one-line answer; the relationship is also an item answer)."""
+    items = form.by_link_id()
+    if RESPONDENT in items and answers.get(RESPONDENT) == "other":
+        relationship = str(answers.get(RELATIONSHIP) or "").strip()
+        return {"type": "RelatedPerson", "display": relationship or "Another person"}
+    return {"reference": f"Patient/{patient}"}
+
+
+def build_response(form: Form, session: AppSession, answers: Mapping[str, Any]) -> dict[str, Any]:
+    if not session.patient:
+        raise MeasureUnavailable("the session has no patient")
+    who = _respondent(form, answers, session.patient)
+    response: dict[str, Any] = {
+        "resourceType": "QuestionnaireResponse",
+        "identifier": submission_identifier(session, form.canonical),
+        "questionnaire": form.canonical,
+        "status": "completed",
+        "subject": {"reference": f"Patient/{session.patient}"},
+    }
+    if session.encounter:
+        response["encounter"] = {"reference": f"Encounter/{session.encounter}"}
+    response.update({"authored": instant(utc_now()), "author": who, "source": who})
+    response["item"] = response_items(form, answers)
+    return response
+
+
+class FormService:
+    def __init__(self, fhir: Interactions, sessions: AppSessionStore) -> None:
+        self.fhir = fhir
+        self.sessions = sessions
+        self._forms: dict[str, Form] = {}  # canonical → form; a published url|version never changes
+
+    def resolve_measure(self, measure: str) -> str:
+        """``srs`` (a library folder), a url or ``url|version`` → the canonical the form shows (a url alone
+        means the library's preferred version: a loaded content pack's licensed wording, else the shipped one)."""
+        library = self.fhir.library
+        url, _, version = measure.partition("|")
+        instrument = next((i for i in library.instruments if i.id == url), None)
+        url = instrument.url if instrument else url
+        version = version or library.preferred_version(url) or ""
+        if not version:
+            raise MeasureUnavailable(f"no measure {measure[:100]!r} is known here")
+        return f"{url}|{version}"
+
+    def form_for(self, session: AppSession) -> Form:
+        canonical = session.questionnaire
+        if not canonical:
+            raise MeasureUnavailable("no measure has been chosen for this session")
+        if canonical not in self._forms:
+            url, _, version = canonical.partition("|")
+            questionnaire = self.fhir.library.questionnaire(url, version)
+            if questionnaire is None:
+                try:
+                    questionnaire = self.fhir.resolve_questionnaire(None, canonical)
+                except FhirError:
+                    raise MeasureUnavailable(f"the measure {canonical[:200]} is not known here") from None
+            self._forms[canonical] = build_form(questionnaire)
+        return self._forms[canonical]
+
+    def save_draft(self, session: AppSession, draft: Any) -> bool:
+        """ValueError for a draft the form cannot take; False when the session was submitted meanwhile."""
+        if not isinstance(draft, dict):
+            raise ValueError("the draft must be an object of answers by linkId")
+        return self.sessions.save_draft(session, read_draft(self.form_for(session), draft))
+
+    def submit(
+        self, session: AppSession, fields: Mapping[str, Any], after_submission: AfterSubmission | None
+    ) -> Submitted:
+        if session.submitted:  # a replayed POST after success: the same answer, nothing written
+            return Submitted(response_id=session.response_id)
+        form = self.form_for(session)
+        answers, errors = read_answers(form, fields)
+        answers = enabled_answers(form, answers)
+        errors = {**missing_required(form, answers), **errors}
+        if errors:
+            return Submitted(errors=errors, answers=answers)
+        response = build_response(form, session, answers)
+
+        def work(write: WriteSession) -> str:
+            result = self.fhir.create(write, "QuestionnaireResponse", response)
+            self.sessions.mark_submitted(session, result.stored.id, write.conn)
+            if not result.existing and after_submission is not None:
+                after_submission(session, write, fhirjson.loads_stored(result.stored.content or "{}"))
+            return result.stored.id
+
+        return Submitted(response_id=self.fhir.repo.write(work))
