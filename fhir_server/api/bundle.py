@@ -120,9 +120,11 @@ class BundleProcessor:
 
     def _identify_conditional_updates(self, session: WriteSession, entries: list[Entry], ids: dict[str, str]) -> None:
         """A conditional update's fullUrl means the resource its criteria match, or the one it will create: decided
-        now, so entries processed before it (every POST) can refer to it."""
+        now, so entries processed before it (every POST) can refer to it.  Only for fullUrls something refers to:
+        other Bundles are processed exactly as before."""
+        referenced = _reference_strings([e.resource for e in entries])
         for entry in entries:
-            if entry.method != "PUT" or len(entry.path) != 1 or not entry.query or entry.full_url is None:
+            if entry.method != "PUT" or len(entry.path) != 1 or not entry.query or entry.full_url not in referenced:
                 continue
             if not isinstance(entry.resource, dict):
                 continue
@@ -132,7 +134,8 @@ class BundleProcessor:
                 raise _at_entry(entry, err) from None
             body_id = entry.resource.get("id")
             if match is not None and body_id is not None and body_id != match.id:
-                continue  # the update itself refuses this, naming the entry
+                refused = FhirError(400, "invalid", f"The body's id '{body_id}' is not the id of the matching resource")
+                raise _at_entry(entry, refused)
             target = match.id if match is not None else body_id or new_id()
             entry.resource = {**entry.resource, "id": target}
             ids[entry.full_url] = f"{entry.path[0]}/{target}"
@@ -379,6 +382,15 @@ def _patch_operations(resource: Any) -> Any:
         except ValueError:
             raise FhirError(400, "structure", "The Binary's data is not base64") from None
     raise FhirError(400, "not-supported", "PATCH entries must carry a Binary with a JSON Patch document")
+
+
+def _reference_strings(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["reference"]} if isinstance(node.get("reference"), str) else set()
+        return found.union(*(_reference_strings(v) for k, v in node.items() if k != "div"))
+    if isinstance(node, list):
+        return set().union(*(_reference_strings(v) for v in node))
+    return set()
 
 
 def _has_conditional_refs(node: Any) -> bool:

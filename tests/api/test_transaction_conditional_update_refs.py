@@ -53,7 +53,11 @@ def test_a_conditional_update_whose_body_names_another_resource_is_refused_namin
     subject = made.json()["entry"][0]["response"]["location"].split("/_history")[0]
     transaction(client, entry("POST", "Flag", _flag(uid, subject, "active")))
     wrong = {**_flag(uid, subject, "inactive"), "id": "not-the-match"}
+    full_url = f"urn:uuid:{uuid.uuid4()}"
     answer = transaction(
-        client, entry("PUT", f"Flag?identifier=urn:test|{uid}", wrong, full_url=f"urn:uuid:{uuid.uuid4()}")
+        client,
+        entry("POST", "Observation", observation(uid, subject, focus=[{"reference": full_url}])),
+        entry("PUT", f"Flag?identifier=urn:test|{uid}", wrong, full_url=full_url),
     )
-    assert answer.status_code == 400 and "Bundle.entry[0]" in answer.text
+    assert answer.status_code == 400 and "Bundle.entry[1]" in answer.text and "not-the-match" in answer.text
+    assert client.get("/Observation", params={"identifier": f"urn:test|{uid}"}).json().get("entry", []) == []
