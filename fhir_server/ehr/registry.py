@@ -21,7 +21,11 @@ from fhir_server.store.records import utc_now
 
 AUTH_METHODS = ("none", "client_secret_basic", "private_key_jwt")
 DEFAULT_RESOURCE_TYPES = ("QuestionnaireResponse", "Observation", "Flag", "Provenance")
-DEFAULT_SCOPE = "launch openid fhirUser patient/QuestionnaireResponse.cru patient/Observation.cru patient/Flag.cru"
+# What a launch asks for unless told otherwise: the context, the patient for the banner, and writing the results.
+DEFAULT_SCOPE = " ".join(
+    ["launch", "openid", "fhirUser", "patient/Patient.r"]
+    + [f"patient/{t}.cru" for t in ("QuestionnaireResponse", "Observation", "Flag", "Provenance")]
+)
 
 
 class RegistrationError(ValueError):

@@ -77,42 +77,44 @@ class ProxyHandler(BaseHTTPRequestHandler):
         entry: dict[str, Any] = {"t": arrived, "method": self.command, "path": self.path}
         action = rule["action"] if rule else "forward"
         entry["action"] = action
+        # Every entry is logged before anything goes back to the client, so the log is in causal order.
         if action == "status":
             self._answer_status(rule or {}, entry)
         elif action == "hang":
             self.state.record(entry)
             time.sleep(float((rule or {}).get("seconds", 5)))
             self.close_connection = True
-            return
         else:
             upstream = self._forward(body)
             entry["status"] = upstream.status_code
+            self.state.record(entry)
             if action == "drop":  # the EHR has done the work; the answer is lost on the way back
-                self.state.record(entry)
                 self.close_connection = True
                 return
             self._relay(upstream)
-        self.state.record(entry)
 
     def _answer_status(self, rule: dict[str, Any], entry: dict[str, Any]) -> None:
         status = int(rule.get("status", 503))
-        self.send_response(status)
-        sent = time.time()
+        entry["status"] = status
+        headers = {"Content-Type": "application/fhir+json"}
+        sent = time.time()  # before the answer leaves: the client cannot act on it any earlier
         if "retry_after" in rule:
-            self.send_header("Retry-After", str(int(rule["retry_after"])))
+            headers["Retry-After"] = str(int(rule["retry_after"]))
             entry["not_before"] = sent + int(rule["retry_after"])
         elif "retry_after_date" in rule:
             when = int(sent + float(rule["retry_after_date"])) + 1  # whole seconds, never earlier than asked
-            self.send_header("Retry-After", formatdate(when, usegmt=True))
+            headers["Retry-After"] = formatdate(when, usegmt=True)
             entry["not_before"] = float(when)
+        self.state.record(entry)
         code = "transient" if status >= 500 else "throttled" if status == 429 else "invalid"
         outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code}]}
         data = json.dumps(outcome).encode()
-        self.send_header("Content-Type", "application/fhir+json")
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-        entry["status"] = status
 
     def _forward(self, body: bytes) -> httpx.Response:
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP | {"accept-encoding"}}

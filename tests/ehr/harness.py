@@ -195,7 +195,8 @@ class FaultProxy:
         httpx.post(f"{self.control}/down", json={"seconds": seconds}, timeout=10).raise_for_status()
 
     def requests(self) -> list[dict[str, Any]]:
-        return httpx.get(f"{self.control}/log", timeout=10).json()["requests"]
+        """Everything the proxy saw, in order of arrival."""
+        return sorted(httpx.get(f"{self.control}/log", timeout=10).json()["requests"], key=lambda r: r["t"])
 
     def stop(self) -> None:
         self.process.terminate()
