@@ -34,6 +34,7 @@ from fhir_server.store.errors import DATABASE_ERRORS
 from fhir_server.store.repository import Repository
 from fhir_server.web.form_routes import install_form
 from fhir_server.web.install import install_authorization_server
+from fhir_server.web.launch_routes import install_launch
 
 log = logging.getLogger("fhir_server")
 
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # it with the launch's token while that session lives, else with a Backend Services token.
     app.state.after_submission = queue_write_back(app.state.app_sessions)
     app.state.outbox_worker = OutboxWorker(repository, app.state.keys, settings, app.state.app_sessions)
+    install_launch(app, settings)  # /app/launch, /app/callback (and /sandbox when switched on)
     # Order matters: /metadata, /_history and /{type}/_search must win over /{type}/{id}.
     app.include_router(system.router, prefix="/fhir")
     app.include_router(operations.router, prefix="/fhir")

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # POST /app/dev-session creates a form session for any patient without an EHR launch: development and tests
     # only.  Off, the route does not exist.
     app_dev_sessions: bool = False
+    # The sandbox EHR page (/sandbox) with demo clients and a demo sign-in; `make serve` turns it on.  Never on a
+    # server with real patients.
+    sandbox: bool = False
 
     # -- EHR write-back outbox (fhir_server/ehr) ---------------------------------------------------------------
     # The delivery worker runs in the server process; off for processes that must never send anything.

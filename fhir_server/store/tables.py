@@ -303,6 +303,7 @@ app_sessions = Table(
     Column("need_patient_banner", Boolean, nullable=False, default=False),
     Column("smart_style_url", Text, nullable=True),
     Column("questionnaire", Text, nullable=True),  # canonical url|version of the measure to show
+    Column("app_view", String(16), nullable=True),  # what the launch opens: form | clinician
     Column("draft", Text, nullable=True),  # JSON {linkId: value}
     Column("response_id", String(64), nullable=True),  # set in the transaction that stores the response
     Column("submitted_at", DateTime, nullable=True),
