@@ -22,9 +22,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import fresh_postgres, progress, start_server, table  # noqa: E402
-from fhir_server.smart.sessions import COOKIE_NAME, AppSessionStore  # noqa: E402
-from fhir_server.store.engine import build_engine  # noqa: E402
+from sqlalchemy.engine import Engine
+
+from bench.common import fresh_postgres, progress, start_server, table
+from fhir_server.config import Settings
+from fhir_server.smart.sessions import COOKIE_NAME, AppSessionStore
+from fhir_server.store.engine import build_engine
 
 SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.0"
 ORS = "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.0"
@@ -32,8 +35,11 @@ ORS = "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.0"
 
 def response(patient: str, canonical: str, day: date, mark: int) -> dict:
     ors = canonical == ORS
-    names = ("individually", "interpersonally", "socially", "overall") if ors else (
-        "relationship", "goals", "approach", "overall")  # fmt: skip
+    names = (
+        ("individually", "interpersonally", "socially", "overall")
+        if ors
+        else ("relationship", "goals", "approach", "overall")
+    )
     items = [{"linkId": n, "answer": [{"valueInteger": mark}]} for n in names]
     if ors:
         code = {"system": "http://fit-fhir.org/fhir/CodeSystem/fit-respondent", "code": "self"}
@@ -65,14 +71,18 @@ def main() -> int:
         with start_server(url, 1) as server, httpx.Client(base_url=server.root, timeout=60) as client:
             patient = "bench-client"
             headers = {"Content-Type": "application/fhir+json"}
-            client.put(f"/fhir/Patient/{patient}", json={"resourceType": "Patient", "id": patient,
-                                                         "birthDate": "1980-01-01"}, headers=headers)  # fmt: skip
+            client.put(
+                f"/fhir/Patient/{patient}",
+                json={"resourceType": "Patient", "id": patient, "birthDate": "1980-01-01"},
+                headers=headers,
+            )
             first = date(2024, 1, 1)
             for n in range(args.sessions):
                 day = first + timedelta(days=7 * n)
                 for canonical, mark in ((ORS, 40 + n % 40), (SRS, 80 + (n * 7) % 20)):
-                    answer = client.post("/fhir/QuestionnaireResponse", json=response(patient, canonical, day, mark),
-                                         headers=headers)  # fmt: skip
+                    answer = client.post(
+                        "/fhir/QuestionnaireResponse", json=response(patient, canonical, day, mark), headers=headers
+                    )
                     answer.raise_for_status()
                 progress("sessions", n + 1, args.sessions)
             engine = build_engine_for(url)
@@ -96,15 +106,24 @@ def main() -> int:
     print(
         table(
             ["sessions", "chart points", "page loads", "p50 ms", "p95 ms", "max ms", "target"],
-            [(args.sessions, points, args.requests, f"{statistics.median(timings):.0f}", f"{p95:.0f}",
-              f"{timings[-1]:.0f}", "< 1000 ms")],  # fmt: skip
+            [
+                (
+                    args.sessions,
+                    points,
+                    args.requests,
+                    f"{statistics.median(timings):.0f}",
+                    f"{p95:.0f}",
+                    f"{timings[-1]:.0f}",
+                    "< 1000 ms",
+                )
+            ],
         )
     )
     return 0
 
 
-def build_engine_for(url: str):  # noqa: ANN201 - the store's engine for the bench database
-    from fhir_server.config import Settings
+def build_engine_for(url: str) -> Engine:
+    """The store's engine for the bench database (to open the app session a launch would leave)."""
 
     return build_engine(Settings(database_url=url, _env_file=None))
 
