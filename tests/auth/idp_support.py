@@ -29,9 +29,9 @@ IDP_SCOPE = "openid fhirUser profile"
 HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "content-encoding"}
 
 
-def cli(database_url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """``fhir-server …`` as an operator runs it against a server's database."""
-    env = {**os.environ, "FHIR_SERVER_DATABASE_URL": database_url}
+def cli(database_url: str, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    """``fhir-server …`` as an operator runs it against a server's database (``env``: more settings)."""
+    env = {**os.environ, "FHIR_SERVER_DATABASE_URL": database_url, **env}
     return subprocess.run(
         [sys.executable, "-m", "fhir_server", *args], env=env, input=stdin, capture_output=True, text=True, timeout=60
     )
