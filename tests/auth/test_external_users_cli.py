@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from fhir_server.store import oauth_store
-from tests.auth.idp_support import cli
+from tests.auth.external_idp.support import cli
 from tests.auth.smart_support import PASSWORD, Browser, smart_server, unique
 from tests.support.server import RunningServer
 
