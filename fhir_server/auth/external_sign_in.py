@@ -104,7 +104,8 @@ class ExternalSignIn:
         value = claim_value(claims, config.user_claim)
         row = oauth_store.get_user_by_external(self.flow.server.engine, config.issuer, value) if value else None
         if row is None:
-            self.flow.record_sign_in_failure(address, f"{self.name}: identity not registered here")
+            detail = f"{config.user_claim}={value}" if value else f"no usable {config.user_claim}"
+            self.flow.record_sign_in_failure(address, f"{self.name}: identity not registered here ({detail})")
             named = f" as {value}" if value else ""
             message = (
                 f"You are signed in at {self.name}{named}, but that identity is not registered on this server. "
