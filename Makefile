@@ -51,4 +51,4 @@ bench-search: $(BIN)/.installed
 	$(BIN)/python bench/search.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(WEB_TESTS)/node_modules fhir-server.db fhir-server.db-wal fhir-server.db-shm .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(WEB_TESTS)/node_modules fhir-server.db fhir-server.db-wal fhir-server.db-shm fhir-server.db-writer .pytest_cache .ruff_cache

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.engine.url import make_url
 
 from fhir_server.config import Settings
+from fhir_server.store.sqlite_writer import AUTOCHECKPOINT_PAGES
 
 
 def normalise_url(url: str) -> str:
@@ -74,7 +75,11 @@ def _sqlite_engine(url: Any, settings: Settings) -> Engine:
         # WAL is a property of the file: set it once, so opening a connection never needs a write lock.
         if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             cursor.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: commits are not fsynced (checkpoints are), so a commit survives an application or
+        # server crash, and a power loss can undo only the transactions since the last checkpoint.
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoints run out of the writers' queue (sqlite_writer.py); SQLite's own only as a backstop.
+        cursor.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -32,6 +31,7 @@ from fhir_server.store.session import (
     stored_from_row,
     with_meta,
 )
+from fhir_server.store.sqlite_writer import SqliteWriter
 from fhir_server.store.tables import resource_versions, resources
 
 __all__ = ["Indexer", "Repository", "RetryTransaction", "WriteSession", "with_meta"]
@@ -48,7 +48,8 @@ class Repository:
         self.write_retries = write_retries
         self.read_engine = read_engine or engine
         self._read_sql = READ_BY_ID_SQL[engine.dialect.name]
-        self._writer_lock: Any = threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        self._sqlite = SqliteWriter(engine.url.database) if engine.dialect.name == "sqlite" else None
+        self._writer_lock: Any = self._sqlite or contextlib.nullcontext()
 
     @property
     def dialect(self) -> str:
@@ -66,7 +67,9 @@ class Repository:
                     session = WriteSession(lambda stack=stack: self._begin(stack), self.indexer)
                     result = work(session)
                     session.flush()
-                    return result
+                if self._sqlite is not None:
+                    self._sqlite.after_write()  # committed, out of the writers' queue
+                return result
             except (IntegrityError, RetryTransaction) as exc:
                 if attempt == self.write_retries:
                     log.warning("write conflict persisted after %d retries", attempt)
@@ -80,8 +83,7 @@ class Repository:
     def _begin(self, stack: contextlib.ExitStack) -> Connection:
         """Open the write connection inside ``stack``, which ends it in reverse order: commit (or roll back),
         return the connection, leave the writers' queue."""
-        # SQLite has one writer at a time: threads of this process queue here, in order, instead of polling the
-        # file lock (whose back-off sleeps leave it idle and can starve a waiter past the busy timeout).
+        # SQLite has one writer at a time: writers queue here (sqlite_writer.py) instead of polling the file lock.
         # PostgreSQL writers run concurrently; its row locks and unique keys decide.
         stack.enter_context(self._writer_lock)
         conn = stack.enter_context(self.engine.connect().execution_options(fhir_write=True))
