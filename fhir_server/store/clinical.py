@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, bindparam, literal, select, union_all
+from sqlalchemy import String, and_, any_, bindparam, literal, select, union_all
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
+from fhir_server.store.fixed import Fixed
 from fhir_server.store.records import Stored
 from fhir_server.store.tables import idx_date, idx_reference, idx_token, resources
 
@@ -119,12 +120,13 @@ _HISTORY = (
 )
 
 
-def _rows(conn: Connection, statement, params) -> list[Stored]:  # type: ignore[no-untyped-def]
+def _rows(rows) -> list[Stored]:  # type: ignore[no-untyped-def]
     seen, out = set(), []
-    for row in conn.execute(statement, params):
-        if row.id not in seen:
-            seen.add(row.id)
-            out.append(Stored(row.resource_type, row.id, row.version_id, row.last_updated, row.deleted, row.content))
+    for row in rows:
+        stored = Stored(*row)
+        if stored.id not in seen:
+            seen.add(stored.id)
+            out.append(stored)
     return out
 
 
@@ -145,11 +147,15 @@ _BY_TOKEN = (
 )
 
 
+_PG_BY_TOKEN = Fixed(_BY_TOKEN)
+
+
 def find_by_token(conn: Connection, resource_type: str, param: str, system: str, code: str, limit: int) -> list[Stored]:
     """Current resources whose token parameter has system|code (conditional create by identifier)."""
-    return _rows(
-        conn, _BY_TOKEN, {"rtype": resource_type, "param": param, "system": system, "code": code, "limit": limit}
-    )
+    params = {"rtype": resource_type, "param": param, "system": system, "code": code, "limit": limit}
+    if conn.dialect.name == "postgresql":
+        return _rows(_PG_BY_TOKEN.fetch(conn, params))
+    return _rows(conn.execute(_BY_TOKEN, params))
 
 
 # -- everything the scoring pipeline reads, in one statement ------------------------------------------------
@@ -158,21 +164,24 @@ _PATIENT = select(*_COLUMNS).where(
 )
 _FLAG_SUBJECT = _subjects_rows("Flag")
 _flag_code = idx_token.alias("flag_code")
-_ACTIVE_FLAGS = (
-    select(*_COLUMNS)
-    .join(_FLAG_SUBJECT, _FLAG_SUBJECT.c.rid == resources.c.id)
-    .join(_status, and_(_about(_status, "Flag"), _p(_status.c.param) == "status", _p(_status.c.code) == "active"))
-    .join(
-        _flag_code,
-        and_(
-            _about(_flag_code, "Flag"),
-            _p(_flag_code.c.param) == "code",
-            _p(_flag_code.c.system) == bindparam("flag_system"),
-            _p(_flag_code.c.code).in_(bindparam("codes", expanding=True)),
-        ),
+
+
+def _active_flags(code_term):  # type: ignore[no-untyped-def]
+    return (
+        select(*_COLUMNS)
+        .join(_FLAG_SUBJECT, _FLAG_SUBJECT.c.rid == resources.c.id)
+        .join(_status, and_(_about(_status, "Flag"), _p(_status.c.param) == "status", _p(_status.c.code) == "active"))
+        .join(
+            _flag_code,
+            and_(
+                _about(_flag_code, "Flag"),
+                _p(_flag_code.c.param) == "code",
+                _p(_flag_code.c.system) == bindparam("flag_system"),
+                code_term,
+            ),
+        )
+        .where(resources.c.resource_type == "Flag", resources.c.deleted.is_(False))
     )
-    .where(resources.c.resource_type == "Flag", resources.c.deleted.is_(False))
-)
 
 
 def _tagged(kind: str, statement, order=None):  # type: ignore[no-untyped-def]
@@ -183,9 +192,17 @@ def _tagged(kind: str, statement, order=None):  # type: ignore[no-untyped-def]
     return select(inner.c.kind, inner.c.sort_key, *(inner.c[c.name] for c in _COLUMNS))
 
 
-_ARMS = (_tagged("history", _HISTORY, _when.c.low), _tagged("flag", _ACTIVE_FLAGS))
+_ARMS = (
+    _tagged("history", _HISTORY, _when.c.low),
+    _tagged("flag", _active_flags(_p(_flag_code.c.code).in_(bindparam("codes", expanding=True)))),
+)
 _CONTEXT = union_all(*_ARMS)
 _CONTEXT_WITH_PATIENT = union_all(*_ARMS, _tagged("patient", _PATIENT))
+# PostgreSQL: the same, run on the driver (fixed.py); the codes as one array parameter, so the text does not vary
+# with their number.
+_PG_ARMS = (_ARMS[0], _tagged("flag", _active_flags(_p(_flag_code.c.code) == any_(bindparam("codes")))))
+_PG_CONTEXT = Fixed(union_all(*_PG_ARMS))
+_PG_CONTEXT_WITH_PATIENT = Fixed(union_all(*_PG_ARMS, _tagged("patient", _PATIENT)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,10 +234,14 @@ def scoring_context(
         "codes": codes or [""],
         "patient_id": patient_id,
     }
+    if conn.dialect.name == "postgresql":
+        rows: Any = (_PG_CONTEXT if patient_id is None else _PG_CONTEXT_WITH_PATIENT).fetch(conn, params)
+    else:
+        rows = conn.execute(_CONTEXT if patient_id is None else _CONTEXT_WITH_PATIENT, params)
     found: dict[str, dict[str, tuple]] = {"history": {}, "flag": {}, "patient": {}}
-    for row in conn.execute(_CONTEXT if patient_id is None else _CONTEXT_WITH_PATIENT, params):
-        stored = Stored(row.resource_type, row.id, row.version_id, row.last_updated, row.deleted, row.content)
-        found[row.kind].setdefault(row.id, (row.sort_key, stored))  # joins can repeat a resource
+    for kind, sort_key, *columns in rows:
+        stored = Stored(*columns)
+        found[kind].setdefault(stored.id, (sort_key, stored))  # joins can repeat a resource
     history = sorted(found["history"].values(), key=lambda pair: pair[0], reverse=True)
     return ScoringContext(
         [stored for _, stored in history],
