@@ -26,7 +26,7 @@ $(WEB_TESTS)/node_modules/.installed: $(WEB_TESTS)/package-lock.json
 	else echo "npm not found: the accessibility tests will skip (apt-get install npm; CI installs it)"; fi
 
 serve: $(BIN)/.installed
-	HOST=$(HOST) PORT=$(PORT) $(BIN)/fhir-server serve
+	HOST=$(HOST) PORT=$(PORT) FHIR_SERVER_SANDBOX=$${FHIR_SERVER_SANDBOX:-true} $(BIN)/fhir-server serve
 
 test: $(BIN)/.installed $(WEB_TESTS)/node_modules/.installed
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)

@@ -21,6 +21,8 @@ from fhir_server.auth.revocation import RevocationList
 from fhir_server.cds_hooks.routes import router as cds_router
 from fhir_server.cds_hooks.security import CdsClientVerifier
 from fhir_server.config import Settings
+from fhir_server.ehr.outbox import queue_write_back
+from fhir_server.ehr.worker import OutboxWorker
 from fhir_server.errors import install_error_handlers
 from fhir_server.library import discover
 from fhir_server.library.sync import sync_resources
@@ -32,6 +34,7 @@ from fhir_server.store.errors import DATABASE_ERRORS
 from fhir_server.store.repository import Repository
 from fhir_server.web.form_routes import install_form
 from fhir_server.web.install import install_authorization_server
+from fhir_server.web.launch_routes import install_launch
 
 log = logging.getLogger("fhir_server")
 
@@ -61,7 +64,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.load_library:
             summary = await run_in_threadpool(sync_resources, fhir, library.resources())
             log.info("library: %d stored, %d already current", summary.created, summary.unchanged)
+        if settings.outbox_worker:
+            app.state.outbox_worker.start()  # resumes the deliveries left pending by the last run
         yield
+        app.state.outbox_worker.stop()
         audit.close()  # stores the audit records still queued
         repository.read_engine.dispose()
         engine.dispose()
@@ -92,6 +98,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The authorization server (/auth, /.well-known) first: /fhir/.well-known/... must not read as a resource type.
     install_authorization_server(app, settings, fhir)
     install_form(app, settings)  # the SMART app's rating form under /app
+    # EHR write-back: a submission from an EHR launch queues its delivery in its own transaction; the worker sends
+    # it with the launch's token while that session lives, else with a Backend Services token.
+    app.state.after_submission = queue_write_back(app.state.app_sessions)
+    app.state.outbox_worker = OutboxWorker(repository, app.state.keys, settings, app.state.app_sessions)
+    install_launch(app, settings)  # /app/launch, /app/callback (and /sandbox when switched on)
     # Order matters: /metadata, /_history and /{type}/_search must win over /{type}/{id}.
     app.include_router(system.router, prefix="/fhir")
     app.include_router(operations.router, prefix="/fhir")

@@ -1,4 +1,4 @@
-"""Command line: ``fhir-server serve | db upgrade | load | reindex | clients | users | token | keys``."""
+"""Command line: ``fhir-server serve | db upgrade | load | reindex | clients | users | token | keys | ehr | outbox``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fhir_server import logs
 from fhir_server.auth.commands import add_auth_commands
 from fhir_server.cds_hooks.commands import add_cds_commands
 from fhir_server.config import Settings
+from fhir_server.ehr.admin import add_commands as add_ehr_commands
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_parser("upgrade", help="apply every pending migration").set_defaults(func=_db_upgrade)
     add_auth_commands(commands)
     add_cds_commands(commands)
+    add_ehr_commands(commands)  # ehr add|list|remove, outbox list|retry
     return parser
 
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pydantic import PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite:///./fhir-server.db"
@@ -92,6 +93,22 @@ class Settings(BaseSettings):
     # POST /app/dev-session creates a form session for any patient without an EHR launch: development and tests
     # only.  Off, the route does not exist.
     app_dev_sessions: bool = False
+    # The sandbox EHR page (/sandbox) with demo clients and a demo sign-in; `make serve` turns it on.  Never on a
+    # server with real patients.
+    sandbox: bool = False
+
+    # -- EHR write-back outbox (fhir_server/ehr) ---------------------------------------------------------------
+    # The delivery worker runs in the server process; off for processes that must never send anything.
+    outbox_worker: bool = True
+    outbox_poll_seconds: PositiveFloat = 1.0  # how often an idle worker looks for due rows
+    outbox_timeout_seconds: PositiveFloat = 10.0  # per request to an EHR (connect, read, write)
+    outbox_base_delay_seconds: PositiveFloat = 2.0  # backoff before retry n is random(0, min(max, base * 2^(n-1)))
+    outbox_max_delay_seconds: PositiveFloat = 600.0
+    # Then the row is dead (``fhir-server outbox list --dead``); with the defaults, about an hour of retrying.
+    outbox_max_attempts: PositiveInt = 20
+    # A claimed row is not claimed again for this long; it must outlast one delivery (a few requests, each up to
+    # the timeout), and is how a row claimed by a worker that died becomes due again.
+    outbox_lease_seconds: PositiveFloat = 120.0
 
     def library_paths(self) -> list[Path]:
         return [Path(p) for p in self.library_dirs.split(os.pathsep) if p]

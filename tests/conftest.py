@@ -22,6 +22,9 @@ BACKENDS = ["sqlite", "postgresql"]
 # Tests that are not about access run without authorization (servers started as processes inherit this too);
 # tests/auth turns it on explicitly with Settings(auth_required=True).
 os.environ.setdefault("FHIR_SERVER_AUTH_REQUIRED", "false")
+# Nor do they deliver EHR write-back: tests/ehr starts its own server process with the worker on, and a second
+# worker in this process on the same database would take some of its rows.
+os.environ.setdefault("FHIR_SERVER_OUTBOX_WORKER", "false")
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

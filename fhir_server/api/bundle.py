@@ -72,6 +72,7 @@ class BundleProcessor:
         self._check_duplicates(entries)
         self._touched: dict[str, int] = {}
         ids = self._assign_ids(entries)
+        self._identify_conditional_updates(session, entries, ids)
         # Within POSTs, conditional creates go first: whether they match decides what their fullUrl means for
         # every other entry.  Entries with conditional references go last, so they can find resources created here.
         ordered = sorted(
@@ -88,15 +89,7 @@ class BundleProcessor:
                     entry.resource = self._rewrite(session, entry.resource, ids)
                 self._execute(session, entry, ids)
             except FhirError as err:
-                first = err.issues[0]
-                where = f"Bundle.entry[{entry.index}]"
-                raise FhirError(
-                    err.status,
-                    first.code,
-                    f"{where} ({entry.method} {entry.url[:80]}): {first.diagnostics}",
-                    expression=[where, *first.expression],
-                    headers=err.headers,
-                ) from None
+                raise _at_entry(entry, err) from None
 
     def _check_duplicates(self, entries: list[Entry]) -> None:
         seen: dict[str, int] = {}
@@ -124,6 +117,28 @@ class BundleProcessor:
             elif entry.method == "PUT" and len(entry.path) == 2:
                 ids[entry.full_url] = "/".join(entry.path)
         return ids
+
+    def _identify_conditional_updates(self, session: WriteSession, entries: list[Entry], ids: dict[str, str]) -> None:
+        """A conditional update's fullUrl means the resource its criteria match, or the one it will create: decided
+        now, so entries processed before it (every POST) can refer to it.  Only for fullUrls something refers to:
+        other Bundles are processed exactly as before."""
+        referenced = _reference_strings([e.resource for e in entries])
+        for entry in entries:
+            if entry.method != "PUT" or len(entry.path) != 1 or not entry.query or entry.full_url not in referenced:
+                continue
+            if not isinstance(entry.resource, dict):
+                continue
+            try:
+                match = self.fhir.single_match_or_none(session, entry.path[0], entry.query, "conditional update")
+            except FhirError as err:
+                raise _at_entry(entry, err) from None
+            body_id = entry.resource.get("id")
+            if match is not None and body_id is not None and body_id != match.id:
+                refused = FhirError(400, "invalid", f"The body's id '{body_id}' is not the id of the matching resource")
+                raise _at_entry(entry, refused)
+            target = match.id if match is not None else body_id or new_id()
+            entry.resource = {**entry.resource, "id": target}
+            ids[entry.full_url] = f"{entry.path[0]}/{target}"
 
     def _rewrite(self, session: WriteSession, node: Any, ids: dict[str, str]) -> Any:
         if isinstance(node, dict):
@@ -326,6 +341,19 @@ class BundleProcessor:
         }
 
 
+def _at_entry(entry: Entry, err: FhirError) -> FhirError:
+    """The error of one entry, naming it, for the whole transaction's answer."""
+    first = err.issues[0]
+    where = f"Bundle.entry[{entry.index}]"
+    return FhirError(
+        err.status,
+        first.code,
+        f"{where} ({entry.method} {entry.url[:80]}): {first.diagnostics}",
+        expression=[where, *first.expression],
+        headers=err.headers,
+    )
+
+
 def _fragment(stored: Stored) -> Any:
     return orjson.Fragment(stored.content.encode()) if stored.content else None
 
@@ -354,6 +382,15 @@ def _patch_operations(resource: Any) -> Any:
         except ValueError:
             raise FhirError(400, "structure", "The Binary's data is not base64") from None
     raise FhirError(400, "not-supported", "PATCH entries must carry a Binary with a JSON Patch document")
+
+
+def _reference_strings(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["reference"]} if isinstance(node.get("reference"), str) else set()
+        return found.union(*(_reference_strings(v) for k, v in node.items() if k != "div"))
+    if isinstance(node, list):
+        return set().union(*(_reference_strings(v) for v in node))
+    return set()
 
 
 def _has_conditional_refs(node: Any) -> bool:

@@ -50,6 +50,7 @@ LAUNCH_FIELDS = frozenset(
         "need_patient_banner",
         "smart_style_url",
         "questionnaire",
+        "app_view",
     }
 )
 
@@ -80,6 +81,7 @@ class AppSession:
     need_patient_banner: bool = False
     smart_style_url: str | None = None
     questionnaire: str | None = None  # canonical url|version
+    app_view: str | None = None  # form | clinician: what the launch opens
     draft: dict[str, Any] = field(default_factory=dict)
     response_id: str | None = None
     submitted_at: datetime | None = None

@@ -322,8 +322,50 @@ app_sessions = Table(
     Column("need_patient_banner", Boolean, nullable=False, default=False),
     Column("smart_style_url", Text, nullable=True),
     Column("questionnaire", Text, nullable=True),  # canonical url|version of the measure to show
+    Column("app_view", String(16), nullable=True),  # what the launch opens: form | clinician
     Column("draft", Text, nullable=True),  # JSON {linkId: value}
     Column("response_id", String(64), nullable=True),  # set in the transaction that stores the response
     Column("submitted_at", DateTime, nullable=True),
     Index("ix_app_sessions_expires", "expires_at"),
+)
+
+# -- EHR write-back (issue 7) ---------------------------------------------------------------------------------
+# EHRs this server is launched from and writes results back to.  ``client_secret`` is kept as given: unlike the
+# secrets this server issues (stored as digests), it has to be presented to the EHR.
+ehr_registrations = Table(
+    "ehr_registrations",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("issuer", String(2000), nullable=False, unique=True),  # the EHR's FHIR base URL (SMART ``iss``)
+    Column("name", String(200), nullable=False),
+    Column("client_id", String(255), nullable=False),
+    Column("auth_method", String(32), nullable=False),  # none | client_secret_basic | private_key_jwt
+    Column("client_secret", Text, nullable=True),
+    Column("scope", Text, nullable=False),  # space separated
+    Column("resource_types", Text, nullable=False),  # space separated: what is written back
+    Column("backend_client_id", String(255), nullable=True),  # Backend Services client at the EHR
+    Column("max_requests_per_second", Float, nullable=True),  # None: no cap
+    Column("created_at", DateTime, nullable=False),  # naive UTC
+)
+
+# The durable outbox: one row per (EHR, QuestionnaireResponse) delivery, inserted in the transaction that stores
+# the local results.  A row is due when pending and ``next_attempt_at`` has passed; a worker claims it by moving
+# ``next_attempt_at`` past its lease, so a worker that dies mid-delivery only delays the row.  No foreign key to
+# the registration: rows outlive a removed EHR as dead letters an administrator can still see.
+ehr_outbox = Table(
+    "ehr_outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("ehr_id", BigInteger, nullable=False),
+    Column("response_id", String(ID_LEN), nullable=False),  # QuestionnaireResponse/<response_id>
+    Column("token_ref", String(255), nullable=True),  # opaque reference to the launch session
+    Column("status", String(16), nullable=False),  # pending | delivered | dead
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime, nullable=False),
+    Column("last_error", Text, nullable=True),  # never PHI: status codes and transport errors only
+    Column("created_at", DateTime, nullable=False),
+    Column("delivered_at", DateTime, nullable=True),
+    Index("ix_ehr_outbox_due", "status", "next_attempt_at"),
+    Index("ix_ehr_outbox_response", "response_id"),
+    Index("ix_ehr_outbox_ehr", "ehr_id", "status"),
 )

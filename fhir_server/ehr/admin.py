@@ -1,0 +1,167 @@
+"""``fhir-server ehr add|list|remove`` and ``fhir-server outbox list|retry``: the administrator's side of EHR
+registrations and of deliveries that keep failing.  cli.py only mounts these parsers."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fhir_server.config import Settings
+from fhir_server.ehr import outbox, registry
+from fhir_server.store import ehr_store
+from fhir_server.store.engine import build_engine
+from fhir_server.store.errors import DATABASE_ERRORS
+
+
+def add_commands(commands: Any) -> None:
+    """Mount ``ehr`` and ``outbox`` on the main parser's subcommands."""
+    ehr = commands.add_parser("ehr", help="EHRs that launch the app and receive its results")
+    ehr_commands = ehr.add_subparsers(dest="ehr_command", required=True)
+    add = ehr_commands.add_parser("add", help="register an EHR")
+    add.add_argument("--issuer", required=True, help="the EHR's FHIR base URL (the SMART iss)")
+    add.add_argument("--client-id", required=True, help="this app's client id at the EHR")
+    add.add_argument("--auth", default="private_key_jwt", choices=registry.AUTH_METHODS, help="client authentication")
+    add.add_argument("--secret", help="client secret (client_secret_basic only)")
+    add.add_argument("--scope", nargs="+", action="extend", help="scopes to request (default: the SRS/ORS write set)")
+    add.add_argument(
+        "--types", nargs="+", action="extend", help="resource types to write back (default: QR, Observation, Flag, …)"
+    )
+    add.add_argument("--backend-client-id", help="Backend Services client id at the EHR, when no launch token can")
+    add.add_argument("--rate", type=float, help="at most this many requests per second to the EHR")
+    add.add_argument("--name", help="a name for lists (default: the issuer's host)")
+    add.set_defaults(func=_guarded(_ehr_add))
+    ehr_commands.add_parser("list", help="list registered EHRs").set_defaults(func=_guarded(_ehr_list))
+    remove = ehr_commands.add_parser("remove", help="remove an EHR registration")
+    remove.add_argument("id", type=int)
+    remove.add_argument("--force", action="store_true", help="even while deliveries to it are pending")
+    remove.set_defaults(func=_guarded(_ehr_remove))
+
+    box = commands.add_parser("outbox", help="deliveries of results to EHRs")
+    box_commands = box.add_subparsers(dest="outbox_command", required=True)
+    listing = box_commands.add_parser("list", help="list deliveries (newest last)")
+    which = listing.add_mutually_exclusive_group()
+    which.add_argument("--dead", action="store_true", help="only deliveries that stopped being retried")
+    which.add_argument("--status", choices=outbox.STATUSES)
+    listing.set_defaults(func=_guarded(_outbox_list))
+    retry = box_commands.add_parser("retry", help="send dead deliveries again")
+    target = retry.add_mutually_exclusive_group(required=True)
+    target.add_argument("id", nargs="?", type=int, help="an outbox row id from 'outbox list --dead'")
+    target.add_argument("--all-dead", action="store_true", help="every dead delivery")
+    retry.set_defaults(func=_guarded(_outbox_retry))
+
+
+def _guarded(command: Callable[[argparse.Namespace, Any], int]) -> Callable[[argparse.Namespace], int]:
+    """Run with an engine; bad input and database trouble become one clear line on stderr and exit status 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        engine = build_engine(Settings())
+        try:
+            return command(args, engine)
+        except (registry.RegistrationError, outbox.OutboxError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except DATABASE_ERRORS as exc:
+            print(
+                f"error: the database refused the command ({type(exc).__name__}); "
+                "is it reachable and migrated (fhir-server db upgrade)?",
+                file=sys.stderr,
+            )
+            return 1
+        finally:
+            engine.dispose()
+
+    return run
+
+
+def _ehr_add(args: argparse.Namespace, engine: Any) -> int:
+    ehr = registry.register(
+        engine,
+        issuer=args.issuer,
+        client_id=args.client_id,
+        auth_method=args.auth,
+        client_secret=args.secret,
+        scope=" ".join(args.scope) if args.scope else None,
+        name=args.name,
+        resource_types=args.types,
+        backend_client_id=args.backend_client_id,
+        max_requests_per_second=args.rate,
+    )
+    print(f"registered EHR {ehr.id}: {ehr.name} ({ehr.issuer})")
+    return 0
+
+
+def _ehr_list(_: argparse.Namespace, engine: Any) -> int:
+    rows = [
+        [
+            str(e.id),
+            e.name,
+            e.issuer,
+            e.client_id,
+            e.auth_method + (" (secret set)" if e.client_secret else ""),
+            e.backend_client_id or "-",
+            f"{e.max_requests_per_second:g}/s" if e.max_requests_per_second else "-",
+            " ".join(e.resource_types),
+        ]
+        for e in registry.all_registrations(engine)
+    ]
+    if not rows:
+        print("no EHRs registered (fhir-server ehr add --issuer URL --client-id ID)")
+        return 0
+    _table(["id", "name", "issuer", "client id", "auth", "backend client", "rate", "write-back types"], rows)
+    return 0
+
+
+def _ehr_remove(args: argparse.Namespace, engine: Any) -> int:
+    if registry.get(engine, args.id) is None:
+        raise registry.RegistrationError(f"there is no EHR {args.id}")
+    pending = ehr_store.count_pending(engine, args.id)
+    if pending and not args.force:
+        raise registry.RegistrationError(
+            f"{pending} deliveries to EHR {args.id} are pending; wait for them, or --force (they become dead)"
+        )
+    registry.remove(engine, args.id)
+    print(f"removed EHR {args.id}" + (f"; {pending} pending deliveries will be parked as dead" if pending else ""))
+    return 0
+
+
+def _outbox_list(args: argparse.Namespace, engine: Any) -> int:
+    status = "dead" if args.dead else args.status
+    found = outbox.rows(engine, status)
+    if not found:
+        print(f"no {status} deliveries" if status else "the outbox is empty")
+        return 0
+    _table(
+        ["id", "ehr", "response", "status", "attempts", "next attempt (UTC)", "created (UTC)", "last error"],
+        [
+            [
+                str(r.id),
+                str(r.ehr_id),
+                r.response_reference,
+                r.status,
+                str(r.attempts),
+                _when(r.next_attempt_at) if r.status == "pending" else "-",
+                _when(r.created_at),
+                r.last_error or "-",
+            ]
+            for r in found
+        ],
+    )
+    return 0
+
+
+def _outbox_retry(args: argparse.Namespace, engine: Any) -> int:
+    count = outbox.retry(engine, None if args.all_dead else args.id)
+    print(f"{count} dead deliveries queued again" if args.all_dead else f"delivery {args.id} queued again")
+    return 0
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else str(value)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
+    for line in (header, *rows):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=False)).rstrip())

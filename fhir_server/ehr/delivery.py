@@ -1,0 +1,170 @@
+"""One delivery attempt: a row's payload to its EHR, as a transaction Bundle where the EHR's CapabilityStatement
+says it takes transactions (all or nothing), else one conditional request per resource in dependency order.
+
+Either way every write is conditional on the resource's identifier, so an attempt whose answer was lost, or that
+failed half-way (one request per resource), is repeated without creating anything twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from fhir_server import fhirjson
+from fhir_server.ehr import payload
+from fhir_server.ehr.client import DeliveryError, EhrHttp, failure
+from fhir_server.ehr.registry import EhrRegistration
+from fhir_server.ehr.tokens import BackendServicesTokens, TokenSource
+from fhir_server.store.repository import Repository
+
+FHIR_JSON = "application/fhir+json"
+CAPABILITY_TTL = 3600.0
+
+
+class _Credentials:
+    """The tokens one delivery may use, in order: the launch session's, then the Backend Services one."""
+
+    def __init__(self, ehr: EhrRegistration, launch: str | None, backend: BackendServicesTokens) -> None:
+        self.ehr = ehr
+        self.backend = backend
+        self.using_launch = launch is not None
+        self._token = launch if launch is not None else backend.token_for(ehr)
+
+    @property
+    def token(self) -> str | None:
+        return self._token
+
+    def refused(self, status: int) -> bool:
+        """The EHR answered 401/403 with the current token: True when there is another token to try."""
+        if self.using_launch and self.ehr.backend_client_id:
+            self.using_launch = False
+            self._token = self.backend.token_for(self.ehr)
+            return True
+        if not self.using_launch and self._token is not None and status == 401:
+            self.backend.forget(self.ehr)  # revoked or expired early: fetch a new one next attempt
+        return False
+
+
+class Delivery:
+    def __init__(
+        self, repo: Repository, http: EhrHttp, launch_tokens: TokenSource, backend: BackendServicesTokens
+    ) -> None:
+        self.repo = repo
+        self.http = http
+        self.launch_tokens = launch_tokens
+        self.backend = backend
+        self._capabilities: dict[str, tuple[bool, float]] = {}
+        self._lock = threading.Lock()
+
+    def deliver(self, ehr: EhrRegistration, response_id: str, token_ref: str | None) -> int:
+        """Send one row's payload; returns how many resources were sent.  Raises DeliveryError or PayloadError."""
+        entries = payload.build(self.repo, response_id, ehr.resource_types)
+        if not entries:
+            return 0
+        credentials = _Credentials(ehr, self.launch_tokens.token_for(ehr, token_ref), self.backend)
+        if self.supports_transaction(ehr):
+            self._as_transaction(ehr, credentials, entries)
+        else:
+            self._one_by_one(ehr, credentials, entries)
+        return len(entries)
+
+    def supports_transaction(self, ehr: EhrRegistration) -> bool:
+        """From the EHR's CapabilityStatement (``rest.interaction`` lists ``transaction``), cached for an hour."""
+        with self._lock:
+            cached = self._capabilities.get(ehr.issuer)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        response = self.http.request(
+            ehr.id, ehr.max_requests_per_second, "GET", f"{ehr.issuer}/metadata", headers={"Accept": FHIR_JSON}
+        )
+        if response.status_code != 200:
+            raise failure(response, "the EHR's CapabilityStatement")
+        try:
+            statement = response.json()
+            supported = any(
+                interaction.get("code") == "transaction"
+                for rest in statement.get("rest", [])
+                if rest.get("mode", "server") == "server"
+                for interaction in rest.get("interaction", [])
+            )
+        except (ValueError, AttributeError, TypeError):
+            raise DeliveryError("the EHR's CapabilityStatement is not readable", retryable=True) from None
+        with self._lock:
+            self._capabilities[ehr.issuer] = (supported, time.monotonic() + CAPABILITY_TTL)
+        return supported
+
+    # -- the two ways of sending --------------------------------------------------------------------------------
+    def _as_transaction(self, ehr: EhrRegistration, credentials: _Credentials, entries: list[payload.Entry]) -> None:
+        bundle = payload.transaction_bundle(entries)
+        response = self._send(ehr, credentials, "POST", ehr.issuer, content=fhirjson.dumps(bundle))
+        if response.status_code != 200:
+            raise failure(response, "the EHR refused the transaction")
+        try:
+            answers = [e.get("response", {}).get("status", "") for e in response.json().get("entry", [])]
+        except (ValueError, AttributeError, TypeError):
+            raise DeliveryError("the EHR's transaction response is not readable", retryable=True) from None
+        if len(answers) != len(entries) or not all(str(a)[:1] == "2" for a in answers):
+            raise DeliveryError("the EHR's transaction response does not confirm every entry", retryable=True)
+
+    def _one_by_one(self, ehr: EhrRegistration, credentials: _Credentials, entries: list[payload.Entry]) -> None:
+        assigned: dict[str, str] = {}  # fullUrl → the EHR's Type/id
+        for entry in entries:
+            body = fhirjson.dumps(payload.resolve(entry.resource, assigned))
+            if entry.update:
+                url = f"{ehr.issuer}/{entry.conditional_url}"
+                response = self._send(ehr, credentials, "PUT", url, content=body)
+            else:
+                url = f"{ehr.issuer}/{entry.resource_type}"
+                response = self._send(
+                    ehr, credentials, "POST", url, content=body, extra={"If-None-Exist": entry.criteria}
+                )
+            if response.status_code not in (200, 201):
+                raise failure(response, f"the EHR refused a {entry.resource_type}")
+            assigned[entry.full_url] = f"{entry.resource_type}/{_assigned_id(response, entry.resource_type)}"
+
+    def _send(
+        self,
+        ehr: EhrRegistration,
+        credentials: _Credentials,
+        method: str,
+        url: str,
+        *,
+        content: bytes,
+        extra: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        while True:
+            headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON, **(extra or {})}
+            if credentials.token is not None:
+                headers["Authorization"] = f"Bearer {credentials.token}"
+            response = self.http.request(
+                ehr.id, ehr.max_requests_per_second, method, url, content=content, headers=headers
+            )
+            if response.status_code in (401, 403) and credentials.refused(response.status_code):
+                continue
+            if response.status_code == 401 and credentials.token is None:
+                raise DeliveryError(
+                    "the EHR requires authorization and neither a launch token nor a backend client is configured",
+                    retryable=False,
+                    status=401,
+                )
+            return response
+
+
+def _assigned_id(response: httpx.Response, resource_type: str) -> str:
+    """The EHR's id for what it stored or matched: from Location (…/Type/id[/_history/v]), else the body."""
+    location = response.headers.get("location") or response.headers.get("content-location") or ""
+    parts = [p for p in location.split("?")[0].split("/") if p]
+    if resource_type in parts:
+        index = len(parts) - 1 - parts[::-1].index(resource_type)
+        if index + 1 < len(parts):
+            return parts[index + 1]
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("resourceType") == resource_type and isinstance(body.get("id"), str):
+        return body["id"]
+    raise DeliveryError(f"the EHR stored a {resource_type} but did not say under which id", retryable=True)

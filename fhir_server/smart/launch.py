@@ -1,0 +1,255 @@
+"""The app as a SMART client (SMART App Launch 2.x: EHR launch and standalone launch, authorization code with
+PKCE S256), framework-free.  ``start`` checks the ``iss`` against the registered EHRs, reads the EHR's SMART
+configuration, opens a server-side session holding ``state`` and the PKCE verifier, and returns where to send the
+browser; ``finish`` checks ``state``, exchanges the code, verifies the id_token and keeps the tokens and launch
+context in the session — never in the browser.  Failures are ``LaunchRefused`` with a page title and text for
+the person holding the device; nothing is written when a launch fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from sqlalchemy.engine import Engine
+
+from fhir_server.auth.bearer import RemoteKeys
+from fhir_server.auth.keys import KeyStore
+from fhir_server.auth.tokens import TokenError, verify_access_token
+from fhir_server.ehr import registry
+from fhir_server.ehr.client import DeliveryError
+from fhir_server.ehr.registry import EhrRegistration
+from fhir_server.ehr.tokens import SmartDiscovery, client_authentication
+from fhir_server.smart.sessions import AppSession, AppSessionStore
+from fhir_server.store.records import utc_now
+
+VIEWS = ("form", "clinician")
+IDENTITY_SCOPES = ("openid", "fhirUser")
+
+
+class LaunchRefused(Exception):
+    def __init__(self, title: str, text: str, status: int = 400) -> None:
+        super().__init__(text)
+        self.title, self.text, self.status = title, text, status
+
+
+@dataclass(frozen=True)
+class Started:
+    session_id: str
+    authorize_url: str
+
+
+def pkce_pair() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(64)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def launch_scope(ehr: EhrRegistration, config: dict[str, Any], *, ehr_launch: bool, view: str) -> str:
+    """The registration's scopes in the EHR's syntax (v2 ``.cru`` when it announces permission-v2, else v1), with
+    the launch scope for the kind of launch and the identity scopes the EHR supports."""
+    v2 = "permission-v2" in (config.get("capabilities") or [])
+    wanted: list[str] = []
+    for scope in ehr.scope.split():
+        if scope in ("launch", "launch/patient"):
+            continue
+        wanted += [scope] if v2 or "/" not in scope else _as_v1(scope)
+    wanted.append("launch" if ehr_launch else "launch/patient")
+    if view == "clinician":
+        wanted.append("patient/Flag.rs" if v2 else "patient/Flag.read")
+    supported = set(config.get("scopes_supported") or [])
+    wanted += [s for s in IDENTITY_SCOPES if not supported or s in supported]
+    return " ".join(dict.fromkeys(wanted))
+
+
+def _as_v1(scope: str) -> list[str]:
+    """``patient/Observation.cru`` → ``patient/Observation.read patient/Observation.write``."""
+    base, _, access = scope.rpartition(".")
+    if access in ("read", "write", "*"):
+        return [scope]
+    out = []
+    if set(access) & set("rs"):
+        out.append(f"{base}.read")
+    if set(access) & set("cud"):
+        out.append(f"{base}.write")
+    return out
+
+
+class SmartLauncher:
+    def __init__(self, engine: Engine, keys: KeyStore, sessions: AppSessionStore, discovery: SmartDiscovery) -> None:
+        self.engine = engine
+        self.keys = keys
+        self.sessions = sessions
+        self.discovery = discovery
+        self._id_token_keys: dict[str, RemoteKeys] = {}
+
+    def _configuration(self, ehr: EhrRegistration) -> dict[str, Any]:
+        try:
+            config = self.discovery.configuration(ehr)
+        except DeliveryError:
+            raise LaunchRefused(
+                "The EHR could not be reached", "Its SMART configuration did not load. Please try again.", 502
+            ) from None
+        if not isinstance(config.get("authorization_endpoint"), str):
+            raise LaunchRefused("The EHR cannot launch this app", "Its SMART configuration has no authorize endpoint")
+        return config
+
+    def start(self, *, iss: str, launch: str | None, measure: str | None, view: str, redirect_uri: str) -> Started:
+        try:
+            ehr = registry.by_issuer(self.engine, iss) if iss else None
+        except registry.RegistrationError:
+            ehr = None
+        if ehr is None:
+            raise LaunchRefused(
+                "This EHR is not registered",
+                "The app was opened from an EHR this server does not know. An administrator registers EHRs with "
+                "'fhir-server ehr add'. Nothing was sent anywhere.",
+                400,
+            )
+        if view not in VIEWS:
+            raise LaunchRefused("Unknown view", "The launch asked for a view this app does not have.")
+        config = self._configuration(ehr)
+        verifier, challenge = pkce_pair()
+        state = secrets.token_urlsafe(32)  # 256 bits, bound to this session
+        session_id, _ = self.sessions.create_session(
+            launch_state=state,
+            code_verifier=verifier,
+            launch_iss=ehr.issuer,
+            ehr_id=ehr.id,
+            questionnaire=measure,
+            app_view=view,
+        )
+        params = {
+            "response_type": "code",
+            "client_id": ehr.client_id,
+            "redirect_uri": redirect_uri,
+            "scope": launch_scope(ehr, config, ehr_launch=bool(launch), view=view),
+            "state": state,
+            "aud": ehr.issuer,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+        if launch:
+            params["launch"] = launch
+        return Started(session_id, f"{config['authorization_endpoint']}?{urlencode(params)}")
+
+    def finish(
+        self,
+        session: AppSession | None,
+        *,
+        code: str | None,
+        state: str | None,
+        error: str | None,
+        redirect_uri: str,
+    ) -> tuple[str, AppSession]:
+        """(the session's new id for the cookie, the session with tokens and context)."""
+        if session is None or not session.launch_state:
+            raise LaunchRefused(
+                "This launch has expired", "Please open the app again from the EHR. Nothing was saved.", 400
+            )
+        if not state or not hmac.compare_digest(state.encode(), session.launch_state.encode()):
+            raise LaunchRefused(
+                "This launch could not be verified",
+                "The answer from the EHR did not match this launch. Please open the app again from the EHR.",
+                400,
+            )
+        if error:
+            self.sessions.end(session)
+            raise LaunchRefused(
+                "Access was not granted", "The EHR did not authorize the app, so nothing was opened or saved.", 403
+            )
+        if not code:
+            raise LaunchRefused("This launch could not be completed", "The EHR sent no authorization code.", 400)
+        ehr = registry.get(self.engine, session.ehr_id or 0)
+        if ehr is None:
+            raise LaunchRefused("This EHR is no longer registered", "Please ask an administrator.", 400)
+        config = self._configuration(ehr)
+        tokens = self._exchange(ehr, config, code, session.code_verifier or "", redirect_uri)
+        fhir_user = self._fhir_user(ehr, config, tokens)
+        context = tokens.get("fhirContext") if isinstance(tokens.get("fhirContext"), list) else []
+        updated = self.sessions.update(
+            session,
+            launch_state=None,
+            code_verifier=None,
+            access_token=tokens["access_token"],
+            refresh_token=tokens.get("refresh_token"),
+            token_expires_at=utc_now() + timedelta(seconds=int(tokens.get("expires_in") or 300)),
+            scope=str(tokens.get("scope") or ""),
+            patient=_text(tokens.get("patient")),
+            encounter=_text(tokens.get("encounter")),
+            fhir_user=fhir_user,
+            fhir_context=context,
+            need_patient_banner=bool(tokens.get("need_patient_banner")),
+            smart_style_url=_text(tokens.get("smart_style_url")),
+            questionnaire=_measure_from_context(context) or session.questionnaire,
+        )
+        if updated is None:
+            raise LaunchRefused("This launch has expired", "Please open the app again from the EHR.", 400)
+        new_id = self.sessions.rekey(updated)  # a new id once authorized: a planted id is worth nothing
+        if new_id is None:
+            raise LaunchRefused("This launch has expired", "Please open the app again from the EHR.", 400)
+        return new_id, updated
+
+    def _exchange(
+        self, ehr: EhrRegistration, config: dict[str, Any], code: str, verifier: str, redirect_uri: str
+    ) -> dict[str, Any]:
+        endpoint = config.get("token_endpoint")
+        if not isinstance(endpoint, str):
+            raise LaunchRefused("The EHR cannot launch this app", "Its SMART configuration has no token endpoint")
+        fields, auth = client_authentication(ehr, self.keys, endpoint)
+        data = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": verifier,
+            **fields,
+        }
+        try:
+            answer = httpx.post(endpoint, data=data, auth=auth, timeout=15.0, headers={"Accept": "application/json"})
+            tokens = answer.json() if answer.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            tokens = None
+        if not isinstance(tokens, dict) or not isinstance(tokens.get("access_token"), str):
+            raise LaunchRefused(
+                "The EHR did not let the app in", "The sign-in could not be completed. Please open the app again.", 502
+            )
+        if str(tokens.get("token_type", "")).lower() != "bearer":
+            raise LaunchRefused("The EHR did not let the app in", "The EHR issued an unexpected kind of token.", 502)
+        return tokens
+
+    def _fhir_user(self, ehr: EhrRegistration, config: dict[str, Any], tokens: dict[str, Any]) -> str | None:
+        """The user from a verified id_token (signature by the EHR's JWKS, issuer, audience = our client id)."""
+        id_token = tokens.get("id_token")
+        jwks_uri, issuer = config.get("jwks_uri"), config.get("issuer")
+        if not isinstance(id_token, str) or not isinstance(jwks_uri, str) or not isinstance(issuer, str):
+            return None
+        keys = self._id_token_keys.setdefault(jwks_uri, RemoteKeys(jwks_uri))
+        try:
+            claims = verify_access_token(id_token, keys, issuer=issuer, audience=ehr.client_id, now=time.time())
+        except TokenError:
+            raise LaunchRefused(
+                "The EHR's sign-in could not be verified", "Please open the app again from the EHR.", 502
+            ) from None
+        return _text(claims.get("fhirUser")) or _text(claims.get("profile"))
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _measure_from_context(context: list[Any]) -> str | None:
+    """A Questionnaire in fhirContext: a canonical (``canonical``) is used as is; a reference to the EHR's own
+    Questionnaire id cannot name ours, so it is ignored and the launch's measure or the chooser decides."""
+    for item in context:
+        canonical = item.get("canonical") if isinstance(item, dict) else None
+        if isinstance(canonical, str) and "/Questionnaire/" in canonical:
+            return canonical
+    return None

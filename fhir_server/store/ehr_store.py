@@ -1,0 +1,196 @@
+"""SQL for EHR registrations and the write-back outbox (only store/ talks SQL).
+
+Registration functions take the engine and run in their own short transaction.  Outbox functions that must be
+atomic with other writes take the connection of the caller's transaction (``WriteSession.conn``).  Rows come back
+as plain dicts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from fhir_server.store.tables import ehr_outbox, ehr_registrations
+
+Row = dict[str, Any]
+PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+
+
+class AlreadyRegistered(Exception):
+    """An EHR with this issuer is registered already."""
+
+
+# -- registrations ----------------------------------------------------------------------------------------------
+def add_registration(engine: Engine, values: Row) -> int:
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(insert(ehr_registrations).values(**values).returning(ehr_registrations.c.id))
+            return int(result.scalar_one())
+    except IntegrityError:
+        raise AlreadyRegistered(f"an EHR with issuer {values['issuer']} is already registered") from None
+
+
+def get_registration(engine: Engine, ehr_id: int) -> Row | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(ehr_registrations).where(ehr_registrations.c.id == ehr_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def registration_by_issuer(engine: Engine, issuer: str) -> Row | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(ehr_registrations).where(ehr_registrations.c.issuer == issuer)).mappings().first()
+    return dict(row) if row else None
+
+
+def list_registrations(engine: Engine) -> list[Row]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(ehr_registrations).order_by(ehr_registrations.c.id)).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def remove_registration(engine: Engine, ehr_id: int) -> bool:
+    with engine.begin() as conn:
+        return conn.execute(delete(ehr_registrations).where(ehr_registrations.c.id == ehr_id)).rowcount == 1
+
+
+def registration_exists(conn: Connection, ehr_id: int) -> bool:
+    found = conn.execute(select(ehr_registrations.c.id).where(ehr_registrations.c.id == ehr_id)).first()
+    return found is not None
+
+
+# -- the outbox -------------------------------------------------------------------------------------------------
+def enqueue(conn: Connection, ehr_id: int, response_id: str, token_ref: str | None, now: datetime) -> int:
+    """A pending row, unless one for the same EHR and response is pending already (a replayed submission)."""
+    c = ehr_outbox.c
+    existing = conn.execute(
+        select(c.id).where(c.ehr_id == ehr_id, c.response_id == response_id, c.status == PENDING)
+    ).scalar()
+    if existing is not None:
+        return int(existing)
+    values = {
+        "ehr_id": ehr_id,
+        "response_id": response_id,
+        "token_ref": token_ref,
+        "status": PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+    return int(conn.execute(insert(ehr_outbox).values(**values).returning(c.id)).scalar_one())
+
+
+def any_due(engine: Engine, now: datetime) -> bool:
+    """A cheap read before claiming, so an idle worker never takes SQLite's write lock."""
+    c = ehr_outbox.c
+    with engine.connect() as conn:
+        found = conn.execute(select(c.id).where(c.status == PENDING, c.next_attempt_at <= now).limit(1)).first()
+    return found is not None
+
+
+def claim_due(conn: Connection, now: datetime, lease_until: datetime) -> Row | None:
+    """Take the oldest due row by moving its ``next_attempt_at`` to the end of the lease.  PostgreSQL workers skip
+    rows another worker has locked; SQLite's write transaction is exclusive already (FOR UPDATE renders nothing)."""
+    c = ehr_outbox.c
+    row = (
+        conn.execute(
+            select(ehr_outbox)
+            .where(c.status == PENDING, c.next_attempt_at <= now)
+            .order_by(c.next_attempt_at, c.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    conn.execute(update(ehr_outbox).where(c.id == row["id"]).values(next_attempt_at=lease_until))
+    return {**dict(row), "next_attempt_at": lease_until}
+
+
+def mark_delivered(conn: Connection, row_id: int, now: datetime) -> None:
+    c = ehr_outbox.c
+    conn.execute(
+        update(ehr_outbox)
+        .where(c.id == row_id, c.status == PENDING)
+        .values(status=DELIVERED, attempts=c.attempts + 1, delivered_at=now, last_error=None)
+    )
+
+
+def mark_failed(
+    conn: Connection, row_id: int, lease_until: datetime, next_attempt_at: datetime, error: str, *, dead: bool
+) -> None:
+    """Record a failed attempt.  Only while our lease holds: a row re-claimed after a lapsed lease is the other
+    worker's to record."""
+    c = ehr_outbox.c
+    conn.execute(
+        update(ehr_outbox)
+        .where(c.id == row_id, c.status == PENDING, c.next_attempt_at == lease_until)
+        .values(
+            status=DEAD if dead else PENDING,
+            attempts=c.attempts + 1,
+            next_attempt_at=next_attempt_at,
+            last_error=error[:500],
+        )
+    )
+
+
+def release(conn: Connection, row_id: int, lease_until: datetime, next_attempt_at: datetime) -> None:
+    """Give a claimed row back without counting an attempt (shutdown, or its EHR asked us to wait)."""
+    c = ehr_outbox.c
+    conn.execute(
+        update(ehr_outbox)
+        .where(c.id == row_id, c.status == PENDING, c.next_attempt_at == lease_until)
+        .values(next_attempt_at=next_attempt_at)
+    )
+
+
+def defer_ehr(conn: Connection, ehr_id: int, until: datetime) -> int:
+    """No pending row of this EHR is due before ``until`` (its Retry-After applies to every request we send)."""
+    c = ehr_outbox.c
+    return conn.execute(
+        update(ehr_outbox)
+        .where(c.ehr_id == ehr_id, c.status == PENDING, c.next_attempt_at < until)
+        .values(next_attempt_at=until)
+    ).rowcount
+
+
+def list_rows(engine: Engine, status: str | None = None, limit: int = 1000) -> list[Row]:
+    c = ehr_outbox.c
+    query = select(ehr_outbox).order_by(c.id).limit(limit)
+    if status is not None:
+        query = query.where(c.status == status)
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(query).mappings().all()]
+
+
+def get_row(engine: Engine, row_id: int) -> Row | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(ehr_outbox).where(ehr_outbox.c.id == row_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def retry_dead(engine: Engine, now: datetime, row_id: int | None = None) -> int:
+    """Dead rows back to pending with a fresh attempt budget: one row, or all of them."""
+    c = ehr_outbox.c
+    statement = update(ehr_outbox).where(c.status == DEAD)
+    if row_id is not None:
+        statement = statement.where(c.id == row_id)
+    with engine.begin() as conn:
+        return conn.execute(statement.values(status=PENDING, attempts=0, next_attempt_at=now)).rowcount
+
+
+def count_pending(engine: Engine, ehr_id: int) -> int:
+    c = ehr_outbox.c
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).where(c.ehr_id == ehr_id, c.status == PENDING)).scalar_one())
+
+
+def statuses_for_response(engine: Engine, response_id: str) -> list[str]:
+    c = ehr_outbox.c
+    with engine.connect() as conn:
+        return [r[0] for r in conn.execute(select(c.status).where(c.response_id == response_id)).all()]

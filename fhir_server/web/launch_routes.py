@@ -1,0 +1,125 @@
+"""SMART launch endpoints of the app (thin; the logic is in smart/launch.py).
+
+``GET /app/launch?iss=…&launch=…[&measure=srs][&view=clinician]``  EHR launch (standalone without ``launch``)
+``GET /app/callback?code=…&state=…``                              the EHR's answer
+``GET /app/choose`` / ``POST /app/choose``                        the clinician picks ORS (start) or SRS (end)
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import RedirectResponse, Response
+
+from fhir_server.auth import urls
+from fhir_server.config import Settings
+from fhir_server.ehr.tokens import SmartDiscovery
+from fhir_server.smart.launch import VIEWS, LaunchRefused, SmartLauncher
+from fhir_server.smart.sandbox import Sandbox
+from fhir_server.smart.sessions import set_session_cookie
+from fhir_server.smart.submission import MeasureUnavailable
+from fhir_server.web.form_pages import message, page_headers, read_form, render
+
+router = APIRouter(prefix="/app", include_in_schema=False)
+CHOICES = (
+    ("ors", "Outcome Rating Scale (ORS)", "at the start of the session"),
+    ("srs", "Session Rating Scale (SRS)", "at the end of the session"),
+    ("wai-sr", "Working Alliance Inventory (WAI-SR)", "every few sessions"),
+)
+
+
+def _redirect_uri(request: Request) -> str:
+    return f"{urls.origin(request.app.state.settings, str(request.base_url))}/app/callback"
+
+
+def _refused(request: Request, refused: LaunchRefused) -> Response:
+    return message(request, refused.title, refused.text, refused.status)
+
+
+def _go(request: Request, location: str, session_id: str | None = None) -> Response:
+    response = RedirectResponse(location, status_code=303, headers=page_headers(request.app.state.settings))
+    if session_id is not None:
+        set_session_cookie(response, session_id, request.app.state.settings.app_session_seconds)
+    return response
+
+
+@router.get("/launch")
+async def launch(request: Request) -> Response:
+    params = request.query_params
+    view = params.get("view", "form")
+    measure = params.get("measure")
+    try:
+        canonical = None
+        if measure and view == "form":
+            try:
+                canonical = request.app.state.rating_form.resolve_measure(measure)
+            except MeasureUnavailable:
+                raise LaunchRefused("Unknown measure", f"This app has no measure called '{measure[:60]}'.") from None
+        started = await run_in_threadpool(
+            request.app.state.smart_launcher.start,
+            iss=params.get("iss", ""),
+            launch=params.get("launch"),
+            measure=canonical,
+            view=view if view in VIEWS else "?",
+            redirect_uri=_redirect_uri(request),
+        )
+    except LaunchRefused as refused:
+        return _refused(request, refused)
+    return _go(request, started.authorize_url, started.session_id)
+
+
+@router.get("/callback")
+async def callback(request: Request) -> Response:
+    params = request.query_params
+    sessions = request.app.state.app_sessions
+    session = await run_in_threadpool(sessions.load_session, request)
+    try:
+        session_id, session = await run_in_threadpool(
+            lambda: request.app.state.smart_launcher.finish(
+                session,
+                code=params.get("code"),
+                state=params.get("state"),
+                error=params.get("error"),
+                redirect_uri=_redirect_uri(request),
+            )
+        )
+    except LaunchRefused as refused:
+        return _refused(request, refused)
+    if session.app_view == "clinician":
+        return _go(request, "/app/clinician", session_id)
+    return _go(request, "/app/form" if session.questionnaire else "/app/choose", session_id)
+
+
+@router.get("/choose")
+async def choose(request: Request) -> Response:
+    session = await run_in_threadpool(request.app.state.app_sessions.load_session, request)
+    if session is None or not session.access_token:
+        return message(request, "This app is not open", "Please open it again from the EHR.", 403)
+    return render(request, "choose.html", {"choices": CHOICES, "csrf_token": session.csrf_token})
+
+
+@router.post("/choose")
+async def chosen(request: Request) -> Response:
+    sessions = request.app.state.app_sessions
+    session = await run_in_threadpool(sessions.load_session, request)
+    fields = await read_form(request)
+    if session is None or not session.access_token or not session.csrf_ok(fields.get("csrf_token")):
+        return message(request, "This page was out of date", "Nothing was changed. Please open the app again.", 403)
+    if fields.get("measure") not in {c[0] for c in CHOICES}:
+        return message(request, "Unknown measure", "Please choose one of the listed measures.", 400)
+    canonical = request.app.state.rating_form.resolve_measure(fields["measure"])
+    await run_in_threadpool(sessions.update, session, questionnaire=canonical)
+    return _go(request, "/app/form")
+
+
+def install_launch(app: FastAPI, settings: Settings) -> None:
+    """Needs app.state.app_sessions, .rating_form and .outbox_worker (whose HTTP client and limits it shares)."""
+    from fhir_server.web import sandbox_routes
+
+    state = app.state
+    discovery = SmartDiscovery(state.outbox_worker.http)
+    state.smart_launcher = SmartLauncher(state.engine, state.keys, state.app_sessions, discovery)
+    app.include_router(router)
+    if settings.sandbox:
+        state.sandbox = Sandbox(state.engine, state.fhir)
+        app.include_router(sandbox_routes.router)
