@@ -1,16 +1,16 @@
 """Sign-in: users linked to an external OpenID Connect identity (and users without a local password), the
 identity-provider round trip in the login session, and failed sign-ins for throttling.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-11-25
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
