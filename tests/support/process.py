@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,11 +34,13 @@ def server_process(database_url: str, **env: str) -> Iterator[ServerProcess]:
         [sys.executable, "-m", "fhir_server", "db", "upgrade"], env=environment, check=True, capture_output=True
     )
     port = free_port()
+    # a file, not a pipe: a pipe nobody reads would block a chatty server
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below, after the process ends
     process = subprocess.Popen(
         [sys.executable, "-m", "fhir_server", "serve", "--port", str(port)],
         env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=log,
     )
     root = f"http://127.0.0.1:{port}"
     try:
@@ -49,7 +52,8 @@ def server_process(database_url: str, **env: str) -> Iterator[ServerProcess]:
             except httpx.HTTPError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server process did not start: {process.stderr.read().decode()[-2000:]}")
+                log.seek(0)
+                raise RuntimeError(f"server process did not start: {log.read().decode()[-2000:]}")
             time.sleep(0.2)
         yield ServerProcess(root, database_url, process)
     finally:
@@ -58,3 +62,4 @@ def server_process(database_url: str, **env: str) -> Iterator[ServerProcess]:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+        log.close()

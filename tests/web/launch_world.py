@@ -1,0 +1,85 @@
+"""An EHR and this app wired together as an administrator does it, for the launch tests (issue 7 points 1 and 4).
+
+The EHR is a second instance of this server in its own process, with its own database and authorization server
+(tests/ehr/harness.EhrProcess).  There, our app is a public SMART client (redirect to our /app/callback), our
+server a Backend Services client (keys from our /auth/jwks) and a clinician a user who signs in.  Here, the EHR
+is registered with ``fhir_server.ehr.registry`` as ``fhir-server ehr add`` does.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import httpx
+
+from fhir_server.ehr import registry
+from tests.ehr.harness import ROOT, EhrProcess, _environment
+from tests.support.server import RunningServer
+
+APP_CLIENT, BACKEND_CLIENT = "fit-app", "fit-write-back"
+APP_SCOPE = (
+    "openid fhirUser launch launch/patient online_access patient/Patient.rs patient/QuestionnaireResponse.cru "
+    "patient/Observation.cru patient/Flag.cru patient/Provenance.cru"
+)
+BACKEND_SCOPE = "system/QuestionnaireResponse.cru system/Observation.cru system/Flag.cru system/Provenance.cru"
+CLINICIAN, PASSWORD = "therapist", "correct horse battery"
+
+
+@dataclass
+class Launchable:
+    ehr: EhrProcess
+    ours: RunningServer
+    ehr_id: int
+
+
+def wire(
+    ehr: EhrProcess, ours: RunningServer, app_client: str = APP_CLIENT, backend_client: str = BACKEND_CLIENT
+) -> Launchable:
+    added = ehr.admin(
+        "clients", "add", "--name", "FIT rating form", "--public", "--client-id", app_client,
+        "--redirect-uri", f"{ours.root}/app/callback", "--scope", APP_SCOPE,
+    )  # fmt: skip
+    assert added.returncode == 0 or "exists" in added.stderr, added.stderr
+    ehr.register_backend_client(backend_client, f"{ours.root}/auth/jwks", BACKEND_SCOPE)
+    user = subprocess.run(
+        [sys.executable, "-m", "fhir_server", "users", "add", CLINICIAN, "--fhir-user", "Practitioner/therapist-1",
+         "--password-stdin"],
+        input=PASSWORD + "\n", env=_environment(FHIR_SERVER_DATABASE_URL=ehr.database_url, **ehr.env), cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert user.returncode == 0 or "exists" in user.stderr, user.stderr
+    registration = registry.register(
+        ours.app.state.engine,
+        issuer=ehr.fhir_base,
+        client_id=app_client,
+        auth_method="none",
+        scope=APP_SCOPE,
+        name="Test EHR",
+        backend_client_id=backend_client,
+    )
+    return Launchable(ehr, ours, registration.id)
+
+
+def ehr_launch(world: Launchable, patient: str, encounter: str | None = None) -> str:
+    """The EHR records a launch context (as its chart does when the clinician opens the app) → the launch id."""
+    body = {"patient": patient, "user": CLINICIAN, "need_patient_banner": True}
+    if encounter:
+        body["encounter"] = encounter
+    token = world.ehr.mint("system/*.cruds", world.ehr.root)
+    answer = httpx.post(f"{world.ehr.root}/auth/launch", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code in (200, 201), answer.text
+    return answer.json()["launch"]
+
+
+def launch_url(world: Launchable, launch: str | None, **params: str) -> str:
+    query = httpx.QueryParams({"iss": world.ehr.fhir_base, **({"launch": launch} if launch else {}), **params})
+    return f"{world.ours.root}/app/launch?{query}"
+
+
+def sign_in(page: object) -> None:
+    """The clinician signs in at the EHR's authorization server (the page the launch redirected to)."""
+    page.locator("#username").fill(CLINICIAN)  # type: ignore[attr-defined]
+    page.locator("#password").fill(PASSWORD)  # type: ignore[attr-defined]
+    page.locator('button[value="login"]').click()  # type: ignore[attr-defined]
