@@ -34,7 +34,7 @@ test: $(BIN)/.installed $(WEB_TESTS)/node_modules/.installed
 # Retake docs/screenshots/ (the rating form on a 360 px phone and in an 800 px EHR iframe); look at them before
 # committing.
 screenshots: $(BIN)/.installed
-	FHIR_SERVER_SAVE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/web/test_layout_and_iframe.py -k "sqlite and (phone or iframe)"
+	FHIR_SERVER_SAVE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/web/test_layout_and_iframe.py tests/web/test_clinician_view.py -k "sqlite and (phone or iframe or chart)"
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

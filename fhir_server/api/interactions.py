@@ -370,8 +370,15 @@ class Interactions:
 def _identifier_criteria(resource: dict[str, Any]) -> str | None:
     identifier = resource.get("identifier")
     if isinstance(identifier, dict) and identifier.get("system") and identifier.get("value"):
-        return urlencode({"identifier": f"{identifier['system']}|{identifier['value']}"})
+        system, value = _escape(identifier["system"]), _escape(identifier["value"])
+        return urlencode({"identifier": f"{system}|{value}"})
     return None
+
+
+def _escape(text: str) -> str:
+    """A search value's reserved characters escaped (R4 §3.1.1.4.8), so an identifier with '|' or ',' in it
+    still matches only itself."""
+    return "".join("\\" + ch if ch in "\\|,$" else ch for ch in str(text))
 
 
 def _version_key(version: str) -> tuple[tuple[int, int, str], ...]:

@@ -1,6 +1,7 @@
 """Cards from a client's alliance summary (the same summary the clinician view and $alliance-summary use).
 
-One card per active Flag, carrying its follow-up question, and an information card when today's ORS has not been
+One card per kind of active concern (its latest Flag, with how many earlier sessions raised it), carrying its
+follow-up question, and an information card when today's ORS has not been
 collected.  Card uuids are derived from what they are about, so feedback on a card can be matched to it and the
 same concern shown twice keeps its identity.
 """
@@ -13,7 +14,7 @@ from datetime import date
 from typing import Any
 
 from fhir_server.canonical import BASE
-from fhir_server.scoring.summary import ActiveFlag, AllianceSummary, MeasureSeries
+from fhir_server.scoring.summary import ActiveFlag, AllianceSummary, MeasureSeries, latest_flags
 
 OVERRIDE_SYSTEM = f"{BASE}/CodeSystem/fit-cds-override"
 OVERRIDE_REASONS = [
@@ -33,7 +34,10 @@ def card_id(service: str, patient: str, about: str) -> str:
 def build_cards(
     summary: AllianceSummary, *, service: str, hook: str, today: date, app_url: str, source_url: str
 ) -> list[dict[str, Any]]:
-    cards = [_flag_card(summary, flag, service, app_url, source_url) for flag in summary.flags]
+    cards = [
+        _flag_card(summary, flag, earlier, service, app_url, source_url)
+        for flag, earlier in latest_flags(summary.flags)
+    ]
     if hook in ("patient-view", "encounter-start") and not _ors_today(summary, today):
         cards.append(
             _card(
@@ -50,12 +54,16 @@ def build_cards(
     return cards
 
 
-def _flag_card(summary: AllianceSummary, flag: ActiveFlag, service: str, app_url: str, source_url: str) -> dict:
+def _flag_card(
+    summary: AllianceSummary, flag: ActiveFlag, earlier: int, service: str, app_url: str, source_url: str
+) -> dict:
     measure = _measure_of(summary, flag)
     headline = flag.message.split(". ")[0].replace(" today", " last session") if flag.message else flag.display
     lowest = measure.lowest_item if measure else None
     summary_text = f"{headline}; {lowest.display} lowest" if lowest and flag.code.startswith("srs") else headline
     detail = [flag.message or flag.display]
+    if earlier:
+        detail.append(f"\nAlso raised in {earlier} earlier session{'s' if earlier > 1 else ''}.")
     if measure and measure.items:
         detail += ["", "| Item | Last session | Before |", "|---|---|---|"]
         detail += [f"| {i.display} | {i.latest} | {'' if i.previous is None else i.previous} |" for i in measure.items]

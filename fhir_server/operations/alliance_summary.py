@@ -14,8 +14,14 @@ MAX_SESSIONS = 1000
 
 
 def load_summary(fhir: Any, patient_id: str) -> AllianceSummary:
-    """The one query path behind the clinician view, CDS cards and this operation."""
-    fhir.read("Patient", patient_id)  # 404/410 like a read
+    """$alliance-summary: the patient must exist here (404/410 like a read)."""
+    fhir.read("Patient", patient_id)
+    return summary_for(fhir, patient_id)
+
+
+def summary_for(fhir: Any, patient_id: str) -> AllianceSummary:
+    """The one query path behind the clinician view, CDS cards and this operation.  The Patient itself may live
+    only in the EHR that launched the app: the scores here are filed under its id all the same."""
     subject = f"Patient/{patient_id}"
     observations = fhir.search(
         fhir.parse_query(

@@ -19,6 +19,7 @@ class Point:
     observation: str  # Observation/<id>
     interpretation: list[str] = field(default_factory=list)
     flagged: bool = False
+    response: str | None = None  # QuestionnaireResponse/<id> the score was derived from
 
 
 @dataclass
@@ -99,6 +100,7 @@ def build_summary(patient: str, observations: list[dict[str, Any]], flags: list[
                 reference,
                 [i.get("text", "") for i in observation.get("interpretation", [])],
                 reference in flagged,
+                _derived_from(observation),
             )
         )
         items: dict[str, tuple[str, Decimal]] = {}
@@ -116,6 +118,13 @@ def build_summary(patient: str, observations: list[dict[str, Any]], flags: list[
         previous_items[key] = {code: value for code, (_, value) in items.items()}
     active = [_active_flag(f) for f in flags]
     return AllianceSummary(patient, sorted(measures.values(), key=lambda m: (m.code, m.series)), active)
+
+
+def _derived_from(observation: dict[str, Any]) -> str | None:
+    for reference in observation.get("derivedFrom", []):
+        if str(reference.get("reference", "")).startswith("QuestionnaireResponse/"):
+            return reference["reference"]
+    return None
 
 
 def _series(observation: dict[str, Any]) -> str:
@@ -151,6 +160,20 @@ def _active_flag(flag: dict[str, Any]) -> ActiveFlag:
         flag.get("period", {}).get("start"),
         _flag_detail(flag),
     )
+
+
+def latest_flags(flags: list[ActiveFlag]) -> list[tuple[ActiveFlag, int]]:
+    """One entry per kind of concern: its most recent active Flag and how many earlier sessions raised it too.
+    A client whose SRS stayed low for four sessions has four active "below cutoff" Flags; the clinician (and a
+    CDS card) needs the latest one, with the count as context."""
+    groups: dict[str, list[ActiveFlag]] = {}
+    for flag in flags:
+        groups.setdefault(flag.code, []).append(flag)
+    latest = []
+    for group in groups.values():
+        group.sort(key=lambda f: f.since or "", reverse=True)
+        latest.append((group[0], len(group) - 1))
+    return sorted(latest, key=lambda entry: entry[0].since or "", reverse=True)
 
 
 def to_parameters(summary: AllianceSummary) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from fhir_server.api.interactions import Interactions
 from fhir_server.auth import admin
+from fhir_server.canonical import BASE
 from fhir_server.ehr import registry
 from fhir_server.store import oauth_store
 
@@ -162,6 +163,9 @@ class Sandbox:
                         items.insert(0, {"linkId": "respondent", "answer": [{"valueCoding": respondent}]})
                     response = {
                         "resourceType": "QuestionnaireResponse",
+                        # an identifier, like every form submission: write-back (here, to this same server)
+                        # finds the response by it instead of storing a second copy
+                        "identifier": {"system": f"{BASE}/sandbox-history", "value": f"alex-{day}-{hour}"},
                         "questionnaire": canonical,
                         "status": "completed",
                         "subject": {"reference": "Patient/sandbox-alex"},

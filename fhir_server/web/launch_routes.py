@@ -114,12 +114,13 @@ async def chosen(request: Request) -> Response:
 
 def install_launch(app: FastAPI, settings: Settings) -> None:
     """Needs app.state.app_sessions, .rating_form and .outbox_worker (whose HTTP client and limits it shares)."""
-    from fhir_server.web import sandbox_routes
+    from fhir_server.web import clinician_routes, sandbox_routes
 
     state = app.state
     discovery = SmartDiscovery(state.outbox_worker.http)
     state.smart_launcher = SmartLauncher(state.engine, state.keys, state.app_sessions, discovery)
     app.include_router(router)
+    app.include_router(clinician_routes.router)
     if settings.sandbox:
         state.sandbox = Sandbox(state.engine, state.fhir)
         app.include_router(sandbox_routes.router)

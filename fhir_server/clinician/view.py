@@ -1,0 +1,213 @@
+"""What the clinician view shows, assembled from the one summary query path (operations/alliance_summary.py):
+the trend chart, the latest session's items against the previous one, the WAI-SR profile, the active Flags with
+their follow-up questions, every score as a table, and whether each session is in the EHR yet.
+
+Also the acknowledgement of a Flag: the Flag becomes inactive with ``period.end``, the acknowledgement (who, when)
+is recorded on the Flag and in a Provenance, and — for a launch from an EHR — the change is queued for
+write-back, all in one transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from fhir_server import fhirjson
+from fhir_server.api.interactions import Interactions
+from fhir_server.canonical import BASE
+from fhir_server.clinician.charts import (
+    TrendLines,
+    instrument_of,
+    profile_chart,
+    reliable_change,
+    total_cutoff,
+    trend_chart,
+)
+from fhir_server.ehr import outbox
+from fhir_server.operations.alliance_summary import summary_for
+from fhir_server.scoring.flags import Settings
+from fhir_server.scoring.pipeline import age_band
+from fhir_server.scoring.summary import ActiveFlag, AllianceSummary, MeasureSeries, latest_flags
+from fhir_server.store.repository import WriteSession
+
+SRS_CODES = ("srs-total", "csrs-total", "ycsrs-total")
+ORS_CODES = ("ors-total", "cors-total", "ycors-total")
+ACKNOWLEDGEMENT = f"{BASE}/StructureDefinition/flag-acknowledgement"
+WAI_LABELS = {"wai-sr-bond-mean": "Bond", "wai-sr-goal-mean": "Goal", "wai-sr-task-mean": "Task"}
+
+
+class FlagNotOpen(Exception):
+    """The Flag is not an active Flag of this patient (acknowledged meanwhile, or another patient's)."""
+
+
+@dataclass
+class ScoreRow:
+    date: str
+    measure: str
+    series: str
+    value: Decimal
+    interpretation: str
+    flagged: bool
+    delivery: str | None
+
+
+@dataclass
+class ClinicianView:
+    patient: str
+    trend_svg: str
+    profile_svg: str
+    srs: MeasureSeries | None
+    ors: MeasureSeries | None
+    latest_items: list[tuple[str, MeasureSeries]]  # (heading, series) of the latest SRS and ORS
+    flags: list[tuple[ActiveFlag, int]]  # the latest Flag of each kind of concern, and how many earlier ones
+    rows: list[ScoreRow] = field(default_factory=list)
+    cutoffs: TrendLines | None = None
+
+
+def _first(summary: AllianceSummary, codes: tuple[str, ...]) -> MeasureSeries | None:
+    for code in codes:
+        series = summary.measure(code)
+        if series is not None and series.points:
+            return series
+    return None
+
+
+def build_view(fhir: Interactions, patient_id: str, birth_date: str | None, overrides: dict[str, Any]) -> ClinicianView:
+    summary = summary_for(fhir, patient_id)
+    settings = Settings(overrides)
+    band = age_band(birth_date, None)
+    srs, ors = _first(summary, SRS_CODES), _first(summary, ORS_CODES)
+    ors_rules = fhir.library.rules_for(f"{BASE}/Questionnaire/{instrument_of(ors.code)}") if ors else None
+    srs_rules = fhir.library.rules_for(f"{BASE}/Questionnaire/{instrument_of(srs.code if srs else 'srs-total')}")
+    lines = TrendLines(
+        total_cutoff(srs_rules, settings, band),
+        total_cutoff(ors_rules, settings, band) if ors else None,
+        reliable_change(ors_rules, settings, band) if ors else None,
+    )
+    wai = summary.measure("wai-sr-total")
+    states = _delivery_states(fhir, summary)
+    rows = [
+        ScoreRow(
+            point.date[:10],
+            measure.display,
+            measure.series,
+            point.value,
+            "; ".join(t for t in point.interpretation if t),
+            point.flagged,
+            states.get(point.observation),
+        )
+        for measure in summary.measures
+        for point in measure.points
+    ]
+    rows.sort(key=lambda r: (r.date, r.measure), reverse=True)
+    return ClinicianView(
+        patient=patient_id,
+        trend_svg=trend_chart(srs, ors, lines),
+        profile_svg=profile_chart(wai.subscores, WAI_LABELS) if wai else "",
+        srs=srs,
+        ors=ors,
+        latest_items=[(name, m) for name, m in (("SRS", srs), ("ORS", ors)) if m and m.items],
+        flags=latest_flags(summary.flags),
+        rows=rows,
+        cutoffs=lines,
+    )
+
+
+def _delivery_states(fhir: Interactions, summary: AllianceSummary) -> dict[str, str | None]:
+    """Observation reference → "in the EHR" / "pending" / "failed" / None (never queued: not from an EHR launch)."""
+    engine = fhir.repo.engine
+    states: dict[str, str | None] = {}
+    by_response: dict[str, str | None] = {}
+    for measure in summary.measures:
+        for point in measure.points:
+            response_id = (point.response or "").partition("/")[2]
+            if response_id and response_id not in by_response:
+                by_response[response_id] = outbox.delivery_state(engine, response_id)
+            states[point.observation] = by_response.get(response_id)
+    return states
+
+
+def acknowledge(
+    fhir: Interactions,
+    patient_id: str,
+    flag_id: str,
+    who: str,
+    ehr_id: int | None,
+    token_ref: str | None,
+) -> None:
+    """Close an active Flag of this patient as acknowledged by ``who`` (a Practitioner reference)."""
+    now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+    def work(session: WriteSession) -> None:
+        current = session.current("Flag", flag_id, lock=True)
+        flag = fhirjson.loads_stored(current.content or "{}") if current and not current.deleted else None
+        subject = f"Patient/{patient_id}"
+        if flag is None or flag.get("status") != "active" or flag.get("subject", {}).get("reference") != subject:
+            raise FlagNotOpen(flag_id)
+        code = _flag_code(flag)
+        query = fhir.parse_query("Flag", [("subject", subject), ("status", "active"), ("_count", "200")])
+        same_kind = [
+            (stored.id, body)
+            for stored in session.search(query).matches
+            if stored.id != flag_id and _flag_code(body := fhirjson.loads_stored(stored.content or "{}")) == code
+        ]
+        responses = set()
+        for closing_id, body in [(flag_id, flag), *same_kind]:  # the concern is acknowledged, not one session of it
+            _close(fhir, session, closing_id, body, who, now)
+            response_id = _response_behind(session, _flag_detail(body))
+            if response_id:
+                responses.add(response_id)
+        if ehr_id is not None:  # the EHR gets the closed Flags with their responses' results
+            for response_id in sorted(responses):
+                outbox.enqueue(session, ehr_id, f"QuestionnaireResponse/{response_id}", token_ref)
+
+    fhir.repo.write(work)
+
+
+def _close(fhir: Interactions, session: WriteSession, flag_id: str, flag: dict[str, Any], who: str, now: str) -> None:
+    flag["status"] = "inactive"
+    flag["period"] = {**flag.get("period", {}), "end": now}
+    flag.setdefault("extension", []).append(
+        {
+            "url": ACKNOWLEDGEMENT,
+            "extension": [{"url": "by", "valueReference": {"reference": who}}, {"url": "at", "valueDateTime": now}],
+        }
+    )
+    written = fhir.update(session, "Flag", flag_id, flag, if_match=None)
+    provenance = {
+        "resourceType": "Provenance",
+        "target": [{"reference": f"Flag/{flag_id}/_history/{written.stored.version_id}"}],
+        "recorded": now,
+        "activity": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "UPDATE"}],
+            "text": "Flag acknowledged in the clinician view",
+        },
+        "agent": [{"who": {"reference": who}}],
+    }
+    fhir.create(session, "Provenance", provenance, resource_id=str(uuid.uuid4()))
+
+
+def _flag_code(flag: dict[str, Any]) -> str | None:
+    return next((c.get("code") for c in flag.get("code", {}).get("coding", [])), None)
+
+
+def _response_behind(session: WriteSession, observation: str | None) -> str | None:
+    kind, _, observation_id = (observation or "").partition("/")
+    stored = session.current("Observation", observation_id) if kind == "Observation" and observation_id else None
+    if stored is None or stored.deleted:
+        return None
+    for reference in fhirjson.loads_stored(stored.content or "{}").get("derivedFrom", []):
+        kind, _, response_id = str(reference.get("reference", "")).partition("/")
+        if kind == "QuestionnaireResponse" and session.current("QuestionnaireResponse", response_id):
+            return response_id
+    return None
+
+
+def _flag_detail(flag: dict[str, Any]) -> str | None:
+    for extension in flag.get("extension", []):
+        if extension.get("url") == "http://hl7.org/fhir/StructureDefinition/flag-detail":
+            return extension.get("valueReference", {}).get("reference")
+    return None

@@ -1,0 +1,125 @@
+"""The clinician's pages (thin; the content is assembled in clinician/view.py).
+
+``GET /app/clinician``                                the alliance view of the launch's patient
+``POST /app/clinician/flags/{id}/acknowledge``         close a concern as acknowledged (CSRF-checked)
+``GET /app/result``                                   after the hand-back: today's score, concerns and EHR state
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import RedirectResponse, Response
+
+from fhir_server import fhirjson
+from fhir_server.auth import urls
+from fhir_server.clinician.view import FlagNotOpen, acknowledge, build_view
+from fhir_server.ehr import outbox
+from fhir_server.errors import FhirError
+from fhir_server.operations.alliance_summary import summary_for
+from fhir_server.smart.sessions import AppSession
+from fhir_server.validation import check_id
+from fhir_server.web.form_pages import message, page_headers, read_form, render
+
+router = APIRouter(prefix="/app", include_in_schema=False)
+NOT_OPEN = ("This view is not open", "Please open it again from the client's chart in the EHR.")
+
+
+async def _launched(request: Request) -> AppSession | None:
+    session = await run_in_threadpool(request.app.state.app_sessions.load_session, request)
+    return session if session is not None and session.access_token and session.patient else None
+
+
+def _patient_details(request: Request, session: AppSession) -> dict[str, Any] | None:
+    """The banner: the Patient as stored here, else as the EHR has it (read with the launch's token)."""
+    stored = request.app.state.fhir.repo.read("Patient", session.patient or "")
+    patient = fhirjson.loads_stored(stored.content or "{}") if stored and not stored.deleted else None
+    if patient is None and session.launch_iss:
+        try:
+            answer = httpx.get(
+                f"{session.launch_iss}/Patient/{session.patient}",
+                headers={"Authorization": f"Bearer {session.access_token}", "Accept": "application/fhir+json"},
+                timeout=5.0,
+            )
+            patient = answer.json() if answer.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            patient = None  # the view still works without a banner name; the id is shown
+    if not isinstance(patient, dict):
+        return None
+    name = next(iter(patient.get("name") or []), {})
+    text = name.get("text") or " ".join([*name.get("given", []), name.get("family", "")]).strip()
+    return {"name": text or f"Patient/{session.patient}", "birth_date": patient.get("birthDate"),
+            "gender": patient.get("gender")}  # fmt: skip
+
+
+@router.get("/clinician")
+async def clinician(request: Request) -> Response:
+    session = await _launched(request)
+    if session is None:
+        return message(request, *NOT_OPEN, 403)
+    state = request.app.state
+
+    def assemble() -> tuple[Any, dict[str, Any] | None]:
+        details = _patient_details(request, session)
+        birth_date = details.get("birth_date") if details else None
+        view = build_view(state.fhir, session.patient or "", birth_date, state.settings.scoring_overrides)
+        return view, details
+
+    view, details = await run_in_threadpool(assemble)
+    banner = details or {"name": f"Patient/{session.patient}"} if session.need_patient_banner else None
+    return render(request, "clinician.html", {"view": view, "banner": banner, "csrf_token": session.csrf_token})
+
+
+@router.post("/clinician/flags/{flag_id}/acknowledge")
+async def acknowledge_flag(flag_id: str, request: Request) -> Response:
+    session = await _launched(request)
+    fields = await read_form(request)
+    if session is None or not session.csrf_ok(fields.get("csrf_token")):
+        return message(request, "This page was out of date", "Nothing was changed. Please reload the view.", 403)
+    if not session.fhir_user:
+        return message(request, "Who is acknowledging?", "The EHR did not say who is signed in.", 403)
+    # fhirUser is a URL; one on this server is recorded as a relative reference, an EHR's stays absolute
+    own_base = urls.fhir_base(request.app.state.settings, str(request.base_url)) + "/"
+    who = session.fhir_user.removeprefix(own_base)
+    try:
+        check_id(flag_id)
+        await run_in_threadpool(
+            acknowledge,
+            request.app.state.fhir,
+            session.patient or "",
+            flag_id,
+            who,
+            session.ehr_id,
+            request.app.state.app_sessions.token_ref(session),
+        )
+    except (FlagNotOpen, FhirError):
+        return message(request, "This concern is no longer open", "It was closed meanwhile. Reload the view.", 409)
+    headers = page_headers(request.app.state.settings)
+    return RedirectResponse("/app/clinician#flags", status_code=303, headers=headers)
+
+
+@router.get("/result")
+async def result(request: Request) -> Response:
+    session = await _launched(request)
+    if session is None or not session.response_id:
+        return message(request, *NOT_OPEN, 403)
+    state = request.app.state
+
+    def assemble() -> dict[str, Any]:
+        summary = summary_for(state.fhir, session.patient or "")
+        reference = f"QuestionnaireResponse/{session.response_id}"
+        scores = [
+            {"display": m.display, "value": p.value, "interpretation": "; ".join(t for t in p.interpretation if t)}
+            for m in summary.measures
+            for p in m.points
+            if p.response == reference
+        ]
+        observations = {p.observation for m in summary.measures for p in m.points if p.response == reference}
+        flags = [f for f in summary.flags if f.observation in observations]
+        delivery = outbox.delivery_state(state.engine, session.response_id or "")
+        return {"measure": "Today's rating", "scores": scores, "flags": flags, "delivery": delivery}
+
+    return render(request, "result.html", await run_in_threadpool(assemble))
