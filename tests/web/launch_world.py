@@ -25,6 +25,7 @@ APP_SCOPE = (
 )
 BACKEND_SCOPE = "system/QuestionnaireResponse.cru system/Observation.cru system/Flag.cru system/Provenance.cru"
 CLINICIAN, PASSWORD = "therapist", "correct horse battery"
+PICKER = "front-desk"  # a user the EHR lets choose the patient (standalone launch)
 
 
 @dataclass
@@ -43,13 +44,14 @@ def wire(
     )  # fmt: skip
     assert added.returncode == 0 or "exists" in added.stderr, added.stderr
     ehr.register_backend_client(backend_client, f"{ours.root}/auth/jwks", BACKEND_SCOPE)
-    user = subprocess.run(
-        [sys.executable, "-m", "fhir_server", "users", "add", CLINICIAN, "--fhir-user", "Practitioner/therapist-1",
-         "--password-stdin"],
-        input=PASSWORD + "\n", env=_environment(FHIR_SERVER_DATABASE_URL=ehr.database_url, **ehr.env), cwd=ROOT,
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert user.returncode == 0 or "exists" in user.stderr, user.stderr
+    for username, extra in ((CLINICIAN, []), (PICKER, ["--may-pick-patient"])):
+        user = subprocess.run(
+            [sys.executable, "-m", "fhir_server", "users", "add", username, "--fhir-user", "Practitioner/therapist-1",
+             "--password-stdin", *extra],
+            input=PASSWORD + "\n", env=_environment(FHIR_SERVER_DATABASE_URL=ehr.database_url, **ehr.env), cwd=ROOT,
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert user.returncode == 0 or "exists" in user.stderr, user.stderr
     registration = registry.register(
         ours.app.state.engine,
         issuer=ehr.fhir_base,
@@ -78,8 +80,8 @@ def launch_url(world: Launchable, launch: str | None, **params: str) -> str:
     return f"{world.ours.root}/app/launch?{query}"
 
 
-def sign_in(page: object) -> None:
+def sign_in(page: object, username: str = CLINICIAN) -> None:
     """The clinician signs in at the EHR's authorization server (the page the launch redirected to)."""
-    page.locator("#username").fill(CLINICIAN)  # type: ignore[attr-defined]
+    page.locator("#username").fill(username)  # type: ignore[attr-defined]
     page.locator("#password").fill(PASSWORD)  # type: ignore[attr-defined]
     page.locator('button[value="login"]').click()  # type: ignore[attr-defined]

@@ -17,7 +17,7 @@ from tests.ehr.harness import EhrProcess, temp_folder
 from tests.ehr.world import SRS_QUESTIONNAIRE, in_ehr_once, new_patient, wait_for
 from tests.support.server import RunningServer, ServerThread
 from tests.web.form_driver import drag, keys, submit_and_wait_for_thanks, tap, value_now
-from tests.web.launch_world import Launchable, ehr_launch, launch_url, sign_in, wire
+from tests.web.launch_world import PICKER, Launchable, ehr_launch, launch_url, sign_in, wire
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +89,24 @@ def test_ehr_launch_fill_by_drag_and_keyboard_written_back_once(browser, world: 
     assert response["questionnaire"].startswith("http://fit-fhir.org/fhir/Questionnaire/srs|")
     kinds = sorted(key.split("/")[0] for key in copies)
     assert kinds.count("Flag") >= 1 and kinds.count("Observation") >= 1 and kinds.count("Provenance") == 1
+
+
+def test_standalone_launch_with_the_patient_picked_at_the_ehr(browser, world: Launchable):
+    patient, _ = new_patient(world.ehr, "standalone")
+    context = browser.new_context(viewport={"width": 1024, "height": 768})
+    page = context.new_page()
+    try:
+        page.goto(launch_url(world, None, measure="srs"))  # no launch: the app asks for launch/patient
+        sign_in(page, PICKER)
+        page.locator(f'button[name="patient"][value="{patient}"]').click()
+        page.wait_for_url(re.compile(r".*/app/form$"))
+        for line in ("relationship", "goals", "approach", "overall"):
+            keys(page, line, "Home", *["PageUp"] * 9)  # 90 each: no concern
+        submit_and_wait_for_thanks(page)
+    finally:
+        context.close()
+    found = world.ours.app.state.fhir.repo.all_current("QuestionnaireResponse")
+    assert [s for s in found if f'"Patient/{patient}"' in (s.content or "")], "the picked patient's response"
 
 
 def _client(world: Launchable) -> httpx.Client:
