@@ -11,7 +11,7 @@ TEST_WORKERS ?= 2
 WEB_TESTS = tests/web
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD = 1
 
-.PHONY: serve test lint format screenshots bench-core bench-search clean
+.PHONY: serve test lint format screenshots bench-core bench-search bench-clinician clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "fhir-server needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -46,6 +46,9 @@ format: $(BIN)/.installed
 
 bench-core: $(BIN)/.installed
 	$(BIN)/python bench/core.py $(BENCH_ARGS)
+
+bench-clinician: $(BIN)/.installed
+	$(BIN)/python bench/clinician.py
 
 bench-search: $(BIN)/.installed
 	$(BIN)/python bench/search.py $(BENCH_ARGS)

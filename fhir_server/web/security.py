@@ -6,8 +6,9 @@ EHR iframes); ``X-Content-Type-Options: nosniff``; ``Referrer-Policy: no-referre
 codes and state).  There is deliberately no ``form-action``: browsers apply it to the redirect that follows the
 sign-in POST, and that redirect goes to the app's registered redirect URI.
 
-CORS: only the token, introspection, revocation, JWKS and discovery endpoints, and only for origins registered
-with a client.  No credentials are allowed (these endpoints use none from the browser).
+CORS: the token, introspection, revocation, JWKS and discovery endpoints and the FHIR API under /fhir (a browser
+SMART app calls it with its bearer token), and only for origins registered with a client.  No credentials
+(cookies) are allowed: the API authenticates with the Authorization header only.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ CORS_PATHS = frozenset(
     }
 )
 CORS_MAX_AGE = "600"
+FHIR_PREFIX = "/fhir/"
+# what a browser app may send to and read from the FHIR API
+FHIR_METHODS = b"GET, POST, PUT, PATCH, DELETE"
+FHIR_REQUEST_HEADERS = b"Authorization, Content-Type, Accept, If-Match, If-None-Match, If-None-Exist, Prefer"
+FHIR_EXPOSED_HEADERS = b"ETag, Location, Content-Location, Last-Modified, X-Request-Id"
 
 
 class BrowserSecurityMiddleware:
@@ -52,7 +58,8 @@ class BrowserSecurityMiddleware:
             return
         path: str = scope["path"]
         page = path.startswith(PAGE_PREFIXES)
-        cors_path = path in CORS_PATHS
+        fhir_api = path.startswith(FHIR_PREFIX) or path == "/fhir"
+        cors_path = path in CORS_PATHS or fhir_api
         if not page and not cors_path:
             await self.app(scope, receive, send)
             return
@@ -60,7 +67,7 @@ class BrowserSecurityMiddleware:
         origin = headers.get("origin")
         allowed = bool(cors_path and origin and await run_in_threadpool(self.origin_allowed, origin))
         if allowed and scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
-            await self._preflight(send, origin or "")
+            await self._preflight(send, origin or "", fhir_api)
             return
 
         async def send_with_headers(message: Message) -> None:
@@ -72,15 +79,17 @@ class BrowserSecurityMiddleware:
                     extra.append((b"vary", b"Origin"))
                 if allowed:
                     extra.append((b"access-control-allow-origin", (origin or "").encode()))
+                    if fhir_api:
+                        extra.append((b"access-control-expose-headers", FHIR_EXPOSED_HEADERS))
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
 
-    async def _preflight(self, send: Send, origin: str) -> None:
+    async def _preflight(self, send: Send, origin: str, fhir_api: bool) -> None:
         headers = [
             (b"access-control-allow-origin", origin.encode()),
-            (b"access-control-allow-methods", b"GET, POST"),
-            (b"access-control-allow-headers", b"Authorization, Content-Type"),
+            (b"access-control-allow-methods", FHIR_METHODS if fhir_api else b"GET, POST"),
+            (b"access-control-allow-headers", FHIR_REQUEST_HEADERS if fhir_api else b"Authorization, Content-Type"),
             (b"access-control-max-age", CORS_MAX_AGE.encode()),
             (b"vary", b"Origin"),
         ]

@@ -42,7 +42,10 @@ def test_unreachable_postgres_is_503_transient(tmp_path):
             return await client.get("/fhir/Patient/abc")
 
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
-    response = asyncio.run(run())
+    # In a thread of its own: a session-scoped Playwright browser in this worker keeps an event loop running here.
+    with ThreadPoolExecutor(1) as pool:
+        response = pool.submit(asyncio.run, run()).result()
     assert_outcome(response, 503, "transient")
     assert response.headers["retry-after"] == "5"

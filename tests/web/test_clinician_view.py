@@ -24,7 +24,9 @@ from fhir_server.config import Settings
 from fhir_server.store import cds_store
 from tests.support.server import RunningServer, ServerThread
 from tests.support.tokens import client_for, mint
+from tests.web.conftest import AXE, unavailable
 from tests.web.form_driver import drag, keys, submit_and_wait_for_thanks
+from tests.web.test_accessibility import axe_violations
 from tests.web.test_layout_and_iframe import keep
 
 SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.0"
@@ -79,10 +81,10 @@ def twelve_sessions(ours: RunningServer) -> str:
     return patient
 
 
-def _open_clinician_view(browser, ours: RunningServer, patient: str):
+def _open_clinician_view(browser, ours: RunningServer, patient: str, *, bypass_csp: bool = False):
     context_of_launch = {"patient": patient, "user": "demo", "need_patient_banner": True}
     created = create_launch(ours.app.state.oauth, ours.app.state.patients, context_of_launch, "test EHR chart")
-    context = browser.new_context(viewport={"width": 800, "height": 900})
+    context = browser.new_context(viewport={"width": 800, "height": 900}, bypass_csp=bypass_csp)
     page = context.new_page()
     query = httpx.QueryParams({"iss": ours.fhir_base, "launch": created["launch"], "view": "clinician"})
     page.goto(f"{ours.root}/app/launch?{query}")
@@ -181,5 +183,17 @@ def test_sandbox_first_run(browser, ours):
             time.sleep(0.5)
             page.reload()
         assert page.locator(".delivery").inner_text() == "in the EHR"
+    finally:
+        context.close()
+
+
+def test_clinician_view_accessibility(browser, ours, twelve_sessions):
+    """axe-core: no serious or critical WCAG 2.1 AA violation (the test context bypasses the page's CSP only to
+    inject axe, as tests/web/test_accessibility.py does)."""
+    if not AXE.exists():
+        unavailable("axe-core is not installed (npm ci in tests/web; make test does it)")
+    context, page = _open_clinician_view(browser, ours, twelve_sessions, bypass_csp=True)
+    try:
+        assert axe_violations(page) == []
     finally:
         context.close()
