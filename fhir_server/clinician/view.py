@@ -118,16 +118,13 @@ def build_view(fhir: Interactions, patient_id: str, birth_date: str | None, over
 
 def _delivery_states(fhir: Interactions, summary: AllianceSummary) -> dict[str, str | None]:
     """Observation reference → "in the EHR" / "pending" / "failed" / None (never queued: not from an EHR launch)."""
-    engine = fhir.repo.engine
-    states: dict[str, str | None] = {}
-    by_response: dict[str, str | None] = {}
-    for measure in summary.measures:
-        for point in measure.points:
-            response_id = (point.response or "").partition("/")[2]
-            if response_id and response_id not in by_response:
-                by_response[response_id] = outbox.delivery_state(engine, response_id)
-            states[point.observation] = by_response.get(response_id)
-    return states
+    response_of = {
+        point.observation: (point.response or "").partition("/")[2]
+        for measure in summary.measures
+        for point in measure.points
+    }
+    states = outbox.delivery_states(fhir.repo.engine, sorted({r for r in response_of.values() if r}))
+    return {observation: states.get(response) for observation, response in response_of.items()}
 
 
 def acknowledge(

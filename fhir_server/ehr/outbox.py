@@ -103,7 +103,16 @@ def queue_write_back(sessions: AppSessionStore) -> Callable[[AppSession, WriteSe
 def delivery_state(engine: Engine, response_id: str) -> DeliveryState | None:
     """What the clinician screen shows: "in the EHR" only when every EHR it was queued for has it, "failed" when
     a delivery is dead (an administrator must act), else "pending".  None when it was never queued."""
-    statuses = ehr_store.statuses_for_response(engine, response_id)
+    return _state(ehr_store.statuses_for_response(engine, response_id))
+
+
+def delivery_states(engine: Engine, response_ids: list[str]) -> dict[str, DeliveryState | None]:
+    """``delivery_state`` for many responses, in one query."""
+    found = ehr_store.statuses_for_responses(engine, response_ids)
+    return {response_id: _state(found.get(response_id, [])) for response_id in response_ids}
+
+
+def _state(statuses: list[str]) -> DeliveryState | None:
     if not statuses:
         return None
     if ehr_store.DEAD in statuses:

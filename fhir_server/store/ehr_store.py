@@ -190,6 +190,18 @@ def count_pending(engine: Engine, ehr_id: int) -> int:
         return int(conn.execute(select(func.count()).where(c.ehr_id == ehr_id, c.status == PENDING)).scalar_one())
 
 
+def statuses_for_responses(engine: Engine, response_ids: list[str]) -> dict[str, list[str]]:
+    """Many responses' delivery statuses in one query (the clinician view lists a client's every session)."""
+    c = ehr_outbox.c
+    found: dict[str, list[str]] = {}
+    with engine.connect() as conn:
+        for start in range(0, len(response_ids), 500):
+            chunk = response_ids[start : start + 500]
+            for response_id, status in conn.execute(select(c.response_id, c.status).where(c.response_id.in_(chunk))):
+                found.setdefault(response_id, []).append(status)
+    return found
+
+
 def statuses_for_response(engine: Engine, response_id: str) -> list[str]:
     c = ehr_outbox.c
     with engine.connect() as conn:
