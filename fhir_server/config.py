@@ -64,6 +64,28 @@ class Settings(BaseSettings):
     frame_ancestors: list[str] = []
     # The SMART style sheet announced in token responses; empty means this server's own /auth/smart-style.json.
     smart_style_url: str = ""
+    # Failed password sign-ins allowed within the window, per username and per client address; more are answered
+    # 429 with Retry-After.  Counted in the database, so every worker process sees the same counts.
+    login_max_failures_per_user: int = 5
+    login_max_failures_per_address: int = 20
+    login_failure_window_seconds: int = 900
+    # An external OpenID Connect identity provider for sign-in (docs/authorization.md, "External identity
+    # provider").  Empty issuer means none: users sign in with their local passwords only.
+    oidc_issuer: str = ""  # exactly the provider's "issuer"; discovery is read from {issuer}/.well-known/...
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    # How this server authenticates at the provider's token endpoint: client_secret_basic, client_secret_post, or
+    # private_key_jwt (an assertion signed with this server's own key; register {origin}/auth/jwks there).
+    oidc_token_auth_method: str = "client_secret_basic"
+    oidc_scopes: str = "openid profile email"
+    # The id_token claim whose value names a registered user (``fhir-server users add --external-subject``):
+    # preferred_username, sub, or email (email only when the provider says email_verified).
+    oidc_user_claim: str = "preferred_username"
+    oidc_display_name: str = ""  # the button says "Sign in with <this>"; empty means the issuer's host
+    # id_token signature algorithms accepted (asymmetric only: never none, never HMAC).
+    oidc_id_token_algorithms: list[str] = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"]
+    # With an identity provider configured: whether local passwords are still accepted on /auth/login.
+    local_passwords: bool = True
 
     # -- the SMART app (/app): the rating form and its server-side sessions ------------------------------------
     # How long a launch stays open for the client to answer (the session, its tokens and its draft).

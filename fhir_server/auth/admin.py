@@ -153,23 +153,42 @@ def remove_client(engine: Engine, client_id: str) -> None:
 
 
 def add_user(
-    engine: Engine, username: str, password: str, fhir_user: str, *, may_pick_patient: bool, display_name: str = ""
+    engine: Engine,
+    username: str,
+    password: str | None,
+    fhir_user: str,
+    *,
+    may_pick_patient: bool,
+    display_name: str = "",
+    external_subject: str | None = None,
+    external_issuer: str | None = None,
 ) -> str:
+    """``password`` None: the user signs in only through the external identity provider ``external_issuer``, as
+    the identity whose configured claim (FHIR_SERVER_OIDC_USER_CLAIM) is ``external_subject``."""
     if not USERNAME.fullmatch(username):
         raise AdminError("username must be 1-128 characters of A-Z a-z 0-9 . _ @ + -")
     if not FHIR_USER.fullmatch(fhir_user):
         raise AdminError("--fhir-user must be like Practitioner/123 (Practitioner, PractitionerRole, Patient, ...)")
-    if len(password) < MIN_PASSWORD:
+    if password is None and external_subject is None:
+        raise AdminError("a user needs a password, an --external-subject, or both")
+    if password is not None and len(password) < MIN_PASSWORD:
         raise AdminError(f"the password must have at least {MIN_PASSWORD} characters")
+    if external_subject is not None:
+        if not external_issuer:
+            raise AdminError("--external-subject needs an identity provider: set FHIR_SERVER_OIDC_ISSUER first")
+        if not 1 <= len(external_subject) <= 255 or not external_subject.isprintable():
+            raise AdminError("--external-subject must be 1-255 printable characters")
     user_id = uuid.uuid4().hex
     values = {
         "user_id": user_id,
         "username": username,
-        "password_hash": hash_password(password),
+        "password_hash": hash_password(password) if password is not None else None,
         "fhir_user": fhir_user,
         "may_pick_patient": may_pick_patient,
         "display_name": display_name[:200],
         "created_at": utcnow(),
+        "external_issuer": external_issuer if external_subject is not None else None,
+        "external_subject": external_subject,
     }
     try:
         oauth_store.add_user(engine, values)

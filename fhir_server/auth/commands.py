@@ -74,12 +74,13 @@ def _clients_list(_: Settings, engine: Engine) -> int:
 
 
 def _users_add(args: argparse.Namespace) -> Callable[[Settings, Engine], int]:
-    def action(_: Settings, engine: Engine) -> int:
+    def action(settings: Settings, engine: Engine) -> int:
         from fhir_server.auth import admin
 
+        password: str | None = None
         if args.password_stdin:
             password = sys.stdin.readline().rstrip("\r\n")
-        else:
+        elif args.external_subject is None:  # linked to the identity provider: no local password unless asked
             password = getpass.getpass("password: ")
             if getpass.getpass("again: ") != password:
                 raise admin.AdminError("the passwords differ")
@@ -90,8 +91,12 @@ def _users_add(args: argparse.Namespace) -> Callable[[Settings, Engine], int]:
             args.fhir_user,
             may_pick_patient=args.may_pick_patient,
             display_name=args.name,
+            external_subject=args.external_subject,
+            external_issuer=settings.oidc_issuer or None,
         )
         print(f"user {args.username} ({args.fhir_user}) added, sub {user_id}")
+        if args.external_subject is not None:
+            print(f"signs in at {settings.oidc_issuer} as {settings.oidc_user_claim}={args.external_subject}")
         return 0
 
     return action
@@ -102,7 +107,8 @@ def _users_list(_: Settings, engine: Engine) -> int:
 
     for u in admin.list_users(engine):
         picker = "may pick patients" if u["may_pick_patient"] else "-"
-        print(f"{u['username']}\t{u['fhir_user']}\t{picker}\t{u['display_name']}")
+        linked = f"external={u['external_subject']}" if u["external_subject"] else "-"
+        print(f"{u['username']}\t{u['fhir_user']}\t{picker}\t{linked}\t{u['display_name']}")
     return 0
 
 
@@ -179,6 +185,11 @@ def add_auth_commands(commands: Any) -> None:
     add_user.add_argument("--may-pick-patient", action="store_true", help="may choose the patient in standalone launch")
     add_user.add_argument("--name", default="", help="display name")
     add_user.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    add_user.add_argument(
+        "--external-subject",
+        help="sign-in through the identity provider (FHIR_SERVER_OIDC_ISSUER): the value of its user claim "
+        "(FHIR_SERVER_OIDC_USER_CLAIM) for this user; without --password-stdin the user gets no local password",
+    )
     add_user.set_defaults(func=lambda a: _admin(_users_add(a))(a))
     user_commands.add_parser("list", help="users").set_defaults(func=_admin(_users_list))
     remove_user = user_commands.add_parser("remove", help="delete a user, their sessions and refresh tokens")

@@ -27,6 +27,7 @@ class LoginSession:
     user_id: str | None
     authenticated_at: datetime | None
     pending: dict[str, Any] | None
+    external: str | None = None  # JSON of a sign-in in progress at the external identity provider
 
     def csrf_matches(self, submitted: str | None) -> bool:
         return bool(submitted) and hmac.compare_digest(self.csrf_token.encode(), (submitted or "").encode())
@@ -48,7 +49,14 @@ class LoginSessions:
         if row is None:
             return None
         pending = orjson.loads(row["pending"]) if row["pending"] else None
-        return LoginSession(row["session_hash"], row["csrf_token"], row["user_id"], row["authenticated_at"], pending)
+        return LoginSession(
+            row["session_hash"],
+            row["csrf_token"],
+            row["user_id"],
+            row["authenticated_at"],
+            pending,
+            row["external_login"],
+        )
 
     def ensure(self, cookie: str | None) -> tuple[LoginSession, str | None]:
         """The session the cookie names, or a new one with the cookie value to set."""
@@ -75,6 +83,19 @@ class LoginSessions:
         oauth_store.update_session(
             self.engine, session.key, pending=orjson.dumps(pending).decode() if pending is not None else None
         )
+
+    def start_external(self, session: LoginSession, details: dict[str, Any]) -> None:
+        """Remembers a sign-in sent to the external identity provider (replacing an earlier one)."""
+        session.external = orjson.dumps(details).decode()
+        oauth_store.update_session(self.engine, session.key, external_login=session.external)
+
+    def take_external(self, session: LoginSession) -> dict[str, Any] | None:
+        """The sign-in in progress at the identity provider, once: it is cleared as it is taken, so a callback
+        replayed (or racing in parallel) finds nothing."""
+        if session.external is None or not oauth_store.take_external_login(self.engine, session.key, session.external):
+            return None
+        details, session.external = orjson.loads(session.external), None
+        return details if isinstance(details, dict) else None
 
     def sign_in(self, session: LoginSession, user_id: str) -> str:
         """Binds the user to the session under a fresh id and CSRF token; returns the new cookie value."""

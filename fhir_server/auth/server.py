@@ -96,7 +96,8 @@ class SmartAuthorizationServer(AuthorizationServer):
         live launch context of this server."""
         if not request.first("state"):
             raise InvalidRequestError("Missing state: SMART apps must send an unguessable state")
-        if request.first("aud") not in request.site.audiences:
+        aud = request.first("aud")
+        if aud not in request.site.audiences and (aud is not None or not _sign_in_only(request)):
             raise InvalidRequestError("aud must be the FHIR base URL of this server")
         launch_id = request.first("launch")
         if launch_id is not None:
@@ -191,3 +192,14 @@ class SmartAuthorizationServer(AuthorizationServer):
         if time.monotonic() - self._pruned_at > PRUNE_INTERVAL:
             self._pruned_at = time.monotonic()
             oauth_store.prune_expired(self.engine, utcnow())
+
+
+# An OpenID Connect relying party that uses this server only to sign its users in (another server, with this one as
+# its identity provider) knows nothing of SMART's aud.  Such a request asks for identity and nothing else, and the
+# token it gets grants no FHIR data, so aud may be left out; a wrong aud is still refused.
+SIGN_IN_SCOPES = frozenset({"openid", "profile", "fhirUser", "email"})
+
+
+def _sign_in_only(request: FormRequest) -> bool:
+    scopes = set((request.first("scope") or "").split())
+    return "openid" in scopes and scopes <= SIGN_IN_SCOPES and request.first("launch") is None

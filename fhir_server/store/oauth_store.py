@@ -90,6 +90,9 @@ def add_user(engine: Engine, values: Row) -> None:
         with engine.begin() as conn:
             conn.execute(insert(oauth_users).values(**values))
     except IntegrityError:
+        linked = values.get("external_subject")
+        if linked and get_user_by_external(engine, values["external_issuer"], linked):
+            raise AlreadyExists(f"external subject '{linked}' is already linked to another user") from None
         raise AlreadyExists(f"user '{values['username']}' already exists") from None
 
 
@@ -99,6 +102,14 @@ def get_user(engine: Engine, user_id: str) -> Row | None:
 
 def get_user_by_name(engine: Engine, username: str) -> Row | None:
     return _one(engine, select(oauth_users).where(oauth_users.c.username == username))
+
+
+def get_user_by_external(engine: Engine, issuer: str, subject: str) -> Row | None:
+    """The user linked to this identity at an external OpenID Connect provider."""
+    return _one(
+        engine,
+        select(oauth_users).where(oauth_users.c.external_issuer == issuer, oauth_users.c.external_subject == subject),
+    )
 
 
 def list_users(engine: Engine) -> list[Row]:
@@ -214,6 +225,18 @@ def update_session(engine: Engine, key: str, **values: Any) -> None:
     """``values`` may include a new ``session_hash``: the id changes at login (no session fixation)."""
     with engine.begin() as conn:
         conn.execute(update(oauth_login_sessions).where(oauth_login_sessions.c.session_hash == key).values(**values))
+
+
+def take_external_login(engine: Engine, key: str, value: str) -> bool:
+    """Clears the session's identity-provider round trip if it is still ``value``: True for the one callback that
+    may use it (a replayed or concurrent callback gets False)."""
+    with engine.begin() as conn:
+        statement = (
+            update(oauth_login_sessions)
+            .where(oauth_login_sessions.c.session_hash == key, oauth_login_sessions.c.external_login == value)
+            .values(external_login=None)
+        )
+        return conn.execute(statement).rowcount == 1
 
 
 # -- Backend Services assertion jtis ------------------------------------------------------------------------

@@ -183,11 +183,16 @@ oauth_users = Table(
     metadata,
     Column("user_id", String(64), primary_key=True),  # the ``sub`` of tokens: stable, never reused
     Column("username", String(128), nullable=False, unique=True),
-    Column("password_hash", String(256), nullable=False),
+    Column("password_hash", String(256), nullable=True),  # none: signs in only through the identity provider
     Column("fhir_user", String(200), nullable=False),  # e.g. Practitioner/123
     Column("may_pick_patient", Boolean, nullable=False, default=False),
     Column("display_name", String(200), nullable=False, default=""),
     Column("created_at", DateTime, nullable=False),
+    # The identity at the external OpenID Connect provider this user signs in as: the provider's issuer and the
+    # value of its configured claim (FHIR_SERVER_OIDC_USER_CLAIM).  Linked explicitly, never by a matching name.
+    Column("external_issuer", String(500), nullable=True),
+    Column("external_subject", String(255), nullable=True),
+    UniqueConstraint("external_issuer", "external_subject", name="uq_oauth_users_external"),
 )
 
 oauth_codes = Table(
@@ -246,7 +251,21 @@ oauth_login_sessions = Table(
     Column("authenticated_at", DateTime, nullable=True),
     Column("pending", Text, nullable=True),  # JSON: the authorization request waiting for login / a patient
     Column("expires_at", DateTime, nullable=False),
+    # JSON: a sign-in in progress at the external identity provider (state digest, nonce, PKCE verifier, expiry)
+    Column("external_login", Text, nullable=True),
     Index("ix_oauth_sessions_expires", "expires_at"),
+)
+
+# Failed (and in-progress) password sign-ins, one row per attempt and key (a username's or a client address's
+# digest), for sign-in throttling across worker processes (auth/throttle.py).
+oauth_login_failures = Table(
+    "oauth_login_failures",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("key_hash", String(64), nullable=False),
+    Column("failed_at", DateTime, nullable=False),
+    Index("ix_oauth_login_failures_key", "key_hash", "failed_at"),
+    Index("ix_oauth_login_failures_at", "failed_at"),
 )
 
 # Backend Services client assertions: a jti is refused while an assertion carrying it could still be valid.

@@ -1,4 +1,5 @@
-"""The authorization server's pages: /auth/authorize (GET and POST), the sign-in form and the patient picker.
+"""The authorization server's pages: /auth/authorize (GET and POST), the sign-in form (with the external identity
+provider's button and callback) and the patient picker.
 
 Thin: parse, call auth/authorize.py's flow in the thread pool, render its outcome.  The login session cookie is
 set here (see ``session_cookie``); CSRF tokens are checked by the flow against the server-side session.
@@ -7,6 +8,7 @@ set here (see ``session_cookie``); CSRF tokens are checked by the flow against t
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 from authlib.oauth2.base import OAuth2Error
 from fastapi import APIRouter, Request
@@ -21,6 +23,7 @@ from fhir_server.web.oauth_adapter import BadRequest, form_params, oauth_request
 router = APIRouter()
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 SESSION_COOKIE = "fhir_auth_session"
+MAX_CALLBACK_FIELDS = 16
 
 
 def session_cookie(value: str, request: Request, settings: Settings) -> str:
@@ -48,12 +51,19 @@ def render(request: Request, outcome: Outcome) -> Response:
         response = templates.TemplateResponse(request, result.template, result.context, status_code=result.status)
     if outcome.cookie:
         response.headers.append("set-cookie", session_cookie(outcome.cookie, request, request.app.state.settings))
+    for name, value in outcome.headers.items():
+        response.headers[name] = value
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
 def _cookie(request: Request) -> str | None:
     return request.cookies.get(SESSION_COOKIE)
+
+
+def _address(request: Request) -> str | None:
+    """The client's address (behind a proxy, uvicorn's proxy_headers puts the forwarded one here)."""
+    return request.client.host if request.client else None
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -87,13 +97,47 @@ async def login(request: Request) -> Response:
     except BadRequest as bad:
         return render(request, error_page("Sign-in failed", bad.description, bad.status))
     site = site_of(request, request.app.state.settings)
-    return render(request, await run_in_threadpool(flow.login, _cookie(request), form, site))
+    return render(request, await run_in_threadpool(flow.login, _cookie(request), form, site, _address(request)))
+
+
+@router.post("/auth/login/oidc", include_in_schema=False)
+async def external_login(request: Request) -> Response:
+    """The "Sign in with …" button: off to the external identity provider."""
+    external = request.app.state.external_sign_in
+    if external is None:
+        return render(request, error_page("Not available", "No external identity provider is configured.", 404))
+    try:
+        form = await _form(request)
+    except BadRequest as bad:
+        return render(request, error_page("Sign-in failed", bad.description, bad.status))
+    site = site_of(request, request.app.state.settings)
+    return render(request, await run_in_threadpool(external.start, _cookie(request), form, site))
+
+
+@router.get("/auth/login/oidc/callback", include_in_schema=False)
+async def external_login_callback(request: Request) -> Response:
+    external = request.app.state.external_sign_in
+    if external is None:
+        return render(request, error_page("Not available", "No external identity provider is configured.", 404))
+    try:
+        pairs = parse_qsl(request.url.query, keep_blank_values=True, max_num_fields=MAX_CALLBACK_FIELDS)
+    except ValueError:
+        pairs = []
+    params = dict(pairs)
+    if not pairs or len(params) != len(pairs):  # a repeated state or code is ambiguous: refuse rather than pick
+        return render(request, error_page("Sign-in failed", "The identity provider's answer is malformed."))
+    site = site_of(request, request.app.state.settings)
+    outcome = await run_in_threadpool(external.callback, _cookie(request), params, site, _address(request))
+    return render(request, outcome)
 
 
 @router.get("/auth/patient", include_in_schema=False)
 async def patient_picker(request: Request) -> Response:
+    flow = request.app.state.authorize_flow
     text = request.query_params.get("name", "")[:100]
-    return render(request, await run_in_threadpool(request.app.state.authorize_flow.picker, _cookie(request), text))
+    site = site_of(request, request.app.state.settings)
+    outcome = await run_in_threadpool(lambda: flow.picker(_cookie(request), text, site=site, address=_address(request)))
+    return render(request, outcome)
 
 
 @router.post("/auth/patient", include_in_schema=False)
@@ -104,4 +148,4 @@ async def pick_patient(request: Request) -> Response:
     except BadRequest as bad:
         return render(request, error_page("Patient choice failed", bad.description, bad.status))
     site = site_of(request, request.app.state.settings)
-    return render(request, await run_in_threadpool(flow.pick, _cookie(request), form, site))
+    return render(request, await run_in_threadpool(flow.pick, _cookie(request), form, site, _address(request)))

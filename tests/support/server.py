@@ -34,10 +34,10 @@ class RunningServer:
 
 
 class ServerThread:
-    def __init__(self, settings: Settings, backend: str) -> None:
+    def __init__(self, settings: Settings, backend: str, port: int | None = None) -> None:
         upgrade(settings.database_url)
         self.app = create_app(settings)
-        self.port = free_port()
+        self.port = port or free_port()  # chosen by the caller when its URL must be known before the app is made
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
