@@ -25,6 +25,8 @@ def _serve(args: argparse.Namespace) -> int:
 
         upgrade(settings.database_url)
     print(f"fhir-server: FHIR base http://{args.host}:{args.port}/fhir  (database: {_redacted(settings.database_url)})")
+    if settings.sandbox:
+        print(f"fhir-server: sandbox EHR at http://{args.host}:{args.port}/sandbox (demo data; sign in as demo)")
     uvicorn.run(
         "fhir_server.asgi:app",
         host=args.host,
