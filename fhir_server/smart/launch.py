@@ -65,6 +65,8 @@ def launch_scope(ehr: EhrRegistration, config: dict[str, Any], *, ehr_launch: bo
     wanted.append("launch" if ehr_launch else "launch/patient")
     if view == "clinician":
         wanted.append("patient/Flag.rs" if v2 else "patient/Flag.read")
+    else:  # to read a Questionnaire the EHR names in fhirContext
+        wanted.append("patient/Questionnaire.rs" if v2 else "patient/Questionnaire.read")
     supported = set(config.get("scopes_supported") or [])
     wanted += [s for s in IDENTITY_SCOPES if not supported or s in supported]
     return " ".join(dict.fromkeys(wanted))
@@ -189,7 +191,7 @@ class SmartLauncher:
             fhir_context=context,
             need_patient_banner=bool(tokens.get("need_patient_banner")),
             smart_style_url=_text(tokens.get("smart_style_url")),
-            questionnaire=_measure_from_context(context) or session.questionnaire,
+            questionnaire=self._measure_from_context(ehr, tokens["access_token"], context) or session.questionnaire,
         )
         if updated is None:
             raise LaunchRefused("This launch has expired", "Please open the app again from the EHR.", 400)
@@ -225,6 +227,36 @@ class SmartLauncher:
             raise LaunchRefused("The EHR did not let the app in", "The EHR issued an unexpected kind of token.", 502)
         return tokens
 
+    def _measure_from_context(self, ehr: EhrRegistration, token: str, context: list[Any]) -> str | None:
+        """A Questionnaire in fhirContext: a ``canonical`` is used as is; a ``reference`` names the EHR's copy,
+        which is read with the launch token for its url|version (the EHR's ids are not ours)."""
+        for item in context:
+            if not isinstance(item, dict):
+                continue
+            canonical = item.get("canonical")
+            if isinstance(canonical, str) and "/Questionnaire/" in canonical:
+                return canonical
+            reference = item.get("reference")
+            if isinstance(reference, str) and reference.startswith("Questionnaire/"):
+                found = self._questionnaire_canonical(ehr, token, reference)
+                if found:
+                    return found
+        return None
+
+    def _questionnaire_canonical(self, ehr: EhrRegistration, token: str, reference: str) -> str | None:
+        try:
+            answer = httpx.get(
+                f"{ehr.issuer}/{reference}",
+                headers={"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"},
+                timeout=10.0,
+            )
+            body = answer.json() if answer.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None  # the chooser or the launch's measure decides instead
+        if not isinstance(body, dict) or not isinstance(body.get("url"), str):
+            return None
+        return f"{body['url']}|{body['version']}" if isinstance(body.get("version"), str) else body["url"]
+
     def _fhir_user(self, ehr: EhrRegistration, config: dict[str, Any], tokens: dict[str, Any]) -> str | None:
         """The user from a verified id_token (signature by the EHR's JWKS, issuer, audience = our client id)."""
         id_token = tokens.get("id_token")
@@ -243,13 +275,3 @@ class SmartLauncher:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-def _measure_from_context(context: list[Any]) -> str | None:
-    """A Questionnaire in fhirContext: a canonical (``canonical``) is used as is; a reference to the EHR's own
-    Questionnaire id cannot name ours, so it is ignored and the launch's measure or the chooser decides."""
-    for item in context:
-        canonical = item.get("canonical") if isinstance(item, dict) else None
-        if isinstance(canonical, str) and "/Questionnaire/" in canonical:
-            return canonical
-    return None

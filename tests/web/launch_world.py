@@ -20,7 +20,8 @@ from tests.support.server import RunningServer
 
 APP_CLIENT, BACKEND_CLIENT = "fit-app", "fit-write-back"
 APP_SCOPE = (
-    "openid fhirUser launch launch/patient online_access patient/Patient.rs patient/QuestionnaireResponse.cru "
+    "openid fhirUser launch launch/patient online_access patient/Patient.rs patient/Questionnaire.rs "
+    "patient/QuestionnaireResponse.cru "
     "patient/Observation.cru patient/Flag.cru patient/Provenance.cru"
 )
 BACKEND_SCOPE = "system/QuestionnaireResponse.cru system/Observation.cru system/Flag.cru system/Provenance.cru"
@@ -64,9 +65,11 @@ def wire(
     return Launchable(ehr, ours, registration.id)
 
 
-def ehr_launch(world: Launchable, patient: str, encounter: str | None = None) -> str:
+def ehr_launch(world: Launchable, patient: str, encounter: str | None = None, fhir_context: list | None = None) -> str:
     """The EHR records a launch context (as its chart does when the clinician opens the app) → the launch id."""
-    body = {"patient": patient, "user": CLINICIAN, "need_patient_banner": True}
+    body: dict = {"patient": patient, "user": CLINICIAN, "need_patient_banner": True}
+    if fhir_context:
+        body["fhirContext"] = fhir_context
     if encounter:
         body["encounter"] = encounter
     token = world.ehr.mint("system/*.cruds", world.ehr.root)

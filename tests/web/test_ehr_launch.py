@@ -109,6 +109,25 @@ def test_standalone_launch_with_the_patient_picked_at_the_ehr(browser, world: La
     assert [s for s in found if f'"Patient/{patient}"' in (s.content or "")], "the picked patient's response"
 
 
+def test_the_measure_named_in_fhir_context(browser, world: Launchable):
+    """The EHR's launch names its copy of the SRS in fhirContext; the app reads its canonical with the launch token
+    and opens that form (no measure on the launch URL, no chooser)."""
+    patient, _ = new_patient(world.ehr, "fhir-context")
+    with world.ehr.client() as c:
+        found = c.get("/Questionnaire", params={"url": "http://fit-fhir.org/fhir/Questionnaire/srs"}).json()
+    questionnaire = found["entry"][0]["resource"]["id"]
+    launch = ehr_launch(world, patient, fhir_context=[{"reference": f"Questionnaire/{questionnaire}"}])
+    context = browser.new_context(viewport={"width": 1024, "height": 768})
+    page = context.new_page()
+    try:
+        page.goto(launch_url(world, launch))
+        sign_in(page)
+        page.wait_for_url(re.compile(r".*/app/form$"))
+        assert "Session Rating Scale" in page.locator("h1").inner_text()
+    finally:
+        context.close()
+
+
 def _client(world: Launchable) -> httpx.Client:
     return httpx.Client(base_url=world.ours.root, follow_redirects=False, timeout=30)
 
