@@ -270,3 +270,16 @@ def test_cds_clients_cli(tmp_path):
     assert refused.returncode == 1 and "private key" in refused.stderr
     assert cli("remove", "--issuer", "https://ehr.example").returncode == 0
     assert cli("remove", "--issuer", "https://ehr.example").returncode == 1
+
+
+def test_encounter_start_service(server, ehr, patient, ehr_key):
+    service = "fit-alliance-encounter-start"
+    body = {**request_body(ehr, patient, prefetch=True), "hook": "encounter-start"}
+    body["context"] = {**body["context"], "encounterId": "visit-1"}
+    answer = call(server, signed(server, ehr_key, service=service), body, service=service)
+    assert answer.status_code == 200, answer.text
+    summaries = [c["summary"] for c in answer.json()["cards"]]
+    assert "ORS not yet collected today" in summaries
+    assert any("below 36" in s for s in summaries)
+    wrong_hook = call(server, signed(server, ehr_key, service=service), {**body, "hook": "patient-view"}, service)
+    assert wrong_hook.status_code == 400
