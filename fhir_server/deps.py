@@ -27,13 +27,17 @@ async def _caller(request: Request) -> Caller:
         return _UNRESTRICTED
     request_base = str(request.base_url)
     header = request.headers.get("authorization")
+    own_issuer, audiences = urls.issuer(settings, request_base), urls.audiences(settings, request_base)
+    known = state.bearer.cached(header, own_issuer=own_issuer, audiences=audiences)
+    if known is not None:
+        return known
     try:
         # Off the event loop: the key store, the revocation list and an EHR's JWKS may need I/O.
         return await run_in_threadpool(
             state.bearer.authenticate,
             header,
-            own_issuer=urls.issuer(settings, request_base),
-            audiences=urls.audiences(settings, request_base),
+            own_issuer=own_issuer,
+            audiences=audiences,
         )
     except TokenError as err:
         client = request.client.host if request.client else None

@@ -23,10 +23,14 @@ from fhir_server.config import Settings
 
 JWKS_TTL_SECONDS = 3600
 JWKS_REFETCH_SECONDS = 30
+VERIFIED_CACHE_SIZE = 10_000
+CLOCK_LEEWAY = 30  # as tokens.py allows on exp
 
 
 class Revocations(Protocol):
     def is_revoked(self, jti: str | None, sid: str | None) -> bool: ...
+
+    def fresh(self) -> bool: ...
 
 
 class RemoteKeys:
@@ -62,11 +66,39 @@ class BearerAuthenticator:
         self.keys = keys
         self.revocations = revocations
         self.trusted: dict[str, RemoteKeys] = {}
+        # Authorization header → ((issuer, audiences) it was verified for, the caller); bounded, oldest dropped
+        self._verified: dict[str, tuple[tuple[str, tuple[str, ...]], Caller]] = {}
+        self._cache_lock = threading.Lock()
         for entry in settings.trusted_issuers:
             if entry.get("issuer") and entry.get("jwks_uri"):
                 self.trusted[entry["issuer"]] = RemoteKeys(entry["jwks_uri"])
 
+    def cached(self, authorization: str | None, *, own_issuer: str, audiences: list[str]) -> Caller | None:
+        """The caller of a token verified earlier for the same server, still unexpired and not revoked — answered
+        from memory (no signature check, no thread hop); None when the full check is needed.  A client sends the
+        same token with every request for its whole lifetime, so this is the common case."""
+        if not authorization or self.revocations is None or not self.revocations.fresh():
+            return None
+        entry = self._verified.get(authorization)
+        if entry is None or entry[0] != (own_issuer, tuple(audiences)):
+            return None
+        caller = entry[1]
+        if caller.claims.get("exp", 0) + CLOCK_LEEWAY < time.time():
+            return None
+        if self.revocations.is_revoked(caller.token_id, caller.grant_id):
+            return None  # the full check says why
+        return caller
+
     def authenticate(self, authorization: str | None, *, own_issuer: str, audiences: list[str]) -> Caller:
+        caller = self._authenticate(authorization, own_issuer=own_issuer, audiences=audiences)
+        if authorization:
+            with self._cache_lock:  # writers are thread-pool threads; readers need no lock (single dict reads)
+                if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                    self._verified.pop(next(iter(self._verified)))  # the oldest: insertion order
+                self._verified[authorization] = ((own_issuer, tuple(audiences)), caller)
+        return caller
+
+    def _authenticate(self, authorization: str | None, *, own_issuer: str, audiences: list[str]) -> Caller:
         token = _bearer(authorization)
         issuer = unverified_issuer(token)
         if issuer == own_issuer:

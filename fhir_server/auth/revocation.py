@@ -39,6 +39,10 @@ class RevocationList:
         self._new_sids: set[str] = set()
         self._loaded_at: float | None = None
 
+    def fresh(self) -> bool:
+        """Whether ``is_revoked`` would answer from memory now (no database read due)."""
+        return self._loaded_at is not None and time.monotonic() - self._loaded_at <= REFRESH_SECONDS
+
     def is_revoked(self, jti: str | None, sid: str | None) -> bool:
         if self._loaded_at is None or time.monotonic() - self._loaded_at > REFRESH_SECONDS:
             self._reload()

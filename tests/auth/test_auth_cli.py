@@ -17,6 +17,7 @@ from fhir_server.auth.keys import KeyStore
 from fhir_server.auth.tokens import verify_access_token
 from fhir_server.config import Settings
 from fhir_server.store.engine import build_engine
+from fhir_server.store.migrate import upgrade
 from tests.auth.smart_support import unique
 
 PUBLIC_URL = "https://fhir.example.org"
@@ -126,6 +127,7 @@ def test_token_for_a_registered_client_verifies_with_the_server_keys(database_ur
     client_id = unique("cli-backend")
     key = RSAKey.generate_key(2048, parameters={"kid": "k2"}, private=False)
     jwks = {"keys": [key.as_dict(private=False)]}
+    upgrade(database_url)  # this test may be the first in its worker to touch the session's database
     engine = build_engine(Settings(database_url=database_url, _env_file=None))
     try:
         from fhir_server.auth import admin
