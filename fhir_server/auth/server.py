@@ -71,7 +71,9 @@ class SmartAuthorizationServer(AuthorizationServer):
         return request
 
     def create_json_request(self, request: Any) -> Any:
-        raise NotImplementedError("no JSON-bodied OAuth endpoints here")
+        # authlib asks for this only for JSON-bodied endpoints (dynamic client registration), which this server
+        # does not offer: clients are registered with `fhir-server clients add`.  Reaching it is a wiring error.
+        raise TypeError("this authorization server has no JSON-bodied endpoints")
 
     def handle_response(self, status: int, body: Any, headers: list[tuple[str, str]]) -> Answer:
         return status, body, headers
