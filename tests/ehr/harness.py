@@ -3,12 +3,9 @@ database and authorization server) and the fault proxy between them, each starte
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +13,8 @@ import httpx
 import orjson
 
 from fhir_server.auth.keys import generate_key
+from tests.support.process import ROOT, ServerProcess, cli, environment, wait_until_up
 from tests.support.server import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
 
 # Short delays so the fault tests take seconds; the logic is the production one.
 OUR_SETTINGS = {
@@ -31,80 +27,6 @@ OUR_SETTINGS = {
     "FHIR_SERVER_OUTBOX_LEASE_SECONDS": "8",
     "FHIR_SERVER_LOG_LEVEL": "info",
 }
-
-
-def _environment(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_SERVER_")}
-    return {**env, "PYTHONPATH": str(ROOT), **extra}
-
-
-def cli(database_url: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``fhir-server ARGS`` against a database, as an administrator runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "fhir_server", *args],
-        env=_environment(FHIR_SERVER_DATABASE_URL=database_url, **(env or {})),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def _wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"process did not start: {log.read_text()[-2000:] if log.exists() else ''}")
-        time.sleep(0.2)
-
-
-class ServerProcess:
-    """``fhir-server serve`` on its own port; stderr goes to a file (a pipe nobody reads would block it)."""
-
-    def __init__(self, database_url: str, folder: Path, name: str, env: dict[str, str]) -> None:
-        self.database_url = database_url
-        self.port = free_port()
-        self.root = f"http://127.0.0.1:{self.port}"
-        self.log = folder / f"{name}.log"
-        self.env = env
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def fhir_base(self) -> str:
-        return f"{self.root}/fhir"
-
-    def start(self, **overrides: str) -> None:
-        environment = _environment(FHIR_SERVER_DATABASE_URL=self.database_url, **{**self.env, **overrides})
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "fhir_server", "serve", "--port", str(self.port)],
-                env=environment,
-                cwd=ROOT,
-                stdout=log,
-                stderr=log,
-            )
-        _wait_until_up(f"{self.fhir_base}/metadata", self.process, self.log)
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown hooks, exactly like a crash."""
-        if self.process is not None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-            self.process = None
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-            self.process = None
 
 
 class EhrProcess(ServerProcess):
@@ -176,12 +98,12 @@ class FaultProxy:
                     *(sys.executable, "-m", "tests.ehr.faults", "--port", str(self.port)),
                     *("--control-port", str(self.control_port), "--upstream", upstream),
                 ],
-                env=_environment(),
+                env=environment(),
                 cwd=ROOT,
                 stdout=log,
                 stderr=log,
             )
-        _wait_until_up(f"{self.control}/log", self.process, self.log_file, timeout=30)
+        wait_until_up(f"{self.control}/log", self.process, self.log_file, timeout=30)
 
     @property
     def fhir_base(self) -> str:

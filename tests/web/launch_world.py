@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import httpx
 
 from fhir_server.ehr import registry
-from tests.ehr.harness import ROOT, EhrProcess, _environment
+from tests.ehr.harness import EhrProcess
+from tests.support.process import ROOT, environment
 from tests.support.server import RunningServer
 
 APP_CLIENT, BACKEND_CLIENT = "fit-app", "fit-write-back"
@@ -49,7 +50,7 @@ def wire(
         user = subprocess.run(
             [sys.executable, "-m", "fhir_server", "users", "add", username, "--fhir-user", "Practitioner/therapist-1",
              "--password-stdin", *extra],
-            input=PASSWORD + "\n", env=_environment(FHIR_SERVER_DATABASE_URL=ehr.database_url, **ehr.env), cwd=ROOT,
+            input=PASSWORD + "\n", env=environment(FHIR_SERVER_DATABASE_URL=ehr.database_url, **ehr.env), cwd=ROOT,
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert user.returncode == 0 or "exists" in user.stderr, user.stderr
