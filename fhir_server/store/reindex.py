@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ from sqlalchemy.engine import Engine
 
 from fhir_server import fhirjson
 from fhir_server.store.repository import Indexer
+from fhir_server.store.sqlite_writer import SqliteWriter
 from fhir_server.store.tables import INDEX_TABLES, resources
 
 
@@ -22,6 +24,7 @@ def reindex(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Re-index every current resource (of one type, or all), a batch per transaction.  Returns the count."""
+    writer: Any = SqliteWriter(engine.url.database) if engine.dialect.name == "sqlite" else contextlib.nullcontext()
     r = resources.c
     live = [r.deleted.is_(False)] + ([r.resource_type == resource_type] if resource_type else [])
     with engine.connect() as conn:
@@ -31,7 +34,9 @@ def reindex(
         page = [*live]
         if after is not None:
             page.append(_after(after))
-        with engine.begin() as conn:
+        # A writer like any other: SQLite writers queue (sqlite_writer.py) and start with BEGIN IMMEDIATE, so a
+        # batch never reads a snapshot that a concurrent commit makes it unable to write ("database is locked").
+        with writer, engine.connect().execution_options(fhir_write=True) as conn, conn.begin():
             rows = conn.execute(
                 select(r.resource_type, r.id, r.content).where(*page).order_by(r.resource_type, r.id).limit(batch_size)
             ).all()
