@@ -61,7 +61,6 @@ class Interactions:
         self.custom.refresh_if_stale()
         if resource_type == "SearchParameter" and isinstance(resource, dict):
             check_definition(resource)
-            self.custom.mark_changed()
         elif resource_type == "QuestionnaireResponse":
             return self.check_response(session, resource)
         return None
@@ -69,7 +68,11 @@ class Interactions:
     def _finish(
         self, session: WriteSession, resource_type: str, result: WriteResult, questionnaire: dict[str, Any] | None
     ) -> WriteResult:
-        """After a write, in the same transaction: a new or changed QuestionnaireResponse is scored."""
+        """After a write, in the same transaction: a new or changed QuestionnaireResponse is scored; a new or changed
+        SearchParameter makes this process look for its commit on every request (not for an unchanged one: the
+        library loads its SearchParameters on every start, and checking on every request costs a query each)."""
+        if resource_type == "SearchParameter" and not result.existing:
+            self.custom.mark_changed()
         if questionnaire is not None and not result.existing:
             fresh = result.created and result.stored.version_id == 1
             self.scoring.on_written(session, result.stored, questionnaire, fresh=fresh)

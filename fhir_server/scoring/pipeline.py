@@ -32,7 +32,9 @@ from fhir_server.store.session import WriteSession
 if TYPE_CHECKING:
     from fhir_server.api.interactions import Interactions
 
-HISTORY_DEPTH = 20
+# Earlier sessions read per submission: the newest, twice the longest rule window (ORS sessions of two respondent
+# series can interleave), and the first few, one intake per series (reliable change is measured from intake).
+INTAKE_SESSIONS = 4
 SCORED_STATUSES = ("completed", "amended")
 
 
@@ -174,6 +176,10 @@ class ScoringPipeline:
             flag["period"] = {**flag.get("period", {}), "end": when}
         return session.rewrite(current, flag).stored
 
+    def _recent_depth(self, rules: ScoringRules) -> int:
+        windows = [self.settings.window(rule.setting, rule.window) for rule in rules.flags]
+        return 2 * max([2, *windows])
+
     def _context(self, session: WriteSession, rules: ScoringRules, response: dict[str, Any]) -> ScoringContext:
         """Everything scoring reads, in one round trip: the client's earlier results of this instrument (newest
         first), its active Flags with this instrument's codes and, only when a rule has age bands, the Patient."""
@@ -185,7 +191,7 @@ class ScoringPipeline:
         if primary is not None and response.get("authored"):
             try:
                 before = parse_instant(response["authored"])
-                measure = (MEASURES_CODESYSTEM, primary.code, before, HISTORY_DEPTH)
+                measure = (MEASURES_CODESYSTEM, primary.code, before, self._recent_depth(rules), INTAKE_SESSIONS)
             except ValueError:
                 pass
         codes = sorted({rule.code for rule in rules.flags})

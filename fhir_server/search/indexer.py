@@ -71,9 +71,18 @@ class SearchIndexer:
         for element, node in enumerate(param.evaluator(resource)):
             if not isinstance(node, dict):
                 continue
-            for number, (component, expression) in enumerate(components):
-                module = MODULES[component.type]
-                for row in module.index(compile_relative(expression)(node)):
+            parts = [
+                MODULES[component.type].index(compile_relative(expression)(node))
+                for component, expression in components
+            ]
+            # A composite search names every component and matches them within one element: an element lacking
+            # one (an Observation's code beside a valueQuantity, for code-value-concept) can never match, so its
+            # other components' rows would only cost writes.
+            if not all(parts):
+                continue
+            for number, ((component, _), part) in enumerate(zip(components, parts, strict=True)):
+                table = MODULES[component.type].TABLE
+                for row in part:
                     row["param"] = f"{param.code}#{number}"
                     row["element"] = element
-                    rows.setdefault(module.TABLE, []).append(row)
+                    rows.setdefault(table, []).append(row)

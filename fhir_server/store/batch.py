@@ -3,9 +3,13 @@ them): a scored submission writes ~120 rows to 6 tables, and sending them as the
 trip each.
 
 PostgreSQL: everything (index rows to drop, version-checked updates of current rows, conditional-key claims and
-one INSERT … SELECT FROM unnest(arrays) per table) goes in one pipeline: one round trip, with fixed statement
-texts that stay prepared whatever the row counts.  SQLite: executemany per statement on the driver cursor (no
-network; SQLAlchemy's per-row parameter processing would cost more than the inserts).
+one INSERT … SELECT FROM json_populate_recordset per table) goes in one pipeline: one round trip, with fixed
+statement texts that stay prepared whatever the row counts.  The rows of a table travel as one JSON array made by
+orjson in C: adapting them as typed arrays cost psycopg ~1 ms of Python per submission (41 arrays), the JSON
+~0.05 ms, and PostgreSQL parses either in about the same time.
+
+SQLite: executemany per statement on the driver cursor (no network; SQLAlchemy's per-row parameter processing
+would cost more than the inserts).
 """
 
 from __future__ import annotations
@@ -17,14 +21,13 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from sqlalchemy import DateTime, Table
-from sqlalchemy.dialects import postgresql
 
 from fhir_server.store.tables import INDEX_TABLES, resource_versions, resources
 
 # Current rows before versions before index rows, so unique-key conflicts surface on the first statement.
 INSERT_ORDER = (resources, resource_versions, *INDEX_TABLES.values())
-_PG = postgresql.dialect()
 BULK_ROWS = 1_000  # rows in one flush above which inserts go by COPY (a scored submission writes ~130)
 
 
@@ -102,7 +105,7 @@ class PendingWrites:
                     rows = self.rows.get(table)
                     if rows:
                         columns = tuple(rows[0])  # our own keys, never client text
-                        cursor.execute(_pg_insert(table, columns), [[row[c] for row in rows] for c in columns])
+                        cursor.execute(_pg_insert(table, columns), (orjson.dumps(rows).decode(),))
             for table in INSERT_ORDER if bulk else ():
                 rows = self.rows.get(table)
                 if rows:
@@ -177,9 +180,12 @@ def _pg_delete(table: str) -> str:
 
 @lru_cache(maxsize=64)
 def _pg_insert(table: Table, columns: tuple[str, ...]) -> str:
-    # %b: arrays go in binary, 4 times cheaper to build than text arrays, whose every element psycopg escapes.
-    arrays = ", ".join(f"%b::{table.c[c].type.compile(dialect=_PG)}[]" for c in columns)
-    return f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
+    # The table's row type names and types the JSON keys; naive datetimes arrive as ISO text, which the timestamp
+    # columns read as written (UTC).  Non-finite floats, which JSON cannot carry, are never indexed (number.py).
+    names = ", ".join(columns)
+    return (
+        f"INSERT INTO {table.name} ({names}) SELECT {names} FROM json_populate_recordset(NULL::{table.name}, %s::json)"
+    )
 
 
 @lru_cache(maxsize=64)

@@ -136,7 +136,7 @@ class WriteSession:
     def scoring_context(
         self,
         subject: tuple[str, str],
-        measure: tuple[str, str, datetime, int] | None,
+        measure: tuple[str, str, datetime, int, int] | None,
         flags: tuple[str, list[str]] | None,
         patient_id: str | None,
     ) -> clinical.ScoringContext:

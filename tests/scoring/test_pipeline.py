@@ -330,3 +330,39 @@ def test_ors_intake_above_the_cutoff_is_a_conversation_prompt_only_at_intake(cli
     assert active_flags(client, uid) == []
     submit(client, ors(55, "2026-09-15T10:00:00Z"))  # 22.0: below 25 and 10 below intake
     assert active_flags(client, uid) == ["ors-below-cutoff", "ors-deterioration"]
+
+
+def test_intake_is_the_first_session_however_many_came_after(client, uid):
+    """Reliable change is measured from intake: with 24 sessions on record, intake is still the first one, not the
+    oldest of the few newest the pipeline reads for its windowed rules."""
+
+    def ors(total, week):
+        mark = int(total * 10 / 4)
+        items = [
+            {"linkId": n, "answer": [{"valueInteger": mark}]}
+            for n in ("individually", "interpersonally", "socially", "overall")
+        ]
+        respondent = {
+            "linkId": "respondent",
+            "answer": [
+                {"valueCoding": {"system": "http://fit-fhir.org/fhir/CodeSystem/fit-respondent", "code": "self"}}
+            ],
+        }
+        return {
+            "resourceType": "QuestionnaireResponse",
+            "questionnaire": "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.0",
+            "status": "completed",
+            "subject": {"reference": f"Patient/{uid}"},
+            "authored": f"2026-{1 + week // 4:02d}-{1 + week % 4 * 7:02d}T10:00:00Z",
+            "item": [respondent, *items],
+        }
+
+    submit(client, ors(20, 0))  # intake: 20.0
+    for week in range(1, 24):
+        submit(client, ors(26, week))  # 23 sessions at 26.0: +6 since intake, every one of them
+    latest = client.get("/Observation", params={"patient": uid, "_sort": "-date", "_count": "1"}).json()["entry"][0]
+    assert "Reliable improvement since intake (+6)" in [i["text"] for i in latest["resource"]["interpretation"]]
+    submit(client, ors(16, 24))  # 16.0: 4 below intake (not reliable), though 10 below the sessions before it
+    latest = client.get("/Observation", params={"patient": uid, "_sort": "-date", "_count": "1"}).json()["entry"][0]
+    assert not any("since intake" in i["text"] for i in latest["resource"].get("interpretation", []))
+    assert "ors-deterioration" not in active_flags(client, uid)

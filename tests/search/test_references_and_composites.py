@@ -4,6 +4,8 @@ a repeated parameter means AND, and ``\\,`` ``\\|`` ``\\$`` escape the separator
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.search.helpers import coding, create, found, observation, quantity, ref
@@ -197,3 +199,46 @@ def test_escaped_dollar_in_a_composite_component(client, uid):
     odd = create(client, observation(s, "a$b", valueQuantity=quantity(3)))
     assert found(client, "/Observation", {"code-value-quantity": f"{s}|a\\$b$3"}) == {odd}
     assert found(client, "/Observation", {"code-value-quantity": f"{s}|a\\$b$4"}) == set()
+
+
+def test_composite_rows_only_for_elements_with_every_component():
+    """A composite search names every component and matches them within one element, so an element lacking one
+    (this Observation's code beside a valueQuantity, for code-value-concept) gets no rows at all."""
+    from fhir_server.search.indexer import SearchIndexer
+    from fhir_server.search.registry import default_registry
+
+    s = "urn:codes:composite-rows"
+    resource = observation(
+        s,
+        "total",
+        valueQuantity=quantity(30),
+        component=[
+            {"code": {"coding": [coding(s, "item")]}, "valueQuantity": quantity(7)},
+            {"code": {"coding": [coding(s, "series")]}, "valueString": "self"},
+        ],
+    )
+    rows = SearchIndexer(default_registry()).index_rows("Observation", resource)
+    params = {row["param"] for table in rows.values() for row in table}
+    assert {"code-value-quantity#0", "code-value-quantity#1"} <= params
+    assert not {p for p in params if p.startswith(("code-value-concept", "code-value-string", "code-value-date"))}
+    assert not {p for p in params if p.startswith("component-code-value-concept")}
+    # the component with a quantity has both parts; the one with a string has none
+    component_codes = [r["code"] for r in rows["token"] if r["param"] == "component-code-value-quantity#0"]
+    assert component_codes == ["item"]
+
+
+def test_a_number_beyond_a_double_is_refused_in_a_body_and_in_a_search(client, uid):
+    """1e400 has no double (the index and its JSON transport would see infinity): a body carrying it and a search
+    for it are both a clear 400, and nothing is stored."""
+    s = f"urn:codes:{uid}:huge"
+    code = json.dumps({"coding": [{"system": s, "code": "x"}]})
+    body = '{"resourceType": "Observation", "status": "final", "code": ' + code + ", "
+    body += '"valueQuantity": {"value": 1e400, "unit": "mg"}}'
+    created = client.post("/Observation", content=body, headers={"Content-Type": "application/fhir+json"})
+    assert created.status_code == 400, created.text
+    assert "out of range" in created.json()["issue"][0]["diagnostics"]
+    assert found(client, "/Observation", {"code": f"{s}|x"}) == set()
+    for param in ("value-quantity", "component-value-quantity"):
+        refused = client.get("/Observation", params={param: "1" + "0" * 400})
+        assert refused.status_code == 400, refused.text
+        assert "beyond the range" in refused.json()["issue"][0]["diagnostics"]

@@ -22,7 +22,7 @@ def precision_range(text: str) -> tuple[float, float, float]:
     if plain:  # the common case, without Decimal arithmetic
         value = float(text)
         half = 0.5 * 10.0 ** -len(plain.group(1) or "")
-        return value, value - half, value + half
+        return _finite(text, (value, value - half, value + half))
     try:
         value = Decimal(text)
     except InvalidOperation:
@@ -31,7 +31,22 @@ def precision_range(text: str) -> tuple[float, float, float]:
         raise SearchValueError(f"'{text[:40]}' is not a finite number")
     exponent = value.as_tuple().exponent
     half = Decimal(5).scaleb(int(exponent) - 1)
-    return float(value), float(value - half), float(value + half)
+    return _finite(text, (float(value), float(value - half), float(value + half)))
+
+
+def _finite(text: str, bounds: tuple[float, float, float]) -> tuple[float, float, float]:
+    # A decimal beyond a double's range (1e400) would be stored as infinity: no search could tell such values apart.
+    if not all(math.isfinite(bound) for bound in bounds):
+        raise SearchValueError(f"'{text[:40]}' is beyond the range of numbers a search can compare")
+    return bounds
+
+
+def index_range(text: str) -> tuple[float, float, float] | None:
+    """precision_range for a stored value: None (no index row) when the value cannot be searched."""
+    try:
+        return precision_range(text)
+    except SearchValueError:
+        return None
 
 
 def value_text(value: Any) -> str | None:
@@ -47,8 +62,9 @@ def index(values: list[Any]) -> list[dict[str, Any]]:
     rows = []
     for value in values:
         text = value_text(value)
-        if text is not None:
-            number, low, high = precision_range(text)
+        bounds = index_range(text) if text is not None else None
+        if bounds is not None:
+            number, low, high = bounds
             rows.append({"value": number, "low": low, "high": high})
     return rows
 

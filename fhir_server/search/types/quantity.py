@@ -6,7 +6,7 @@ from typing import Any
 
 from fhir_server.search.conditions import Condition, NumberMatch
 from fhir_server.search.types.common import SearchValueError, clip, split_prefix, split_unescaped, unescape
-from fhir_server.search.types.number import precision_range, value_text
+from fhir_server.search.types.number import index_range, precision_range, value_text
 
 TABLE = "quantity"
 
@@ -17,9 +17,10 @@ def index(values: list[Any]) -> list[dict[str, Any]]:
         if not isinstance(value, dict):
             continue
         text = value_text(value.get("value"))
-        if text is None:
+        bounds = index_range(text) if text is not None else None
+        if bounds is None:
             continue
-        number, low, high = precision_range(text)
+        number, low, high = bounds
         code = value.get("code") or value.get("unit")
         rows.append(
             {
