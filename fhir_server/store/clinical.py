@@ -5,17 +5,18 @@ the client's active Flags and (for age-banded rules) the Patient.  They read the
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, any_, bindparam, literal, select, union_all
+from sqlalchemy import String, and_, any_, bindparam, func, literal, literal_column, select, union_all
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from fhir_server.store.fixed import Fixed
+from fhir_server.store.fixed import Fixed, FixedSqlite
 from fhir_server.store.records import Stored
 from fhir_server.store.tables import idx_date, idx_reference, idx_token, resources
 
@@ -130,10 +131,20 @@ _HISTORY = _history(True, "limit")
 _INTAKE = _history(False, "intake_limit")
 
 
-def _rows(rows) -> list[Stored]:  # type: ignore[no-untyped-def]
+def _stored(columns: Any) -> Stored:
+    return Stored(*columns)
+
+
+def _stored_sqlite(columns: Any) -> Stored:
+    """A row read on SQLite's driver: datetimes as SQLAlchemy stored them (text), booleans as 0/1."""
+    resource_type, resource_id, version_id, last_updated, deleted, content = columns
+    return Stored(resource_type, resource_id, version_id, datetime.fromisoformat(last_updated), bool(deleted), content)
+
+
+def _rows(rows, read=_stored) -> list[Stored]:  # type: ignore[no-untyped-def]
     seen, out = set(), []
     for row in rows:
-        stored = Stored(*row)
+        stored = read(row)
         if stored.id not in seen:
             seen.add(stored.id)
             out.append(stored)
@@ -158,6 +169,7 @@ _BY_TOKEN = (
 
 
 _PG_BY_TOKEN = Fixed(_BY_TOKEN)
+_LITE_BY_TOKEN = FixedSqlite(_BY_TOKEN)
 
 
 def find_by_token(conn: Connection, resource_type: str, param: str, system: str, code: str, limit: int) -> list[Stored]:
@@ -165,7 +177,7 @@ def find_by_token(conn: Connection, resource_type: str, param: str, system: str,
     params = {"rtype": resource_type, "param": param, "system": system, "code": code, "limit": limit}
     if conn.dialect.name == "postgresql":
         return _rows(_PG_BY_TOKEN.fetch(conn, params))
-    return _rows(conn.execute(_BY_TOKEN, params))
+    return _rows(_LITE_BY_TOKEN.fetch(conn, params), _stored_sqlite)
 
 
 # -- everything the scoring pipeline reads, in one statement ------------------------------------------------
@@ -202,16 +214,14 @@ def _tagged(kind: str, statement, order=None):  # type: ignore[no-untyped-def]
     return select(inner.c.kind, inner.c.sort_key, *(inner.c[c.name] for c in _COLUMNS))
 
 
-_ARMS = (
-    _tagged("history", _HISTORY, _when.c.low),
-    _tagged("intake", _INTAKE, _when.c.low),
-    _tagged("flag", _active_flags(_p(_flag_code.c.code).in_(bindparam("codes", expanding=True)))),
-)
-_CONTEXT = union_all(*_ARMS)
-_CONTEXT_WITH_PATIENT = union_all(*_ARMS, _tagged("patient", _PATIENT))
-# PostgreSQL: the same, run on the driver (fixed.py); the codes as one array parameter, so the text does not vary
-# with their number.
-_PG_ARMS = (*_ARMS[:2], _tagged("flag", _active_flags(_p(_flag_code.c.code) == any_(bindparam("codes")))))
+_HISTORY_ARMS = (_tagged("history", _HISTORY, _when.c.low), _tagged("intake", _INTAKE, _when.c.low))
+# Run on the driver (fixed.py), so the statement text must not vary with the number of Flag codes: PostgreSQL
+# takes them as one array parameter, SQLite as one JSON array.
+_LITE_CODES = select(literal_column("value")).select_from(func.json_each(bindparam("codes_json"))).scalar_subquery()
+_LITE_ARMS = (*_HISTORY_ARMS, _tagged("flag", _active_flags(_p(_flag_code.c.code).in_(_LITE_CODES))))
+_LITE_CONTEXT = FixedSqlite(union_all(*_LITE_ARMS))
+_LITE_CONTEXT_WITH_PATIENT = FixedSqlite(union_all(*_LITE_ARMS, _tagged("patient", _PATIENT)))
+_PG_ARMS = (*_HISTORY_ARMS, _tagged("flag", _active_flags(_p(_flag_code.c.code) == any_(bindparam("codes")))))
 _PG_CONTEXT = Fixed(union_all(*_PG_ARMS))
 _PG_CONTEXT_WITH_PATIENT = Fixed(union_all(*_PG_ARMS, _tagged("patient", _PATIENT)))
 
@@ -249,11 +259,14 @@ def scoring_context(
     }
     if conn.dialect.name == "postgresql":
         rows: Any = (_PG_CONTEXT if patient_id is None else _PG_CONTEXT_WITH_PATIENT).fetch(conn, params)
+        read = _stored
     else:
-        rows = conn.execute(_CONTEXT if patient_id is None else _CONTEXT_WITH_PATIENT, params)
+        params["codes_json"] = json.dumps(params.pop("codes"))
+        rows = (_LITE_CONTEXT if patient_id is None else _LITE_CONTEXT_WITH_PATIENT).fetch(conn, params)
+        read = _stored_sqlite
     found: dict[str, dict[str, tuple]] = {"history": {}, "flag": {}, "patient": {}}
     for kind, sort_key, *columns in rows:
-        stored = Stored(*columns)
+        stored = read(columns)
         # Joins can repeat a resource; an intake row may also be one of the newest.
         found["history" if kind == "intake" else kind].setdefault(stored.id, (sort_key, stored))
     history = sorted(found["history"].values(), key=lambda pair: pair[0], reverse=True)

@@ -9,9 +9,9 @@ import sqlite3
 from datetime import datetime
 
 import psycopg
-from sqlalchemy.dialects import sqlite
 
 from fhir_server.store import clinical
+from fhir_server.store.fixed import sqlite_value
 from tests.scoring.test_pipeline import srs, submit
 
 MEASURES = "http://fit-fhir.org/fhir/CodeSystem/fit-measures"
@@ -47,15 +47,12 @@ def test_every_arm_starts_from_the_clients_rows(client, uid, database_url, backe
 
 
 def _sqlite_plan(uid: str, database_url: str) -> list[str]:
-    compiled = clinical._CONTEXT.compile(dialect=sqlite.dialect())
-    params = {**compiled.params, **_params(uid), "before": "2030-01-01 00:00:00.000000"}
-    sql = str(compiled).replace("(__[POSTCOMPILE_codes])", "(?, ?)")
-    positional = []
-    for name in compiled.positiontup:
-        positional.extend(["srs-below-cutoff", "srs-drop"] if name == "codes" else [params[name]])
+    statement = clinical._LITE_CONTEXT
+    params = {**statement.defaults, **_params(uid), "codes_json": '["srs-below-cutoff", "srs-drop"]'}
+    positional = [sqlite_value(params[name]) for name in statement.order]
     with sqlite3.connect(database_url.removeprefix("sqlite:///")) as db:
-        plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, positional)]
-        kinds = [row[0] for row in db.execute(sql, positional)]
+        plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + statement.sql, positional)]
+        kinds = [row[0] for row in db.execute(statement.sql, positional)]
     for step in plan:
         table = step.split()[1] if step.startswith(("SEARCH", "SCAN")) else ""
         if table in ("resources", "code", "effective", "status", "flag_code"):
