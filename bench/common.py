@@ -34,6 +34,20 @@ def fresh_postgres(admin_url: str, prefix: str) -> Iterator[str]:
 class Server:
     root: str
     port: int
+    pid: int = 0
+
+    def worker_cpu(self) -> dict[int, float]:
+        """CPU seconds used so far by each worker process of the server (Linux /proc; empty elsewhere)."""
+        ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        used = {}
+        for entry in Path("/proc").glob("[0-9]*"):
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.pid and "spawn" in (entry / "cmdline").read_text():
+                used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+        return used
 
 
 def _free_port() -> int:
@@ -64,7 +78,7 @@ def start_server(database_url: str, workers: int) -> Iterator[Server]:
     root = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(process, f"{root}/fhir/metadata")
-        yield Server(root, port)
+        yield Server(root, port, process.pid)
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -89,9 +89,14 @@ def measure(database_url: str, args: argparse.Namespace, tag: str) -> dict:
         warm = submissions(200, 50, f"{tag}w")
         loadgen(server.port, warm, "--closed", "8")
         print(f"  closed loop: {args.submissions} submissions, {args.connections} connections ...", flush=True)
+        before = server.worker_cpu()
         closed = loadgen(
             server.port, submissions(args.submissions, args.clients, f"{tag}c"), "--closed", str(args.connections)
         )
+        after = server.worker_cpu()
+        used = [after[pid] - before.get(pid, 0.0) for pid in sorted(after)]
+        closed["worker_cpu_share"] = [round(u / sum(used), 2) for u in used] if sum(used) else []
+        print(f"  CPU per worker process: {', '.join(f'{100 * s:.0f}%' for s in closed['worker_cpu_share'])}")
         rate = closed["achieved_rate"] / 2
         print(f"  open loop at {rate:.0f}/s for {args.duration} s ...", flush=True)
         opened = loadgen(

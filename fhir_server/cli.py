@@ -16,7 +16,7 @@ from fhir_server.ehr.admin import add_commands as add_ehr_commands
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from fhir_server import serving
 
     settings = Settings()
     logs.configure(settings.log_level)
@@ -27,15 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"fhir-server: FHIR base http://{args.host}:{args.port}/fhir  (database: {_redacted(settings.database_url)})")
     if settings.sandbox:
         print(f"fhir-server: sandbox EHR at http://{args.host}:{args.port}/sandbox (demo data; sign in as demo)")
-    uvicorn.run(
-        "fhir_server.asgi:app",
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level="warning",
-        access_log=False,
-        proxy_headers=True,
-    )
+    serving.serve(args.host, args.port, args.workers, log_level="warning", access_log=False, proxy_headers=True)
     return 0
 
 
