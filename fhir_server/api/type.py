@@ -66,8 +66,9 @@ async def create(resource_type: str, request: Request, fhir: FhirDep) -> Respons
     response_media_type(request)
     body = await read_json(request)
     if_none_exist = request.headers.get("if-none-exist")
+    # optimistic: on SQLite the work runs before the writer's turn (Repository.write); elsewhere it changes nothing.
     result = await run_in_threadpool(
-        fhir.repo.write, lambda s: fhir.create(s, resource_type, body, if_none_exist=if_none_exist)
+        fhir.repo.write, lambda s: fhir.create(s, resource_type, body, if_none_exist=if_none_exist), optimistic=True
     )
     if result.existing:
         return write_response(request, result.stored, 200, message="A matching resource already exists")

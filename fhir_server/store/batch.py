@@ -35,6 +35,11 @@ class RetryTransaction(Exception):
     """Raised inside a write when a concurrent commit changed what it read; the whole write is retried."""
 
 
+class NeedsWriter(Exception):
+    """Raised when work run on a read snapshot (``Repository.write(optimistic=True)``) needs more than the reads a
+    snapshot can answer: the work is run again the ordinary way, as the writer."""
+
+
 @dataclass
 class Claim:
     """A conditional-create key to insert; ``still_matches(holder)`` decides a conflict with another holder."""
@@ -77,6 +82,24 @@ class PendingWrites:
     def queue(self, table: Table, rows: list[dict[str, Any]]) -> None:
         """Rows of resources the caller has ``touch``ed."""
         self.rows.setdefault(table, []).extend(rows)
+
+    def restamp(self, old: tuple[datetime, str, dict[str, Any]], new: tuple[datetime, str, dict[str, Any]]) -> None:
+        """Replace the placeholder time the writes were made with (datetime, its instant text, its date-index row)
+        by the time the writer got the database: row times, the text in contents (meta.lastUpdated,
+        Provenance.recorded) and the date-index rows made from it (no other index kind holds an instant)."""
+        (old_time, old_text, old_range), (new_time, new_text, new_range) = old, new
+        for table in (resources, resource_versions):
+            for row in self.rows.get(table, ()):
+                if row["last_updated"] == old_time:
+                    row["last_updated"] = new_time
+                if row["content"]:
+                    row["content"] = row["content"].replace(old_text, new_text)
+        for row in self.rows.get(INDEX_TABLES["date"], ()):
+            if row["low"] == old_range["low"] and row["high"] == old_range["high"]:
+                row.update(new_range)
+        for update in self.updates:
+            update.last_updated = new_time if update.last_updated == old_time else update.last_updated
+            update.content = update.content.replace(old_text, new_text) if update.content else update.content
 
     def take(self) -> PendingWrites:
         """Hand the queued writes over (to be sent) and start empty."""

@@ -26,6 +26,7 @@ from fhir_server.store.session import (
     READ_BY_ID_SQL,
     READ_VERSION,
     Indexer,
+    NeedsWriter,
     RetryTransaction,
     WriteSession,
     stored_from_row,
@@ -55,12 +56,17 @@ class Repository:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    def write(self, work: Callable[[WriteSession], T]) -> T:
+    def write(self, work: Callable[[WriteSession], T], *, optimistic: bool = False) -> T:
         """Run ``work`` in one write transaction; retry it whole when a concurrent writer won a unique key.
 
         The connection is opened (and the transaction begun) at ``work``'s first database access, so what comes
         before it (validating the resource) holds no connection and, on SQLite, no place in the writers' queue.
+        ``optimistic`` (SQLite): see ``_write_on_snapshot``.
         """
+        if optimistic and self._sqlite is not None:
+            written = self._write_on_snapshot(work)
+            if written is not None:
+                return written[0]
         for attempt in range(self.write_retries + 1):
             try:
                 with contextlib.ExitStack() as stack:
@@ -79,6 +85,37 @@ class Repository:
                         "A concurrent write kept conflicting with this one; retry the request",
                     ) from exc
         raise AssertionError("unreachable")
+
+    def _write_on_snapshot(self, work: Callable[[WriteSession], T]) -> tuple[T] | None:
+        """SQLite has one writer at a time, so what a writer does while it holds the database is what limits
+        throughput: a scored submission computed its Observations, Flags and index rows there (~4 ms of CPU
+        against ~1.5 ms of SQLite work).  Here ``work`` runs first outside the writers' queue: it may make the
+        reads the scoring pipeline and the replay check make (each its own read, as READ COMMITTED reads are on
+        PostgreSQL) and queue writes; the writer's turn then only sends them.  The writes carry the same guards as
+        on PostgreSQL, where writers run concurrently: a rewrite checks the version it read, a conditional create
+        claims its criteria (so a replayed submission that committed meanwhile is found, not stored twice).  A
+        conflict there, or work that needs anything else, returns None and the caller runs ``work`` the ordinary
+        way.  Write times are taken in the writer's turn, so lastUpdated still follows the order of commits.
+
+        The reads run without a transaction around them: a read transaction held across the work would keep, with
+        16 concurrent writers, some reader on the WAL at every moment, and SQLite can only restart a WAL nobody is
+        reading (measured: the WAL grew past its checkpoint mark and commits slowed)."""
+        with self.engine.connect() as reads:
+            session = WriteSession(lambda: reads, self.indexer, snapshot=reads)
+            try:
+                result = work(session)
+            except NeedsWriter:
+                return None
+        if not session.has_pending():
+            return (result,)  # nothing to write (a replay found its earlier submission)
+        try:
+            with contextlib.ExitStack() as stack:
+                session.join(self._begin(stack))
+                session.flush()
+        except (IntegrityError, RetryTransaction):
+            return None
+        self._sqlite.after_write()  # type: ignore[union-attr]
+        return (session.restamped(result),)
 
     def _begin(self, stack: contextlib.ExitStack) -> Connection:
         """Open the write connection inside ``stack``, which ends it in reverse order: commit (or roll back),

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, delete, insert, select, update
@@ -14,8 +16,9 @@ from sqlalchemy.engine import Connection
 from fhir_server import fhirjson
 from fhir_server.errors import precondition_failed
 from fhir_server.search.query import SearchQuery
+from fhir_server.search.types import date as date_index
 from fhir_server.store import clinical
-from fhir_server.store.batch import Claim, PendingWrites, RetryTransaction, Update
+from fhir_server.store.batch import Claim, NeedsWriter, PendingWrites, RetryTransaction, Update
 from fhir_server.store.records import Stored, WriteResult, instant, utc_now
 from fhir_server.store.search_sql import SearchOutcome, search_with_includes
 from fhir_server.store.tables import INDEX_TABLES, conditional_keys, resource_versions, resources
@@ -55,7 +58,7 @@ _CURRENT = select(*CURRENT_COLUMNS).where(
 _CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
 
 
-__all__ = ["RetryTransaction", "WriteSession"]
+__all__ = ["NeedsWriter", "RetryTransaction", "WriteSession"]
 
 
 class Indexer(Protocol):
@@ -76,6 +79,12 @@ def _same_content(stored: str | None, resource: dict[str, Any]) -> bool:
     return old == new and old_meta == new_meta
 
 
+def _stamp(when: datetime) -> tuple[datetime, str, dict[str, Any]]:
+    """A write time as the writes carry it: the datetime, its instant text, its date-index row."""
+    text = instant(when)
+    return when, text, date_index.index([text])[0]
+
+
 def with_meta(resource: dict[str, Any], resource_id: str, version_id: int, last_updated: datetime) -> str:
     """The served JSON: client content with id and meta.versionId/lastUpdated set by the server, keys in the
     conventional order (resourceType, id, meta first)."""
@@ -94,13 +103,23 @@ class WriteSession:
 
     ``conn`` may be a function that opens the connection (and, on SQLite, queues for the single writer): it is
     called on the first database access, so checks that need no database (validation) run before it.
+
+    With a ``snapshot`` (a read transaction) the session answers the scoring reads and the replay check from it
+    and queues every write, with a placeholder time; anything else raises ``NeedsWriter``.  ``join`` then hands it
+    the writer's connection and the real time (Repository.write, optimistic).
     """
 
-    def __init__(self, conn: Connection | Callable[[], Connection], indexer: Indexer) -> None:
+    def __init__(
+        self, conn: Connection | Callable[[], Connection], indexer: Indexer, *, snapshot: Connection | None = None
+    ) -> None:
         self._conn = conn if isinstance(conn, Connection) else None
         self._open = None if isinstance(conn, Connection) else conn
         self.indexer = indexer
-        self._now: datetime | None = None
+        self._snapshot = snapshot
+        # A time no content carries (a random millisecond of the year 9999), replaced when the writes are sent.
+        placeholder = datetime(9999, 1, 1) + timedelta(milliseconds=random.randrange(30_000_000_000))
+        self._now: datetime | None = placeholder if snapshot is not None else None
+        self._placeholder: datetime | None = None
         # Writes are queued and sent together at the end (batch.py): a 100-entry transaction or a scored
         # submission is a round trip or two, not dozens.  A read that could see a queued write (same resource, or
         # same type for searches) sends them first, so reads see earlier writes.
@@ -108,9 +127,30 @@ class WriteSession:
 
     @property
     def conn(self) -> Connection:
+        if self._snapshot is not None:
+            raise NeedsWriter("this work needs the writer's connection")
         if self._conn is None:
             self._conn = self._open()  # type: ignore[misc]
         return self._conn
+
+    def _reader(self) -> Connection:
+        return self._snapshot if self._snapshot is not None else self.conn
+
+    def join(self, conn: Connection) -> None:
+        """Leave the snapshot for the writer's ``conn``; the queued writes take the time of this moment."""
+        placeholder, now = self.now, utc_now()
+        self._pending.restamp(_stamp(placeholder), _stamp(now))
+        self._snapshot, self._conn, self._now = None, conn, now
+        self._placeholder = placeholder
+
+    def restamped(self, result: Any) -> Any:
+        """A WriteResult made on the snapshot, with the time its writes were given by ``join``."""
+        placeholder = self._placeholder
+        if placeholder is None or not isinstance(result, WriteResult) or result.stored.last_updated != placeholder:
+            return result
+        old, new = instant(placeholder), instant(self.now)
+        content = result.stored.content.replace(old, new) if result.stored.content else None
+        return replace(result, stored=replace(result.stored, last_updated=self.now, content=content))
 
     @property
     def now(self) -> datetime:
@@ -123,7 +163,7 @@ class WriteSession:
 
     @property
     def dialect(self) -> str:
-        return self.conn.dialect.name
+        return self._reader().dialect.name
 
     def _flush_for(self, *resource_types: str) -> None:
         if not self._pending.types.isdisjoint(resource_types):
@@ -131,7 +171,7 @@ class WriteSession:
 
     def find_by_token(self, resource_type: str, param: str, system: str, code: str, *, limit: int) -> list[Stored]:
         self._flush_for(resource_type)
-        return clinical.find_by_token(self.conn, resource_type, param, system, code, limit)
+        return clinical.find_by_token(self._reader(), resource_type, param, system, code, limit)
 
     def scoring_context(
         self,
@@ -142,7 +182,7 @@ class WriteSession:
     ) -> clinical.ScoringContext:
         """What the scoring pipeline reads, in one statement (see ``clinical.scoring_context``)."""
         self._flush_for("Observation", "Flag", "Patient")
-        return clinical.scoring_context(self.conn, subject, measure, flags, patient_id)
+        return clinical.scoring_context(self._reader(), subject, measure, flags, patient_id)
 
     def has_pending(self) -> bool:
         return bool(self._pending)
