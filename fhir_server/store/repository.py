@@ -34,6 +34,7 @@ from fhir_server.store.session import (
 )
 from fhir_server.store.sqlite_writer import SqliteWriter
 from fhir_server.store.tables import resource_versions, resources
+from fhir_server.store.write_group import WriteGroup
 
 __all__ = ["Indexer", "Repository", "RetryTransaction", "WriteSession", "with_meta"]
 log = logging.getLogger("fhir_server.store")
@@ -51,6 +52,7 @@ class Repository:
         self._read_sql = READ_BY_ID_SQL[engine.dialect.name]
         self._sqlite = SqliteWriter(engine.url.database) if engine.dialect.name == "sqlite" else None
         self._writer_lock: Any = self._sqlite or contextlib.nullcontext()
+        self._group = WriteGroup(self._begin, self._sqlite.after_write if self._sqlite else lambda: None)
 
     @property
     def dialect(self) -> str:
@@ -95,7 +97,8 @@ class Repository:
         on PostgreSQL, where writers run concurrently: a rewrite checks the version it read, a conditional create
         claims its criteria (so a replayed submission that committed meanwhile is found, not stored twice).  A
         conflict there, or work that needs anything else, returns None and the caller runs ``work`` the ordinary
-        way.  Write times are taken in the writer's turn, so lastUpdated still follows the order of commits.
+        way.  Write times are taken in the writer's turn, so lastUpdated still follows the order of commits.  The
+        writes of sessions prepared meanwhile go in the same transaction (write_group.py).
 
         The reads run without a transaction around them: a read transaction held across the work would keep, with
         16 concurrent writers, some reader on the WAL at every moment, and SQLite can only restart a WAL nobody is
@@ -108,13 +111,8 @@ class Repository:
                 return None
         if not session.has_pending():
             return (result,)  # nothing to write (a replay found its earlier submission)
-        try:
-            with contextlib.ExitStack() as stack:
-                session.join(self._begin(stack))
-                session.flush()
-        except (IntegrityError, RetryTransaction):
+        if not self._group.send(session):  # sent with the others prepared meanwhile (write_group.py)
             return None
-        self._sqlite.after_write()  # type: ignore[union-attr]
         return (session.restamped(result),)
 
     def _begin(self, stack: contextlib.ExitStack) -> Connection:

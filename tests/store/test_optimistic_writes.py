@@ -12,8 +12,11 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from fhir_server.errors import FhirError
+from fhir_server.store.session import WriteSession
+from fhir_server.store.write_group import _Entry
 from tests.api.fhir import post
 from tests.scoring.test_pipeline import srs
 from tests.store.test_write_session import _basic, repo  # noqa: F401  (the module's repository fixture)
@@ -105,3 +108,43 @@ def test_an_optimistic_create_returns_what_was_stored(repo):  # noqa: F811
     stored = repo.read("Basic", rid)
     assert (result.stored.last_updated, result.stored.content) == (stored.last_updated, stored.content)
     assert _placeholder_free(result.stored.content or "") and result.stored.last_updated.year < 9999
+
+
+def _prepared(repo, work):  # noqa: F811
+    """A session whose work ran on reads outside the writer's turn, its writes queued (as Repository.write
+    prepares them before handing them to the write group)."""
+    with repo.engine.connect() as reads:
+        session = WriteSession(lambda: reads, repo.indexer, snapshot=reads)
+        work(session)
+    return session
+
+
+def test_a_conflict_in_a_group_undoes_only_that_sessions_writes(repo):  # noqa: F811
+    good_id, stale_id = f"grp-{uuid.uuid4().hex[:12]}", f"grp-stale-{uuid.uuid4().hex[:12]}"
+    repo.write(lambda s: s.create(_basic("one", stale_id), stale_id))
+    stale = repo.read("Basic", stale_id)
+    first = _prepared(repo, lambda s: s.create(_basic("first", good_id), good_id))
+    conflicting = _prepared(
+        repo,
+        lambda s: (
+            s.create(_basic("lost", f"{stale_id}-x"), f"{stale_id}-x"),
+            s.rewrite(stale, _basic("from the stale read", stale_id)),
+        ),
+    )
+    last = _prepared(repo, lambda s: s.create(_basic("last", f"{good_id}-2"), f"{good_id}-2"))
+    repo.write(lambda s: s.update(_basic("two", stale_id), stale_id))  # a concurrent writer got there first
+    index_rows = _index_rows(repo, stale_id)
+    entries = [_Entry(first), _Entry(conflicting), _Entry(last)]
+    repo._group._queued.extend(entries)
+    repo._group._lead()  # one transaction, a savepoint each
+    assert [e.sent for e in entries] == [True, False, True] and all(e.done.is_set() for e in entries)
+    assert repo.read("Basic", good_id) is not None and repo.read("Basic", f"{good_id}-2") is not None
+    assert repo.read("Basic", f"{stale_id}-x") is None  # the conflicting session wrote nothing
+    assert '"two"' in (repo.read("Basic", stale_id).content or "")
+    assert _index_rows(repo, stale_id) == index_rows > 0  # its index rows were dropped, then restored
+
+
+def _index_rows(repo, resource_id: str) -> int:  # noqa: F811
+    with repo.engine.connect() as conn:
+        statement = text("SELECT count(*) FROM idx_token WHERE resource_type = 'Basic' AND resource_id = :id")
+        return conn.execute(statement, {"id": resource_id}).scalar()

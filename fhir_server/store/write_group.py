@@ -1,0 +1,79 @@
+"""Group commit for SQLite: the writes of sessions prepared before the writer's turn (Repository.write,
+optimistic) are sent in one transaction, each inside its own savepoint.
+
+SQLite has one writer at a time, and each transaction pays for BEGIN IMMEDIATE, the commit and the WAL frames of
+every page it changed.  Submissions of the same kind change the same index pages (the ``status`` and ``category``
+rows of every Observation land on the same leaves), so a commit of four writes the WAL far less than four commits.
+Threads queue their prepared sessions; one of them (the leader) takes every session queued so far and sends them
+together; the others wait for it and find theirs done.  A session whose guarded writes meet a conflict is rolled
+back to its savepoint alone and its thread runs its work again the ordinary way; a failed commit fails them all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from fhir_server.store.batch import RetryTransaction
+from fhir_server.store.session import WriteSession
+
+
+@dataclass
+class _Entry:
+    session: WriteSession
+    done: threading.Event = field(default_factory=threading.Event)
+    sent: bool = False  # its writes were committed
+    error: BaseException | None = None  # raised in its own thread
+
+
+class WriteGroup:
+    def __init__(self, begin: Callable[[contextlib.ExitStack], Connection], after_commit: Callable[[], None]) -> None:
+        self._begin = begin
+        self._after_commit = after_commit
+        self._queued: list[_Entry] = []
+        self._queue_lock = threading.Lock()
+        self._leading = threading.Lock()
+
+    def send(self, session: WriteSession) -> bool:
+        """Commit the session's queued writes; False when they met a conflict (nothing of them was written)."""
+        entry = _Entry(session)
+        with self._queue_lock:
+            self._queued.append(entry)
+        with self._leading:  # a leader sends every session queued so far, possibly this one
+            if not entry.done.is_set():
+                self._lead()
+        if entry.error is not None:
+            raise entry.error
+        return entry.sent
+
+    def _lead(self) -> None:
+        with self._queue_lock:
+            group, self._queued = self._queued, []
+        try:
+            with contextlib.ExitStack() as stack:
+                conn = self._begin(stack)
+                for entry in group:
+                    try:
+                        with conn.begin_nested():  # SAVEPOINT: a conflict undoes this session's writes only
+                            entry.session.join(conn)
+                            entry.session.flush()
+                        entry.sent = True
+                    except (IntegrityError, RetryTransaction):
+                        entry.sent = False
+                    except Exception as exc:
+                        entry.error = exc
+            self._after_commit()
+        except BaseException as exc:  # the commit failed: none of the group was written
+            for entry in group:
+                if entry.error is None:
+                    entry.sent, entry.error = False, exc
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            for entry in group:
+                entry.done.set()
