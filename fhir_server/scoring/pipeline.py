@@ -191,7 +191,8 @@ class ScoringPipeline:
         if primary is not None and response.get("authored"):
             try:
                 before = parse_instant(response["authored"])
-                measure = (MEASURES_CODESYSTEM, primary.code, before, self._recent_depth(rules), INTAKE_SESSIONS)
+                intake = INTAKE_SESSIONS if _measured_from_intake(rules) else 0
+                measure = (MEASURES_CODESYSTEM, primary.code, before, self._recent_depth(rules), intake)
             except ValueError:
                 pass
         codes = sorted({rule.code for rule in rules.flags})
@@ -200,6 +201,13 @@ class ScoringPipeline:
         if measure is None and flags is None and patient is None:
             return ScoringContext([], [], None)
         return session.scoring_context(subject, measure, flags, patient)
+
+
+def _measured_from_intake(rules: ScoringRules) -> bool:
+    """Does a rule compare with the client's first session (the SRS's do not: they look at the last few)?"""
+    return any(r.kind == "change-from-first" for r in rules.flags) or any(
+        i.kind == "reliable-change" for i in rules.interpretations
+    )
 
 
 def _sessions(rules: ScoringRules, response: dict[str, Any], series: str, earlier: list[Stored]) -> list[Session]:

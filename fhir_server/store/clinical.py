@@ -214,16 +214,30 @@ def _tagged(kind: str, statement, order=None):  # type: ignore[no-untyped-def]
     return select(inner.c.kind, inner.c.sort_key, *(inner.c[c.name] for c in _COLUMNS))
 
 
-_HISTORY_ARMS = (_tagged("history", _HISTORY, _when.c.low), _tagged("intake", _INTAKE, _when.c.low))
 # Run on the driver (fixed.py), so the statement text must not vary with the number of Flag codes: PostgreSQL
 # takes them as one array parameter, SQLite as one JSON array.
 _LITE_CODES = select(literal_column("value")).select_from(func.json_each(bindparam("codes_json"))).scalar_subquery()
-_LITE_ARMS = (*_HISTORY_ARMS, _tagged("flag", _active_flags(_p(_flag_code.c.code).in_(_LITE_CODES))))
-_LITE_CONTEXT = FixedSqlite(union_all(*_LITE_ARMS))
-_LITE_CONTEXT_WITH_PATIENT = FixedSqlite(union_all(*_LITE_ARMS, _tagged("patient", _PATIENT)))
-_PG_ARMS = (*_HISTORY_ARMS, _tagged("flag", _active_flags(_p(_flag_code.c.code) == any_(bindparam("codes")))))
-_PG_CONTEXT = Fixed(union_all(*_PG_ARMS))
-_PG_CONTEXT_WITH_PATIENT = Fixed(union_all(*_PG_ARMS, _tagged("patient", _PATIENT)))
+_FLAG_ARM = {
+    "sqlite": _tagged("flag", _active_flags(_p(_flag_code.c.code).in_(_LITE_CODES))),
+    "postgresql": _tagged("flag", _active_flags(_p(_flag_code.c.code) == any_(bindparam("codes")))),
+}
+
+
+def _context(dialect: str, intake: bool, patient: bool):  # type: ignore[no-untyped-def]
+    """The statement for what a rule set needs: the intake arm only for rules measured from intake (an arm
+    costs PostgreSQL planning time on every submission), the Patient only for age-banded rules."""
+    arms = [_tagged("history", _HISTORY, _when.c.low), _FLAG_ARM[dialect]]
+    arms += [_tagged("intake", _INTAKE, _when.c.low)] if intake else []
+    arms += [_tagged("patient", _PATIENT)] if patient else []
+    return (Fixed if dialect == "postgresql" else FixedSqlite)(union_all(*arms))
+
+
+_CONTEXTS = {
+    (dialect, intake, patient): _context(dialect, intake, patient)
+    for dialect in ("postgresql", "sqlite")
+    for intake in (False, True)
+    for patient in (False, True)
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,13 +271,12 @@ def scoring_context(
         "codes": codes or [""],
         "patient_id": patient_id,
     }
-    if conn.dialect.name == "postgresql":
-        rows: Any = (_PG_CONTEXT if patient_id is None else _PG_CONTEXT_WITH_PATIENT).fetch(conn, params)
-        read = _stored
-    else:
+    dialect = conn.dialect.name
+    statement = _CONTEXTS[(dialect, intake_limit > 0, patient_id is not None)]
+    if dialect == "sqlite":
         params["codes_json"] = json.dumps(params.pop("codes"))
-        rows = (_LITE_CONTEXT if patient_id is None else _LITE_CONTEXT_WITH_PATIENT).fetch(conn, params)
-        read = _stored_sqlite
+    rows: Any = statement.fetch(conn, params)
+    read = _stored if dialect == "postgresql" else _stored_sqlite
     found: dict[str, dict[str, tuple]] = {"history": {}, "flag": {}, "patient": {}}
     for kind, sort_key, *columns in rows:
         stored = read(columns)

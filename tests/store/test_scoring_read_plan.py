@@ -47,7 +47,7 @@ def test_every_arm_starts_from_the_clients_rows(client, uid, database_url, backe
 
 
 def _sqlite_plan(uid: str, database_url: str) -> list[str]:
-    statement = clinical._LITE_CONTEXT
+    statement = clinical._CONTEXTS[("sqlite", True, False)]
     params = {**statement.defaults, **_params(uid), "codes_json": '["srs-below-cutoff", "srs-drop"]'}
     positional = [sqlite_value(params[name]) for name in statement.order]
     with sqlite3.connect(database_url.removeprefix("sqlite:///")) as db:
@@ -66,6 +66,10 @@ def _postgresql_plan(uid: str, database_url: str) -> list[str]:
     """PostgreSQL's plan depends on its statistics (on a test database's small tables a sequential scan is the
     right plan), so here only the answer is checked; the shape is held by the ``|| ''`` terms (clinical.py) and
     measured at scale by bench/scoring.py."""
-    params = {**clinical._PG_CONTEXT.defaults, **_params(uid), "codes": ["srs-below-cutoff", "srs-drop"]}
+    params = {
+        **clinical._CONTEXTS[("postgresql", True, False)].defaults,
+        **_params(uid),
+        "codes": ["srs-below-cutoff", "srs-drop"],
+    }
     with psycopg.connect(database_url.replace("+psycopg", "")) as conn:
-        return [row[0] for row in conn.execute(clinical._PG_CONTEXT.sql, params)]
+        return [row[0] for row in conn.execute(clinical._CONTEXTS[("postgresql", True, False)].sql, params)]
