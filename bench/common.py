@@ -80,8 +80,7 @@ def start_server(database_url: str, workers: int) -> Iterator[Server]:
         _wait_until_up(process, f"{root}/fhir/metadata")
         yield Server(root, port, process.pid)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        _stop(process)
 
 
 @contextmanager
@@ -112,7 +111,17 @@ def start_bare_app(database_url: str, workers: int) -> Iterator[Server]:
         _wait_until_up(process, f"http://127.0.0.1:{port}/fhir/Patient/none", ok_status=404)
         yield Server(f"http://127.0.0.1:{port}", port)
     finally:
-        process.terminate()
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 30 s (uvicorn's own workers sometimes wait on keep-alive
+    connections the load generator left open)."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
         process.wait(timeout=30)
 
 

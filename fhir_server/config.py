@@ -28,10 +28,11 @@ class Settings(BaseSettings):
     max_page_size: int = 1000
     # Concurrent writers that collide on a version number retry this many times before a 409.
     write_retries: int = 8
-    # Database connections each worker process keeps open (per pool: writes and, on PostgreSQL, reads).  As many
-    # again may open for a burst, but those close when returned and a new PostgreSQL connection costs a backend
-    # start and cold caches: at 10, 16 concurrent submissions churned ~15 connections a second (measured).
-    db_pool_size: int = 20
+    # Database connections each worker process keeps open (per pool: writes and, on PostgreSQL, reads).  A quarter
+    # more may open for a burst, but those close when returned, and a new PostgreSQL connection costs a backend
+    # start and cold caches (at 10 + 10, 16 concurrent submissions on one worker churned ~15 connections a second).
+    # 2 workers use at most 2 x 2 x 20 = 80 connections, inside PostgreSQL's default max_connections of 100.
+    db_pool_size: int = 16
     # SQLite waits this long for a lock before the request answers 503 lock-error.
     sqlite_busy_timeout_ms: int = 5000
     log_level: str = "info"

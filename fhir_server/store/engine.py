@@ -25,6 +25,11 @@ def normalise_url(url: str) -> str:
 POSTGRES_CONNECT_ARGS = {"options": "-c plan_cache_mode=force_custom_plan"}
 
 
+def burst(settings: Settings) -> int:
+    """Connections a pool may open beyond its size for a burst (config.py: db_pool_size)."""
+    return max(2, settings.db_pool_size // 4)
+
+
 def build_engine(settings: Settings) -> Engine:
     url = make_url(normalise_url(settings.database_url))
     if url.get_backend_name() == "sqlite":
@@ -33,7 +38,7 @@ def build_engine(settings: Settings) -> Engine:
         url,
         connect_args=POSTGRES_CONNECT_ARGS,
         pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
+        max_overflow=burst(settings),
         # No pool_pre_ping: it costs a round trip per request.  A dropped connection fails one request with 503
         # (transient) and SQLAlchemy then discards the whole stale pool, so the server recovers by itself.
         pool_recycle=1800,
@@ -52,7 +57,7 @@ def build_read_engine(settings: Settings, write_engine: Engine) -> Engine:
         make_url(normalise_url(settings.database_url)),
         isolation_level="AUTOCOMMIT",
         pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
+        max_overflow=burst(settings),
         pool_recycle=1800,
     )
 
@@ -62,7 +67,7 @@ def _sqlite_engine(url: Any, settings: Settings) -> Engine:
         url,
         connect_args={"check_same_thread": False, "timeout": settings.sqlite_busy_timeout_ms / 1000},
         pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
+        max_overflow=burst(settings),
     )
 
     @event.listens_for(engine, "connect")
