@@ -191,9 +191,10 @@ class SearchParser:
             # Reference.identifier is indexed as a token under "<code>:identifier"
             return self._simple(replace(param, code=f"{param.code}:identifier", type="token"), None, raw, key)
         if modifier == "of-type" and param.type == "token":
-            return Clause(
-                replace(param, code=f"{param.code}:of-type"), tuple(_of_type(v, key) for v in _values(raw, key))
+            of_type = replace(
+                param, code=f"{param.code}:of-type", sources=tuple(f"{source}:of-type" for source in param.sources)
             )
+            return Clause(of_type, tuple(_of_type(v, key) for v in _values(raw, key)))
         if modifier == "missing":
             if raw not in ("true", "false"):
                 raise FhirError(400, "value", f"'{key}' must be true or false", expression=[key])

@@ -18,6 +18,21 @@ from fhir_server.search.paths import Evaluator, compile_expression
 
 # Parameters answered from columns of the resources table instead of index tables.
 COLUMN_PARAMS = {"_id": "token", "_lastUpdated": "date"}
+
+# Parameters R4 defines as the union of two others' expressions (Observation ``combo-X`` is ``X`` |
+# ``component-X``, the composites element for element): they are searched over those parameters' index rows
+# instead of storing every value twice (25 of a scored Observation's 57 index rows).
+UNION_PARAMETERS: dict[tuple[str, str], tuple[str, str]] = {
+    ("Observation", f"combo-{name}"): (name, f"component-{name}")
+    for name in (
+        "code",
+        "value-quantity",
+        "value-concept",
+        "data-absent-reason",
+        "code-value-quantity",
+        "code-value-concept",
+    )
+}
 COMMON_BASES = ("Resource", "DomainResource")
 
 
@@ -30,6 +45,8 @@ class SearchParam:
     targets: tuple[str, ...] = ()
     url: str = ""
     components: tuple[dict[str, Any], ...] = field(default=())
+    # Set for a union parameter: the parameters whose index rows it is searched over (UNION_PARAMETERS).
+    sources: tuple[str, ...] = ()
 
     @property
     def evaluator(self) -> Evaluator | None:
@@ -37,8 +54,19 @@ class SearchParam:
 
     @property
     def indexed(self) -> bool:
-        # Special parameters (e.g. Location near) need code of their own and are not indexed.
-        return self.code not in COLUMN_PARAMS and self.expression is not None and self.type != "special"
+        # Special parameters (e.g. Location near) need code of their own and are not indexed; union parameters
+        # are searched over their sources' rows.
+        return (
+            self.code not in COLUMN_PARAMS
+            and self.expression is not None
+            and self.type != "special"
+            and not self.sources
+        )
+
+    @property
+    def row_params(self) -> tuple[str, ...]:
+        """The ``param`` values of the index rows this parameter is searched over."""
+        return self.sources or (self.code,)
 
 
 class Registry:
@@ -124,6 +152,7 @@ def _from_json(item: dict[str, Any]) -> SearchParam:
         targets=tuple(item.get("target", ())),
         url=item.get("url", ""),
         components=tuple(item.get("component", ())),
+        sources=UNION_PARAMETERS.get((item["base"], item["code"]), ()),
     )
 
 

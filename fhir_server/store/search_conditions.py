@@ -81,14 +81,19 @@ def clause_sql(resource_type: str, clause: AnyClause, rows: Any = resources) -> 
 
 
 def _composite(resource_type: str, clause: CompositeClause, alternative: tuple, rows: Any) -> ColumnElement[bool]:
-    """All components match index rows of the same resource and the same element."""
+    """All components match index rows of the same resource and the same element (of one source parameter, for
+    a union parameter: an Observation's own code and value, or one component's)."""
+    return or_(*(_composite_rows(resource_type, code, alternative, rows) for code in clause.param.row_params))
+
+
+def _composite_rows(resource_type: str, code: str, alternative: tuple, rows: Any) -> ColumnElement[bool]:
     tables = [INDEX_TABLES[component.type].alias() for component, _ in alternative]
     first = tables[0]
     conditions = []
     for number, (table, (_, condition)) in enumerate(zip(tables, alternative, strict=True)):
         conditions += [
             table.c.resource_type == resource_type,
-            table.c.param == f"{clause.param.code}#{number}",
+            table.c.param == f"{code}#{number}",
             _value_sql(table, condition),
         ]
         if number:
@@ -105,7 +110,7 @@ def _plain(resource_type: str, clause: Clause, rows: Any) -> ColumnElement[bool]
         expr = or_(*(date_sql(rows.c.last_updated, rows.c.last_updated, cond) for cond in clause.conditions))
     else:
         table = INDEX_TABLES[param.type].alias()
-        base = and_(table.c.resource_type == resource_type, table.c.param == param.code)
+        base = and_(table.c.resource_type == resource_type, _param_is(table, param))
         missing = [cond for cond in clause.conditions if isinstance(cond, c.MissingMatch)]
         if missing:
             has_value = rows.c.id.in_(select(table.c.resource_id).where(base))
@@ -113,6 +118,11 @@ def _plain(resource_type: str, clause: Clause, rows: Any) -> ColumnElement[bool]
         matches = or_(*(_value_sql(table, cond) for cond in clause.conditions))
         expr = rows.c.id.in_(select(table.c.resource_id).where(base, matches))
     return not_(expr) if clause.negate else expr
+
+
+def _param_is(table: Table, param: Any) -> ColumnElement[bool]:
+    names = param.row_params
+    return table.c.param == names[0] if len(names) == 1 else table.c.param.in_(names)
 
 
 def _value_sql(table: Table, cond: c.Condition) -> ColumnElement[bool]:

@@ -88,7 +88,11 @@ def _sort_expression(resource_type: str, key: SortKey) -> ColumnElement[Any]:
     missing = _SENTINELS.get(kind, (_MAX_STR, _MIN_STR))[1 if key.descending else 0]
     value = (
         select(aggregate(column))
-        .where(table.c.resource_type == resource_type, table.c.resource_id == resources.c.id, table.c.param == code)
+        .where(
+            table.c.resource_type == resource_type,
+            table.c.resource_id == resources.c.id,
+            table.c.param.in_(key.param.row_params),
+        )
         .scalar_subquery()
     )
     return func.coalesce(value, missing)

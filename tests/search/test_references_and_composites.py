@@ -151,6 +151,55 @@ def test_composite_parameters(shared_client, pressures, param, value, expected):
 
 
 @pytest.mark.parametrize(
+    ("param", "value", "expected"),
+    [
+        # combo-X is X | component-X: the Observation's own values and its components' values
+        ("combo-code", "{s}|sys", {"high", "normal"}),
+        ("combo-code", "{s}|weight", {"weight", "light"}),
+        ("combo-code", "{s}|bp", {"high", "normal"}),
+        ("combo-code:not", "{s}|sys", {"weight", "light"}),
+        ("combo-value-quantity", "gt140", {"high"}),
+        ("combo-value-quantity", "lt5", {"light"}),
+        ("combo-value-quantity", "70", {"weight"}),
+        ("combo-code-value-quantity", "{s}|sys$gt140", {"high"}),
+        ("combo-code-value-quantity", "{s}|weight$gt60", {"weight"}),
+        ("combo-code-value-quantity", "{s}|dia$115", set()),  # 115 is the other component's value
+        ("combo-code-value-quantity", "{s}|bp$gt5", set()),  # bp's values are in its components
+        ("combo-code-value-quantity", "{s}|dia$75,{s}|weight$lt5", {"normal", "light"}),
+        ("combo-value-quantity:missing", "false", {"high", "normal", "weight", "light"}),
+        ("combo-value-concept:missing", "true", {"high", "normal", "weight", "light"}),
+    ],
+)
+def test_combo_parameters_search_the_observation_and_its_components(shared_client, pressures, param, value, expected):
+    s, made = pressures
+    matched = found(shared_client, "/Observation", {"code": f"{s}|bp,{s}|weight", param: value.format(s=s)})
+    assert matched == {made[name] for name in expected}
+
+
+def test_sorting_by_a_combo_parameter(shared_client, pressures):
+    s, made = pressures
+    bundle = shared_client.get(
+        "/Observation", params={"code": f"{s}|bp,{s}|weight", "_sort": "combo-value-quantity"}
+    ).json()
+    order = [e["resource"]["id"] for e in bundle["entry"]]
+    assert order == [made["light"], made["weight"], made["normal"], made["high"]]  # lowest values 4, 70, 75, 95
+
+
+def test_combo_parameters_store_no_rows_of_their_own():
+    from fhir_server.search.indexer import SearchIndexer
+    from fhir_server.search.registry import default_registry
+
+    s = "urn:codes:combo-rows"
+    resource = observation(
+        s, "bp", component=[{"code": {"coding": [coding(s, "sys")]}, "valueQuantity": quantity(120, "mm[Hg]")}]
+    )
+    rows = SearchIndexer(default_registry()).index_rows("Observation", resource)
+    params = {row["param"] for table in rows.values() for row in table}
+    assert {"code", "component-code", "component-value-quantity"} <= params
+    assert not [p for p in params if p.startswith("combo-")]
+
+
+@pytest.mark.parametrize(
     ("param", "value"),
     [
         ("code-value-quantity", "urn:x|a"),  # one component missing
