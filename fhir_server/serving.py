@@ -7,13 +7,16 @@ connections, one worker did all the work, the second core idled while submission
 here listens on its own socket bound with ``SO_REUSEPORT``, and the kernel spreads new connections across them.
 Elsewhere (no load-balancing ``SO_REUSEPORT``) uvicorn's shared socket is used.
 
-The supervisor restarts a worker that dies (as uvicorn's does) and stops them all on SIGINT or SIGTERM.
+The supervisor restarts a worker that dies (as uvicorn's does) and stops them all on SIGINT or SIGTERM; a worker
+whose supervisor dies is stopped by the kernel (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import sys
@@ -26,6 +29,7 @@ log = logging.getLogger("fhir_server.serving")
 
 APP = "fhir_server.asgi:app"
 RESTART_PAUSE_SECONDS = 1.0  # between restarts of a crashing worker, so a broken start does not spin
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def spreads_connections() -> bool:
@@ -37,8 +41,20 @@ def serve(host: str, port: int, workers: int, **options: Any) -> None:
     if workers <= 1 or not spreads_connections():
         uvicorn.run(APP, host=host, port=port, workers=workers, **options)
         return
-    _listening_socket(host, port).close()  # the port is free (a clear error now, not one per worker)
+    _check_port_free(host, port)
     Supervisor(host, port, workers, options).run()
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Bound without SO_REUSEPORT, so another server on the port (ours included) makes this fail: a second
+    instance must not silently share the port with the first."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(f"fhir-server: cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -52,11 +68,21 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(host: str, port: int, options: dict[str, Any]) -> None:
+def _die_with(supervisor: int) -> None:
+    """A worker must not outlive its supervisor (killed, say, by SIGKILL or the OOM killer): it would go on
+    serving the port, unsupervised.  Linux sends it SIGTERM when the supervisor dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it died before the request took effect
+        os._exit(0)
+
+
+def _worker(host: str, port: int, options: dict[str, Any], supervisor: int) -> None:
     """One worker process: its own socket in the port's group, one uvicorn server."""
     from fhir_server import logs
     from fhir_server.config import Settings
 
+    _die_with(supervisor)
     logs.configure(Settings().log_level)  # a spawned process starts with none of the parent's logging
     sock = _listening_socket(host, port)
     uvicorn.Server(uvicorn.Config(APP, host=host, port=port, **options)).run(sockets=[sock])
@@ -71,7 +97,7 @@ class Supervisor:
         self.stopping = False
 
     def _start(self) -> Any:
-        process = self.context.Process(target=_worker, args=self.args, name="fhir-server-worker")
+        process = self.context.Process(target=_worker, args=(*self.args, os.getpid()), name="fhir-server-worker")
         process.start()
         return process
 

@@ -74,8 +74,8 @@ def served(tmp_path):
         yield process, port
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+            process.terminate()
+            process.wait(timeout=40)
 
 
 def _wait_until_up(process: subprocess.Popen, port: int) -> None:
@@ -128,3 +128,38 @@ def test_a_worker_that_dies_is_replaced_and_sigterm_stops_them_all(served):
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=40) == 0
     assert not [w for w in workers if Path(f"/proc/{w}").exists()]
+
+
+def test_a_second_server_on_the_same_port_is_refused(served, tmp_path):
+    """SO_REUSEPORT would let a second instance share the port (and split the traffic between two databases)."""
+    _, port = served
+    env = {**os.environ, "FHIR_SERVER_DATABASE_URL": f"sqlite:///{tmp_path / 'other.db'}"}
+    second = subprocess.run(
+        [sys.executable, "-m", "fhir_server", "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in second.stderr + second.stdout
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(served):
+    process, port = served
+    workers = _workers(process.pid)
+    process.kill()  # SIGKILL: no chance to stop its workers itself
+    process.wait(timeout=10)
+    deadline = time.monotonic() + 40
+    while [w for w in workers if Path(f"/proc/{w}").exists() and "zombie" not in _state(w)]:
+        assert time.monotonic() < deadline, "workers still running after their supervisor died"
+        time.sleep(0.2)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/fhir/metadata", timeout=2)
+
+
+def _state(pid: int) -> str:
+    try:
+        return {"Z": "zombie"}.get(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0], "running")
+    except OSError:
+        return "zombie"
