@@ -104,9 +104,10 @@ class WriteSession:
     ``conn`` may be a function that opens the connection (and, on SQLite, queues for the single writer): it is
     called on the first database access, so checks that need no database (validation) run before it.
 
-    With a ``snapshot`` (a read transaction) the session answers the scoring reads and the replay check from it
-    and queues every write, with a placeholder time; anything else raises ``NeedsWriter``.  ``join`` then hands it
-    the writer's connection and the real time (Repository.write, optimistic).
+    With ``snapshot`` (a connection for reads outside the writers' queue, each read on its own) the session answers
+    the scoring reads and the replay check from it and queues every write, with a placeholder time; anything else
+    raises ``NeedsWriter``.  ``join`` then hands it the writer's connection and the real time (Repository.write,
+    optimistic).
     """
 
     def __init__(
@@ -137,7 +138,7 @@ class WriteSession:
         return self._snapshot if self._snapshot is not None else self.conn
 
     def join(self, conn: Connection) -> None:
-        """Leave the snapshot for the writer's ``conn``; the queued writes take the time of this moment."""
+        """Leave the reads for the writer's ``conn``; the queued writes take the time of this moment."""
         placeholder, now = self.now, utc_now()
         self._pending.restamp(_stamp(placeholder), _stamp(now))
         self._snapshot, self._conn, self._now = None, conn, now
