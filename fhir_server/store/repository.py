@@ -63,10 +63,10 @@ class Repository:
 
         The connection is opened (and the transaction begun) at ``work``'s first database access, so what comes
         before it (validating the resource) holds no connection and, on SQLite, no place in the writers' queue.
-        ``optimistic`` (SQLite): see ``_write_on_snapshot``.
+        ``optimistic`` (SQLite): see ``_write_before_the_turn``.
         """
         if optimistic and self._sqlite is not None:
-            written = self._write_on_snapshot(work)
+            written = self._write_before_the_turn(work)
             if written is not None:
                 return written[0]
         for attempt in range(self.write_retries + 1):
@@ -88,7 +88,7 @@ class Repository:
                     ) from exc
         raise AssertionError("unreachable")
 
-    def _write_on_snapshot(self, work: Callable[[WriteSession], T]) -> tuple[T] | None:
+    def _write_before_the_turn(self, work: Callable[[WriteSession], T]) -> tuple[T] | None:
         """SQLite has one writer at a time, so what a writer does while it holds the database is what limits
         throughput: a scored submission computed its Observations, Flags and index rows there (~4 ms of CPU
         against ~1.5 ms of SQLite work).  Here ``work`` runs first outside the writers' queue: it may make the
@@ -104,7 +104,7 @@ class Repository:
         16 concurrent writers, some reader on the WAL at every moment, and SQLite can only restart a WAL nobody is
         reading (measured: the WAL grew past its checkpoint mark and commits slowed)."""
         with self.engine.connect() as reads:
-            session = WriteSession(lambda: reads, self.indexer, snapshot=reads)
+            session = WriteSession(lambda: reads, self.indexer, reads=reads)
             try:
                 result = work(session)
             except NeedsWriter:

@@ -104,22 +104,22 @@ class WriteSession:
     ``conn`` may be a function that opens the connection (and, on SQLite, queues for the single writer): it is
     called on the first database access, so checks that need no database (validation) run before it.
 
-    With ``snapshot`` (a connection for reads outside the writers' queue, each read on its own) the session answers
+    With ``reads`` (a connection for reads outside the writers' queue, each read on its own) the session answers
     the scoring reads and the replay check from it and queues every write, with a placeholder time; anything else
     raises ``NeedsWriter``.  ``join`` then hands it the writer's connection and the real time (Repository.write,
     optimistic).
     """
 
     def __init__(
-        self, conn: Connection | Callable[[], Connection], indexer: Indexer, *, snapshot: Connection | None = None
+        self, conn: Connection | Callable[[], Connection], indexer: Indexer, *, reads: Connection | None = None
     ) -> None:
         self._conn = conn if isinstance(conn, Connection) else None
         self._open = None if isinstance(conn, Connection) else conn
         self.indexer = indexer
-        self._snapshot = snapshot
+        self._reads = reads
         # A time no content carries (a random millisecond of the year 9999), replaced when the writes are sent.
         placeholder = datetime(9999, 1, 1) + timedelta(milliseconds=random.randrange(30_000_000_000))
-        self._now: datetime | None = placeholder if snapshot is not None else None
+        self._now: datetime | None = placeholder if reads is not None else None
         self._placeholder: datetime | None = None
         # Writes are queued and sent together at the end (batch.py): a 100-entry transaction or a scored
         # submission is a round trip or two, not dozens.  A read that could see a queued write (same resource, or
@@ -128,24 +128,24 @@ class WriteSession:
 
     @property
     def conn(self) -> Connection:
-        if self._snapshot is not None:
+        if self._reads is not None:
             raise NeedsWriter("this work needs the writer's connection")
         if self._conn is None:
             self._conn = self._open()  # type: ignore[misc]
         return self._conn
 
     def _reader(self) -> Connection:
-        return self._snapshot if self._snapshot is not None else self.conn
+        return self._reads if self._reads is not None else self.conn
 
     def join(self, conn: Connection) -> None:
         """Leave the reads for the writer's ``conn``; the queued writes take the time of this moment."""
         placeholder, now = self.now, utc_now()
         self._pending.restamp(_stamp(placeholder), _stamp(now))
-        self._snapshot, self._conn, self._now = None, conn, now
+        self._reads, self._conn, self._now = None, conn, now
         self._placeholder = placeholder
 
     def restamped(self, result: Any) -> Any:
-        """A WriteResult made on the snapshot, with the time its writes were given by ``join``."""
+        """A WriteResult made before the writer's turn, with the time its writes were given by ``join``."""
         placeholder = self._placeholder
         if placeholder is None or not isinstance(result, WriteResult) or result.stored.last_updated != placeholder:
             return result

@@ -303,32 +303,32 @@ def test_wai_sr_subscales_and_a_subscale_drop(client, uid):
     assert "bond-mean" in flag["code"]["text"] and "down 1" in flag["code"]["text"]
 
 
-def test_ors_intake_above_the_cutoff_is_a_conversation_prompt_only_at_intake(client, uid):
-    def ors(value, when):
-        items = [
-            {"linkId": n, "answer": [{"valueInteger": value}]}
-            for n in ("individually", "interpersonally", "socially", "overall")
-        ]
-        respondent = {
-            "linkId": "respondent",
-            "answer": [
-                {"valueCoding": {"system": "http://fit-fhir.org/fhir/CodeSystem/fit-respondent", "code": "self"}}
-            ],
-        }
-        return {
-            "resourceType": "QuestionnaireResponse",
-            "questionnaire": "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.0",
-            "status": "completed",
-            "subject": {"reference": f"Patient/{uid}"},
-            "authored": when,
-            "item": [respondent, *items],
-        }
+def _ors(patient: str, mark: int, authored: str) -> dict:
+    """A self-reported ORS with every item marked ``mark`` mm (total = 4 x mark / 10)."""
+    items = [
+        {"linkId": n, "answer": [{"valueInteger": mark}]}
+        for n in ("individually", "interpersonally", "socially", "overall")
+    ]
+    respondent = {
+        "linkId": "respondent",
+        "answer": [{"valueCoding": {"system": "http://fit-fhir.org/fhir/CodeSystem/fit-respondent", "code": "self"}}],
+    }
+    return {
+        "resourceType": "QuestionnaireResponse",
+        "questionnaire": "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.0",
+        "status": "completed",
+        "subject": {"reference": f"Patient/{patient}"},
+        "authored": authored,
+        "item": [respondent, *items],
+    }
 
-    submit(client, ors(80, "2026-09-01T10:00:00Z"))  # 32.0 at intake, adult cutoff 25
+
+def test_ors_intake_above_the_cutoff_is_a_conversation_prompt_only_at_intake(client, uid):
+    submit(client, _ors(uid, 80, "2026-09-01T10:00:00Z"))  # 32.0 at intake, adult cutoff 25
     assert active_flags(client, uid) == ["ors-intake-above-cutoff"]
-    submit(client, ors(80, "2026-09-08T10:00:00Z"))  # not the intake any more: closed, not raised again
+    submit(client, _ors(uid, 80, "2026-09-08T10:00:00Z"))  # not the intake any more: closed, not raised again
     assert active_flags(client, uid) == []
-    submit(client, ors(55, "2026-09-15T10:00:00Z"))  # 22.0: below 25 and 10 below intake
+    submit(client, _ors(uid, 55, "2026-09-15T10:00:00Z"))  # 22.0: below 25 and 10 below intake
     assert active_flags(client, uid) == ["ors-below-cutoff", "ors-deterioration"]
 
 
@@ -336,26 +336,8 @@ def test_intake_is_the_first_session_however_many_came_after(client, uid):
     """Reliable change is measured from intake: with 24 sessions on record, intake is still the first one, not the
     oldest of the few newest the pipeline reads for its windowed rules."""
 
-    def ors(total, week):
-        mark = int(total * 10 / 4)
-        items = [
-            {"linkId": n, "answer": [{"valueInteger": mark}]}
-            for n in ("individually", "interpersonally", "socially", "overall")
-        ]
-        respondent = {
-            "linkId": "respondent",
-            "answer": [
-                {"valueCoding": {"system": "http://fit-fhir.org/fhir/CodeSystem/fit-respondent", "code": "self"}}
-            ],
-        }
-        return {
-            "resourceType": "QuestionnaireResponse",
-            "questionnaire": "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.0",
-            "status": "completed",
-            "subject": {"reference": f"Patient/{uid}"},
-            "authored": f"2026-{1 + week // 4:02d}-{1 + week % 4 * 7:02d}T10:00:00Z",
-            "item": [respondent, *items],
-        }
+    def ors(total: int, week: int) -> dict:
+        return _ors(uid, int(total * 10 / 4), f"2026-{1 + week // 4:02d}-{1 + week % 4 * 7:02d}T10:00:00Z")
 
     submit(client, ors(20, 0))  # intake: 20.0
     for week in range(1, 24):

@@ -1,8 +1,8 @@
 """Creates that run before the writer's turn (Repository.write(optimistic=True), SQLite; on PostgreSQL the same
 calls take the ordinary path and must behave the same): the answer and the stored rows carry the time of the
 writer's turn (no placeholder leaks), lastUpdated follows the order of commits, a replayed submission sent
-concurrently is stored once, and work that needs more than the snapshot's reads, or whose guarded writes meet a
-conflict, is run again the ordinary way."""
+concurrently is stored once, and work that needs more than the reads it may make before the turn, or whose
+guarded writes meet a conflict, is run again the ordinary way."""
 
 from __future__ import annotations
 
@@ -79,11 +79,11 @@ def test_concurrent_creates_are_stamped_in_commit_order(client, uid, backend):
         assert stamps == sorted(stamps, reverse=True)
 
 
-def test_work_needing_more_than_the_snapshot_runs_as_the_writer(repo):  # noqa: F811
+def test_work_needing_more_than_those_reads_runs_as_the_writer(repo):  # noqa: F811
     rid = f"opt-{uuid.uuid4().hex[:12]}"
     repo.write(lambda s: s.create(_basic("one", rid), rid))
 
-    def update(session):  # reads the current version: not one of the snapshot's reads
+    def update(session):  # reads the current version: not one of the reads made before the turn
         return session.update(_basic("two", rid), rid).stored
 
     stored = repo.write(update, optimistic=True)
@@ -114,7 +114,7 @@ def _prepared(repo, work):  # noqa: F811
     """A session whose work ran on reads outside the writer's turn, its writes queued (as Repository.write
     prepares them before handing them to the write group)."""
     with repo.engine.connect() as reads:
-        session = WriteSession(lambda: reads, repo.indexer, snapshot=reads)
+        session = WriteSession(lambda: reads, repo.indexer, reads=reads)
         work(session)
     return session
 
