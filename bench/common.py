@@ -38,7 +38,6 @@ class Server:
 
     def worker_cpu(self) -> dict[int, float]:
         """CPU seconds used so far by each worker process of the server (Linux /proc; empty elsewhere)."""
-        ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         used = {}
         for entry in Path("/proc").glob("[0-9]*"):
             try:
@@ -46,8 +45,54 @@ class Server:
             except OSError:
                 continue
             if int(fields[1]) == self.pid and "spawn" in (entry / "cmdline").read_text():
-                used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+                used[int(entry.name)] = _cpu_seconds(fields)
         return used
+
+
+def _cpu_seconds(fields: list[str]) -> float:
+    """utime + stime of a /proc/<pid>/stat line's fields after the command name."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def postgres_cpu() -> float | None:
+    """CPU seconds used so far by the PostgreSQL processes on this machine (Linux /proc), None if none is
+    visible (a remote database, another system).  Includes other databases' backends: run on a quiet machine."""
+    total, seen = 0.0, False
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            total += _cpu_seconds((entry / "stat").read_text().rsplit(")", 1)[1].split())
+            seen = True
+        except OSError:
+            continue
+    return total if seen else None
+
+
+@dataclass(frozen=True)
+class MachineTimes:
+    """The machine's CPU time so far by kind (/proc/stat, in seconds over all cores)."""
+
+    busy: float
+    idle: float
+    steal: float
+
+    @classmethod
+    def now(cls) -> MachineTimes | None:
+        try:
+            values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        ticks = os.sysconf("SC_CLK_TCK")
+        user, nice, system, idle, iowait, irq, softirq, steal = (v / ticks for v in values[:8])
+        return cls(user + nice + system + irq + softirq, idle + iowait, steal)
+
+    def shares_since(self, before: MachineTimes) -> dict[str, float]:
+        """Busy, idle and stolen (taken by the host for other guests) as shares of the time in between."""
+        busy, idle, steal = self.busy - before.busy, self.idle - before.idle, self.steal - before.steal
+        whole = busy + idle + steal
+        return {"busy": busy / whole, "idle": idle / whole, "steal": steal / whole} if whole else {}
 
 
 def _free_port() -> int:

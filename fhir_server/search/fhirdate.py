@@ -9,6 +9,7 @@ from __future__ import annotations
 import calendar
 import re
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 _PATTERN = re.compile(
     r"(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
@@ -26,7 +27,16 @@ class DateFormatError(ValueError):
 
 def parse_range(text: str) -> tuple[datetime, datetime]:
     """The inclusive range a FHIR date/dateTime/instant covers.  Raises DateFormatError."""
-    match = _PATTERN.fullmatch(text.strip()) if isinstance(text, str) else None
+    if not isinstance(text, str):
+        raise DateFormatError(f"'{str(text)[:40]}' is not a FHIR date, dateTime or instant")
+    return _parse_range(text)
+
+
+# Cached: a write indexes the same few dates many times (a response's authored is its Observation's effective,
+# its Flags' period start and its Provenance's recorded), and a search repeats its bounds.
+@lru_cache(maxsize=4096)
+def _parse_range(text: str) -> tuple[datetime, datetime]:
+    match = _PATTERN.fullmatch(text.strip())
     if not match:
         raise DateFormatError(f"'{str(text)[:40]}' is not a FHIR date, dateTime or instant")
     g = match.groupdict()

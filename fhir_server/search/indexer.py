@@ -71,14 +71,19 @@ class SearchIndexer:
         for element, node in enumerate(param.evaluator(resource)):
             if not isinstance(node, dict):
                 continue
-            parts = [
-                MODULES[component.type].index(compile_relative(expression)(node))
-                for component, expression in components
-            ]
             # A composite search names every component and matches them within one element: an element lacking
             # one (an Observation's code beside a valueQuantity, for code-value-concept) can never match, so its
-            # other components' rows would only cost writes.
-            if not all(parts):
+            # other components' rows would only cost writes.  The last components (the values) are the ones an
+            # element lacks, so they are looked at first and the element is left at the first one missing.
+            parts: list[list[dict[str, Any]]] = []
+            for component, expression in reversed(components):
+                part = MODULES[component.type].index(compile_relative(expression)(node))
+                if not part:
+                    break
+                parts.append(part)
+            else:
+                parts.reverse()
+            if len(parts) < len(components):
                 continue
             for number, ((component, _), part) in enumerate(zip(components, parts, strict=True)):
                 table = MODULES[component.type].TABLE

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 from sqlalchemy import DateTime, Table
 
+from fhir_server.store.fixed import KEEP_PLAN, RESTORE_PLANNER
 from fhir_server.store.tables import INDEX_TABLES, resource_versions, resources
 
 # Current rows before versions before index rows, so unique-key conflicts surface on the first statement.
@@ -118,17 +119,22 @@ class PendingWrites:
         bulk = sum(len(rows) for rows in self.rows.values()) > BULK_ROWS
         try:
             with driver.pipeline():
+                # These writes' plans leave the planner nothing to choose (rows from one JSON parameter; deletes,
+                # the version-checked update and the claims by their keys), so they are kept, not planned per
+                # execution (store/fixed.py); no statistics needed.
+                cursor.execute(KEEP_PLAN)
                 for claim, claim_cursor in zip(self.claims, claimed, strict=True):
-                    claim_cursor.execute(PG_CLAIM, (claim.resource_type, claim.digest, claim.resource_id))
+                    claim_cursor.execute(PG_CLAIM, (claim.resource_type, claim.digest, claim.resource_id), prepare=True)
                 for (kind, resource_type), ids in self.stale.items():
-                    cursor.execute(_pg_delete(INDEX_TABLES[kind].name), (resource_type, ids))
+                    cursor.execute(_pg_delete(INDEX_TABLES[kind].name), (resource_type, ids), prepare=True)
                 if self.updates:
-                    checked.execute(PG_UPDATE, _columns_of(self.updates))
+                    checked.execute(PG_UPDATE, _columns_of(self.updates), prepare=True)
                 for table in INSERT_ORDER if not bulk else ():
                     rows = self.rows.get(table)
                     if rows:
                         columns = tuple(rows[0])  # our own keys, never client text
-                        cursor.execute(_pg_insert(table, columns), (orjson.dumps(rows).decode(),))
+                        cursor.execute(_pg_insert(table, columns), (orjson.dumps(rows).decode(),), prepare=True)
+                cursor.execute(RESTORE_PLANNER)
             for table in INSERT_ORDER if bulk else ():
                 rows = self.rows.get(table)
                 if rows:

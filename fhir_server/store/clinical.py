@@ -163,12 +163,14 @@ _BY_TOKEN = (
             _code.c.code == bindparam("code"),
         ),
     )
-    .where(resources.c.resource_type == bindparam("rtype"), resources.c.deleted.is_(False))
+    # The type from the token row, not the parameter: the plan is kept (fixed.py), and with the parameter on
+    # both sides a plan made without its value may start from every resource of the type (seen: 200 ms).
+    .where(resources.c.resource_type == _code.c.resource_type, resources.c.deleted.is_(False))
     .limit(bindparam("limit"))
 )
 
 
-_PG_BY_TOKEN = Fixed(_BY_TOKEN)
+_PG_BY_TOKEN = Fixed(_BY_TOKEN, keep_plan=True)
 _LITE_BY_TOKEN = FixedSqlite(_BY_TOKEN)
 
 
@@ -229,7 +231,8 @@ def _context(dialect: str, intake: bool, patient: bool):  # type: ignore[no-unty
     arms = [_tagged("history", _HISTORY, _when.c.low), _FLAG_ARM[dialect]]
     arms += [_tagged("intake", _INTAKE, _when.c.low)] if intake else []
     arms += [_tagged("patient", _PATIENT)] if patient else []
-    return (Fixed if dialect == "postgresql" else FixedSqlite)(union_all(*arms))
+    statement = union_all(*arms)
+    return Fixed(statement, keep_plan=True) if dialect == "postgresql" else FixedSqlite(statement)
 
 
 _CONTEXTS = {

@@ -21,7 +21,8 @@ def normalise_url(url: str) -> str:
 
 # Statements stay prepared (no re-parsing), but PostgreSQL plans each execution for its actual values: search
 # parameters are skewed (one patient's 100 Observations among a million), and a generic plan chosen for "any
-# patient" can be a nested loop over the whole index (seen here: seconds instead of a millisecond).
+# patient" can be a nested loop over the whole index (seen here: seconds instead of a millisecond).  The exception
+# is the hot path's fixed statements, whose plans cannot depend on the values and are kept (fixed.py).
 POSTGRES_CONNECT_ARGS = {"options": "-c plan_cache_mode=force_custom_plan"}
 
 

@@ -1,14 +1,24 @@
 """Our prebuilt statements on PostgreSQL, compiled once and run straight on the driver.
 
 The hot path's reads (the replay check, the scoring read) are fixed statements: going through SQLAlchemy's
-execution and result machinery cost more Python than the database work (0.4 ms for a one-row look-up).  Plans
-stay custom (the connection's setting, engine.py): generic plans for these were tried and rejected (cached while
-the tables were small, they were 100 times slower once the tables grew).  Sending the statement in a pipeline
-with psycopg's BEGIN was tried too: psycopg still waits for the BEGIN, so it saved no round trip.
+execution and result machinery cost more Python than the database work (0.4 ms for a one-row look-up).
+
+Their plans are kept between executions (``Fixed(..., keep_plan=True)``): planning the scoring read cost
+PostgreSQL more than running it (1.1 ms against 0.4 ms, and ~6 ms per submission under load).  A kept plan is
+PostgreSQL's generic plan of a prepared statement, made without the parameter values, so it must not depend on
+them: these statements find a client's rows through its own index entries (clinical.py) and check every other
+condition on those few rows, and while such a plan is made, index scans and nested loops are all the planner may
+use.  PostgreSQL makes the plan again whenever the statistics of its tables change (ANALYZE, which autovacuum
+runs as a table grows by a tenth).  A plan made before there are statistics is a guess on "one row everywhere"
+and can stay for a minute or more while the tables grow (seen: the replay check started from every
+QuestionnaireResponse, 200 ms each; generic plans cached on small tables, 100 times slower once they grew), so
+plans are kept only once ANALYZE has seen the tables with some rows (``_SETTLED_ROWS``); until then these
+statements are planned for their values like every other statement (the connection's setting, engine.py).
 """
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -21,18 +31,80 @@ _DIALECT = pg_dialect.dialect()
 _SQLITE = pysqlite.dialect()
 
 
-class Fixed:
-    """One statement compiled once for psycopg (named ``%(name)s`` parameters)."""
+# Around a statement whose plan is kept, in the same round trip (a pipeline): the planner settings for the plan
+# PostgreSQL makes or re-makes at that execution, then the connection's own settings again.  SET LOCAL (the
+# third argument) so that an error in between cannot leave them behind: the transaction ends either way.
+_PLANNED = {
+    "plan_cache_mode": "force_generic_plan",
+    "enable_seqscan": "off",
+    "enable_bitmapscan": "off",
+    "enable_hashjoin": "off",
+    "enable_mergejoin": "off",
+}
+KEEP_PLAN = "SELECT " + ", ".join(
+    f"set_config('fhir.saved_{name}', current_setting('{name}'), true), set_config('{name}', '{value}', true)"
+    for name, value in _PLANNED.items()
+)
+RESTORE_PLANNER = "SELECT " + ", ".join(
+    f"set_config('{name}', current_setting('fhir.saved_{name}'), true)" for name in _PLANNED
+)
 
-    def __init__(self, statement: Executable) -> None:
+
+# Kept plans wait until ANALYZE has counted at least this many rows in each table the statements read.
+_SETTLED_ROWS = 500
+_SETTLED_TABLES = ["resources", "idx_token", "idx_reference", "idx_date"]
+_SETTLED_SQL = (
+    "SELECT coalesce(min(c.reltuples), -1) FROM pg_class AS c "
+    "WHERE c.oid IN (SELECT to_regclass(name) FROM unnest(%(tables)s::text[]) AS name)"
+)
+# Asked again every few seconds until the statistics are there (once a minute in practice: autovacuum's own
+# interval), and now and then afterwards.
+_RECHECK_SECONDS = {False: 5.0, True: 300.0}
+_settled: dict[str, tuple[bool, float]] = {}  # database URL -> (settled, when asked)
+
+
+def _plans_settled(conn: Connection, driver: Any) -> bool:
+    key = str(conn.engine.url)
+    settled, asked = _settled.get(key, (False, -1e9))
+    now = time.monotonic()
+    if now - asked >= _RECHECK_SECONDS[settled]:
+        with driver.cursor() as cursor:
+            cursor.execute(_SETTLED_SQL, {"tables": _SETTLED_TABLES})
+            settled = cursor.fetchone()[0] >= _SETTLED_ROWS
+        _settled[key] = (settled, now)
+    return settled
+
+
+class Fixed:
+    """One statement compiled once for psycopg (named ``%(name)s`` parameters).  With ``keep_plan`` it runs as
+    a prepared statement on a generic plan (module docstring) when it runs inside a transaction."""
+
+    def __init__(self, statement: Executable, keep_plan: bool = False) -> None:
         compiled = statement.compile(dialect=_DIALECT)
         self.sql = str(compiled)
         self.defaults = dict(compiled.params)  # values the statement binds itself (its literals)
+        if keep_plan:
+            # A kept plan has its text literals in the text, so that the planner knows them
+            # ("resource_type = 'Observation'") and only the client's values are parameters.
+            for name, value in list(self.defaults.items()):
+                if isinstance(value, str):
+                    self.sql = self.sql.replace(f"%({name})s", "'" + value.replace("'", "''") + "'")
+                    del self.defaults[name]
+        self.keep_plan = keep_plan
 
     def fetch(self, conn: Connection, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         driver = conn.connection.driver_connection
-        with driver.cursor() as cursor:
-            cursor.execute(self.sql, {**self.defaults, **params})
+        values = {**self.defaults, **params}
+        # Outside a transaction (an autocommit connection) SET LOCAL would do nothing: planned as usual there.
+        if not (self.keep_plan and not driver.autocommit and _plans_settled(conn, driver)):
+            with driver.cursor() as cursor:
+                cursor.execute(self.sql, values)
+                return cursor.fetchall()
+        with driver.cursor() as settings, driver.cursor() as cursor:
+            with driver.pipeline():
+                settings.execute(KEEP_PLAN)
+                cursor.execute(self.sql, values, prepare=True)
+                settings.execute(RESTORE_PLANNER)
             return cursor.fetchall()
 
 

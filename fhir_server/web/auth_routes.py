@@ -31,6 +31,8 @@ from fhir_server.web.oauth_adapter import (
 )
 
 router = APIRouter()
+# Under the FHIR base, where /{type}/{id} would take it: create_app includes it just before the FHIR instance routes.
+fhir_discovery = APIRouter()
 MAX_LAUNCH_BYTES = 16 * 1024
 PUBLIC_CACHE = {"Cache-Control": "public, max-age=300"}
 
@@ -40,7 +42,7 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 @router.get("/.well-known/smart-configuration", include_in_schema=False)
-@router.get("/fhir/.well-known/smart-configuration", include_in_schema=False)
+@fhir_discovery.get("/fhir/.well-known/smart-configuration", include_in_schema=False)
 async def smart_configuration(request: Request) -> Response:
     return _json(discovery.smart_configuration(site_of(request, request.app.state.settings)), headers=PUBLIC_CACHE)
 

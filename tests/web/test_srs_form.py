@@ -163,8 +163,20 @@ def test_parallel_sends_before_any_answer_store_one_response(page, open_form, pa
     """The real race: several submissions of one launch in flight at once (SECURITY.md: a replayed
     QuestionnaireResponse submission is the conditional-create race; tested with parallel requests)."""
     open_form(page, patient, "srs")
-    for link_id in SRS_LINES:
-        keys(page, link_id, "Home", "PageUp")
+
+    def complete_draft(response) -> bool:
+        request = response.request
+        return (
+            request.method == "POST"
+            and response.url.endswith("/app/form/draft")
+            and (request.post_data_json or {}).get("answers") == dict.fromkeys(SRS_LINES, 10)
+        )
+
+    # The page saves a draft 250 ms after the last change; one landing after the sends would find the session
+    # submitted and reload the page under the evaluate below. Wait for the draft of the finished form first.
+    with page.expect_response(complete_draft):
+        for link_id in SRS_LINES:
+            keys(page, link_id, "Home", "PageUp")
     statuses = page.evaluate(
         """() => { const body = new URLSearchParams(new FormData(document.getElementById('rating-form')));
              return Promise.all([0, 1, 2, 3, 4].map(() => fetch('/app/form', {method: 'POST', body: body.toString(),

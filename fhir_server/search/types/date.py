@@ -15,7 +15,7 @@ def index(values: list[Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for value in values:
         if isinstance(value, str):
-            _add(rows, value, value)
+            _add(rows, value, value)  # parsed once: parse_range is cached
         elif isinstance(value, dict):
             if "start" in value or "end" in value:  # Period
                 _add(rows, value.get("start"), value.get("end"))
