@@ -21,6 +21,7 @@ from fhir_server.search.compartments import compartment_clause
 from fhir_server.search.custom import CustomParameters, check_definition
 from fhir_server.search.query import SearchQuery, parse_search
 from fhir_server.search.registry import Registry
+from fhir_server.store.clinical import ScoringRead
 from fhir_server.store.records import Stored, WriteResult
 from fhir_server.store.repository import Repository, WriteSession
 from fhir_server.store.search_sql import SearchOutcome
@@ -221,7 +222,9 @@ class Interactions:
             # A replayed submission carries the same identifier: it must not be stored (or scored) twice.
             if_none_exist = _identifier_criteria(resource)
         if if_none_exist:
-            existing = self._matches(session, resource_type, if_none_exist, "If-None-Exist")
+            # What scoring will read goes with the replay check (one round trip, nothing written is read by it).
+            ahead = self.scoring.scoring_read(resource) if questionnaire is not None else None
+            existing = self._matches(session, resource_type, if_none_exist, "If-None-Exist", scoring_read=ahead)
             if existing:
                 return WriteResult(existing[0], created=False, existing=True)
         # The server assigns the id on create; any id in the body is ignored, as the specification says.
@@ -353,7 +356,15 @@ class Interactions:
             raise not_found(f"No {resource_type} matches the {what} criteria")
         return matches[0]
 
-    def _matches(self, session: WriteSession, resource_type: str, criteria: str, what: str) -> list[Stored]:
+    def _matches(
+        self,
+        session: WriteSession,
+        resource_type: str,
+        criteria: str,
+        what: str,
+        *,
+        scoring_read: ScoringRead | None = None,
+    ) -> list[Stored]:
         params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
         if not params:
             raise FhirError(400, "invalid", f"The {what} criteria are empty")
@@ -362,7 +373,7 @@ class Interactions:
         query = self._conditional_query(query)
         token = query.single_token_match()
         if token is not None:  # "identifier=system|value", the usual criteria: a prebuilt statement
-            matches = session.find_by_token(resource_type, *token, limit=2)
+            matches = session.find_by_token(resource_type, *token, limit=2, scoring_read=scoring_read)
         else:
             matches = session.search(query).matches
         if len(matches) > 1:

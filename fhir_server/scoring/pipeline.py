@@ -25,7 +25,7 @@ from fhir_server.scoring.flags import (
 from fhir_server.scoring.rules import ScoringRules
 from fhir_server.scoring.scores import answers_by_link_id, compute_scores, item_scores
 from fhir_server.search.fhirdate import parse_instant
-from fhir_server.store.clinical import ScoringContext
+from fhir_server.store.clinical import ScoringContext, ScoringRead
 from fhir_server.store.records import Stored, instant
 from fhir_server.store.session import WriteSession
 
@@ -181,11 +181,23 @@ class ScoringPipeline:
         return 2 * max([2, *windows])
 
     def _context(self, session: WriteSession, rules: ScoringRules, response: dict[str, Any]) -> ScoringContext:
+        read = self._read_for(rules, response)
+        return ScoringContext([], [], None) if read is None else session.scoring_context(*read)
+
+    def scoring_read(self, response: dict[str, Any]) -> ScoringRead | None:
+        """What scoring ``response`` will read, to be asked ahead (with the replay check); None when it will not
+        read anything."""
+        rules = self.rules_for(response)
+        if rules is None or response.get("status") not in SCORED_STATUSES:
+            return None
+        return self._read_for(rules, response)
+
+    def _read_for(self, rules: ScoringRules, response: dict[str, Any]) -> ScoringRead | None:
         """Everything scoring reads, in one round trip: the client's earlier results of this instrument (newest
         first), its active Flags with this instrument's codes and, only when a rule has age bands, the Patient."""
         subject = _local_subject(response)
         if subject is None:
-            return ScoringContext([], [], None)
+            return None
         primary = next((s for s in rules.scores if s.observation == "own"), None)
         measure = None
         if primary is not None and response.get("authored"):
@@ -199,8 +211,8 @@ class ScoringPipeline:
         flags = (FLAGS_CODESYSTEM, codes) if codes else None
         patient = subject[1] if subject[0] == "Patient" and self.settings.uses_age_bands(rules) else None
         if measure is None and flags is None and patient is None:
-            return ScoringContext([], [], None)
-        return session.scoring_context(subject, measure, flags, patient)
+            return None
+        return subject, measure, flags, patient
 
 
 def _measured_from_intake(rules: ScoringRules) -> bool:

@@ -27,7 +27,7 @@ from sqlalchemy import DateTime, Table
 from fhir_server.store.fixed import KEEP_PLAN, RESTORE_PLANNER
 from fhir_server.store.tables import INDEX_TABLES, resource_versions, resources
 
-# Current rows before versions before index rows, so unique-key conflicts surface on the first statement.
+# Current rows before versions before index rows, so a unique-key conflict surfaces on the first insert (SQLite, COPY).
 INSERT_ORDER = (resources, resource_versions, *INDEX_TABLES.values())
 BULK_ROWS = 1_000  # rows in one flush above which inserts go by COPY (a scored submission writes ~130)
 
@@ -129,11 +129,12 @@ class PendingWrites:
                     cursor.execute(_pg_delete(INDEX_TABLES[kind].name), (resource_type, ids), prepare=True)
                 if self.updates:
                     checked.execute(PG_UPDATE, _columns_of(self.updates), prepare=True)
-                for table in INSERT_ORDER if not bulk else ():
-                    rows = self.rows.get(table)
-                    if rows:
-                        columns = tuple(rows[0])  # our own keys, never client text
-                        cursor.execute(_pg_insert(table, columns), (orjson.dumps(rows).decode(),), prepare=True)
+                inserts = [(t, rows) for t in INSERT_ORDER if (rows := self.rows.get(t))] if not bulk else []
+                if inserts:
+                    # Every table's rows in one statement: a statement costs psycopg and the server more than its
+                    # rows do.  The column lists are our own keys, never client text.
+                    statement = _pg_insert_all(tuple((table, tuple(rows[0])) for table, rows in inserts))
+                    cursor.execute(statement, [orjson.dumps(rows).decode() for _, rows in inserts], prepare=True)
                 cursor.execute(RESTORE_PLANNER)
             for table in INSERT_ORDER if bulk else ():
                 rows = self.rows.get(table)
@@ -207,7 +208,6 @@ def _pg_delete(table: str) -> str:
     return f"DELETE FROM {table} WHERE resource_type = %s AND resource_id = ANY(%b)"
 
 
-@lru_cache(maxsize=64)
 def _pg_insert(table: Table, columns: tuple[str, ...]) -> str:
     # The table's row type names and types the JSON keys; naive datetimes arrive as ISO text, which the timestamp
     # columns read as written (UTC).  Non-finite floats, which JSON cannot carry, are never indexed (number.py).
@@ -215,6 +215,17 @@ def _pg_insert(table: Table, columns: tuple[str, ...]) -> str:
     return (
         f"INSERT INTO {table.name} ({names}) SELECT {names} FROM json_populate_recordset(NULL::{table.name}, %s::json)"
     )
+
+
+@lru_cache(maxsize=256)
+def _pg_insert_all(tables: tuple[tuple[Table, tuple[str, ...]], ...]) -> str:
+    """One INSERT per table as one statement: the first ones as data-modifying WITH queries (PostgreSQL runs each
+    exactly once, whatever the outer statement reads), the last one as the statement itself.  A unique-key
+    conflict in any of them fails the whole statement."""
+    *first, last = [_pg_insert(table, columns) for table, columns in tables]
+    if not first:
+        return last
+    return "WITH " + ", ".join(f"w{n} AS ({insert})" for n, insert in enumerate(first)) + " " + last
 
 
 @lru_cache(maxsize=64)

@@ -16,7 +16,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from fhir_server.store.fixed import Fixed, FixedSqlite
+from fhir_server.store.fixed import Fixed, FixedSqlite, fetch_together
 from fhir_server.store.records import Stored
 from fhir_server.store.tables import idx_date, idx_reference, idx_token, resources
 
@@ -174,9 +174,13 @@ _PG_BY_TOKEN = Fixed(_BY_TOKEN, keep_plan=True)
 _LITE_BY_TOKEN = FixedSqlite(_BY_TOKEN)
 
 
+def _token_params(resource_type: str, param: str, system: str, code: str, limit: int) -> dict[str, Any]:
+    return {"rtype": resource_type, "param": param, "system": system, "code": code, "limit": limit}
+
+
 def find_by_token(conn: Connection, resource_type: str, param: str, system: str, code: str, limit: int) -> list[Stored]:
     """Current resources whose token parameter has system|code (conditional create by identifier)."""
-    params = {"rtype": resource_type, "param": param, "system": system, "code": code, "limit": limit}
+    params = _token_params(resource_type, param, system, code, limit)
     if conn.dialect.name == "postgresql":
         return _rows(_PG_BY_TOKEN.fetch(conn, params))
     return _rows(_LITE_BY_TOKEN.fetch(conn, params), _stored_sqlite)
@@ -250,6 +254,12 @@ class ScoringContext:
     patient: Stored | None
 
 
+ScoringRead = tuple[
+    tuple[str, str], tuple[str, str, datetime, int, int] | None, tuple[str, list[str]] | None, str | None
+]
+"""What ``scoring_context`` is asked: (subject, measure, flags, patient_id)."""
+
+
 def scoring_context(
     conn: Connection,
     subject: tuple[str, str],
@@ -260,6 +270,25 @@ def scoring_context(
     """The subject's earlier results (``measure`` = system, code, effective before, how many of the newest, how
     many of the first), its active Flags with one of these codes (``flags`` = system, codes) and, when
     ``patient_id`` is given, that Patient."""
+    statement, params = _context_statement(conn.dialect.name, (subject, measure, flags, patient_id))
+    return _context_from(conn.dialect.name, statement.fetch(conn, params))
+
+
+def find_by_token_with_context(
+    conn: Connection, token: tuple[str, str, str, str], limit: int, read: ScoringRead
+) -> tuple[list[Stored], ScoringContext]:
+    """``find_by_token`` and ``scoring_context`` together, in one round trip on PostgreSQL: a submission's replay
+    check and what its scoring reads, asked before it is stored (nothing it writes is read by either)."""
+    dialect = conn.dialect.name
+    statement, params = _context_statement(dialect, read)
+    if dialect == "postgresql":
+        found, rows = fetch_together(conn, [(_PG_BY_TOKEN, _token_params(*token, limit)), (statement, params)])
+        return _rows(found), _context_from(dialect, rows)
+    return find_by_token(conn, *token, limit), _context_from(dialect, statement.fetch(conn, params))
+
+
+def _context_statement(dialect: str, read: ScoringRead) -> tuple[Fixed | FixedSqlite, dict[str, Any]]:
+    subject, measure, flags, patient_id = read
     system, code, before, limit, intake_limit = measure or ("", "", datetime(1, 1, 1), 0, 0)
     flag_system, codes = flags or ("", [])
     params = {
@@ -274,11 +303,12 @@ def scoring_context(
         "codes": codes or [""],
         "patient_id": patient_id,
     }
-    dialect = conn.dialect.name
-    statement = _CONTEXTS[(dialect, intake_limit > 0, patient_id is not None)]
     if dialect == "sqlite":
         params["codes_json"] = json.dumps(params.pop("codes"))
-    rows: Any = statement.fetch(conn, params)
+    return _CONTEXTS[(dialect, intake_limit > 0, patient_id is not None)], params
+
+
+def _context_from(dialect: str, rows: Any) -> ScoringContext:
     read = _stored if dialect == "postgresql" else _stored_sqlite
     found: dict[str, dict[str, tuple]] = {"history": {}, "flag": {}, "patient": {}}
     for kind, sort_key, *columns in rows:

@@ -93,19 +93,33 @@ class Fixed:
         self.keep_plan = keep_plan
 
     def fetch(self, conn: Connection, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        driver = conn.connection.driver_connection
-        values = {**self.defaults, **params}
-        # Outside a transaction (an autocommit connection) SET LOCAL would do nothing: planned as usual there.
-        if not (self.keep_plan and not driver.autocommit and _plans_settled(conn, driver)):
-            with driver.cursor() as cursor:
-                cursor.execute(self.sql, values)
-                return cursor.fetchall()
-        with driver.cursor() as settings, driver.cursor() as cursor:
-            with driver.pipeline():
+        return fetch_together(conn, [(self, params)])[0]
+
+
+def fetch_together(conn: Connection, statements: list[tuple[Fixed, dict[str, Any]]]) -> list[list[tuple[Any, ...]]]:
+    """Run fixed statements in one round trip (a pipeline); the rows of each, in order.  Their plans are kept
+    when all of them ask for it, inside a transaction, once the statistics are there."""
+    driver = conn.connection.driver_connection
+    # Outside a transaction (an autocommit connection) SET LOCAL would do nothing: planned as usual there.
+    kept = all(f.keep_plan for f, _ in statements) and not driver.autocommit and _plans_settled(conn, driver)
+    if not kept and len(statements) == 1:  # no pipeline needed for a single statement
+        [(fixed, params)] = statements
+        with driver.cursor() as cursor:
+            cursor.execute(fixed.sql, {**fixed.defaults, **params})
+            return [cursor.fetchall()]
+    cursors = [driver.cursor() for _ in statements]
+    try:
+        with driver.cursor() as settings, driver.pipeline():
+            if kept:
                 settings.execute(KEEP_PLAN)
-                cursor.execute(self.sql, values, prepare=True)
+            for cursor, (fixed, params) in zip(cursors, statements, strict=True):
+                cursor.execute(fixed.sql, {**fixed.defaults, **params}, prepare=True if kept else None)
+            if kept:
                 settings.execute(RESTORE_PLANNER)
-            return cursor.fetchall()
+        return [cursor.fetchall() for cursor in cursors]
+    finally:
+        for cursor in cursors:
+            cursor.close()
 
 
 class FixedSqlite:

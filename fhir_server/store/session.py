@@ -58,6 +58,9 @@ _CURRENT = select(*CURRENT_COLUMNS).where(
 _CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
 
 
+# The types the scoring read (clinical.scoring_context) reads.
+_SCORING_READS = ("Observation", "Flag", "Patient")
+
 __all__ = ["NeedsWriter", "RetryTransaction", "WriteSession"]
 
 
@@ -125,6 +128,9 @@ class WriteSession:
         # submission is a round trip or two, not dozens.  A read that could see a queued write (same resource, or
         # same type for searches) sends them first, so reads see earlier writes.
         self._pending = PendingWrites()
+        # A scoring read asked ahead, with the replay check (find_by_token): answered once, if asked again before
+        # this transaction writes anything it reads.
+        self._read_ahead: tuple[clinical.ScoringRead, clinical.ScoringContext] | None = None
 
     @property
     def conn(self) -> Connection:
@@ -170,9 +176,26 @@ class WriteSession:
         if not self._pending.types.isdisjoint(resource_types):
             self.flush()
 
-    def find_by_token(self, resource_type: str, param: str, system: str, code: str, *, limit: int) -> list[Stored]:
-        self._flush_for(resource_type)
-        return clinical.find_by_token(self._reader(), resource_type, param, system, code, limit)
+    def find_by_token(
+        self,
+        resource_type: str,
+        param: str,
+        system: str,
+        code: str,
+        *,
+        limit: int,
+        scoring_read: clinical.ScoringRead | None = None,
+    ) -> list[Stored]:
+        """With ``scoring_read``, what ``scoring_context`` will be asked is read in the same round trip and kept
+        for it (a submission's replay check, then its scoring)."""
+        if scoring_read is None:
+            self._flush_for(resource_type)
+            return clinical.find_by_token(self._reader(), resource_type, param, system, code, limit)
+        self._flush_for(resource_type, *_SCORING_READS)
+        token = (resource_type, param, system, code)
+        found, context = clinical.find_by_token_with_context(self._reader(), token, limit, scoring_read)
+        self._read_ahead = (scoring_read, context)
+        return found
 
     def scoring_context(
         self,
@@ -182,8 +205,16 @@ class WriteSession:
         patient_id: str | None,
     ) -> clinical.ScoringContext:
         """What the scoring pipeline reads, in one statement (see ``clinical.scoring_context``)."""
-        self._flush_for("Observation", "Flag", "Patient")
+        asked, self._read_ahead = self._read_ahead, None
+        if asked is not None and asked[0] == (subject, measure, flags, patient_id):
+            return asked[1]
+        self._flush_for(*_SCORING_READS)
         return clinical.scoring_context(self._reader(), subject, measure, flags, patient_id)
+
+    def _touch(self, resource_type: str, resource_id: str) -> None:
+        self._pending.touch(resource_type, resource_id)
+        if resource_type in _SCORING_READS:
+            self._read_ahead = None  # it could no longer see everything this transaction wrote
 
     def has_pending(self) -> bool:
         return bool(self._pending)
@@ -251,7 +282,7 @@ class WriteSession:
             .where(resources.c.resource_type == resource_type, resources.c.id == resource_id)
             .values(version_id=version, last_updated=self.now, deleted=True, content=None)
         )
-        self._pending.touch(resource_type, resource_id)
+        self._touch(resource_type, resource_id)
         self._insert_version(resource_type, resource_id, version, "DELETE", None)
         self._replace_index(resource_type, resource_id, None, had_rows=True)
         self.conn.execute(
@@ -320,7 +351,7 @@ class WriteSession:
         resource_type = resource["resourceType"]
         version = 1 if current is None else current.version_id + 1
         content = with_meta(resource, resource_id, version, self.now)
-        self._pending.touch(resource_type, resource_id)
+        self._touch(resource_type, resource_id)
         if current is None:
             row = {"resource_type": resource_type, "id": resource_id, "version_id": version}
             self._pending.queue(resources, [{**row, "last_updated": self.now, "deleted": False, "content": content}])

@@ -55,12 +55,17 @@ def engine(database: str) -> Iterator[Engine]:
     fixed._settled.clear()
 
 
-def _read(engine: Engine) -> tuple[clinical.ScoringContext, dict[str, str], list[tuple]]:
+def _read(engine: Engine, together: bool = False) -> tuple[clinical.ScoringContext, dict[str, str], list[tuple]]:
     """The scoring read and the replay check in one transaction; the planner settings seen right after them,
     and this connection's prepared statements (generic and custom plans made so far)."""
     with engine.begin() as conn:
-        context = clinical.scoring_context(conn, SUBJECT, MEASURE, FLAG_CODES, None)
-        clinical.find_by_token(conn, "QuestionnaireResponse", "identifier", "urn:none", "none", 2)
+        token = ("QuestionnaireResponse", "identifier", "urn:none", "none")
+        if together:  # as a submission asks them: the replay check with the scoring read, one round trip
+            found, context = clinical.find_by_token_with_context(conn, token, 2, (SUBJECT, MEASURE, FLAG_CODES, None))
+        else:
+            context = clinical.scoring_context(conn, SUBJECT, MEASURE, FLAG_CODES, None)
+            found = clinical.find_by_token(conn, *token, 2)
+        assert found == []
         driver = conn.connection.driver_connection
         settings = {name: driver.execute(f"SELECT current_setting('{name}')").fetchone()[0] for name in fixed._PLANNED}
         prepared = driver.execute(
@@ -123,6 +128,21 @@ def test_plans_are_planned_for_their_values_until_the_tables_have_statistics_the
         "enable_hashjoin": "on",
         "enable_mergejoin": "on",
     }
+
+
+def test_the_replay_check_and_the_scoring_read_asked_together_run_on_kept_plans(engine, database):
+    """A submission sends its replay check with its scoring read (one pipeline, the planner settings set and
+    restored once around both): the same answers as asked one by one, both on kept plans."""
+    _fill_and_analyze(database)
+    fixed._settled.clear()
+    alone, _settings, _prepared = _read(engine)
+    for _ in range(3):
+        together, settings, prepared = _read(engine, together=True)
+    assert _plans_of(prepared, "subject_observation")[0] >= 3, prepared
+    assert _plans_of(prepared, "idx_token AS code")[0] >= 3
+    assert [s.id for s in together.history] == [s.id for s in alone.history] and len(alone.history) == 6
+    assert sorted(s.id for s in together.active_flags) == sorted(s.id for s in alone.active_flags)
+    assert set(settings.values()) == {"force_custom_plan", "on"}
 
 
 _TYPES = {

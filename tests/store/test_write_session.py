@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
+from fhir_server.canonical import FLAGS_CODESYSTEM, MEASURES_CODESYSTEM
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError
 from fhir_server.search.indexer import SearchIndexer
 from fhir_server.search.registry import default_registry
+from fhir_server.store import clinical
 from fhir_server.store.engine import build_engine
 from fhir_server.store.migrate import upgrade
 from fhir_server.store.repository import Repository
@@ -65,3 +68,59 @@ def test_reads_in_a_transaction_see_its_queued_writes(repo):
 
     assert repo.write(work).version_id == 2
     assert repo.read("Basic", rid).version_id == 2
+
+
+def _observation(subject: str, when: str) -> dict:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": MEASURES_CODESYSTEM, "code": "srs-total"}]},
+        "subject": {"reference": f"Patient/{subject}"},
+        "effectiveDateTime": when,
+        "valueQuantity": {"value": 30, "unit": "{score}"},
+    }
+
+
+def _scoring_read(subject: str) -> clinical.ScoringRead:
+    measure = (MEASURES_CODESYSTEM, "srs-total", datetime(2030, 1, 1, tzinfo=UTC), 6, 0)
+    return ("Patient", subject), measure, (FLAGS_CODESYSTEM, ["srs-below-cutoff"]), None
+
+
+def test_a_scoring_read_asked_with_the_replay_check_is_answered_from_that_round_trip(repo, monkeypatch):
+    subject = f"ahead-{uuid.uuid4().hex[:12]}"
+    repo.write(lambda s: s.create(_observation(subject, "2026-03-01T10:00:00Z"), f"{subject}-1"))
+    read = _scoring_read(subject)
+
+    def read_again(*args):
+        raise AssertionError("the scoring read went to the database a second time")
+
+    def work(session):
+        found = session.find_by_token(
+            "QuestionnaireResponse", "identifier", "urn:x", subject, limit=2, scoring_read=read
+        )
+        with monkeypatch.context() as patched:
+            patched.setattr(clinical, "scoring_context", read_again)
+            context = session.scoring_context(*read)
+        return found, context
+
+    found, context = repo.write(work)
+    assert found == [] and [s.id for s in context.history] == [f"{subject}-1"]
+
+
+def test_a_scoring_read_asked_ahead_is_read_again_after_the_transaction_writes_what_it_reads(repo):
+    subject = f"ahead-{uuid.uuid4().hex[:12]}"
+    repo.write(lambda s: s.create(_observation(subject, "2026-03-01T10:00:00Z"), f"{subject}-1"))
+    read = _scoring_read(subject)
+
+    def work(session):
+        session.find_by_token("QuestionnaireResponse", "identifier", "urn:x", subject, limit=2, scoring_read=read)
+        session.create(_observation(subject, "2026-03-08T10:00:00Z"), f"{subject}-2")
+        return session.scoring_context(*read)
+
+    assert [s.id for s in repo.write(work).history] == [f"{subject}-2", f"{subject}-1"]
+
+    def other_question(session):  # a different read is not answered by the one asked ahead
+        session.find_by_token("QuestionnaireResponse", "identifier", "urn:x", subject, limit=2, scoring_read=read)
+        return session.scoring_context(*_scoring_read(f"{subject}-nobody"))
+
+    assert repo.write(other_question).history == []
