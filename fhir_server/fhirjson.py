@@ -142,5 +142,11 @@ def loads_stored(content: bytes | str) -> Any:
     return json.loads(content, parse_float=FhirDecimal)
 
 
+def loads_values(content: bytes | str) -> Any:
+    """Read JSON the server itself wrote, for its values only (a decimal comes back as a plain float, its spelling
+    lost): for contents that are looked at and never written back, ~5 times faster than ``loads_stored``."""
+    return orjson.loads(content)
+
+
 def pretty(content: bytes) -> bytes:
     return dumps(loads_stored(content), pretty=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from fastapi import Request
+from starlette.datastructures import URL
 from starlette.responses import Response
 
 from fhir_server import fhirjson
@@ -38,7 +40,18 @@ def base_url(request: Request) -> str:
     configured = settings_of(request).base_url
     if configured:
         return configured.rstrip("/")
-    return f"{request.url.scheme}://{request.url.netloc}/fhir"
+    scope = request.scope
+    host = next((value for key, value in scope["headers"] if key == b"host"), None)
+    server = scope.get("server")
+    return _origin(scope.get("scheme", "http"), host, tuple(server) if server else None) + "/fhir"
+
+
+@lru_cache(maxsize=128)
+def _origin(scheme: str, host: bytes | None, server: tuple[str, int] | None) -> str:
+    """scheme://host[:port] as Starlette derives it from a request (its checks of the Host header included),
+    worked out once per Host: every write answers with a Location, and parsing the URL each time showed."""
+    url = URL(scope={"scheme": scheme, "server": server, "path": "", "headers": [(b"host", host)] if host else []})
+    return f"{url.scheme}://{url.netloc}"
 
 
 def response_media_type(request: Request) -> str:

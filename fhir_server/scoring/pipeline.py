@@ -230,7 +230,7 @@ def _sessions(rules: ScoringRules, response: dict[str, Any], series: str, earlie
     by_code = {s.code: s.id for s in rules.scores}
     sessions = []
     for stored in earlier:
-        observation = fhirjson.loads_stored(stored.content or "{}")
+        observation = fhirjson.loads_values(stored.content or "{}")  # read for its numbers, not written back
         if observation.get("status") == "entered-in-error":
             continue
         if _series_of(observation) != series or _derived_from(observation) == response.get("id"):
@@ -255,7 +255,7 @@ def _resolved_earlier(
     for stored in active:
         if stored.id.startswith(own_prefix):
             continue
-        flag = fhirjson.loads_stored(stored.content or "{}")
+        flag = fhirjson.loads_values(stored.content or "{}")  # its codes; _close_flag reads it again to write it
         coding = (flag.get("code") or {}).get("coding") or []
         if any(c.get("system") == FLAGS_CODESYSTEM and c.get("code") in codes for c in coding):
             resolved.append(stored)

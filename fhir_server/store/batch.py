@@ -234,8 +234,10 @@ def _sqlite_insert(table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[i
     return statement, tuple(i for i, c in enumerate(columns) if isinstance(table.c[c].type, DateTime))
 
 
+@lru_cache(maxsize=256)
 def _sqlite_time(value: datetime | None) -> str | None:
-    """As SQLAlchemy's SQLite DateTime writes it, so reads through SQLAlchemy parse it back."""
+    """As SQLAlchemy's SQLite DateTime writes it, so reads through SQLAlchemy parse it back.  Cached: the rows
+    of one write share a few times (its own, the response's), and this runs in the single writer's turn."""
     return None if value is None else value.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
 
 @dataclass(frozen=True, slots=True)
 class Stored:
@@ -29,7 +32,12 @@ class Stored:
 
     @property
     def http_date(self) -> str:
-        return self.last_updated.replace(tzinfo=UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
+        """RFC 9110's IMF-fixdate, in English whatever the process's locale (strftime's %a and %b are not)."""
+        t = self.last_updated
+        return (
+            f"{_DAYS[t.weekday()]}, {t.day:02d} {_MONTHS[t.month - 1]} {t.year:04d} "
+            f"{t.hour:02d}:{t.minute:02d}:{t.second:02d} GMT"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ back to its savepoint alone and its thread runs its work again the ordinary way;
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,16 +58,22 @@ class WriteGroup:
         try:
             with contextlib.ExitStack() as stack:
                 conn = self._begin(stack)
+                # A savepoint per session, so that a conflict undoes its writes only; on the driver, because the
+                # writer's turn is what every writer waits for (SQLAlchemy's nested transactions cost ~0.1 ms here).
+                driver = conn.connection.driver_connection
                 for entry in group:
+                    driver.execute("SAVEPOINT group_entry")
                     try:
-                        with conn.begin_nested():  # SAVEPOINT: a conflict undoes this session's writes only
-                            entry.session.join(conn)
-                            entry.session.flush()
+                        entry.session.join(conn)
+                        entry.session.flush()
                         entry.sent = True
-                    except (IntegrityError, RetryTransaction):
+                    except (IntegrityError, sqlite3.IntegrityError, RetryTransaction):
                         entry.sent = False
                     except Exception as exc:
                         entry.error = exc
+                    if not entry.sent:
+                        driver.execute("ROLLBACK TO group_entry")
+                    driver.execute("RELEASE group_entry")
             self._after_commit()
         except BaseException as exc:  # the commit failed: none of the group was written
             for entry in group:

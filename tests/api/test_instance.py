@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+
 import orjson
 
 from fhir_server.validation import validate_resource
@@ -25,7 +29,11 @@ def test_create_assigns_id_meta_and_location(client, uid, server):
     assert body["meta"]["lastUpdated"].endswith("+00:00")
     assert response.headers["etag"] == 'W/"1"'
     assert response.headers["location"] == f"{server.fhir_base}/Patient/{body['id']}/_history/1"
-    assert response.headers["last-modified"].endswith("GMT")
+    # RFC 9110's IMF-fixdate (English names, GMT), the second of meta.lastUpdated
+    last_modified = response.headers["last-modified"]
+    assert re.fullmatch(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT", last_modified)
+    updated = datetime.fromisoformat(body["meta"]["lastUpdated"]).replace(microsecond=0)
+    assert parsedate_to_datetime(last_modified) == updated
     validate_resource(body)  # what the server returns is valid R4
     assert set(body) <= SERVER_FIELDS  # and carries no server-internal fields
 
