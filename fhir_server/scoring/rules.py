@@ -8,6 +8,7 @@ authors specify).
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -110,10 +111,15 @@ class ScoringRules(_Strict):
         return self
 
     def score(self, score_id: str) -> Score | None:
-        return next((s for s in self.scores if s.id == score_id), None)
+        return self._by_id[0].get(score_id)
 
     def item(self, link_id: str) -> ItemScore | None:
-        return next((i for i in self.itemScores if i.linkId == link_id), None)
+        return self._by_id[1].get(link_id)
+
+    @cached_property
+    def _by_id(self) -> tuple[dict[str, Score], dict[str, ItemScore]]:
+        """Looked up for every item of every submission; the rules never change once loaded."""
+        return {s.id: s for s in self.scores}, {i.linkId: i for i in reversed(self.itemScores)}  # the first wins
 
 
 class RulesError(ValueError):

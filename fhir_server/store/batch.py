@@ -2,9 +2,10 @@
 them): a scored submission writes ~120 rows to 6 tables, and sending them as they are made would cost a round
 trip each.
 
-PostgreSQL: everything (index rows to drop, version-checked updates of current rows, conditional-key claims and
-one INSERT … SELECT FROM json_populate_recordset per table) goes in one pipeline: one round trip, with fixed
-statement texts that stay prepared whatever the row counts.  The rows of a table travel as one JSON array made by
+PostgreSQL: everything (index rows to drop, version-checked updates of current rows, then one statement
+inserting every table's rows, each table's by INSERT … SELECT FROM json_populate_recordset, with the
+conditional-key claims) goes in one pipeline: one round trip, with fixed statement texts that stay prepared
+whatever the row counts.  The rows of a table travel as one JSON array made by
 orjson in C: adapting them as typed arrays cost psycopg ~1 ms of Python per submission (41 arrays), the JSON
 ~0.05 ms, and PostgreSQL parses either in about the same time.
 
@@ -112,29 +113,32 @@ class PendingWrites:
     # -- PostgreSQL ---------------------------------------------------------------------------------------
     def send_postgres(self, driver: Any) -> list[Claim]:
         """One pipeline, one round trip.  Returns the claims another resource already holds."""
-        cursor, checked = driver.cursor(), driver.cursor()
-        claimed = [driver.cursor() for _ in self.claims]
+        cursor, checked, inserted = driver.cursor(), driver.cursor(), driver.cursor()
         # A big batch (a transaction Bundle) goes by COPY after the pipeline: two round trips per table matter
         # less there than COPY's cheaper row handling in the server.
         bulk = sum(len(rows) for rows in self.rows.values()) > BULK_ROWS
+        inserts = [(t, rows) for t in INSERT_ORDER if (rows := self.rows.get(t))] if not bulk else []
+        claims = [
+            {"resource_type": c.resource_type, "criteria_hash": c.digest, "resource_id": c.resource_id}
+            for c in self.claims
+        ]
         try:
             with driver.pipeline():
                 # These writes' plans leave the planner nothing to choose (rows from one JSON parameter; deletes,
                 # the version-checked update and the claims by their keys), so they are kept, not planned per
                 # execution (store/fixed.py); no statistics needed.
                 cursor.execute(KEEP_PLAN)
-                for claim, claim_cursor in zip(self.claims, claimed, strict=True):
-                    claim_cursor.execute(PG_CLAIM, (claim.resource_type, claim.digest, claim.resource_id), prepare=True)
                 for (kind, resource_type), ids in self.stale.items():
                     cursor.execute(_pg_delete(INDEX_TABLES[kind].name), (resource_type, ids), prepare=True)
                 if self.updates:
                     checked.execute(PG_UPDATE, _columns_of(self.updates), prepare=True)
-                inserts = [(t, rows) for t in INSERT_ORDER if (rows := self.rows.get(t))] if not bulk else []
-                if inserts:
-                    # Every table's rows in one statement: a statement costs psycopg and the server more than its
-                    # rows do.  The column lists are our own keys, never client text.
-                    statement = _pg_insert_all(tuple((table, tuple(rows[0])) for table, rows in inserts))
-                    cursor.execute(statement, [orjson.dumps(rows).decode() for _, rows in inserts], prepare=True)
+                if inserts or claims:
+                    # Every table's rows and the claims in one statement: a statement costs psycopg and the server
+                    # more than its rows do.  The column lists are our own keys, never client text.
+                    tables = tuple((table, tuple(rows[0])) for table, rows in inserts)
+                    values = [orjson.dumps(rows).decode() for _, rows in inserts]
+                    claimed = [orjson.dumps(claims).decode()] if claims else []
+                    inserted.execute(_pg_insert_all(tables, bool(claims)), [*values, *claimed], prepare=True)
                 cursor.execute(RESTORE_PLANNER)
             for table in INSERT_ORDER if bulk else ():
                 rows = self.rows.get(table)
@@ -145,11 +149,12 @@ class PendingWrites:
                             copy.write_row([row[c] for c in columns])
             if self.updates and len(checked.fetchall()) != len(self.updates):
                 raise RetryTransaction("a resource changed after this transaction read it")
-            return [claim for claim, c in zip(self.claims, claimed, strict=True) if c.fetchone() is None]
+            held = set(inserted.fetchall()) if claims else set()  # the claims this statement took
+            return [c for c in self.claims if (c.resource_type, c.digest, c.resource_id) not in held]
         except driver.IntegrityError as exc:  # a concurrent writer took the same id or version first
             raise RetryTransaction(str(exc)) from exc
         finally:
-            for c in (cursor, checked, *claimed):
+            for c in (cursor, checked, inserted):
                 c.close()
 
     # -- SQLite -------------------------------------------------------------------------------------------
@@ -181,9 +186,15 @@ class PendingWrites:
             cursor.close()
 
 
-_CLAIM = "INSERT INTO conditional_keys (resource_type, criteria_hash, resource_id) VALUES ({0}, {0}, {0}) "
-PG_CLAIM = _CLAIM.format("%s") + "ON CONFLICT DO NOTHING RETURNING resource_id"
-SQLITE_CLAIM = _CLAIM.format("?") + "ON CONFLICT DO NOTHING RETURNING resource_id"  # SQLite 3.35+
+_CLAIM_COLUMNS = "resource_type, criteria_hash, resource_id"
+PG_CLAIMS = (
+    f"INSERT INTO conditional_keys ({_CLAIM_COLUMNS}) SELECT {_CLAIM_COLUMNS} "
+    f"FROM json_populate_recordset(NULL::conditional_keys, %s::json) "
+    f"ON CONFLICT DO NOTHING RETURNING {_CLAIM_COLUMNS}"
+)
+SQLITE_CLAIM = (
+    f"INSERT INTO conditional_keys ({_CLAIM_COLUMNS}) VALUES (?, ?, ?) ON CONFLICT DO NOTHING RETURNING resource_id"
+)
 
 PG_UPDATE = (
     "UPDATE resources SET version_id = v.version_id, last_updated = v.last_updated, deleted = false, "
@@ -218,11 +229,15 @@ def _pg_insert(table: Table, columns: tuple[str, ...]) -> str:
 
 
 @lru_cache(maxsize=256)
-def _pg_insert_all(tables: tuple[tuple[Table, tuple[str, ...]], ...]) -> str:
-    """One INSERT per table as one statement: the first ones as data-modifying WITH queries (PostgreSQL runs each
-    exactly once, whatever the outer statement reads), the last one as the statement itself.  A unique-key
-    conflict in any of them fails the whole statement."""
-    *first, last = [_pg_insert(table, columns) for table, columns in tables]
+def _pg_insert_all(tables: tuple[tuple[Table, tuple[str, ...]], ...], with_claims: bool) -> str:
+    """One INSERT per table as one statement: data-modifying WITH queries (PostgreSQL runs each exactly once,
+    whatever the outer statement reads) and the last one as the statement itself, or, ``with_claims``, the
+    conditional-key claims as the statement, answering the claims it took (a claim another resource holds is
+    left, ON CONFLICT DO NOTHING).  A unique-key conflict in any of the inserts fails the whole statement."""
+    inserts = [_pg_insert(table, columns) for table, columns in tables]
+    if with_claims:
+        inserts.append(PG_CLAIMS)
+    *first, last = inserts
     if not first:
         return last
     return "WITH " + ", ".join(f"w{n} AS ({insert})" for n, insert in enumerate(first)) + " " + last

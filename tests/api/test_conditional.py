@@ -111,6 +111,20 @@ def test_if_none_exist_with_an_unknown_parameter_is_400(client, uid):
     assert matches(client, uid) == []
 
 
+def test_a_claim_whose_resource_no_longer_matches_is_taken_over(client, uid):
+    """The criteria's claim (the conditional-create key) stays with the first resource after it stops matching;
+    the next conditional create finds no match, takes the claim over and is itself found afterwards."""
+    first = create(client, patient(uid), if_none_exist=criteria(uid))
+    assert first.status_code == 201, first.text
+    moved = {**first.json(), "identifier": [{"system": SYSTEM, "value": f"{uid}-moved"}]}
+    assert client.put(f"/Patient/{moved['id']}", json=moved, headers=FHIR_JSON).status_code == 200
+    second = create(client, patient(uid), if_none_exist=criteria(uid))
+    assert second.status_code == 201, second.text
+    again = create(client, patient(uid), if_none_exist=criteria(uid))
+    assert again.status_code == 200 and again.json()["id"] == second.json()["id"]
+    assert [p["id"] for p in matches(client, uid)] == [second.json()["id"]]
+
+
 def test_concurrent_conditional_creates_leave_exactly_one_resource(client, server, uid):
     """Each round: RACERS identical If-None-Exist creates at once.  Exactly one creates; the rest get it back."""
     for round_ in range(ROUNDS):
