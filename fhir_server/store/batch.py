@@ -111,8 +111,10 @@ class PendingWrites:
         return taken
 
     # -- PostgreSQL ---------------------------------------------------------------------------------------
-    def send_postgres(self, driver: Any) -> list[Claim]:
-        """One pipeline, one round trip.  Returns the claims another resource already holds."""
+    def send_postgres(self, driver: Any, *, last: bool = False) -> list[Claim]:
+        """One pipeline, one round trip.  Returns the claims another resource already holds.  ``last``: nothing
+        but the commit follows, which ends the planner settings (SET LOCAL) by itself: no statement restores them
+        unless claims are left to settle."""
         cursor, checked, inserted = driver.cursor(), driver.cursor(), driver.cursor()
         # A big batch (a transaction Bundle) goes by COPY after the pipeline: two round trips per table matter
         # less there than COPY's cheaper row handling in the server.
@@ -139,7 +141,8 @@ class PendingWrites:
                     values = [orjson.dumps(rows).decode() for _, rows in inserts]
                     claimed = [orjson.dumps(claims).decode()] if claims else []
                     inserted.execute(_pg_insert_all(tables, bool(claims)), [*values, *claimed], prepare=True)
-                cursor.execute(RESTORE_PLANNER)
+                if not last:
+                    cursor.execute(RESTORE_PLANNER)
             for table in INSERT_ORDER if bulk else ():
                 rows = self.rows.get(table)
                 if rows:
@@ -150,7 +153,10 @@ class PendingWrites:
             if self.updates and len(checked.fetchall()) != len(self.updates):
                 raise RetryTransaction("a resource changed after this transaction read it")
             held = set(inserted.fetchall()) if claims else set()  # the claims this statement took
-            return [c for c in self.claims if (c.resource_type, c.digest, c.resource_id) not in held]
+            lost = [c for c in self.claims if (c.resource_type, c.digest, c.resource_id) not in held]
+            if last and lost:  # settling them runs statements of its own: planned as usual
+                cursor.execute(RESTORE_PLANNER)
+            return lost
         except driver.IntegrityError as exc:  # a concurrent writer took the same id or version first
             raise RetryTransaction(str(exc)) from exc
         finally:

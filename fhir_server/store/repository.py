@@ -74,7 +74,7 @@ class Repository:
                 with contextlib.ExitStack() as stack:
                     session = WriteSession(lambda stack=stack: self._begin(stack), self.indexer)
                     result = work(session)
-                    session.flush()
+                    session.flush(last=True)  # the commit follows (leaving the ExitStack)
                 if self._sqlite is not None:
                     self._sqlite.after_write()  # committed, out of the writers' queue
                 return result

@@ -219,13 +219,15 @@ class WriteSession:
     def has_pending(self) -> bool:
         return bool(self._pending)
 
-    def flush(self) -> None:
+    def flush(self, *, last: bool = False) -> None:
+        """Send the queued writes.  ``last``: the transaction commits right after (PostgreSQL then needs no
+        statement to restore the planner settings of the writes' kept plans: the commit ends them)."""
         if not self._pending:
             return
         pending = self._pending.take()
         driver = self.conn.connection.driver_connection
-        send = pending.send_postgres if self.dialect == "postgresql" else pending.send_sqlite
-        for claim in send(driver):
+        lost = pending.send_postgres(driver, last=last) if self.dialect == "postgresql" else pending.send_sqlite(driver)
+        for claim in lost:
             self._settle_claim(claim)
 
     # -- reads inside the transaction -------------------------------------------------------------------

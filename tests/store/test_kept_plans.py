@@ -211,6 +211,26 @@ def test_the_planner_settings_of_the_writes_never_outlive_them(database):
     assert repo.read("Basic", "kept-plan-basic").version_id == 1
 
 
+def test_after_the_last_flush_the_commit_ends_the_planner_settings(database):
+    """The flush before the commit sends no statement to restore the settings (the commit ends SET LOCAL): the
+    next transaction on the same connection is planned with the connection's own settings."""
+    fixed._settled.clear()
+    engine = create_engine(normalise_url(database), connect_args=POSTGRES_CONNECT_ARGS, pool_size=1, max_overflow=0)
+    repo = Repository(engine, SearchIndexer(default_registry()), write_retries=1)
+
+    def settings_now(session):
+        driver = session.conn.connection.driver_connection
+        return {name: driver.execute(f"SHOW {name}").fetchone()[0] for name in fixed._PLANNED}
+
+    try:
+        repo.write(lambda s: s.create({"resourceType": "Basic", "code": {"text": "last"}}, "last-flush-basic"))
+        seen = repo.write(settings_now)
+    finally:
+        engine.dispose()
+    assert set(seen.values()) == {"force_custom_plan", "on"}, seen
+    assert repo.read("Basic", "last-flush-basic").version_id == 1
+
+
 def test_outside_a_transaction_the_statements_are_planned_as_usual(database):
     """SET LOCAL does nothing without a transaction, so an autocommit connection must not take the kept path
     (its plan would be made under the connection's own settings, whatever they are)."""
