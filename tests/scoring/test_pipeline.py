@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from fhir_server.scoring import pipeline as pipeline_module
+from fhir_server.store import clinical
 from fhir_server.validation import validate_resource
 from tests.api.fhir import post, put
 
@@ -192,6 +193,31 @@ def test_ors_cutoff_depends_on_age_and_reliable_change_is_interpreted(client, ui
     assert "Reliable improvement since intake (+6)" in texts
     assert "Clinically significant change" in texts  # from below the cutoff to at/above it
     assert active_flags(client, uid) == []
+
+
+def test_a_submission_reads_what_scoring_needs_with_its_replay_check(client, uid, monkeypatch):
+    """The replay check (by the response's identifier) and the scoring read go together, before the response is
+    stored (one round trip on PostgreSQL), and scoring does not read again: the history it sees is complete."""
+    calls = {"together": 0, "again": 0}
+    together, again = clinical.find_by_token_with_context, clinical.scoring_context
+
+    def counted_together(*args):
+        calls["together"] += 1
+        return together(*args)
+
+    def counted_again(*args):
+        calls["again"] += 1
+        return again(*args)
+
+    monkeypatch.setattr(clinical, "find_by_token_with_context", counted_together)
+    monkeypatch.setattr(clinical, "scoring_context", counted_again)
+    for week, marks in enumerate(((98, 98, 98, 98), (96, 96, 96, 96), (93, 93, 93, 93))):
+        launch = {"system": "urn:test:launch", "value": f"{uid}-{week}"}
+        submit(client, srs(uid, marks, f"2026-10-{1 + 7 * week:02d}T10:00:00+00:00", identifier=launch))
+    # At least once per submission (SQLite runs a submission's work again as the writer when it needs more than
+    # reads, as a process's first ones do), and never a second read for scoring.
+    assert calls["together"] >= 3 and calls["again"] == 0, calls
+    assert active_flags(client, uid) == ["srs-drop", "srs-sustained-decline"]  # the earlier sessions were seen
 
 
 @pytest.fixture
