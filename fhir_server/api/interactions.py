@@ -9,9 +9,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 
 from fhir_server import fhirjson, models
+from fhir_server.api.conditions import identifier_criteria, normalise_criteria, parse_etag, version_key
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError, gone, not_found, precondition_failed
 from fhir_server.jsonpatch import apply_patch
@@ -114,7 +115,7 @@ class Interactions:
                 expression=["QuestionnaireResponse.questionnaire"],
             )
         candidates = [fhirjson.loads_stored(s.content or "{}") for s in found]
-        return max(candidates, key=lambda q: _version_key(q.get("version", "")))
+        return max(candidates, key=lambda q: version_key(q.get("version", "")))
 
     # -- reads ------------------------------------------------------------------------------------------
     def read(self, resource_type: str, resource_id: str) -> Stored:
@@ -220,7 +221,7 @@ class Interactions:
         questionnaire = self._prepare_write(session, resource_type, resource)
         if if_none_exist is None and resource_type == "QuestionnaireResponse":
             # A replayed submission carries the same identifier: it must not be stored (or scored) twice.
-            if_none_exist = _identifier_criteria(resource)
+            if_none_exist = identifier_criteria(resource)
         if if_none_exist:
             # What scoring will read goes with the replay check (one round trip, nothing written is read by it).
             ahead = self.scoring.scoring_read(resource) if questionnaire is not None else None
@@ -240,7 +241,7 @@ class Interactions:
             params = [*parse_qsl(criteria.lstrip("?"), keep_blank_values=True), ("_id", other_id)]
             return bool(session.search(self.parse_query(resource_type, params, strict=True)).matches)
 
-        session.claim_conditional_key(resource_type, _normalise(criteria), resource_id, still_matches)
+        session.claim_conditional_key(resource_type, normalise_criteria(criteria), resource_id, still_matches)
 
     def update(
         self,
@@ -379,39 +380,3 @@ class Interactions:
         if len(matches) > 1:
             raise precondition_failed(f"The {what} criteria match more than one resource", "multiple-matches")
         return matches
-
-
-def _identifier_criteria(resource: dict[str, Any]) -> str | None:
-    identifier = resource.get("identifier")
-    if isinstance(identifier, dict) and identifier.get("system") and identifier.get("value"):
-        system, value = _escape(identifier["system"]), _escape(identifier["value"])
-        return urlencode({"identifier": f"{system}|{value}"})
-    return None
-
-
-def _escape(text: str) -> str:
-    """A search value's reserved characters escaped (R4 §3.1.1.4.8), so an identifier with '|' or ',' in it
-    still matches only itself."""
-    return "".join("\\" + ch if ch in "\\|,$" else ch for ch in str(text))
-
-
-def _version_key(version: str) -> tuple[tuple[int, int, str], ...]:
-    """Order versions numerically where they are numbers (1.10.0 after 1.9.0)."""
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in version.replace("-", ".").split("."))
-
-
-def parse_etag(value: str | None) -> int | None:
-    """``W/"3"`` or ``"3"`` → 3.  A malformed If-Match can never match, so it is a 412 like a stale one."""
-    if value is None:
-        return None
-    text = value.strip()
-    if text.startswith("W/"):
-        text = text[2:]
-    text = text.strip('"')
-    if not text.isdigit() or len(text) > 9:
-        raise precondition_failed(f"If-Match '{value[:40]}' is not a version of this resource")
-    return int(text)
-
-
-def _normalise(criteria: str) -> str:
-    return "&".join(sorted(f"{k}={v}" for k, v in parse_qsl(criteria.lstrip("?"), keep_blank_values=True)))
