@@ -5,9 +5,9 @@ trip each.
 PostgreSQL: everything (index rows to drop, version-checked updates of current rows, then one statement
 inserting every table's rows, each table's by INSERT … SELECT FROM json_populate_recordset, with the
 conditional-key claims) goes in one pipeline: one round trip, with fixed statement texts that stay prepared
-whatever the row counts.  The rows of a table travel as one JSON array made by
-orjson in C: adapting them as typed arrays cost psycopg ~1 ms of Python per submission (41 arrays), the JSON
-~0.05 ms, and PostgreSQL parses either in about the same time.
+whatever the row counts.  The rows of a table travel as one JSON array made by orjson in C: adapting them as
+typed arrays cost psycopg ~1 ms of Python per submission (41 arrays), the JSON ~0.05 ms, and PostgreSQL parses
+either in about the same time.
 
 SQLite: executemany per statement on the driver cursor (no network; SQLAlchemy's per-row parameter processing
 would cost more than the inserts).
