@@ -78,6 +78,7 @@ async def open_loop(
     for _ in range(connections):
         pool.put_nowait(await asyncio.open_connection(host, port))
     latencies: list[float] = []
+    by_second: dict[int, list[float]] = {}
     errors = 0
     total = int(rate * duration)
     start = time.perf_counter() + 0.05
@@ -88,6 +89,7 @@ async def open_loop(
         pool.put_nowait(connection)
         errors += not ok
         latencies.append(time.perf_counter() - due)
+        by_second.setdefault(int(due - start), []).append(latencies[-1])
 
     tasks = []
     for i in range(total):
@@ -103,6 +105,11 @@ async def open_loop(
         "errors": errors,
         "achieved_rate": len(latencies) / elapsed,
         **_percentiles(latencies),
+        # where in the run the tail happened: a stall shows as one or two slow seconds, overload as a slow end
+        "by_second": [
+            {"second": second, "requests": len(slice_), **_percentiles(slice_)}
+            for second, slice_ in sorted(by_second.items())
+        ],
     }
 
 

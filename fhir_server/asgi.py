@@ -2,4 +2,4 @@
 
 from fhir_server.app import create_app
 
-app = create_app()
+app = create_app(owns_process=True)  # the process serves only this app: see freeze_startup_objects
