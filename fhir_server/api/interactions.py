@@ -5,7 +5,6 @@ Writes take a ``WriteSession`` so that a transaction Bundle runs many of them in
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,7 @@ from fhir_server import fhirjson, models
 from fhir_server.api.conditions import identifier_criteria, normalise_criteria, parse_etag, version_key
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError, gone, not_found, precondition_failed
+from fhir_server.ids import new_id
 from fhir_server.jsonpatch import apply_patch
 from fhir_server.library import Library
 from fhir_server.scoring.pipeline import ScoringPipeline
@@ -40,10 +40,6 @@ def require_type(resource_type: str) -> str:
     if not models.is_resource_type(resource_type):
         raise FhirError(404, "not-supported", f"Resource type '{resource_type[:64]}' is not supported")
     return resource_type
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 class Interactions:

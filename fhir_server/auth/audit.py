@@ -14,13 +14,13 @@ import base64
 import logging
 import queue
 import threading
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from fhir_server.auth.caller import Caller
+from fhir_server.ids import new_id
 from fhir_server.store.repository import Repository, WriteSession
 
 log = logging.getLogger("fhir_server.audit")
@@ -146,7 +146,7 @@ def _unique(values: Iterable[str]) -> list[str]:
 
 def record_in(session: WriteSession, caller: Caller, access: Access) -> None:
     """The AuditEvent of a write, in the write's own transaction."""
-    session.create(build_event(caller, access), str(uuid.uuid4()))
+    session.create(build_event(caller, access), new_id())
 
 
 class AuditWriter:
@@ -191,7 +191,7 @@ class AuditWriter:
             if not batch:
                 return stored
             try:
-                self.repo.write(lambda session, b=batch: [session.create(e, str(uuid.uuid4())) for e in b])
+                self.repo.write(lambda session, b=batch: [session.create(e, new_id()) for e in b])
             except Exception:
                 log.warning("audit flush failed; %d records kept for retry", len(batch))
                 for event in batch:

@@ -9,7 +9,6 @@ write-back, all in one transaction.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -27,6 +26,7 @@ from fhir_server.clinician.charts import (
     trend_chart,
 )
 from fhir_server.ehr import outbox
+from fhir_server.ids import new_id
 from fhir_server.operations.alliance_summary import summary_for
 from fhir_server.scoring.flags import Settings
 from fhir_server.scoring.pipeline import age_band
@@ -184,7 +184,7 @@ def _close(fhir: Interactions, session: WriteSession, flag_id: str, flag: dict[s
         },
         "agent": [{"who": {"reference": who}}],
     }
-    fhir.create(session, "Provenance", provenance, resource_id=str(uuid.uuid4()))
+    fhir.create(session, "Provenance", provenance, resource_id=new_id())
 
 
 def _flag_code(flag: dict[str, Any]) -> str | None:

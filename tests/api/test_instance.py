@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
@@ -36,6 +37,19 @@ def test_create_assigns_id_meta_and_location(client, uid, server):
     assert parsedate_to_datetime(last_modified) == updated
     validate_resource(body)  # what the server returns is valid R4
     assert set(body) <= SERVER_FIELDS  # and carries no server-internal fields
+
+
+def test_created_resources_get_time_ordered_ids(client, uid):
+    """Version 7 UUIDs (fhir_server/ids.py): a resource created later has a larger id, and the id's time is the
+    millisecond of its creation (its lastUpdated is taken in the same write, a moment later at most)."""
+    bodies = [_create(client, uid).json() for _ in range(3)]
+    ids = [body["id"] for body in bodies]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    for body in bodies:
+        made = uuid.UUID(body["id"])
+        assert made.version == 7
+        updated = datetime.fromisoformat(body["meta"]["lastUpdated"]).timestamp() * 1000
+        assert 0 <= updated - (made.int >> 80) < 5_000
 
 
 def test_read_returns_the_stored_json_as_received(client, uid):
