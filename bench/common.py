@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -182,6 +184,46 @@ def _wait_until_up(process: subprocess.Popen, url: str, ok_status: int = 200) ->
             error = process.stderr.read().decode()[-2000:] if process.stderr else ""
             raise RuntimeError(f"process did not start: {error}")
         time.sleep(0.2)
+
+
+class FsyncProbe:
+    """The disk's own commit latency while a benchmark runs: a thread writes 8 kB to a scratch file and
+    ``fdatasync``s it every 20 ms (what a database commit waits for), on the temporary directory's disk (the
+    database's, on the development machine).  A request stalled by the disk shows as a probe stall at the same
+    moment, whatever the server did."""
+
+    INTERVAL = 0.02
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fsync-probe", daemon=True)
+
+    def __enter__(self) -> FsyncProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        with tempfile.NamedTemporaryFile(prefix="fsync-probe-") as scratch:
+            block = b"\0" * 8192
+            while not self._stop.wait(self.INTERVAL):
+                os.write(scratch.fileno(), block)
+                started = time.perf_counter()
+                os.fdatasync(scratch.fileno())
+                self.latencies.append(time.perf_counter() - started)
+
+    def summary(self) -> dict[str, float]:
+        ordered = sorted(self.latencies) or [0.0]
+        return {
+            "syncs": len(self.latencies),
+            "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+            "max_ms": 1000 * ordered[-1],
+            "over_50_ms": sum(1 for latency in ordered if latency > 0.05),
+        }
 
 
 def progress(label: str, done: int, total: int, width: int = 30) -> None:
