@@ -4,7 +4,7 @@ A version 7 UUID starts with the Unix time in milliseconds, then 74 random bits.
 together, so the rows of new resources land at the end of every index keyed by id (the resource table's key, the
 versions' and each search-index table's ``resource_id`` index) instead of on a random page of each.  SQLite writes
 every page a transaction changed to its WAL: with random (version 4) ids a scored submission dirtied a page per
-row and index, and SQLite's throughput rose by a fifth to a third with these (bench/README.md).  On PostgreSQL,
+row and index, and SQLite's throughput rose by 18-31 % with these (bench/README.md).  On PostgreSQL,
 whose WAL holds changed rows rather than pages, the gain shows only once indexes outgrow memory (fewer pages
 read and written back, fewer full-page images after a checkpoint), which is why HAPI FHIR uses sequential ids.
 
