@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from bench.loadgen import percentiles
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -217,13 +219,8 @@ class FsyncProbe:
                 self.latencies.append(time.perf_counter() - started)
 
     def summary(self) -> dict[str, float]:
-        ordered = sorted(self.latencies) or [0.0]
-        return {
-            "syncs": len(self.latencies),
-            "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
-            "max_ms": 1000 * ordered[-1],
-            "over_50_ms": sum(1 for latency in ordered if latency > 0.05),
-        }
+        over = sum(1 for latency in self.latencies if latency > 0.05)
+        return {"syncs": len(self.latencies), "over_50_ms": over, **percentiles(list(self.latencies))}
 
 
 def progress(label: str, done: int, total: int, width: int = 30) -> None:

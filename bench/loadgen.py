@@ -62,7 +62,7 @@ async def _send_or_reconnect(connection: Connection, host: str, port: int, reque
         return False, await asyncio.open_connection(host, port)
 
 
-def _percentiles(latencies: list[float]) -> dict[str, float]:
+def percentiles(latencies: list[float]) -> dict[str, float]:
     latencies.sort()
 
     def pct(p: float) -> float:
@@ -104,10 +104,10 @@ async def open_loop(
         "requests": len(latencies),
         "errors": errors,
         "achieved_rate": len(latencies) / elapsed,
-        **_percentiles(latencies),
+        **percentiles(latencies),
         # where in the run the tail happened: a stall shows as one or two slow seconds, overload as a slow end
         "by_second": [
-            {"second": second, "requests": len(slice_), **_percentiles(slice_)}
+            {"second": second, "requests": len(slice_), **percentiles(slice_)}
             for second, slice_ in sorted(by_second.items())
         ],
     }
@@ -139,7 +139,7 @@ async def closed_loop(host: str, port: int, requests: list[Request], connections
         "errors": errors,
         "achieved_rate": len(latencies) / elapsed,
         "seconds": elapsed,
-        **_percentiles(latencies),
+        **percentiles(latencies),
     }
 
 
