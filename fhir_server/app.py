@@ -18,6 +18,7 @@ from fhir_server.auth.access import AccessPolicy
 from fhir_server.auth.audit import AuditWriter
 from fhir_server.auth.bearer import BearerAuthenticator
 from fhir_server.auth.keys import KeyStore
+from fhir_server.auth.policy import Policy
 from fhir_server.auth.revocation import RevocationList
 from fhir_server.cds_hooks.routes import router as cds_router
 from fhir_server.cds_hooks.security import CdsClientVerifier
@@ -65,7 +66,7 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
     )
 
     library = discover(settings.library_paths(), settings.content_pack_paths())
-    fhir = Interactions(repository, registry, settings, library)
+    fhir = Interactions(repository, registry, settings, library, policy=Policy.server())
     audit = AuditWriter(repository)
 
     @asynccontextmanager

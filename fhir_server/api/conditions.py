@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from fhir_server import fhirjson
 from fhir_server.errors import precondition_failed
 
 
@@ -16,6 +17,19 @@ def identifier_criteria(resource: dict[str, Any]) -> str | None:
         system, value = _escape(identifier["system"]), _escape(identifier["value"])
         return urlencode({"identifier": f"{system}|{value}"})
     return None
+
+
+def same_submission(stored_content: str | None, resource: dict[str, Any]) -> bool:
+    """Whether a stored QuestionnaireResponse is the same submission as ``resource``: a replay carries the same
+    identifier, subject and questionnaire; the same identifier on anything else is not a replay."""
+    stored = fhirjson.loads_stored(stored_content or "{}")
+    return _reference(stored.get("subject")) == _reference(resource.get("subject")) and stored.get(
+        "questionnaire"
+    ) == resource.get("questionnaire")
+
+
+def _reference(value: Any) -> Any:
+    return value.get("reference") if isinstance(value, dict) else value
 
 
 def _escape(text: str) -> str:

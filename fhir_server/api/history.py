@@ -37,7 +37,7 @@ def respond(
     count = min(int(raw_count), settings.max_page_size)
     since = _instant_param(request, "_since")
     at = _instant_param(request, "_at")
-    cursor = fhir.unseal_cursor(request.query_params.get("_cursor"))
+    cursor = fhir.policy.unseal(request.query_params.get("_cursor"))
     before = None
     if cursor:
         values, _ = decode_cursor(cursor)
@@ -52,6 +52,6 @@ def respond(
         before_history_id=before,
         count=count + 1,
     )
-    next_cursor = fhir.seal_cursor(encode_cursor([rows[count - 1][0]])) if len(rows) > count and count > 0 else None
+    next_cursor = fhir.policy.seal(encode_cursor([rows[count - 1][0]])) if len(rows) > count and count > 0 else None
     path = "/".join(p for p in (resource_type, resource_id, "_history") if p)
     return json_response(request, bundles.history(request, path, params, rows[:count], next_cursor))

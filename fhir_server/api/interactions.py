@@ -1,17 +1,22 @@
 """The FHIR RESTful interactions, independent of HTTP, shared by the REST handlers and batch/transaction.
 
 Writes take a ``WriteSession`` so that a transaction Bundle runs many of them in one database transaction.
+Every interaction consults ``self.policy`` (auth/policy.py) explicitly: the app's shared engine runs under
+``Policy.server()``; a request gets a view of it under its caller's policy (``with_policy``; auth/guard.py adds
+the audit records and the answers that hide what a caller may not see).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 from fhir_server import fhirjson, models
-from fhir_server.api.conditions import identifier_criteria, normalise_criteria, parse_etag, version_key
+from fhir_server.api.conditions import identifier_criteria, normalise_criteria, parse_etag, same_submission, version_key
+from fhir_server.auth.policy import Policy
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError, gone, not_found, precondition_failed
 from fhir_server.ids import new_id
@@ -44,18 +49,49 @@ def require_type(resource_type: str) -> str:
 
 class Interactions:
     def __init__(
-        self, repo: Repository, registry: Registry, settings: Settings, library: Library | None = None
+        self,
+        repo: Repository,
+        registry: Registry,
+        settings: Settings,
+        library: Library | None = None,
+        *,
+        policy: Policy,
     ) -> None:
         self.repo = repo
         self.registry = registry
         self.settings = settings
         self.library = library or Library()
+        self.policy = policy
         self.custom = CustomParameters(repo, registry)
+        # The pipeline keeps this engine, under the server's policy: the Observations and Flags it derives from a
+        # response the caller was allowed to submit are written by the server itself.
         self.scoring = ScoringPipeline(self, settings.scoring_overrides)
 
-    def _prepare_write(self, session: WriteSession, resource_type: str, resource: Any) -> dict[str, Any] | None:
-        """Checks that go beyond structure, for the few types whose content the server acts on.  Returns the
-        Questionnaire a QuestionnaireResponse answers (the scoring needs it after the write)."""
+    def with_policy(self, policy: Policy) -> Interactions:
+        """The same engine (repository, registry, library, scoring) consulting another caller's policy."""
+        view = copy.copy(self)
+        view.policy = policy
+        return view
+
+    def _admit(self, resource_type: str, resource: Any, permission: str) -> None:
+        """A write's new content, checked against the caller's policy before anything else looks at it (a write
+        naming another patient is refused as such, whatever else is wrong with it)."""
+        if self.policy.is_server:
+            return
+        try:
+            self.policy.check_write(resource_type, resource, permission)
+        except FhirError:
+            raise
+        except Exception:  # content too malformed to evaluate: validation names the fault, then we check again
+            return
+
+    def _prepare_write(
+        self, session: WriteSession, resource_type: str, resource: Any, permission: str
+    ) -> dict[str, Any] | None:
+        """Checks that go beyond structure: the caller's policy on the (validated) new content, and the content
+        of the few types the server acts on.  Returns the Questionnaire a QuestionnaireResponse answers (the
+        scoring needs it after the write)."""
+        self.policy.check_write(resource_type, resource, permission)
         self.custom.refresh_if_stale()
         if resource_type == "SearchParameter" and isinstance(resource, dict):
             check_definition(resource)
@@ -182,25 +218,9 @@ class Interactions:
         """Versions newest first, as (history_id, version); see Repository.history."""
         return self.repo.history(**criteria)
 
-    # -- access hooks: identities here; auth/guard.py narrows them to what a token allows ---------------------
-    def can(self, resource_type: str, permission: str) -> bool:
-        """Whether the caller may use ``permission`` (one of c r u d s) on the type at all."""
-        return True
-
-    def seal_cursor(self, cursor: str | None) -> str | None:
-        """A paging cursor as it goes out in a link."""
-        return cursor
-
-    def unseal_cursor(self, cursor: str | None) -> str | None:
-        """A paging cursor from a link, checked to belong to this caller."""
-        return cursor
-
-    def authorize_operation(self, name: str, reveals: Sequence[str], body: Any) -> None:
+    def check_operation(self, name: str, reveals: Sequence[str], body: Any) -> None:
         """Before an operation runs: may the caller see the types its result reveals, and post this body?"""
-
-    def _conditional_query(self, query: SearchQuery) -> SearchQuery:
-        """The search a conditional interaction's criteria run as."""
-        return query
+        self.policy.check_operation(name, reveals, body)
 
     # -- writes -----------------------------------------------------------------------------------------
     def create(
@@ -213,31 +233,69 @@ class Interactions:
         resource_id: str | None = None,
     ) -> WriteResult:
         require_type(resource_type)
+        self.policy.require(resource_type, "c")
+        self._admit(resource_type, resource, "c")
         validate_resource(resource, resource_type)
-        questionnaire = self._prepare_write(session, resource_type, resource)
+        questionnaire = self._prepare_write(session, resource_type, resource, "c")
         if if_none_exist is None and resource_type == "QuestionnaireResponse":
-            # A replayed submission carries the same identifier: it must not be stored (or scored) twice.
-            if_none_exist = identifier_criteria(resource)
+            replay = identifier_criteria(resource)
+            if replay:
+                return self._create_once(session, resource, replay, questionnaire, resource_id)
         if if_none_exist:
-            # What scoring will read goes with the replay check (one round trip, nothing written is read by it).
-            ahead = self.scoring.scoring_read(resource) if questionnaire is not None else None
-            existing = self._matches(session, resource_type, if_none_exist, "If-None-Exist", scoring_read=ahead)
+            existing = self._matches(session, resource_type, if_none_exist, "If-None-Exist", "r")
             if existing:
                 return WriteResult(existing[0], created=False, existing=True)
         # The server assigns the id on create; any id in the body is ignored, as the specification says.
         result = session.create({**resource}, resource_id or new_id())
         if if_none_exist:
-            self._claim(session, resource_type, if_none_exist, result.stored.id)
+            self._claim(session, resource_type, if_none_exist, result.stored.id, self.policy)
         return self._finish(session, resource_type, result, questionnaire)
 
-    def _claim(self, session: WriteSession, resource_type: str, criteria: str, resource_id: str) -> None:
-        """Claim the criteria for the resource just created, so a concurrent twin cannot also create."""
+    def _create_once(
+        self,
+        session: WriteSession,
+        resource: dict[str, Any],
+        replay: str,
+        questionnaire: dict[str, Any] | None,
+        resource_id: str | None,
+    ) -> WriteResult:
+        """A QuestionnaireResponse carrying an identifier: a replayed submission (same identifier, subject and
+        questionnaire) is stored and scored once, and its replay answers with the stored one.  The identifier is
+        looked up over every patient's responses (the server's check, not the caller's search), so the same
+        identifier on another patient's or another measure's response is a 409 that shows nothing of it; a create
+        never answers with a different patient's resource, and nothing is silently dropped."""
+        server = self.policy.server()
+        # What scoring will read goes with the replay check (one round trip, nothing written is read by it).
+        ahead = self.scoring.scoring_read(resource) if questionnaire is not None else None
+        existing = self._matches(session, "QuestionnaireResponse", replay, "replay", "r", server, scoring_read=ahead)
+        if existing:
+            stored = existing[0]
+            if same_submission(stored.content, resource) and self.policy.sees("QuestionnaireResponse", stored.content):
+                return WriteResult(stored, created=False, existing=True)
+            raise FhirError(
+                409,
+                "duplicate",
+                "Another QuestionnaireResponse already carries this identifier; a submission is identified by its "
+                "identifier together with its subject and questionnaire",
+                expression=["QuestionnaireResponse.identifier"],
+            )
+        result = session.create({**resource}, resource_id or new_id())
+        self._claim(session, "QuestionnaireResponse", replay, result.stored.id, server)
+        return self._finish(session, "QuestionnaireResponse", result, questionnaire)
+
+    def _claim(
+        self, session: WriteSession, resource_type: str, criteria: str, resource_id: str, policy: Policy
+    ) -> None:
+        """Claim the criteria for the resource just created, so a concurrent twin cannot also create.  A confined
+        caller's claim is scoped to its compartment, and only its own resources can hold it."""
 
         def still_matches(other_id: str) -> bool:
             params = [*parse_qsl(criteria.lstrip("?"), keep_blank_values=True), ("_id", other_id)]
-            return bool(session.search(self.parse_query(resource_type, params, strict=True)).matches)
+            query = policy.confine(self.parse_query(resource_type, params, strict=True), "r")
+            return bool(session.search(query).matches)
 
-        session.claim_conditional_key(resource_type, normalise_criteria(criteria), resource_id, still_matches)
+        key = policy.claim_scope + normalise_criteria(criteria)
+        session.claim_conditional_key(resource_type, key, resource_id, still_matches)
 
     def update(
         self,
@@ -250,8 +308,9 @@ class Interactions:
     ) -> WriteResult:
         require_type(resource_type)
         check_id(resource_id)
+        self._admit(resource_type, resource, "u")
         validate_resource(resource, resource_type)
-        questionnaire = self._prepare_write(session, resource_type, resource)
+        questionnaire = self._prepare_write(session, resource_type, resource, "u")
         if resource.get("id") is None:
             raise FhirError(400, "required", "The resource in an update must have an id", expression=["id"])
         if resource["id"] != resource_id:
@@ -269,15 +328,18 @@ class Interactions:
         self, session: WriteSession, resource_type: str, criteria: str, resource: Any, *, if_match: str | None
     ) -> WriteResult:
         require_type(resource_type)
+        self.policy.require(resource_type, "u")
+        self._admit(resource_type, resource, "u")
         validate_resource(resource, resource_type)
-        questionnaire = self._prepare_write(session, resource_type, resource)
-        matches = self._matches(session, resource_type, criteria, "conditional update")
+        questionnaire = self._prepare_write(session, resource_type, resource, "u")
+        matches = self._matches(session, resource_type, criteria, "conditional update", "u")
         body_id = resource.get("id")
         if not matches:
+            self.policy.require(resource_type, "c")
             target = body_id or new_id()
             check_id(target)
             result = session.update({**resource, "id": target}, target, if_match=parse_etag(if_match))
-            self._claim(session, resource_type, criteria, target)
+            self._claim(session, resource_type, criteria, target, self.policy)
             return self._finish(session, resource_type, result, questionnaire)
         if body_id is not None and body_id != matches[0].id:
             raise FhirError(400, "invalid", f"The body's id '{body_id}' is not the id of the matching resource")
@@ -313,8 +375,9 @@ class Interactions:
         patched = apply_patch(fhirjson.loads_stored(current.content or "{}"), operations)
         if patched.get("id") != resource_id or patched.get("resourceType") != resource_type:
             raise FhirError(400, "invalid", "A patch may not change the resource's type or id")
+        self._admit(resource_type, patched, "u")
         validate_resource(patched, resource_type)
-        questionnaire = self._prepare_write(session, resource_type, patched)
+        questionnaire = self._prepare_write(session, resource_type, patched, "u")
         result = session.update(patched, resource_id, if_match=current.version_id, method="PATCH")
         return self._finish(session, resource_type, result, questionnaire)
 
@@ -327,7 +390,7 @@ class Interactions:
 
     def conditional_delete(self, session: WriteSession, resource_type: str, criteria: str) -> Stored | None:
         require_type(resource_type)
-        matches = self._matches(session, resource_type, criteria, "conditional delete")
+        matches = self._matches(session, resource_type, criteria, "conditional delete", "d")
         return session.delete(resource_type, matches[0].id) if matches else None
 
     def read_in(self, session: WriteSession, resource_type: str, resource_id: str) -> Stored:
@@ -344,11 +407,12 @@ class Interactions:
     def single_match_or_none(
         self, session: WriteSession, resource_type: str, criteria: str, what: str
     ) -> Stored | None:
-        matches = self._matches(session, resource_type, criteria, what)
+        """A conditional update's or conditional reference's one match among what the caller may see."""
+        matches = self._matches(session, resource_type, criteria, what, "u" if what == "conditional update" else "r")
         return matches[0] if matches else None
 
     def single_match(self, session: WriteSession, resource_type: str, criteria: str, what: str) -> Stored:
-        matches = self._matches(session, resource_type, criteria, what)
+        matches = self._matches(session, resource_type, criteria, what, "u" if what == "conditional patch" else "r")
         if not matches:
             raise not_found(f"No {resource_type} matches the {what} criteria")
         return matches[0]
@@ -359,15 +423,19 @@ class Interactions:
         resource_type: str,
         criteria: str,
         what: str,
+        permission: str,
+        policy: Policy | None = None,
         *,
         scoring_read: ScoringRead | None = None,
     ) -> list[Stored]:
+        """The resources conditional criteria match, among those ``policy`` (the caller's by default) lets the
+        caller use ``permission`` on: another patient's resources are never matched, nor revealed by a 412."""
         params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
         if not params:
             raise FhirError(400, "invalid", f"The {what} criteria are empty")
         query = self.parse_query(resource_type, params, strict=True)
         query.count = 2
-        query = self._conditional_query(query)
+        query = (policy or self.policy).confine(query, permission)
         token = query.single_token_match()
         if token is not None:  # "identifier=system|value", the usual criteria: a prebuilt statement
             matches = session.find_by_token(resource_type, *token, limit=2, scoring_read=scoring_read)

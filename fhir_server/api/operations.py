@@ -50,7 +50,7 @@ async def _invoke(
         body = await read_json(request)
     elif operation.affects_state:
         raise FhirError(405, "not-supported", f"${name} changes data and must be invoked with POST")
-    fhir.authorize_operation(name, operation.reveals, body)
+    fhir.check_operation(name, operation.reveals, body)
     params = list(request.query_params.multi_items()) + _parameters(body)
     path = "/".join(p for p in (resource_type, resource_id, f"${name}") if p)
     context = OperationContext(fhir, base_url(request), resource_type, resource_id, params, body, path)

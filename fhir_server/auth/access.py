@@ -6,11 +6,12 @@ Two forms of the same rule, kept side by side so they cannot drift apart:
 - ``confine(caller, query)`` narrows a search in SQL (the page, counts and paging stay right), including the
   inner searches of chains and ``_has``, which could otherwise probe another patient's records.
 
-A patient-context scope (``patient/…``) reaches the resources of the token's ``patient`` compartment (R4
-CompartmentDefinition Patient) and resources of types outside that compartment (Questionnaire, Practitioner, …),
-which are not patient data.  ``user/`` and ``system/`` scopes are not confined.  A resource the caller may not see
-is answered exactly like one that does not exist (SECURITY.md), so these functions answer yes/no and the callers
-raise 404; a caller without any scope for the type and interaction gets 403.
+A patient-context scope (``patient/…``) reaches the resources that are the token's ``patient``'s alone: the
+Patient itself, and resources of the R4 Patient compartment's types whose every patient reference (every
+compartment parameter of the type) names that patient (``only_patients``; SQL: an exclusive ``CompartmentClause``);
+resources of types outside that compartment (Questionnaire, Practitioner, …) are not patient data.  ``user/`` and
+``system/`` scopes are not confined.  A resource the caller may not see is answered exactly like one that does not
+exist (SECURITY.md), so these functions answer yes/no; auth/policy.py turns them into the server's answers.
 """
 
 from __future__ import annotations
@@ -74,35 +75,38 @@ class AccessPolicy:
             if self._scope_is_open(scope, resource_type):
                 return True
             confined = scope.context == "patient" and self.is_patient_data(resource_type)
-            if confined and not self.in_compartment(resource_type, resource, caller.patient or ""):
+            if confined and not self.only_patients(resource_type, resource, caller.patient or ""):
                 continue
             if all(self._matches(resource_type, resource, code, value) for code, value in scope.query):
                 return True
         return False
 
-    def in_compartment(self, resource_type: str, resource: dict[str, Any], patient_id: str) -> bool:
-        if resource_type == "Patient" and resource.get("id") == patient_id:
-            return True
+    def only_patients(self, resource_type: str, resource: dict[str, Any], patient_id: str) -> bool:
+        """The patient-context rule (SECURITY.md): the resource is the patient itself, or names at least one patient
+        and every patient it names, through every patient-compartment parameter of its type, is ``patient_id``.
+
+        Being in the patient's compartment is not enough: FHIR puts a resource in A's compartment when *any*
+        parameter names A, so a QuestionnaireResponse with author A and subject B is in both; it is neither's
+        alone, and a token for A may not read or write it.  A Patient's own ``link`` to another record does not
+        make that other record A's."""
+        if resource_type == "Patient":
+            return resource.get("id") == patient_id
+        named = self.patients_of(resource_type, resource)
+        return bool(named) and all(p == patient_id for p in named)
+
+    def patients_of(self, resource_type: str, resource: dict[str, Any]) -> list[str]:
+        """Every patient the resource names through the compartment's parameters (an absolute URL ending in
+        ``Patient/{id}`` is kept whole: another server's patient is never the token's)."""
+        found = [resource["id"]] if resource_type == "Patient" and isinstance(resource.get("id"), str) else []
         for code in self._compartment.get(resource_type, ()):
             param = self.registry.get(resource_type, code)
             if param is None or param.evaluator is None:
                 continue
             for row in reference.index(param.evaluator(resource)):
-                if row["target_type"] == "Patient" and row["target_id"] == patient_id:
-                    return True
-        return False
-
-    def patients_of(self, resource_type: str, resource: dict[str, Any]) -> list[str]:
-        """The patients whose compartment holds the resource (for audit records)."""
-        found = [resource["id"]] if resource_type == "Patient" and isinstance(resource.get("id"), str) else []
-        for code in self._compartment.get(resource_type, ()):
-            param = self.registry.get(resource_type, code)
-            if param is not None and param.evaluator is not None:
-                found += [
-                    row["target_id"]
-                    for row in reference.index(param.evaluator(resource))
-                    if row["target_type"] == "Patient"
-                ]
+                if row["target_type"] == "Patient":
+                    found.append(row["target_id"])
+                elif row["target_type"] is None and "Patient/" in (row["url"] or ""):
+                    found.append(row["url"])
         return list(dict.fromkeys(found))
 
     def _matches(self, resource_type: str, resource: dict[str, Any], code: str, value: str) -> bool:
@@ -152,12 +156,10 @@ class AccessPolicy:
         return alternatives[0] if len(alternatives) == 1 else OrClause(tuple(alternatives))
 
     def _compartment_clause(self, resource_type: str, patient_id: str) -> AnyClause:
-        if resource_type != "Patient":
-            return compartment_clause(self.registry, "Patient", patient_id, resource_type)
-        itself = parse_search("Patient", [("_id", patient_id)], self.registry, strict=True).clauses[0]
-        if not self._compartment.get("Patient"):
-            return itself
-        return OrClause((itself, compartment_clause(self.registry, "Patient", patient_id, "Patient")))
+        """``only_patients`` in SQL: the patient itself, or its compartment with no other patient named."""
+        if resource_type == "Patient":
+            return parse_search("Patient", [("_id", patient_id)], self.registry, strict=True).clauses[0]
+        return replace(compartment_clause(self.registry, "Patient", patient_id, resource_type), exclusive=True)
 
     def _confine_chains(self, caller: Caller, clause: AnyClause) -> AnyClause:
         """Chains and _has search other types: their inner search is narrowed the same way, and needs a scope."""

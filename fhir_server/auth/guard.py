@@ -1,14 +1,11 @@
-"""The FHIR interactions as one access token may use them: every path a request can take (REST, each entry of a
-batch or transaction, operations) goes through these overrides, so the checks exist once.
+"""The FHIR interactions as one access token may use them: the engine under the caller's ``Policy``
+(auth/policy.py), plus what access control adds around it: AuditEvents for every access and denial of patient
+data, and answers that hide what the caller may not see.
 
-``GuardedInteractions.bind`` makes a per-request view of the shared ``Interactions`` (a shallow copy of its
-attributes plus the caller); the scoring pipeline keeps the unguarded original, so the Observations and Flags it
-derives from a response the caller was allowed to submit are written by the server itself.
-
-Rules (SECURITY.md, auth/access.py): no scope for the interaction → 403; a resource outside what the token may
-see → the same 404 as a resource that does not exist (also for deleted ones, whose 410 would reveal them);
-conditional criteria, chains, _has and includes only ever see visible resources; a write must leave the
-resource visible (no moving an Observation to another patient); paging links carry the token's fingerprint.
+The engine consults the policy itself at every read, search, write and conditional criterion; this layer makes
+the answers indistinguishable: a resource outside what the token may see → the same 404 as a resource that does
+not exist (also for deleted ones, whose 410 would reveal them); includes and history entries the caller may not
+see are dropped; a refused interaction is audited.
 """
 
 from __future__ import annotations
@@ -16,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from fhir_server import fhirjson
 from fhir_server.api.interactions import Interactions, SearchResult
 from fhir_server.auth.access import AccessPolicy, forbidden
 from fhir_server.auth.audit import OUTCOME_MINOR_FAILURE, Access, AuditWriter, record_in
 from fhir_server.auth.caller import Caller
+from fhir_server.auth.policy import Policy
 from fhir_server.errors import FhirError, not_found
 from fhir_server.search.query import SearchQuery
 from fhir_server.store.records import Stored, WriteResult
@@ -33,42 +30,43 @@ HISTORY_SCAN_BATCHES = 50  # a confined caller's history page scans at most this
 
 class GuardedInteractions(Interactions):
     caller: Caller
-    policy: AccessPolicy
     audit: AuditWriter
     client_address: str | None
     request_target: str | None  # path?query of the HTTP request, for the audit record of a search
+
+    def __init__(
+        self,
+        base: Interactions,
+        policy: Policy,
+        audit: AuditWriter,
+        client_address: str | None = None,
+        request_target: str | None = None,
+    ) -> None:
+        """Adopts the shared engine's parts (repository, registry, library, scoring) under ``policy``."""
+        vars(self).update(vars(base.with_policy(policy)))
+        self.caller, self.audit = policy.caller, audit
+        self.client_address = client_address
+        self.request_target = request_target
 
     @classmethod
     def bind(
         cls,
         base: Interactions,
         caller: Caller,
-        policy: AccessPolicy,
+        rules: AccessPolicy,
         audit: AuditWriter,
         client_address: str | None = None,
         request_target: str | None = None,
     ) -> GuardedInteractions:
-        guarded = cls.__new__(cls)
-        guarded.__dict__.update(base.__dict__)
-        guarded.caller, guarded.policy, guarded.audit = caller, policy, audit
-        guarded.client_address = client_address
-        guarded.request_target = request_target
-        guarded._permission = "r"  # the interaction whose conditional criteria are being matched
-        return guarded
+        return cls(base, Policy.for_caller(rules, caller), audit, client_address, request_target)
 
     # -- helpers --------------------------------------------------------------------------------------------
     def _require(self, resource_type: str, permission: str) -> None:
         try:
-            self.policy.require(self.caller, resource_type, permission)
+            self.policy.require(resource_type, permission)
         except FhirError:
             self._record(Access(_INTERACTION[permission], OUTCOME_MINOR_FAILURE, "insufficient scope"), resource_type)
             raise
-
-    def _visible(self, resource_type: str, content: str | dict[str, Any] | None, permission: str) -> bool:
-        if self.policy.unrestricted(self.caller, resource_type, permission):
-            return True
-        resource = fhirjson.loads_stored(content or "{}") if isinstance(content, str | None) else content
-        return self.policy.visible(self.caller, resource_type, resource, permission)
 
     def _hidden(self, resource_type: str, resource_id: str, interaction: str) -> FhirError:
         """Answer for a resource the caller may not see: exactly the not-found of a missing one (audited)."""
@@ -81,24 +79,18 @@ class GuardedInteractions(Interactions):
         return not_found(f"{resource_type}/{resource_id} is not known")
 
     def _check(self, stored: Stored, permission: str, interaction: str) -> Stored:
-        if not self._visible(stored.resource_type, stored.content, permission):
+        if not self.policy.sees(stored.resource_type, stored.content, permission):
             raise self._hidden(stored.resource_type, stored.id, interaction)
         return stored
 
     def _check_gone(self, err: FhirError, resource_type: str, resource_id: str, interaction: str) -> None:
         """A 410 for a deleted resource is passed on only when its last content was visible."""
-        if err.status != 410 or self.policy.unrestricted(self.caller, resource_type, "r"):
+        if err.status != 410 or self.policy.open(resource_type, "r"):
             return
         versions = [s for _, s in super().history(resource_type=resource_type, resource_id=resource_id, count=50)]
         last = next((s for s in versions if s.content), None)
-        if last is None or not self._visible(resource_type, last.content, "r"):
+        if last is None or not self.policy.sees(resource_type, last.content, "r"):
             raise self._hidden(resource_type, resource_id, interaction) from None
-
-    def _patients(self, resource_type: str, content: str | dict[str, Any] | None) -> list[str]:
-        if self.caller.patient:
-            return [self.caller.patient]
-        resource = fhirjson.loads_stored(content or "{}") if isinstance(content, str | None) else content
-        return self.policy.patients_of(resource_type, resource)
 
     def _record(self, access: Access, resource_type: str | None, session: WriteSession | None = None) -> None:
         if access.outcome == "0" and resource_type is not None and not self.policy.is_patient_data(resource_type):
@@ -109,58 +101,23 @@ class GuardedInteractions(Interactions):
         else:
             self.audit.record(self.caller, access)
 
-    def _writing(self, permission: str, work: Callable[[], T]) -> T:
-        previous, self._permission = self._permission, permission
+    def _denied_write(self, interaction: str, resource_type: str, work: Callable[[], T]) -> T:
+        """Runs a write; the engine's refusal of content outside the token's access is audited."""
         try:
             return work()
-        finally:
-            self._permission = previous
+        except FhirError as err:
+            if err.status == 403:
+                self._record(
+                    Access(interaction, OUTCOME_MINOR_FAILURE, "write outside the token's access"), resource_type
+                )
+            raise
 
-    # -- access hooks ---------------------------------------------------------------------------------------
-    def can(self, resource_type: str, permission: str) -> bool:
-        return bool(self.policy.scopes(self.caller, resource_type, permission))
-
-    def seal_cursor(self, cursor: str | None) -> str | None:
-        fingerprint = self.caller.fingerprint
-        return f"{fingerprint}~{cursor}" if cursor and fingerprint else cursor
-
-    def unseal_cursor(self, cursor: str | None) -> str | None:
-        fingerprint = self.caller.fingerprint
-        if not cursor or not fingerprint:
-            return cursor
-        owner, sep, inner = cursor.partition("~")
-        if not sep or owner != fingerprint:
-            raise FhirError(403, "forbidden", "This paging link was made for another access token; search again")
-        return inner
-
-    def _conditional_query(self, query: SearchQuery) -> SearchQuery:
-        return self.policy.confine(self.caller, query, self._permission)
-
-    def _prepare_write(self, session: WriteSession, resource_type: str, resource: Any) -> dict[str, Any] | None:
-        if isinstance(resource, dict) and not self._visible(resource_type, resource, self._permission):
-            self._record(
-                Access(_INTERACTION[self._permission], OUTCOME_MINOR_FAILURE, "write outside the token's access"),
-                resource_type,
-            )
-            raise FhirError(
-                403,
-                "forbidden",
-                f"The token may not write this {resource_type}: it would be outside the launch patient's "
-                "compartment or the token's scope",
-            )
-        return super()._prepare_write(session, resource_type, resource)
-
-    def authorize_operation(self, name: str, reveals: Sequence[str], body: Any) -> None:
-        """An operation's result shows ``reveals`` types; a posted resource must be one the caller could write."""
-        for resource_type in reveals:
-            self._require(resource_type, "r")
-        for resource in _posted_resources(body):
-            resource_type = resource.get("resourceType")
-            if not isinstance(resource_type, str) or not self.policy.is_patient_data(resource_type):
-                continue
-            if not any(self._visible(resource_type, resource, p) for p in "rc"):
-                self._record(Access("operation", OUTCOME_MINOR_FAILURE, f"${name} outside access"), resource_type)
-                raise FhirError(403, "forbidden", f"${name}: the posted {resource_type} is outside the token's access")
+    def check_operation(self, name: str, reveals: Sequence[str], body: Any) -> None:
+        try:
+            super().check_operation(name, reveals, body)
+        except FhirError:
+            self._record(Access("operation", OUTCOME_MINOR_FAILURE, f"${name} outside access"), None)
+            raise
 
     # -- reads ----------------------------------------------------------------------------------------------
     def read(self, resource_type: str, resource_id: str) -> Stored:
@@ -173,7 +130,7 @@ class GuardedInteractions(Interactions):
         self._check(stored, "r", "read")
         ref = f"{resource_type}/{resource_id}"
         self._record(
-            Access("read", resources=[ref], patients=self._patients(resource_type, stored.content)), resource_type
+            Access("read", resources=[ref], patients=self.policy.patients(resource_type, stored.content)), resource_type
         )
         return stored
 
@@ -196,7 +153,8 @@ class GuardedInteractions(Interactions):
         self._check(stored, "r", "vread")
         ref = f"{resource_type}/{resource_id}/_history/{version}"
         self._record(
-            Access("vread", resources=[ref], patients=self._patients(resource_type, stored.content)), resource_type
+            Access("vread", resources=[ref], patients=self.policy.patients(resource_type, stored.content)),
+            resource_type,
         )
         return stored
 
@@ -211,7 +169,7 @@ class GuardedInteractions(Interactions):
 
     def parse_query(self, resource_type: str, params: list[tuple[str, str]], *, strict: bool = False) -> SearchQuery:
         query = super().parse_query(resource_type, params, strict=strict)
-        query.cursor = self.unseal_cursor(query.cursor)
+        query.cursor = self.policy.unseal(query.cursor)
         return query
 
     def search(self, query: SearchQuery) -> SearchResult:
@@ -222,15 +180,15 @@ class GuardedInteractions(Interactions):
 
     def _searched(self, query: SearchQuery, run: Callable[[SearchQuery], SearchResult]) -> SearchResult:
         try:
-            confined = self.policy.confine(self.caller, query, "s")
+            confined = self.policy.confine(query, "s")
         except FhirError:
             self._record(Access("search-type", OUTCOME_MINOR_FAILURE, "insufficient scope"), query.resource_type)
             raise
         result = run(confined)
         outcome: SearchOutcome = result.outcome
         outcome.included = [s for s in outcome.included if self._include_visible(s)]
-        outcome.next_cursor = self.seal_cursor(outcome.next_cursor)
-        outcome.prev_cursor = self.seal_cursor(outcome.prev_cursor)
+        outcome.next_cursor = self.policy.seal(outcome.next_cursor)
+        outcome.prev_cursor = self.policy.seal(outcome.prev_cursor)
         patients = [self.caller.patient] if self.caller.patient else []
         self._record(
             Access("search-type", patients=patients, query=self.request_target or query.resource_type),
@@ -240,8 +198,7 @@ class GuardedInteractions(Interactions):
 
     def _include_visible(self, stored: Stored) -> bool:
         return any(
-            self.policy.scopes(self.caller, stored.resource_type, p)
-            and self._visible(stored.resource_type, stored.content, p)
+            self.policy.allows(stored.resource_type, p) and self.policy.sees(stored.resource_type, stored.content, p)
             for p in "rs"
         )
 
@@ -269,11 +226,11 @@ class GuardedInteractions(Interactions):
         return kept
 
     def _history_visible(self, stored: Stored) -> bool:
-        if not self.policy.scopes(self.caller, stored.resource_type, "r"):
+        if not self.policy.allows(stored.resource_type, "r"):
             return False
         if stored.content is None:  # a deletion shows nothing but that it happened
-            return self.policy.unrestricted(self.caller, stored.resource_type, "r")
-        return self._visible(stored.resource_type, stored.content, "r")
+            return self.policy.open(stored.resource_type, "r")
+        return self.policy.sees(stored.resource_type, stored.content, "r")
 
     # -- writes ---------------------------------------------------------------------------------------------
     def _existing(self, session: WriteSession, resource_type: str, resource_id: str, permission: str) -> Stored | None:
@@ -281,7 +238,7 @@ class GuardedInteractions(Interactions):
         old = session.current(resource_type, resource_id)
         if old is None or old.deleted:
             return None
-        if not self._visible(resource_type, old.content, permission):
+        if not self.policy.sees(resource_type, old.content, permission):
             raise self._hidden(resource_type, resource_id, _INTERACTION[permission])
         return old
 
@@ -289,14 +246,18 @@ class GuardedInteractions(Interactions):
         self, session: WriteSession, interaction: str, resource_type: str, stored: Stored, content: Any
     ) -> None:
         access = Access(
-            interaction, resources=[f"{resource_type}/{stored.id}"], patients=self._patients(resource_type, content)
+            interaction,
+            resources=[f"{resource_type}/{stored.id}"],
+            patients=self.policy.patients(resource_type, content),
         )
         self._record(access, resource_type, session)
 
     def create(self, session: WriteSession, resource_type: str, resource: Any, **options: Any) -> WriteResult:
         self._require(resource_type, "c")
-        result = self._writing(
-            "c", lambda: super(GuardedInteractions, self).create(session, resource_type, resource, **options)
+        result = self._denied_write(
+            "create",
+            resource_type,
+            lambda: super(GuardedInteractions, self).create(session, resource_type, resource, **options),
         )
         if not result.existing:
             self._written(session, "create", resource_type, result.stored, resource)
@@ -308,8 +269,9 @@ class GuardedInteractions(Interactions):
         self._require(resource_type, "u")
         if self._existing(session, resource_type, resource_id, "u") is None:
             self._require(resource_type, "c")
-        result = self._writing(
-            "u",
+        result = self._denied_write(
+            "update",
+            resource_type,
             lambda: super(GuardedInteractions, self).update(
                 session, resource_type, resource_id, resource, if_match=if_match
             ),
@@ -321,14 +283,13 @@ class GuardedInteractions(Interactions):
         self, session: WriteSession, resource_type: str, criteria: str, resource: Any, *, if_match: str | None
     ) -> WriteResult:
         self._require(resource_type, "u")
-        result = self._writing(
-            "u",
+        result = self._denied_write(
+            "update",
+            resource_type,
             lambda: super(GuardedInteractions, self).conditional_update(
                 session, resource_type, criteria, resource, if_match=if_match
             ),
         )
-        if result.created:
-            self._require(resource_type, "c")
         self._written(session, "update", resource_type, result.stored, resource)
         return result
 
@@ -337,8 +298,9 @@ class GuardedInteractions(Interactions):
     ) -> WriteResult:
         self._require(resource_type, "u")
         self._existing(session, resource_type, resource_id, "u")
-        result = self._writing(
-            "u",
+        result = self._denied_write(
+            "patch",
+            resource_type,
             lambda: super(GuardedInteractions, self).patch(
                 session, resource_type, resource_id, operations, if_match=if_match
             ),
@@ -359,7 +321,7 @@ class GuardedInteractions(Interactions):
 
     def conditional_delete(self, session: WriteSession, resource_type: str, criteria: str) -> Stored | None:
         self._require(resource_type, "d")
-        matches = self._writing("d", lambda: self._matches(session, resource_type, criteria, "conditional delete"))
+        matches = self._matches(session, resource_type, criteria, "conditional delete", "d")
         if not matches:
             return None
         deleted = super().delete(session, resource_type, matches[0].id)
@@ -367,24 +329,8 @@ class GuardedInteractions(Interactions):
             self._written(session, "delete", resource_type, deleted, matches[0].content)
         return deleted
 
-    def single_match(self, session: WriteSession, resource_type: str, criteria: str, what: str) -> Stored:
-        permission = "u" if what == "conditional patch" else "r"
-        return self._writing(
-            permission, lambda: super(GuardedInteractions, self).single_match(session, resource_type, criteria, what)
-        )
-
 
 _INTERACTION = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search-type"}
-
-
-def _posted_resources(body: Any) -> list[dict[str, Any]]:
-    if not isinstance(body, dict):
-        return []
-    if body.get("resourceType") != "Parameters":
-        return [body]
-    return [
-        p["resource"] for p in body.get("parameter", []) if isinstance(p, dict) and isinstance(p.get("resource"), dict)
-    ]
 
 
 __all__ = ["GuardedInteractions", "forbidden"]

@@ -50,7 +50,7 @@ def everything(ctx: OperationContext) -> dict[str, Any]:
 
     # The cursor says which member type we are in and where in it; the Patient itself leads the first page.
     type_index, inner_cursor = 0, None
-    raw_cursor = fhir.unseal_cursor(ctx.one("_cursor"))
+    raw_cursor = fhir.policy.unseal(ctx.one("_cursor"))
     if raw_cursor:
         values, _ = decode_cursor(raw_cursor)
         if len(values) != 2 or not isinstance(values[0], int):
@@ -61,7 +61,9 @@ def everything(ctx: OperationContext) -> dict[str, Any]:
         entries.append(_entry(ctx.base_url, "Patient", patient.id, patient.content))
     # Audit records are about the patient but are not the patient's record; types the token cannot search are
     # left out rather than refused, as a partial $everything is what the caller's grant allows.
-    members = [t for t in compartment_types("Patient") if t in types and t != "AuditEvent" and fhir.can(t, "s")]
+    members = [
+        t for t in compartment_types("Patient") if t in types and t != "AuditEvent" and fhir.policy.allows(t, "s")
+    ]
     next_cursor = None
     while type_index < len(members) and len(entries) < count:
         member = members[type_index]
@@ -75,12 +77,12 @@ def everything(ctx: OperationContext) -> dict[str, Any]:
         entries += [_entry(ctx.base_url, s.resource_type, s.id, s.content) for s in outcome.matches]
         if outcome.next_cursor:
             # the member search's cursor goes out sealed; it is kept plain inside ours, which is sealed below
-            next_cursor = encode_cursor([type_index, fhir.unseal_cursor(outcome.next_cursor)])
+            next_cursor = encode_cursor([type_index, fhir.policy.unseal(outcome.next_cursor)])
             break
         type_index, inner_cursor = type_index + 1, None
     if next_cursor is None and type_index < len(members) and len(entries) >= count:
         next_cursor = encode_cursor([type_index, inner_cursor])  # the page filled up between member types
-    next_cursor = fhir.seal_cursor(next_cursor)
+    next_cursor = fhir.policy.seal(next_cursor)
     query = urlencode(ctx.params)
     links = [{"relation": "self", "url": f"{ctx.base_url}/{ctx.path}" + (f"?{query}" if query else "")}]
     if next_cursor:

@@ -78,6 +78,9 @@ class CompartmentClause:
     owner_type: str
     owner_id: str
     params: tuple[SearchParam, ...]
+    # Access control: the resource refers to no *other* owner through these params either (a QuestionnaireResponse
+    # with author A and subject B is in both compartments, and is neither patient's alone).
+    exclusive: bool = False
 
 
 @dataclass(frozen=True)

@@ -66,18 +66,38 @@ def clause_sql(resource_type: str, clause: AnyClause, rows: Any = resources) -> 
             )
         )
     if isinstance(clause, CompartmentClause):
-        ref = idx_reference.alias()
-        return rows.c.id.in_(
-            select(ref.c.resource_id).where(
-                ref.c.resource_type == resource_type,
-                ref.c.param.in_([p.code for p in clause.params]),
-                ref.c.target_type == clause.owner_type,
-                ref.c.target_id == clause.owner_id,
-            )
-        )
+        return _compartment(resource_type, clause, rows)
     if isinstance(clause, CompositeClause):
         return or_(*(_composite(resource_type, clause, alt, rows) for alt in clause.alternatives))
     return _plain(resource_type, clause, rows)
+
+
+def _compartment(resource_type: str, clause: CompartmentClause, rows: Any) -> ColumnElement[bool]:
+    codes = [p.code for p in clause.params]
+    ref = idx_reference.alias()
+    member = rows.c.id.in_(
+        select(ref.c.resource_id).where(
+            ref.c.resource_type == resource_type,
+            ref.c.param.in_(codes),
+            ref.c.target_type == clause.owner_type,
+            ref.c.target_id == clause.owner_id,
+        )
+    )
+    if not clause.exclusive:
+        return member
+    other = idx_reference.alias()
+    # Another owner named by id, or by an absolute URL ending in Owner/{id} (its server cannot be told apart).
+    names_another = or_(
+        and_(other.c.target_type == clause.owner_type, other.c.target_id != clause.owner_id),
+        and_(other.c.target_type.is_(None), other.c.url.like(f"%{clause.owner_type}/%")),
+    )
+    foreign = select(literal(1)).where(
+        other.c.resource_id == rows.c.id,
+        other.c.resource_type == resource_type,
+        other.c.param.in_(codes),
+        names_another,
+    )
+    return and_(member, not_(foreign.exists()))
 
 
 def _composite(resource_type: str, clause: CompositeClause, alternative: tuple, rows: Any) -> ColumnElement[bool]:
