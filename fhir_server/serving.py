@@ -37,7 +37,11 @@ def spreads_connections() -> bool:
 
 
 def serve(host: str, port: int, workers: int, **options: Any) -> None:
-    """Serve the app with ``workers`` processes; ``options`` are uvicorn's (log_level, proxy_headers, ...)."""
+    """Serve the app with ``workers`` processes; ``options`` are uvicorn's (log_level, access_log, ...)."""
+    # uvicorn's proxy handling stays off whatever the caller asks: by default it believes X-Forwarded-For from
+    # 127.0.0.1 and overwrites the client address before the app can judge it.  The app decides, from
+    # FHIR_SERVER_TRUSTED_PROXIES only (middleware.TrustedProxyHeaders, installed in asgi.py).
+    options = {**options, "proxy_headers": False}
     if workers <= 1 or not spreads_connections():
         uvicorn.run(APP, host=host, port=port, workers=workers, **options)
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
@@ -9,6 +10,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy.engine import Engine
 
+from fhir_server.cds_hooks.fhir_bases import FhirBaseError, normalise
 from fhir_server.store import cds_store
 
 
@@ -16,7 +18,16 @@ class CdsAdminError(Exception):
     pass
 
 
-def add_client(engine: Engine, issuer: str, name: str, jwks_url: str | None, jwks_file: Path | None) -> None:
+def add_client(
+    engine: Engine,
+    issuer: str,
+    name: str,
+    jwks_url: str | None,
+    jwks_file: Path | None,
+    fhir_servers: Sequence[str] = (),
+) -> None:
+    """Registers (or replaces) a CDS client.  ``fhir_servers``: the EHR FHIR bases its hook requests may name as
+    ``fhirServer``; without any, the client must send every prefetch the services ask for."""
     if not issuer.strip():
         raise CdsAdminError("--issuer is required (the iss of the EHR's CDS Hooks JWTs)")
     if (jwks_url is None) == (jwks_file is None):
@@ -35,12 +46,26 @@ def add_client(engine: Engine, issuer: str, name: str, jwks_url: str | None, jwk
         jwks = orjson.dumps({"keys": [k.as_dict(private=False) for k in keys.keys]}).decode()
     elif not (jwks_url or "").startswith(("https://", "http://")):
         raise CdsAdminError("--jwks-url must be an http(s) URL")
-    cds_store.add_client(engine, issuer.strip(), name or issuer, jwks_url, jwks)
+    cds_store.add_client(engine, issuer.strip(), name or issuer, jwks_url, jwks, _fhir_bases(fhir_servers))
+
+
+def _fhir_bases(urls: Sequence[str]) -> list[str]:
+    bases: list[str] = []
+    for url in urls:
+        try:
+            base = normalise(url.strip())
+        except FhirBaseError as exc:
+            raise CdsAdminError(f"--fhir-server {url}: {exc}") from None
+        if base not in bases:
+            bases.append(base)
+    return bases
 
 
 def list_clients(engine: Engine) -> list[str]:
     return [
-        f"{c['issuer']}\t{c['name']}\t{c['jwks_uri'] or '(registered JWKS)'}" for c in cds_store.list_clients(engine)
+        f"{c['issuer']}\t{c['name']}\t{c['jwks_uri'] or '(registered JWKS)'}\t"
+        f"{' '.join(c['fhir_servers']) or '(prefetch only)'}"
+        for c in cds_store.list_clients(engine)
     ]
 
 

@@ -22,7 +22,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.cds_command == "add":
             jwks_file = Path(args.jwks_file) if args.jwks_file else None
-            admin.add_client(engine, args.issuer, args.name or args.issuer, args.jwks_url, jwks_file)
+            servers = args.fhir_server or []
+            admin.add_client(engine, args.issuer, args.name or args.issuer, args.jwks_url, jwks_file, servers)
             print(f"registered CDS client {args.issuer}")
         elif args.cds_command == "list":
             for line in admin.list_clients(engine):
@@ -47,6 +48,13 @@ def add_cds_commands(commands: Any) -> None:
     keys = add.add_mutually_exclusive_group(required=True)
     keys.add_argument("--jwks-url", help="where the EHR publishes its public keys")
     keys.add_argument("--jwks-file", help="a JWKS file with the EHR's public keys")
+    add.add_argument(
+        "--fhir-server",
+        action="append",
+        metavar="URL",
+        help="an EHR FHIR base the client's hook requests may name as fhirServer (repeatable; https, or http for "
+        "loopback only); the service reads from no other. Without it the client must send the prefetch",
+    )
     sub.add_parser("list", help="the registered CDS clients")
     remove = sub.add_parser("remove", help="unregister a CDS client")
     remove.add_argument("--issuer", required=True)

@@ -1,39 +1,77 @@
 """The resources a card needs: from the request's prefetch, or read from the EHR's FHIR server with the
-``fhirAuthorization`` token when a prefetch key is absent (CDS Hooks 2.0 §Prefetch, §FHIR Resource Access)."""
+``fhirAuthorization`` token when a prefetch key is absent (CDS Hooks 2.0 §Prefetch, §FHIR Resource Access).
+
+The service reads only from a FHIR base registered for the calling CDS client (cds_hooks/fhir_bases.py), checked
+before any connection is made; it follows no redirects and no paging link that leaves that base.  Whatever goes
+wrong with the read, the caller hears one generic sentence: the peer's error text, addresses and ports go to the
+log only (never with the query, which names the patient), so the service cannot be used to probe a network.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
 
+from fhir_server.cds_hooks import fhir_bases
 from fhir_server.cds_hooks.services import Service
 from fhir_server.errors import FhirError
 
+log = logging.getLogger("fhir_server.cds_hooks")
+
 MAX_PAGES = 20
+TIMEOUT_SECONDS = 10.0
+PATIENT_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")  # FHIR id; it is put into the query of the EHR reads
+UNREACHABLE = "The EHR's FHIR server could not be read; the service's log has the details"
+NOT_REGISTERED = (
+    "fhirServer is not a FHIR server registered for this CDS client; the administrator registers it with "
+    "'fhir-server cds-clients add --fhir-server <base URL>'"
+)
+
+
+class _ReadFailed(Exception):
+    """A failed read; ``reason`` is for the log only."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def _entries(bundle: Any) -> list[dict[str, Any]]:
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         return []
+    entries = bundle.get("entry")
     return [
-        e["resource"] for e in bundle.get("entry", []) if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+        e["resource"]
+        for e in (entries if isinstance(entries, list) else [])
+        if isinstance(e, dict) and isinstance(e.get("resource"), dict)
     ]
 
 
-def gather(service: Service, request: dict[str, Any]) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
-    """(patient id, scored Observations oldest first, active Flags)."""
+def gather(
+    service: Service, request: dict[str, Any], allowed_bases: Callable[[], Sequence[str]]
+) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """(patient id, scored Observations oldest first, active Flags).  ``allowed_bases`` gives the FHIR bases
+    registered for the calling CDS client; it is asked only when something must be read."""
     context = request.get("context") if isinstance(request.get("context"), dict) else {}
     patient = context.get("patientId")
     if not isinstance(patient, str) or not patient:
         raise FhirError(400, "required", "context.patientId is required")
+    if not PATIENT_ID.match(patient):
+        raise FhirError(400, "value", "context.patientId is not a FHIR id")
     prefetch = request.get("prefetch") if isinstance(request.get("prefetch"), dict) else {}
     found: dict[str, list[dict[str, Any]]] = {}
+    missing = [key for key in ("observations", "flags") if not isinstance(prefetch.get(key), dict)]
     for key in ("observations", "flags"):
-        if isinstance(prefetch.get(key), dict):
+        if key not in missing:
             found[key] = _entries(prefetch[key])
-        else:
-            found[key] = _fetch(request, service.prefetch[key].replace("{{context.patientId}}", patient))
+    if missing:
+        base, token = _remote(request, allowed_bases)
+        for key in missing:
+            found[key] = _fetch(base, token, service.prefetch[key].replace("{{context.patientId}}", patient))
     observations = sorted(
         (o for o in found["observations"] if o.get("resourceType") == "Observation"),
         key=lambda o: str(o.get("effectiveDateTime", "")),
@@ -42,28 +80,60 @@ def gather(service: Service, request: dict[str, Any]) -> tuple[str, list[dict[st
     return patient, observations, flags
 
 
-def _fetch(request: dict[str, Any], query: str) -> list[dict[str, Any]]:
+def _remote(request: dict[str, Any], allowed_bases: Callable[[], Sequence[str]]) -> tuple[str, str]:
+    """The registered base the request names and the token to read it with; refused before any connection."""
     server = request.get("fhirServer")
     authorization = request.get("fhirAuthorization")
-    if not isinstance(server, str) or not isinstance(authorization, dict) or not authorization.get("access_token"):
+    token = authorization.get("access_token") if isinstance(authorization, dict) else None
+    if not isinstance(server, str) or not isinstance(token, str) or not token:
         # CDS Hooks: a service that cannot obtain the data it needs answers 412
         raise FhirError(412, "required", "Prefetch is missing and no fhirServer with fhirAuthorization was given")
-    headers = {"Authorization": f"Bearer {authorization['access_token']}", "Accept": "application/fhir+json"}
-    url: str | None = f"{server.rstrip('/')}/{query}"
+    base = fhir_bases.registered(server, allowed_bases())
+    if base is None:
+        # The requested URL is the caller's own input: logged (truncated) so an administrator can see what an
+        # EHR sends, but not repeated in the answer.
+        log.warning("cds fhirServer refused: not registered for the client", extra={"requested": server[:200]})
+        raise FhirError(403, "forbidden", NOT_REGISTERED)
+    return base, token
+
+
+def _fetch(base: str, token: str, query: str) -> list[dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
+    url: str | None = f"{base}/{query}"
     resources: list[dict[str, Any]] = []
     try:
-        with httpx.Client(timeout=10.0, headers=headers) as client:
+        # No redirects: a 3xx could point anywhere, and the token would follow it.
+        with httpx.Client(timeout=TIMEOUT_SECONDS, headers=headers, follow_redirects=False) as c:
             for _ in range(MAX_PAGES):
                 if url is None:
                     break
-                answer = client.get(url)
+                answer = c.get(url)
                 if answer.status_code != 200:
-                    raise FhirError(
-                        412, "transient", f"The EHR's FHIR server answered {answer.status_code} to the service's read"
-                    )
+                    raise _ReadFailed(f"status {answer.status_code}")
                 bundle = answer.json()
+                if not isinstance(bundle, dict):
+                    raise _ReadFailed("not a Bundle")
                 resources += _entries(bundle)
-                url = next((link.get("url") for link in bundle.get("link", []) if link.get("relation") == "next"), None)
+                url = _next_link(base, bundle)
+    except _ReadFailed as failed:
+        _log_failure(base, failed.reason)
     except (httpx.HTTPError, ValueError) as exc:
-        raise FhirError(412, "transient", f"The EHR's FHIR server could not be read: {type(exc).__name__}") from None
-    return resources
+        _log_failure(base, type(exc).__name__)  # the exception's text holds the URL, whose query names the patient
+    else:
+        return resources
+    raise FhirError(412, "transient", UNREACHABLE)
+
+
+def _next_link(base: str, bundle: dict[str, Any]) -> str | None:
+    links = bundle.get("link") if isinstance(bundle.get("link"), list) else []
+    target = next((k.get("url") for k in links if isinstance(k, dict) and k.get("relation") == "next"), None)
+    if target is None:
+        return None
+    inside = fhir_bases.within(base, target)
+    if inside is None:
+        raise _ReadFailed("a paging link leaves the registered FHIR base")
+    return inside
+
+
+def _log_failure(base: str, reason: str) -> None:
+    log.warning("cds read from the EHR failed", extra={"fhir_server": base, "reason": reason})

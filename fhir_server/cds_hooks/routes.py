@@ -1,5 +1,6 @@
 """CDS Hooks 2.0 endpoints: discovery, the services, and card feedback.  Thin: verify the EHR's JWT, gather the
-data (prefetch or fhirAuthorization), build the summary once, turn it into cards."""
+data (prefetch, or fhirAuthorization at a FHIR base registered for that JWT's issuer), build the summary once,
+turn it into cards."""
 
 from __future__ import annotations
 
@@ -55,11 +56,16 @@ async def _verify(request: Request, service: Service) -> dict[str, Any]:
 @router.post("/{service_id}")
 async def call_service(service_id: str, request: Request) -> Response:
     service = _service(service_id)
-    await _verify(request, service)
+    claims = await _verify(request, service)
     body = await read_json(request, JSON_BODY)
     if not isinstance(body, dict) or body.get("hook") != service.hook:
         raise FhirError(400, "invalid", f"This service answers the '{service.hook}' hook")
-    patient, observations, flags = await run_in_threadpool(gather, service, body)
+    engine = request.app.state.engine
+
+    def allowed_bases() -> list[str]:  # the verified issuer's registered FHIR bases, never the request's say-so
+        return cds_store.fhir_servers(engine, claims["iss"])
+
+    patient, observations, flags = await run_in_threadpool(gather, service, body, allowed_bases)
     summary = build_summary(f"Patient/{patient}", observations, flags)
     origin = urls.origin(request.app.state.settings, str(request.base_url))
     cards = build_cards(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Engine
 
@@ -15,23 +17,46 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def add_client(engine: Engine, issuer: str, name: str, jwks_uri: str | None, jwks: str | None) -> None:
+def add_client(
+    engine: Engine,
+    issuer: str,
+    name: str,
+    jwks_uri: str | None,
+    jwks: str | None,
+    fhir_servers: Sequence[str] = (),
+) -> None:
+    """``fhir_servers``: the normalised FHIR bases the client may name as ``fhirServer`` (none: it must prefetch)."""
+    servers = orjson.dumps(list(fhir_servers)).decode() if fhir_servers else None
     with engine.begin() as conn:
         conn.execute(delete(cds_clients).where(cds_clients.c.issuer == issuer))
         conn.execute(
-            insert(cds_clients).values(issuer=issuer, name=name, jwks_uri=jwks_uri, jwks=jwks, created_at=_now())
+            insert(cds_clients).values(
+                issuer=issuer, name=name, jwks_uri=jwks_uri, jwks=jwks, fhir_servers=servers, created_at=_now()
+            )
         )
+
+
+def _client(row: Any) -> dict[str, Any]:
+    client = dict(row)
+    client["fhir_servers"] = orjson.loads(client["fhir_servers"]) if client.get("fhir_servers") else []
+    return client
 
 
 def get_client(engine: Engine, issuer: str) -> dict[str, Any] | None:
     with engine.connect() as conn:
         row = conn.execute(select(cds_clients).where(cds_clients.c.issuer == issuer)).mappings().first()
-    return dict(row) if row else None
+    return _client(row) if row else None
+
+
+def fhir_servers(engine: Engine, issuer: str) -> list[str]:
+    """The FHIR bases registered for the client (empty when it is unknown or has none)."""
+    client = get_client(engine, issuer)
+    return client["fhir_servers"] if client else []
 
 
 def list_clients(engine: Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
-        return [dict(r) for r in conn.execute(select(cds_clients).order_by(cds_clients.c.issuer)).mappings()]
+        return [_client(r) for r in conn.execute(select(cds_clients).order_by(cds_clients.c.issuer)).mappings()]
 
 
 def remove_client(engine: Engine, issuer: str) -> bool:

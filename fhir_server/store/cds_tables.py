@@ -16,6 +16,8 @@ cds_clients = Table(
     Column("name", String(200), nullable=False),
     Column("jwks_uri", String(1024), nullable=True),
     Column("jwks", Text, nullable=True),  # a registered JWKS document, when the EHR publishes none
+    # JSON list of the FHIR bases (normalised, cds_hooks/fhir_bases.py) the client may name as fhirServer
+    Column("fhir_servers", Text, nullable=True),
     Column("created_at", DateTime, nullable=False),
 )
 

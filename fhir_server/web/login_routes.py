@@ -62,7 +62,9 @@ def _cookie(request: Request) -> str | None:
 
 
 def _address(request: Request) -> str | None:
-    """The client's address (behind a proxy, uvicorn's proxy_headers puts the forwarded one here)."""
+    """The client's address, as the sign-in throttle and the audit record it.  Behind a proxy listed in
+    FHIR_SERVER_TRUSTED_PROXIES it is the forwarded one (middleware.TrustedProxyHeaders); from anyone else the
+    connection's own, whatever X-Forwarded-For says, or a new header value per guess would dodge the limit."""
     return request.client.host if request.client else None
 
 

@@ -78,10 +78,11 @@ def patient(ehr) -> str:
 
 
 @pytest.fixture(scope="module")
-def ehr_key(server: RunningServer) -> RSAKey:
+def ehr_key(server: RunningServer, ehr: tuple[ServerProcess, str]) -> RSAKey:
     key = RSAKey.generate_key(2048, parameters={"kid": "ehr-cds-1", "alg": "RS384", "use": "sig"}, private=True)
     jwks = orjson.dumps({"keys": [key.as_dict(private=False)]}).decode()
-    cds_store.add_client(server.app.state.engine, EHR_ISSUER, "Test EHR", None, jwks)
+    # the EHR's FHIR base is registered with the client: the service reads from no other (test_fhir_server_allow_list)
+    cds_store.add_client(server.app.state.engine, EHR_ISSUER, "Test EHR", None, jwks, [ehr[0].fhir_base])
     return key
 
 
@@ -264,8 +265,21 @@ def test_cds_clients_cli(tmp_path):
             [sys.executable, "-m", "fhir_server", "cds-clients", *args], env=env, capture_output=True, text=True
         )
 
-    assert cli("add", "--issuer", "https://ehr.example", "--jwks-file", str(public)).returncode == 0
-    assert "https://ehr.example" in cli("list").stdout
+    added = cli(
+        "add",
+        "--issuer",
+        "https://ehr.example",
+        "--jwks-file",
+        str(public),
+        "--fhir-server",
+        "https://EHR.example/fhir/",
+    )
+    assert added.returncode == 0, added.stderr
+    listed = cli("list").stdout
+    assert "https://ehr.example" in listed and "https://ehr.example/fhir\n" in listed  # stored normalised
+    for bad in ("http://ehr.example/fhir", "https://user:pw@ehr.example/fhir", "https://ehr.example/fhir?x=1"):
+        refused = cli("add", "--issuer", "https://ehr3.example", "--jwks-file", str(public), "--fhir-server", bad)
+        assert refused.returncode == 1 and "--fhir-server" in refused.stderr, (bad, refused.stderr)
     refused = cli("add", "--issuer", "https://ehr2.example", "--jwks-file", str(private))
     assert refused.returncode == 1 and "private key" in refused.stderr
     assert cli("remove", "--issuer", "https://ehr.example").returncode == 0

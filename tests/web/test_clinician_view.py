@@ -116,7 +116,7 @@ def _cards(ours: RunningServer, patient: str, key: RSAKey) -> list[dict]:
 def test_chart_table_and_acknowledging_a_concern(browser, ours, twelve_sessions, backend, tmp_path):
     key = RSAKey.generate_key(2048, parameters={"kid": "cds-test", "alg": "RS384"}, private=True)
     jwks = orjson.dumps({"keys": [key.as_dict(private=False)]}).decode()
-    cds_store.add_client(ours.app.state.engine, "https://ehr.test/cds", "EHR", None, jwks)
+    cds_store.add_client(ours.app.state.engine, "https://ehr.test/cds", "EHR", None, jwks, [ours.fhir_base])
     context, page = _open_clinician_view(browser, ours, twelve_sessions)
     try:
         assert "Robin Test" in page.locator(".banner").inner_text()
