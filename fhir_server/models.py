@@ -150,8 +150,38 @@ R4_RESOURCE_TYPES: frozenset[str] = frozenset(
 )
 
 
+# FHIR R4 resource types that R4B no longer models: not served here, but a reference may still name one.
+R4_TYPES_NOT_MODELLED: frozenset[str] = frozenset(
+    [
+        "EffectEvidenceSynthesis",
+        "MedicinalProduct",
+        "MedicinalProductAuthorization",
+        "MedicinalProductContraindication",
+        "MedicinalProductIndication",
+        "MedicinalProductIngredient",
+        "MedicinalProductInteraction",
+        "MedicinalProductManufactured",
+        "MedicinalProductPackaged",
+        "MedicinalProductPharmaceutical",
+        "MedicinalProductUndesirableEffect",
+        "RiskEvidenceSynthesis",
+        "SubstanceNucleicAcid",
+        "SubstancePolymer",
+        "SubstanceProtein",
+        "SubstanceReferenceInformation",
+        "SubstanceSourceMaterial",
+        "SubstanceSpecification",
+    ]
+)
+
+
 def is_resource_type(name: str) -> bool:
     return name in R4_RESOURCE_TYPES
+
+
+def is_r4_type(name: str) -> bool:
+    """Any FHIR R4 resource type, served here or not (what a reference may name)."""
+    return name in R4_RESOURCE_TYPES or name in R4_TYPES_NOT_MODELLED
 
 
 @cache

@@ -93,6 +93,9 @@ def capability_statement(registry: Registry, base_url: str, auth_base: str | Non
         if operations:
             entry["operation"] = operations
         resources.append(entry)
+    system_operations = [
+        {"name": op.name, "definition": op.definition["url"]} for op in OPERATIONS.values() if "system" in op.levels
+    ]
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -114,11 +117,8 @@ def capability_statement(registry: Registry, base_url: str, auth_base: str | Non
                 "resource": resources,
                 "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
                 "searchParam": [{"name": name, "type": "special"} for name in RESULT_PARAMETERS],
-                "operation": [
-                    {"name": op.name, "definition": op.definition["url"]}
-                    for op in OPERATIONS.values()
-                    if "system" in op.levels
-                ],
+                # R4 JSON has no empty arrays: the element is left out while no operation is system-level.
+                **({"operation": system_operations} if system_operations else {}),
             }
         ],
     }

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from fhir_server import fhirjson
 from fhir_server.canonical import FLAGS_CODESYSTEM, MEASURES_CODESYSTEM
+from fhir_server.errors import FhirError
 from fhir_server.scoring import resources as build
 from fhir_server.scoring.flags import (
     RaisedFlag,
@@ -102,7 +103,11 @@ class ScoringPipeline:
     ) -> list[Stored]:
         observations, flags, resolved = self.results(session, rules, response, questionnaire)
         if not observations:
-            return []
+            # validate_response refuses an unscorable response before it is written (validation/scorable.py);
+            # should one get here all the same, failing rolls the write back rather than store it unscored.
+            raise FhirError(
+                422, "invariant", "QuestionnaireResponse: the scoring rules give no score for this completed response"
+            )
         self._ensure_engine_device(session)
         put = self._create if fresh else self._put
         written = [put(session, o) for o in observations]

@@ -4,6 +4,11 @@ Every problem names the item: ``expression`` is the FHIRPath to it (``Questionna
 and the issue code follows SECURITY.md: unknown linkId ``not-found``, wrong answer type or repeats ``structure``,
 outside min/max or not an option ``value``, missing required ``required``, answer to a disabled item or a
 calculated score that disagrees with its calculation ``invariant``.  ``in-progress`` responses may be partial.
+
+R4 allows one item per linkId among siblings (only a repeating group appears more than once; a question's answers
+go in its one item): a second item with the same linkId is refused (``structure``), never silently ignored.
+With the measure's scoring ``rules``, the response also needs a subject and, when completed, must be scorable
+(``scorable.py``).
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from fhir_server.errors import Issue
+from fhir_server.scoring.rules import ScoringRules
 from fhir_server.scoring.scores import answers_by_link_id
 from fhir_server.validation.enable_when import is_enabled
+from fhir_server.validation.scorable import subject_issues, unscorable_issues
 from fhir_server.validation.sdc import calculated_values, extension_value
 
 ANSWER_KEYS = {
@@ -38,12 +45,19 @@ MAX_DECIMALS = "http://hl7.org/fhir/StructureDefinition/maxDecimalPlaces"
 FINISHED = ("completed", "amended")
 
 
-def validate_response(response: dict[str, Any], questionnaire: dict[str, Any]) -> list[Issue]:
+def validate_response(
+    response: dict[str, Any], questionnaire: dict[str, Any], rules: ScoringRules | None = None
+) -> list[Issue]:
+    """Every issue of ``response`` against ``questionnaire``; ``rules``: the measure's scoring rules, when scored."""
     checker = _Checker(response, questionnaire)
+    if rules is not None:
+        checker.issues += subject_issues(response, questionnaire)
     checker.items(response.get("item") or [], questionnaire.get("item") or [], "QuestionnaireResponse")
     if response.get("status") in FINISHED:
         checker.required(questionnaire.get("item") or [], response.get("item") or [], "QuestionnaireResponse")
         checker.calculations()
+    if rules is not None and not checker.issues:  # only a response valid otherwise can be judged unscorable
+        checker.issues += unscorable_issues(response, questionnaire, rules, checker.paths)
     return checker.issues
 
 
@@ -59,6 +73,7 @@ class _Checker:
 
     def items(self, given: list[Any], defined: list[dict[str, Any]], parent: str) -> None:
         by_link = {d.get("linkId"): d for d in defined}
+        first: dict[str, str] = {}  # linkId → path of its first item among these siblings
         for index, item in enumerate(given):
             path = f"{parent}.item[{index}]"
             link_id = item.get("linkId") if isinstance(item, dict) else None
@@ -66,6 +81,14 @@ class _Checker:
             if definition is None:
                 self.add("not-found", path, f"linkId '{str(link_id)[:64]}' is not an item of the Questionnaire here")
                 continue
+            if link_id in first and not (definition.get("type") == "group" and definition.get("repeats")):
+                self.add(
+                    "structure",
+                    path,
+                    f"'{link_id}' is already answered at {first[link_id]}: one item per linkId (its answers go in it)",
+                )
+                continue
+            first.setdefault(link_id, path)
             self.paths[link_id] = path
             self.item(item, definition, path)
 

@@ -1,4 +1,9 @@
-"""Structural validation of one resource (R4 rules on top of the fhir.resources R4B models)."""
+"""Structural validation of one resource (R4 rules on top of the fhir.resources R4B models).
+
+Every write, every transaction or batch entry, PATCH result and $validate comes through ``validate_resource``:
+pydantic checks shape, cardinality and formats; then the strict walk (``strict.py``) checks what pydantic coerces
+or lets through (JSON types, required bindings, reference / canonical syntax, narrative XHTML).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from pydantic import ValidationError
 
 from fhir_server import models
 from fhir_server.errors import FhirError, Issue
-from fhir_server.validation.bindings import check_required_bindings
+from fhir_server.validation.strict import check_elements
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
@@ -56,9 +61,9 @@ def validate_resource(resource: Any, expected_type: str | None = None) -> str:
     except ValidationError as exc:
         issues = _issues(resource_type, exc)
         raise FhirError(400, issues[0].code, issues[0].diagnostics, issues=issues) from None
-    binding_issues = check_required_bindings(resource_type, resource)
-    if binding_issues:
-        raise FhirError(400, binding_issues[0].code, binding_issues[0].diagnostics, issues=binding_issues)
+    strict_issues = check_elements(resource_type, resource)
+    if strict_issues:
+        raise FhirError(400, strict_issues[0].code, strict_issues[0].diagnostics, issues=strict_issues)
     return resource_type
 
 
