@@ -25,7 +25,10 @@ $(WEB_TESTS)/node_modules/.installed: $(WEB_TESTS)/package-lock.json
 		cd $(WEB_TESTS) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
 	else echo "npm not found: the accessibility tests will skip (apt-get install npm; CI installs it)"; fi
 
+# The first start makes a development secret key (fhir-server.key, owner-only) unless one is configured
+# (FHIR_SERVER_SECRET_KEY or FHIR_SERVER_SECRET_KEY_FILE, in the environment or .env): docs/security.md.
 serve: $(BIN)/.installed
+	$(BIN)/fhir-server keys new-secret --file fhir-server.key --unless-configured
 	HOST=$(HOST) PORT=$(PORT) FHIR_SERVER_SANDBOX=$${FHIR_SERVER_SANDBOX:-true} $(BIN)/fhir-server serve
 
 test: $(BIN)/.installed $(WEB_TESTS)/node_modules/.installed

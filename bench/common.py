@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -20,6 +21,9 @@ import psycopg
 from bench.loadgen import percentiles
 
 ROOT = Path(__file__).resolve().parent.parent
+# Bench databases are thrown away: a key per run for the secrets they store (app-session tokens, the signing key),
+# shared with the servers started below through the environment (store/crypto.py).
+os.environ.setdefault("FHIR_SERVER_SECRET_KEY", base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode())
 
 
 @contextmanager

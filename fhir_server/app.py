@@ -31,6 +31,7 @@ from fhir_server.library.sync import sync_resources
 from fhir_server.middleware import RequestContextMiddleware
 from fhir_server.search.indexer import SearchIndexer
 from fhir_server.search.registry import default_registry
+from fhir_server.store import secret_store
 from fhir_server.store.engine import build_engine, build_read_engine
 from fhir_server.store.errors import DATABASE_ERRORS
 from fhir_server.store.repository import Repository
@@ -76,6 +77,9 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
                 "AUTHORIZATION IS OFF (FHIR_SERVER_AUTH_REQUIRED=false): anyone who can reach this port can read and "
                 "change every record, and nothing is audited.  Use this only for local development."
             )
+        # Refuses (SecretKeyError) when stored secrets cannot be read with the configured key: better than failing
+        # on every token later.  `fhir-server serve` runs the same check first, to say so in one line.
+        log.info(await run_in_threadpool(secret_store.check_at_startup, engine))
         if settings.load_library:
             summary = await run_in_threadpool(sync_resources, fhir, library.resources())
             log.info("library: %d stored, %d already current", summary.created, summary.unchanged)

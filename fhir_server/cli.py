@@ -24,11 +24,32 @@ def _serve(args: argparse.Namespace) -> int:
         from fhir_server.store.migrate import upgrade
 
         upgrade(settings.database_url)
+    problem = _secret_key_problem(settings)
+    if problem:
+        print(f"fhir-server: not starting: {problem}", file=sys.stderr)
+        return 1
     print(f"fhir-server: FHIR base http://{args.host}:{args.port}/fhir  (database: {_redacted(settings.database_url)})")
     if settings.sandbox:
         print(f"fhir-server: sandbox EHR at http://{args.host}:{args.port}/sandbox (demo data; sign in as demo)")
-    serving.serve(args.host, args.port, args.workers, log_level="warning", access_log=False, proxy_headers=True)
+    serving.serve(args.host, args.port, args.workers, log_level="warning", access_log=False)
     return 0
+
+
+def _secret_key_problem(settings: Settings) -> str | None:
+    """Why the stored secrets cannot be used with the configured key (store/secret_store.py), or None.  Checked
+    before the workers start, so the operator reads one line instead of a stack trace per worker."""
+    from fhir_server.store import secret_store
+    from fhir_server.store.crypto import SecretKeyError
+    from fhir_server.store.engine import build_engine
+
+    engine = build_engine(settings)
+    try:
+        print(f"fhir-server: {secret_store.check_at_startup(engine)}")
+        return None
+    except SecretKeyError as exc:
+        return str(exc)
+    finally:
+        engine.dispose()
 
 
 def _db_upgrade(_: argparse.Namespace) -> int:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import PositiveFloat, PositiveInt
+from pydantic import PositiveFloat, PositiveInt, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite:///./fhir-server.db"
+# Beside the default SQLite database, for development: `make serve` creates it on first start (docs/security.md).
+DEFAULT_SECRET_KEY_FILE = "fhir-server.key"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LIBRARY = os.pathsep.join(
     str(PROJECT_ROOT / name) for name in ("terminology", "questionnaires") if (PROJECT_ROOT / name).is_dir()
@@ -63,6 +66,20 @@ class Settings(BaseSettings):
     # Mark the login cookie Secure (SameSite=None; Partitioned) even when requests arrive over plain http, e.g.
     # behind a TLS-terminating proxy that does not send X-Forwarded-Proto.  https requests always get it.
     cookie_secure: bool = False
+    # Reverse proxies (IP addresses or CIDR ranges; comma separated, or a JSON list) whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed (middleware.TrustedProxyHeaders).  Default none: the headers are ignored even
+    # from loopback, so a client cannot name a new address on each attempt to escape the per-address sign-in limit.
+    trusted_proxies: list[str] | str = []  # always a list once validated (str only lets the env value be CSV)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_networks(cls, value: Any) -> list[str]:
+        entries = [p.strip() for p in value.split(",")] if isinstance(value, str) else list(value or [])
+        try:  # a typo must stop the server, not silently trust nobody (or everybody)
+            return [str(ipaddress.ip_network(str(e), strict=False)) for e in entries if e]
+        except ValueError as exc:
+            raise ValueError(f"FHIR_SERVER_TRUSTED_PROXIES: {exc}") from None
+
     # Origins of EHRs allowed to show this server's pages in an iframe (CSP frame-ancestors), as JSON:
     # ["https://ehr.example.org"].  'self' is always allowed.
     frame_ancestors: list[str] = []
@@ -113,6 +130,16 @@ class Settings(BaseSettings):
     # A claimed row is not claimed again for this long; it must outlast one delivery (a few requests, each up to
     # the timeout), and is how a row claimed by a worker that died becomes due again.
     outbox_lease_seconds: PositiveFloat = 120.0
+
+    # -- secrets at rest (store/crypto.py, docs/security.md) ------------------------------------------------------
+    # The key that encrypts stored secrets (an EHR's tokens and client secret, the signing keys): 32 random bytes,
+    # base64url (`fhir-server keys new-secret`).  Empty: read from the key file; that file is only required when
+    # named explicitly.  Never kept in the database.
+    secret_key: SecretStr = SecretStr("")
+    secret_key_file: str = DEFAULT_SECRET_KEY_FILE
+    # During a rotation: the old key(s), comma separated, still accepted for reading (`fhir-server keys
+    # rotate-secret` then re-encrypts everything under secret_key).
+    secret_key_previous: SecretStr = SecretStr("")
 
     def library_paths(self) -> list[Path]:
         return [Path(p) for p in self.library_dirs.split(os.pathsep) if p]

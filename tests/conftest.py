@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from fhir_server.config import Settings
+from fhir_server.store.crypto import generate_key
 from tests.support.databases import POSTGRES_ENV, postgres_admin_url, postgres_database, sqlite_database
 from tests.support.server import RunningServer, ServerThread
 
@@ -25,6 +26,9 @@ os.environ.setdefault("FHIR_SERVER_AUTH_REQUIRED", "false")
 # Nor do they deliver EHR write-back: tests/ehr starts its own server process with the worker on, and a second
 # worker in this process on the same database would take some of its rows.
 os.environ.setdefault("FHIR_SERVER_OUTBOX_WORKER", "false")
+# Stored secrets are encrypted (store/crypto.py): every server and command of the run uses this key, a new one per
+# run (each pytest-xdist worker has its own databases); processes started by tests get it from process.environment.
+os.environ.setdefault("FHIR_SERVER_SECRET_KEY", generate_key())
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

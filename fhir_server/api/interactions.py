@@ -116,7 +116,9 @@ class Interactions:
         """Validate a QuestionnaireResponse against its Questionnaire (422 naming the item); returns the
         Questionnaire."""
         questionnaire = self.resolve_questionnaire(session, response.get("questionnaire"))
-        issues = validate_response(response, questionnaire)
+        # With the measure's scoring rules: a scored response also needs a subject and must be scorable, refused
+        # here because scoring runs after the response is written.
+        issues = validate_response(response, questionnaire, self.scoring.rules_for(response))
         if issues:
             raise FhirError(422, issues[0].code, issues[0].diagnostics, issues=issues)
         return questionnaire

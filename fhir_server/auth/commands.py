@@ -1,4 +1,4 @@
-"""The authorization server's commands: ``fhir-server clients | users | token | keys``.
+"""The authorization server's commands: ``fhir-server clients | users | token | keys`` (signing and secret keys).
 
 Argument parsing and printing only; what each command does is in auth/admin.py.  Every command migrates the
 database first (idempotent), so it works on a fresh database.
@@ -22,6 +22,7 @@ def _admin(action: Callable[[Settings, Engine], int]) -> Callable[[argparse.Name
 
     def run(_: argparse.Namespace) -> int:
         from fhir_server.auth.admin import AdminError
+        from fhir_server.store.crypto import SecretKeyError
         from fhir_server.store.engine import build_engine
         from fhir_server.store.migrate import upgrade
 
@@ -30,7 +31,7 @@ def _admin(action: Callable[[Settings, Engine], int]) -> Callable[[argparse.Name
         engine = build_engine(settings)
         try:
             return action(settings, engine)
-        except AdminError as exc:
+        except (AdminError, SecretKeyError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         finally:
@@ -142,6 +143,58 @@ def _keys_rotate(_: Settings, engine: Engine) -> int:
     return 0
 
 
+def _keys_new_secret(args: argparse.Namespace) -> int:
+    """A new secret key (store/crypto.py): printed, or written to an owner-only file that is never overwritten."""
+    from pathlib import Path
+
+    from fhir_server.store.crypto import SecretKeyError, generate_key, keyring_from_settings, write_key_file
+
+    if args.unless_configured:  # `make serve`: only when no key is set up yet (environment, .env or key file)
+        try:
+            if keyring_from_settings(Settings()).configured:
+                return 0
+        except SecretKeyError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    key = generate_key()
+    if not args.file:
+        print(key)
+        return 0
+    try:
+        write_key_file(Path(args.file), key)
+    except FileExistsError:
+        print(
+            f"error: {args.file} exists; a key file is never overwritten (stored secrets need its key)", file=sys.stderr
+        )
+        return 1
+    print(
+        f"wrote a new secret key to {args.file} (readable by you only); keep a copy apart from the database's "
+        "backups: without it the stored secrets cannot be read",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _keys_rotate_secret(_: Settings, engine: Engine) -> int:
+    from fhir_server.cli import progress_bar
+    from fhir_server.store import secret_store
+
+    ring = secret_store.keyring(engine)
+    if not ring.configured:
+        print("error: set FHIR_SERVER_SECRET_KEY (or the key file) to the new key first", file=sys.stderr)
+        return 1
+    print(f"re-encrypting every stored secret under key {ring.current_id} ...", file=sys.stderr)
+    done = secret_store.rotate(engine, progress=progress_bar)
+    for column, count in done.re_encrypted.items():
+        print(f"  {column}: {count}")
+    print(
+        f"{done.total} secrets re-encrypted, {done.already_current} already under key {ring.current_id}"
+        + (f", {done.changed_meanwhile} rewritten meanwhile by a server" if done.changed_meanwhile else "")
+        + "; the previous key (FHIR_SERVER_SECRET_KEY_PREVIOUS) is no longer needed"
+    )
+    return 0
+
+
 def _remove(what: str, args: argparse.Namespace) -> Callable[[Settings, Engine], int]:
     def action(_: Settings, engine: Engine) -> int:
         from fhir_server.auth import admin
@@ -208,3 +261,13 @@ def add_auth_commands(commands: Any) -> None:
 
     keys = commands.add_parser("keys", help="token-signing keys").add_subparsers(dest="keys_command", required=True)
     keys.add_parser("rotate", help="start signing with a new key").set_defaults(func=_admin(_keys_rotate))
+    new_secret = keys.add_parser("new-secret", help="make a secret key for FHIR_SERVER_SECRET_KEY (or a key file)")
+    new_secret.add_argument("--file", help="write it to this new file (owner-only) instead of printing it")
+    new_secret.add_argument(
+        "--unless-configured", action="store_true", help="do nothing when a secret key is configured already"
+    )
+    new_secret.set_defaults(func=_keys_new_secret)
+    keys.add_parser(
+        "rotate-secret",
+        help="re-encrypt every stored secret under FHIR_SERVER_SECRET_KEY (reads FHIR_SERVER_SECRET_KEY_PREVIOUS too)",
+    ).set_defaults(func=_admin(_keys_rotate_secret))

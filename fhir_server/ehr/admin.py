@@ -4,6 +4,7 @@ registrations and of deliveries that keep failing.  cli.py only mounts these par
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from fhir_server.config import Settings
 from fhir_server.ehr import outbox, registry
 from fhir_server.store import ehr_store
+from fhir_server.store.crypto import SecretKeyError
 from fhir_server.store.engine import build_engine
 from fhir_server.store.errors import DATABASE_ERRORS
 
@@ -23,7 +25,13 @@ def add_commands(commands: Any) -> None:
     add.add_argument("--issuer", required=True, help="the EHR's FHIR base URL (the SMART iss)")
     add.add_argument("--client-id", required=True, help="this app's client id at the EHR")
     add.add_argument("--auth", default="private_key_jwt", choices=registry.AUTH_METHODS, help="client authentication")
-    add.add_argument("--secret", help="client secret (client_secret_basic only)")
+    # The client secret never comes from argv (ps and shell history show it): standard input or a variable.
+    secret = add.add_mutually_exclusive_group()
+    secret.add_argument(
+        "--secret-stdin", action="store_true", help="read the client secret (client_secret_basic) from standard input"
+    )
+    secret.add_argument("--secret-env", metavar="NAME", help="take the client secret from environment variable NAME")
+    secret.add_argument("--secret", nargs="?", const="", help=argparse.SUPPRESS)  # refused with the alternatives
     add.add_argument("--scope", nargs="+", action="extend", help="scopes to request (default: the SRS/ORS write set)")
     add.add_argument(
         "--types", nargs="+", action="extend", help="resource types to write back (default: QR, Observation, Flag, …)"
@@ -59,7 +67,7 @@ def _guarded(command: Callable[[argparse.Namespace, Any], int]) -> Callable[[arg
         engine = build_engine(Settings())
         try:
             return command(args, engine)
-        except (registry.RegistrationError, outbox.OutboxError) as exc:
+        except (registry.RegistrationError, outbox.OutboxError, SecretKeyError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         except DATABASE_ERRORS as exc:
@@ -75,13 +83,32 @@ def _guarded(command: Callable[[argparse.Namespace, Any], int]) -> Callable[[arg
     return run
 
 
+def _client_secret(args: argparse.Namespace) -> str | None:
+    if args.secret is not None:
+        raise registry.RegistrationError(
+            "--secret is not accepted (a secret on the command line shows in ps and shell history): "
+            "use --secret-stdin, or --secret-env NAME"
+        )
+    if args.secret_stdin:
+        value = sys.stdin.readline().rstrip("\r\n")
+        if not value:
+            raise registry.RegistrationError("--secret-stdin: standard input held no secret")
+        return value
+    if args.secret_env:
+        value = os.environ.get(args.secret_env, "")
+        if not value:
+            raise registry.RegistrationError(f"--secret-env: the environment variable {args.secret_env} is not set")
+        return value
+    return None
+
+
 def _ehr_add(args: argparse.Namespace, engine: Any) -> int:
     ehr = registry.register(
         engine,
         issuer=args.issuer,
         client_id=args.client_id,
         auth_method=args.auth,
-        client_secret=args.secret,
+        client_secret=_client_secret(args),
         scope=" ".join(args.scope) if args.scope else None,
         name=args.name,
         resource_types=args.types,

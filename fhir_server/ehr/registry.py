@@ -111,7 +111,7 @@ def _checked(
     if auth_method not in AUTH_METHODS:
         raise RegistrationError(f"the auth method must be one of {', '.join(AUTH_METHODS)}, not '{auth_method[:40]}'")
     if auth_method == "client_secret_basic" and not client_secret:
-        raise RegistrationError("client_secret_basic needs --secret")
+        raise RegistrationError("client_secret_basic needs a client secret (--secret-stdin or --secret-env NAME)")
     if auth_method != "client_secret_basic" and client_secret:
         raise RegistrationError(f"a secret is only used with client_secret_basic, not {auth_method}")
     types = tuple(dict.fromkeys(resource_types or DEFAULT_RESOURCE_TYPES))

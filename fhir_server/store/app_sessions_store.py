@@ -12,13 +12,35 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from fhir_server.store import secret_store
 from fhir_server.store.tables import app_sessions
 
 Row = dict[str, Any]
 _c = app_sessions.c
 
 
+# The EHR's tokens and the PKCE verifier are encrypted at rest (store/crypto.py); the other columns are not secrets.
+SECRET_COLUMNS = (_c.access_token, _c.refresh_token, _c.code_verifier)
+
+
+def _sealed(engine: Engine, values: Row) -> Row:
+    """Called before the write's transaction opens (secret_store.seal)."""
+    sealed = dict(values)
+    for column in SECRET_COLUMNS:
+        if column.name in sealed:
+            sealed[column.name] = secret_store.seal(engine, column, sealed[column.name])
+    return sealed
+
+
+def _opened(engine: Engine, row: Any) -> Row:
+    opened = dict(row)
+    for column in SECRET_COLUMNS:
+        opened[column.name] = secret_store.open_value(engine, column, opened[column.name])
+    return opened
+
+
 def insert_session(engine: Engine, values: Row) -> None:
+    values = _sealed(engine, values)
     with engine.begin() as conn:
         conn.execute(insert(app_sessions).values(**values))
 
@@ -30,11 +52,12 @@ def get_session(engine: Engine, session_hash: str, now: datetime) -> Row | None:
             .mappings()
             .first()
         )
-    return dict(row) if row else None
+    return _opened(engine, row) if row else None
 
 
 def update_session(engine: Engine, session_hash: str, now: datetime, values: Row) -> bool:
     """Change columns of an unexpired session; False when there is none (expired or unknown)."""
+    values = _sealed(engine, values)
     with engine.begin() as conn:
         changed = conn.execute(
             update(app_sessions).where(_c.session_hash == session_hash, _c.expires_at > now).values(**values)

@@ -14,10 +14,12 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from fhir_server.store import secret_store
 from fhir_server.store.tables import ehr_outbox, ehr_registrations
 
 Row = dict[str, Any]
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+_SECRET = ehr_registrations.c.client_secret  # encrypted at rest
 
 
 class AlreadyRegistered(Exception):
@@ -26,6 +28,7 @@ class AlreadyRegistered(Exception):
 
 # -- registrations ----------------------------------------------------------------------------------------------
 def add_registration(engine: Engine, values: Row) -> int:
+    values = {**values, "client_secret": secret_store.seal(engine, _SECRET, values.get("client_secret"))}
     try:
         with engine.begin() as conn:
             result = conn.execute(insert(ehr_registrations).values(**values).returning(ehr_registrations.c.id))
@@ -37,19 +40,24 @@ def add_registration(engine: Engine, values: Row) -> int:
 def get_registration(engine: Engine, ehr_id: int) -> Row | None:
     with engine.connect() as conn:
         row = conn.execute(select(ehr_registrations).where(ehr_registrations.c.id == ehr_id)).mappings().first()
-    return dict(row) if row else None
+    return _opened(engine, row) if row else None
 
 
 def registration_by_issuer(engine: Engine, issuer: str) -> Row | None:
     with engine.connect() as conn:
         row = conn.execute(select(ehr_registrations).where(ehr_registrations.c.issuer == issuer)).mappings().first()
-    return dict(row) if row else None
+    return _opened(engine, row) if row else None
 
 
 def list_registrations(engine: Engine) -> list[Row]:
     with engine.connect() as conn:
         rows = conn.execute(select(ehr_registrations).order_by(ehr_registrations.c.id)).mappings().all()
-    return [dict(r) for r in rows]
+    return [_opened(engine, r) for r in rows]
+
+
+def _opened(engine: Engine, row: Any) -> Row:
+    """The row with its client secret decrypted (store/crypto.py)."""
+    return {**row, "client_secret": secret_store.open_value(engine, _SECRET, row["client_secret"])}
 
 
 def remove_registration(engine: Engine, ehr_id: int) -> bool:

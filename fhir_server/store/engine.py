@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.engine.url import make_url
 
 from fhir_server.config import Settings
+from fhir_server.store import secret_store
 from fhir_server.store.sqlite_writer import AUTOCHECKPOINT_PAGES
 
 
@@ -32,6 +33,12 @@ def burst(settings: Settings) -> int:
 
 
 def build_engine(settings: Settings) -> Engine:
+    engine = _build_engine(settings)
+    secret_store.bind(engine, settings)  # the secret key travels with the engine (store/secret_store.py)
+    return engine
+
+
+def _build_engine(settings: Settings) -> Engine:
     url = make_url(normalise_url(settings.database_url))
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, settings)
@@ -54,13 +61,15 @@ def build_read_engine(settings: Settings, write_engine: Engine) -> Engine:
         return write_engine
     # No forced custom plans here: the hot path is a primary-key read, whose generic plan is the right one and
     # which would otherwise be planned again on every request.
-    return create_engine(
+    read_engine = create_engine(
         make_url(normalise_url(settings.database_url)),
         isolation_level="AUTOCOMMIT",
         pool_size=settings.db_pool_size,
         max_overflow=burst(settings),
         pool_recycle=1800,
     )
+    secret_store.bind(read_engine, settings)
+    return read_engine
 
 
 def _sqlite_engine(url: Any, settings: Settings) -> Engine:

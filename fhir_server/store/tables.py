@@ -146,8 +146,9 @@ INDEX_TABLES = {
     "uri": idx_uri,
 }
 
-# The authorization server's token-signing keys (JWK JSON with the private part).  The newest unretired key signs;
-# every key retired less than a token lifetime ago stays in the published JWKS so tokens it signed still verify.
+# The authorization server's token-signing keys (JWK JSON with the private part, encrypted: store/crypto.py).  The
+# newest unretired key signs; every key retired less than a token lifetime ago stays in the published JWKS so tokens
+# it signed still verify.
 signing_keys = Table(
     "signing_keys",
     metadata,
@@ -307,10 +308,11 @@ app_sessions = Table(
     Column("submission_key", String(64), nullable=False),
     # The launch in flight (between /app/launch and the callback).
     Column("launch_state", String(128), nullable=True),
-    Column("code_verifier", String(128), nullable=True),
+    Column("code_verifier", Text, nullable=True),  # encrypted: longer than the verifier's 128 characters
     Column("launch_iss", Text, nullable=True),
     Column("ehr_id", BigInteger, nullable=True),  # the EHR registration (ehr_registrations.id) of the launch
-    # What the EHR's token response gave: kept server-side only, never sent to the browser.
+    # What the EHR's token response gave: kept server-side only, never sent to the browser.  The tokens and the PKCE
+    # verifier are encrypted (store/crypto.py): a refresh token read from this table would mint new EHR tokens.
     Column("access_token", Text, nullable=True),
     Column("refresh_token", Text, nullable=True),
     Column("token_expires_at", DateTime, nullable=True),
@@ -330,8 +332,8 @@ app_sessions = Table(
 )
 
 # -- EHR write-back (issue 7) ---------------------------------------------------------------------------------
-# EHRs this server is launched from and writes results back to.  ``client_secret`` is kept as given: unlike the
-# secrets this server issues (stored as digests), it has to be presented to the EHR.
+# EHRs this server is launched from and writes results back to.  ``client_secret`` is encrypted (store/crypto.py),
+# not hashed: unlike the secrets this server issues (stored as digests), it has to be presented to the EHR.
 ehr_registrations = Table(
     "ehr_registrations",
     metadata,
@@ -368,4 +370,14 @@ ehr_outbox = Table(
     Index("ix_ehr_outbox_due", "status", "next_attempt_at"),
     Index("ix_ehr_outbox_response", "response_id"),
     Index("ix_ehr_outbox_ehr", "ehr_id", "status"),
+)
+
+# One value sealed with the secret key when it was first used on this database: start-up opens it to tell a wrong
+# or missing key (refuse to start) from a fresh database (nothing encrypted yet).  store/secret_store.py.
+secret_key_check = Table(
+    "secret_key_check",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", DateTime, nullable=False),  # naive UTC
 )

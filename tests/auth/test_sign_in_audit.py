@@ -33,12 +33,15 @@ def browser(server: RunningServer) -> Iterator[Browser]:
 
 
 def events(server: RunningServer, wanted: Callable[[dict[str, Any]], bool], **params: str) -> list[dict[str, Any]]:
-    """AuditEvents matching ``params`` and ``wanted``, waiting for the background audit writer (200 ms flushes)."""
+    """AuditEvents matching ``params`` and ``wanted``, waiting for the background audit writer (200 ms flushes);
+    newest first, as the shared database holds every other test's denials too."""
     token = mint(server, "system/AuditEvent.rs")
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
     deadline = time.monotonic() + 10
     while True:
-        answer = httpx.get(f"{server.fhir_base}/AuditEvent", params={"_count": "200", **params}, headers=headers)
+        answer = httpx.get(
+            f"{server.fhir_base}/AuditEvent", params={"_count": "200", "_sort": "-date", **params}, headers=headers
+        )
         assert answer.status_code == 200, answer.text
         found = [e["resource"] for e in answer.json().get("entry", []) if wanted(e["resource"])]
         if found or time.monotonic() > deadline:

@@ -97,9 +97,12 @@ def test_a_refusal_that_will_not_change_is_dead_at_once_and_retry_all_dead_sends
 
 def test_ehr_registrations_from_the_command_line(ours, local, database_url, uid):
     issuer = f"http://127.0.0.1:9/{uid}/fhir"  # nothing listens there: a delivery attempt is refused at once
-    args = ["--client-id", "fit-app", "--auth", "client_secret_basic", "--secret", "s3cret-value-never-shown"]
+    args = ["--client-id", "fit-app", "--auth", "client_secret_basic", "--secret-env", "FIT_EHR_SECRET"]
     args += ["--scope", "launch", "openid", "patient/Observation.cru", "--backend-client-id", "fit-backend"]
-    added = cli(database_url, "ehr", "add", "--issuer", issuer + "/", *args, "--rate", "5", "--name", "Clinic EHR")
+    secret = {"FIT_EHR_SECRET": "s3cret-value-never-shown"}
+    added = cli(
+        database_url, "ehr", "add", "--issuer", issuer + "/", *args, "--rate", "5", "--name", "Clinic EHR", env=secret
+    )
     assert added.returncode == 0, added.stderr
     ehr_id = int(re.search(r"registered EHR (\d+)", added.stdout).group(1))
     found = registry.by_issuer(local.state.engine, issuer)  # what a launch's iss is checked against
@@ -113,13 +116,16 @@ def test_ehr_registrations_from_the_command_line(ours, local, database_url, uid)
     refused = {
         "already registered": ["--issuer", issuer, "--client-id", "x"],
         "http or https": ["--issuer", "ftp://ehr.example.org", "--client-id", "x"],
-        "needs --secret": ["--issuer", "https://a.example", "--client-id", "x", "--auth", "client_secret_basic"],
-        "only used with client_secret_basic": ["--issuer", "https://b.example", "--client-id", "x", "--secret", "s"],
+        "needs a client secret": ["--issuer", "https://a.example", "--client-id", "x", "--auth", "client_secret_basic"],
+        "only used with client_secret_basic": ["--issuer", "https://b.example", "--client-id", "x",
+                                               "--secret-env", "FIT_EHR_SECRET"],
+        "--secret is not accepted": ["--issuer", "https://e.example", "--client-id", "x",
+                                     "--auth", "client_secret_basic", "--secret", "s"],
         "resource types: Gadget": ["--issuer", "https://c.example", "--client-id", "x", "--types", "Gadget"],
         "positive number": ["--issuer", "https://d.example", "--client-id", "x", "--rate", "0"],
     }  # fmt: skip
     for message, bad in refused.items():
-        answer = cli(database_url, "ehr", "add", *bad)
+        answer = cli(database_url, "ehr", "add", *bad, env=secret)
         assert answer.returncode == 1 and message in answer.stderr, (message, answer.stderr)
 
     # Removing an EHR with a delivery pending needs --force; the orphaned row is then parked as dead.

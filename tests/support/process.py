@@ -1,6 +1,6 @@
 """This server started as its own process (``fhir-server serve``): the EHR, an identity provider or any second
-instance in tests.  The environment is the test run's minus its FHIR_SERVER_* settings, so each process gets
-exactly the settings its test names."""
+instance in tests.  The environment is the test run's minus its FHIR_SERVER_* settings (but its secret key), so each
+process gets exactly the settings its test names."""
 
 from __future__ import annotations
 
@@ -21,8 +21,12 @@ from tests.support.server import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# Kept: the run's secret key (tests/conftest.py), which every process on the run's databases must share.
+INHERITED = ("FHIR_SERVER_SECRET_KEY",)
+
+
 def environment(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_SERVER_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_SERVER_") or k in INHERITED}
     return {**env, "PYTHONPATH": str(ROOT), **extra}
 
 
