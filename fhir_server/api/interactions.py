@@ -15,7 +15,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fhir_server import fhirjson, models
-from fhir_server.api.conditions import identifier_criteria, normalise_criteria, parse_etag, same_submission, version_key
+from fhir_server.api.conditions import identifier_criteria, normalise_criteria, parse_etag, same_submission
+from fhir_server.api.questionnaires import resolve_questionnaire
 from fhir_server.auth.policy import Policy
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError, gone, not_found, precondition_failed
@@ -125,31 +126,7 @@ class Interactions:
 
     def resolve_questionnaire(self, session: WriteSession | None, canonical: Any) -> dict[str, Any]:
         """``url|version`` → that version; ``url`` → the library's preferred version, else the newest stored."""
-        if not isinstance(canonical, str) or not canonical:
-            raise FhirError(
-                422,
-                "required",
-                "QuestionnaireResponse.questionnaire is required to check the answers",
-                expression=["QuestionnaireResponse.questionnaire"],
-            )
-        url, _, version = canonical.partition("|")
-        version = version or self.library.preferred_version(url) or ""
-        shipped = self.library.questionnaire(url, version)
-        if shipped is not None:  # the library's own artifacts are immutable per version: no database look-up
-            return shipped
-        params = [("url", url)] + ([("version", version)] if version else [])
-        query = self.parse_query("Questionnaire", params)
-        query.count = 50
-        found = (session.search(query) if session is not None else self.repo.search(query)).matches
-        if not found:
-            raise FhirError(
-                422,
-                "not-found",
-                f"Questionnaire {canonical[:200]} is not known to this server",
-                expression=["QuestionnaireResponse.questionnaire"],
-            )
-        candidates = [fhirjson.loads_stored(s.content or "{}") for s in found]
-        return max(candidates, key=lambda q: version_key(q.get("version", "")))
+        return resolve_questionnaire(self, session, canonical)
 
     # -- reads ------------------------------------------------------------------------------------------
     def read(self, resource_type: str, resource_id: str) -> Stored:
