@@ -133,12 +133,17 @@ def version_headers(stored: Stored, request: Request, *, location: bool = False)
     return headers
 
 
-def write_response(request: Request, stored: Stored, status: int, *, message: str) -> Response:
-    """Answer a create/update/patch honouring ``Prefer: return=``."""
+def write_response(
+    request: Request, stored: Stored, status: int, *, message: str, notes: tuple[str, ...] = ()
+) -> Response:
+    """Answer a create/update/patch honouring ``Prefer: return=``; ``notes`` become informational issues of the
+    OperationOutcome (``return=OperationOutcome``)."""
     headers = version_headers(stored, request, location=status == 201 or request.method == "POST")
     preference = prefer_return(request)
     if preference == "minimal":
         return Response(status_code=status, headers=headers)
     if preference == "OperationOutcome":
-        return json_response(request, info_outcome(message), status, headers)
+        outcome = info_outcome(message)
+        outcome["issue"] += [{"severity": "information", "code": "informational", "diagnostics": n} for n in notes]
+        return json_response(request, outcome, status, headers)
     return json_response(request, stored.content or "{}", status, headers)

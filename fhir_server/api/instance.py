@@ -72,9 +72,8 @@ async def update(resource_type: str, resource_id: str, request: Request, fhir: F
         fhir.repo.write, lambda s: fhir.update(s, resource_type, resource_id, body, if_match=if_match)
     )
     status = 201 if result.created else 200
-    return write_response(
-        request, result.stored, status, message="Resource created" if status == 201 else "Resource updated"
-    )
+    message = "Resource created" if status == 201 else "Resource updated"
+    return write_response(request, result.stored, status, message=message, notes=result.notes)
 
 
 @router.patch("/{resource_type}/{resource_id}")

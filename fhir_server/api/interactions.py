@@ -9,6 +9,7 @@ the audit records and the answers that hide what a caller may not see).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -110,7 +111,9 @@ class Interactions:
             self.custom.mark_changed()
         if questionnaire is not None and not result.existing:
             fresh = result.created and result.stored.version_id == 1
-            self.scoring.on_written(session, result.stored, questionnaire, fresh=fresh)
+            scored = self.scoring.on_written(session, result.stored, questionnaire, fresh=fresh)
+            if scored.notes:
+                return dataclasses.replace(result, notes=scored.notes)
         return result
 
     def check_response(self, session: WriteSession | None, response: dict[str, Any]) -> dict[str, Any]:

@@ -72,7 +72,7 @@ async def create(resource_type: str, request: Request, fhir: FhirDep) -> Respons
     )
     if result.existing:
         return write_response(request, result.stored, 200, message="A matching resource already exists")
-    return write_response(request, result.stored, 201, message="Resource created")
+    return write_response(request, result.stored, 201, message="Resource created", notes=result.notes)
 
 
 @router.put("/{resource_type}")
@@ -87,9 +87,8 @@ async def conditional_update(resource_type: str, request: Request, fhir: FhirDep
         lambda s: fhir.conditional_update(s, resource_type, criteria, body, if_match=if_match),
     )
     status = 201 if result.created else 200
-    return write_response(
-        request, result.stored, status, message="Resource created" if status == 201 else "Resource updated"
-    )
+    message = "Resource created" if status == 201 else "Resource updated"
+    return write_response(request, result.stored, status, message=message, notes=result.notes)
 
 
 @router.patch("/{resource_type}")

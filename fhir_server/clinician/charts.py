@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from html import escape
 
-from fhir_server.scoring.flags import Settings
+from fhir_server.scoring.flags import cutoff_of
 from fhir_server.scoring.rules import ScoringRules
+from fhir_server.scoring.settings import Settings
 from fhir_server.scoring.summary import MeasureSeries, Point
 
 WIDTH, HEIGHT = 760, 300
@@ -187,16 +188,11 @@ def instrument_of(measure_code: str) -> str:
 
 
 def total_cutoff(rules: ScoringRules | None, settings: Settings, band: str) -> Decimal | None:
-    """The instrument's clinical cutoff for the total, as scoring applies it (site overrides, age band)."""
+    """The instrument's cutoff for the total, as scoring applies it (its setting, site overrides, age band)."""
     if rules is None:
         return None
-    for interpretation in rules.interpretations:
-        if interpretation.kind == "cutoff" and interpretation.score == "total":
-            return settings.threshold(interpretation.setting, interpretation.threshold, band)
-    for flag in rules.flags:
-        if flag.kind == "threshold" and "total" in flag.scores and not flag.onlyAtIntake and flag.comparator[0] == "<":
-            return settings.threshold(flag.setting, flag.threshold, band)
-    return None
+    found = cutoff_of(rules, "total", band, settings)
+    return found[1] if found else None
 
 
 def reliable_change(rules: ScoringRules | None, settings: Settings, band: str) -> Decimal | None:
@@ -204,5 +200,5 @@ def reliable_change(rules: ScoringRules | None, settings: Settings, band: str) -
         return None
     for interpretation in rules.interpretations:
         if interpretation.kind == "reliable-change" and interpretation.score == "total":
-            return settings.threshold(interpretation.setting, interpretation.threshold, band)
+            return settings.threshold(rules, interpretation.setting, band)
     return None

@@ -28,8 +28,7 @@ from fhir_server.clinician.charts import (
 from fhir_server.ehr import outbox
 from fhir_server.ids import new_id
 from fhir_server.operations.alliance_summary import summary_for
-from fhir_server.scoring.flags import Settings
-from fhir_server.scoring.pipeline import age_band
+from fhir_server.scoring.ages import age_band
 from fhir_server.scoring.summary import ActiveFlag, AllianceSummary, MeasureSeries, latest_flags
 from fhir_server.store.repository import WriteSession
 
@@ -75,9 +74,9 @@ def _first(summary: AllianceSummary, codes: tuple[str, ...]) -> MeasureSeries | 
     return None
 
 
-def build_view(fhir: Interactions, patient_id: str, birth_date: str | None, overrides: dict[str, Any]) -> ClinicianView:
+def build_view(fhir: Interactions, patient_id: str, birth_date: str | None) -> ClinicianView:
     summary = summary_for(fhir, patient_id)
-    settings = Settings(overrides)
+    settings = fhir.scoring.settings  # checked at start-up against the rules
     band = age_band(birth_date, None)
     srs, ors = _first(summary, SRS_CODES), _first(summary, ORS_CODES)
     ors_rules = fhir.library.rules_for(f"{BASE}/Questionnaire/{instrument_of(ors.code)}") if ors else None

@@ -36,7 +36,7 @@ def extract(ctx: OperationContext) -> dict[str, Any]:
     if response.get("status") not in ("completed", "amended"):
         raise FhirError(422, "business-rule", "Only completed or amended responses are scored")
     response = {**response, "id": response.get("id") or f"extract-{uuid.uuid4().hex[:12]}"}
-    observations, flags, _ = ctx.fhir.repo.snapshot(
+    observations, flags, _, _ = ctx.fhir.repo.snapshot(
         lambda session: pipeline.results(session, rules, response, questionnaire)
     )
     entries = []

@@ -1,14 +1,18 @@
-"""Flag rules and interpretations, evaluated on today's scores and the client's earlier sessions.  Pure: the
-pipeline supplies history read through the repository; nothing here touches the database."""
+"""Flag rules and interpretations, evaluated on today's scores and the earlier sessions of the same rater
+series.  Pure: the pipeline supplies history read through the repository; nothing here touches the database.
+Every number comes from the rule's setting (settings.py) and every sentence from texts.py."""
 
 from __future__ import annotations
 
+import itertools
 import operator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from fhir_server.scoring.rules import Comparator, FlagRule, Interpretation, ScoringRules, Threshold
+from fhir_server.scoring import texts
+from fhir_server.scoring.rules import FlagRule, ScoringRules
+from fhir_server.scoring.settings import Settings
 
 _COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 V3 = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
@@ -16,7 +20,7 @@ V3 = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 
 @dataclass(frozen=True)
 class Session:
-    """One earlier administration of the instrument for this client (same respondent series)."""
+    """One earlier administration of the instrument for this client, by the same rater series."""
 
     effective: str
     scores: dict[str, Decimal]
@@ -25,45 +29,8 @@ class Session:
 @dataclass(frozen=True)
 class RaisedFlag:
     rule: FlagRule
-    score_id: str | None  # the score whose Observation raised it (Flag's flag-detail), if any
+    score_ids: tuple[str, ...]  # the scores whose Observations raised it (the Flag's flag-detail)
     message: str
-
-
-class Settings:
-    """Site overrides of rule parameters, keyed ``<setting>.<field>`` (e.g. ``srs-cutoff.comparator: "<="``)."""
-
-    def __init__(self, overrides: dict[str, Any] | None = None) -> None:
-        self.overrides = overrides or {}
-
-    def threshold(self, setting: str | None, default: Threshold, age_band: str) -> Decimal:
-        value = self.overrides.get(f"{setting}.threshold", default) if setting else default
-        if isinstance(value, dict):
-            value = value.get(age_band, value.get("adult", next(iter(value.values()))))
-        return Decimal(str(value))
-
-    def comparator(self, setting: str | None, default: Comparator) -> Comparator:
-        value = self.overrides.get(f"{setting}.comparator", default) if setting else default
-        return value if value in _COMPARE else default
-
-    def window(self, setting: str | None, default: int) -> int:
-        return int(self.overrides.get(f"{setting}.window", default)) if setting else default
-
-    def uses_age_bands(self, rules: ScoringRules) -> bool:
-        """Whether any threshold these rules read (defaults and site overrides, as ``threshold`` reads them)
-        depends on the age band: if none does, scoring needs no birth date."""
-        values: list[Any] = []
-        for rule in rules.flags:
-            values.append(
-                self.overrides.get(f"{rule.setting}.threshold", rule.threshold) if rule.setting else rule.threshold
-            )
-        for interp in rules.interpretations:
-            setting = interp.setting
-            values.append(self.overrides.get(f"{setting}.threshold", interp.threshold) if setting else interp.threshold)
-            if interp.cutoff is not None:
-                values.append(
-                    self.overrides.get(f"{setting}-cutoff.threshold", interp.cutoff) if setting else interp.cutoff
-                )
-        return any(isinstance(v, dict) for v in values)
 
 
 def evaluate_flags(
@@ -73,62 +40,120 @@ def evaluate_flags(
     history: list[Session],
     age_band: str,
     settings: Settings,
+    series: str = "self",
 ) -> list[RaisedFlag]:
-    """Flags today's scores raise.  ``history`` is the client's earlier sessions, newest first."""
+    """Flags today's scores raise.  ``history`` is the series' earlier sessions, newest first."""
     raised = []
     for rule in rules.flags:
-        threshold = settings.threshold(rule.setting, rule.threshold, age_band)
-        comparator = settings.comparator(rule.setting, rule.comparator)
-        window = settings.window(rule.setting, rule.window)
-        hit = _evaluate(rule, scores, items, history, threshold, comparator, window, rules)
+        if rule.onlyAtIntake and history:
+            continue
+        hit = _KINDS[rule.kind](rule, rules, scores, items, history, age_band, settings)
         if hit is not None:
-            score_id, fill = hit
-            fields = {"threshold": _plain(threshold), **fill}
-            raised.append(RaisedFlag(rule, score_id, rule.message.format_map(_Defaults(fields))))
+            score_ids, fields = hit
+            message = rule.message.format_map(_Missing(fields))
+            raised.append(RaisedFlag(rule, score_ids, texts.by_rater(series, message)))
     return raised
 
 
-def _evaluate(
-    rule: FlagRule,
-    scores: dict[str, Decimal | None],
-    items: dict[str, Decimal],
-    history: list[Session],
-    threshold: Decimal,
-    comparator: Comparator,
-    window: int,
-    rules: ScoringRules,
-) -> tuple[str | None, dict[str, str]] | None:
-    compare = _COMPARE[comparator]
-    if rule.onlyAtIntake and history:
-        return None
-    if rule.kind == "item-threshold":
-        names = rule.items or [i.linkId for i in rules.itemScores]
-        low = [n for n in names if n in items and compare(items[n], threshold)]
-        if not low:
-            return None
-        labels = [(rules.item(n).display if rules.item(n) else n) or n for n in low]
-        return (_first_own(rules), {"items": ", ".join(labels), "value": _plain(min(items[n] for n in low))})
+Hit = tuple[tuple[str, ...], dict[str, str]] | None
+
+
+def _threshold(rule: FlagRule, rules: ScoringRules, scores, items, history, band, settings: Settings) -> Hit:  # type: ignore[no-untyped-def]
+    threshold = settings.threshold(rules, rule.setting, band)
+    comparator = settings.comparator(rules, rule.setting)
     for score_id in rule.scores:
         value = scores.get(score_id)
-        if value is None:
-            continue
-        earlier = [s.scores[score_id] for s in history if score_id in s.scores]
-        fill = {"value": _plain(value), "score": score_id}
-        if rule.kind == "threshold" and compare(value, threshold):
-            return score_id, fill
-        if rule.kind == "drop" and earlier and earlier[0] - value >= threshold:
-            return score_id, {**fill, "previous": _plain(earlier[0]), "change": _plain(earlier[0] - value)}
-        if rule.kind == "repeated" and len(earlier) >= window - 1:
-            series = [value, *earlier[: window - 1]]
-            if all(compare(v, threshold) for v in series):
-                return score_id, fill
-        if rule.kind == "decline" and len(earlier) >= window - 1:
-            series = [value, *earlier[: window - 1]]  # newest first: each must be below the one before it
-            if all(series[i] < series[i + 1] for i in range(len(series) - 1)) and len(series) >= 2:
-                return score_id, {**fill, "sessions": str(len(series))}
-        if rule.kind == "change-from-first" and earlier and earlier[-1] - value >= threshold:
-            return score_id, {**fill, "intake": _plain(earlier[-1]), "change": _plain(earlier[-1] - value)}
+        if value is not None and _COMPARE[comparator](value, threshold) != rule.unmet:
+            fill = {"value": texts.plain(value), "condition": texts.condition(comparator, threshold, unmet=rule.unmet)}
+            return (score_id,), fill
     return None
+
+
+def _item_threshold(rule: FlagRule, rules: ScoringRules, scores, items, history, band, settings: Settings) -> Hit:  # type: ignore[no-untyped-def]
+    threshold = settings.threshold(rules, rule.setting, band)
+    compare = _COMPARE[settings.comparator(rules, rule.setting)]
+    low = [item for item in rules.items_of(rule) if item.linkId in items and compare(items[item.linkId], threshold)]
+    if not low:
+        return None
+    named = [f"{item.label} {texts.plain(items[item.linkId])}" for item in low]
+    ask = texts.joined([item.askAbout for item in low], "or")
+    primary = rules.primary
+    return ((primary.id,) if primary else ()), {"items": texts.joined(named), "ask": ask}
+
+
+def _drop(rule: FlagRule, rules: ScoringRules, scores, items, history, band, settings: Settings) -> Hit:  # type: ignore[no-untyped-def]
+    """A fall of at least the threshold from the previous session, in every score that fell so (a WAI-SR drop
+    names each subscale that fell, not the first)."""
+    threshold = settings.threshold(rules, rule.setting, band)
+    fell = []
+    for score_id in rule.scores:
+        value, earlier = scores.get(score_id), _earlier(history, score_id)
+        if value is not None and earlier and earlier[0] - value >= threshold:
+            fell.append((score_id, earlier[0], value))
+    if not fell:
+        return None
+    score_id, previous, value = fell[0]
+    falls = [f"{_label(rules, s)} {texts.plain(p)} → {texts.plain(v)}" for s, p, v in fell]
+    fill = {"value": texts.plain(value), "previous": texts.plain(previous), "change": texts.plain(previous - value)}
+    return tuple(s for s, _, _ in fell), {**fill, "falls": texts.joined(falls)}
+
+
+def _repeated(rule: FlagRule, rules: ScoringRules, scores, items, history, band, settings: Settings) -> Hit:  # type: ignore[no-untyped-def]
+    threshold = settings.threshold(rules, rule.setting, band)
+    comparator = settings.comparator(rules, rule.setting)
+    window = settings.window(rules, rule.setting)
+    for score_id in rule.scores:
+        value, earlier = scores.get(score_id), _earlier(history, score_id)
+        if value is None or len(earlier) < window - 1:
+            continue
+        if all(_COMPARE[comparator](v, threshold) for v in [value, *earlier[: window - 1]]):
+            fill = {"value": texts.plain(value), "sessions": str(window)}
+            return (score_id,), {**fill, "condition": texts.condition(comparator, threshold)}
+    return None
+
+
+def _decline(rule: FlagRule, rules: ScoringRules, scores, items, history, band, settings: Settings) -> Hit:  # type: ignore[no-untyped-def]
+    """Lower at every one of the last ``window`` sessions, and lower overall by at least the threshold: tenths
+    of a point on a hand-marked 10 cm line are noise, not a decline."""
+    minimum = settings.threshold(rules, rule.setting, band)
+    window = settings.window(rules, rule.setting)
+    for score_id in rule.scores:
+        value, earlier = scores.get(score_id), _earlier(history, score_id)
+        if value is None or len(earlier) < window - 1:
+            continue
+        series = [*reversed(earlier[: window - 1]), value]  # oldest first
+        falling = all(later < before for before, later in itertools.pairwise(series))
+        if falling and series[0] - value >= minimum:
+            fill = {"value": texts.plain(value), "sessions": str(window), "change": texts.plain(series[0] - value)}
+            return (score_id,), {**fill, "trail": texts.trail(series)}
+    return None
+
+
+def _change_from_first(rule: FlagRule, rules: ScoringRules, scores, items, history, band, settings: Settings) -> Hit:  # type: ignore[no-untyped-def]
+    threshold = settings.threshold(rules, rule.setting, band)
+    for score_id in rule.scores:
+        value, earlier = scores.get(score_id), _earlier(history, score_id)
+        if value is not None and earlier and earlier[-1] - value >= threshold:
+            intake = earlier[-1]
+            fill = {"value": texts.plain(value), "intake": texts.plain(intake), "change": texts.plain(intake - value)}
+            return (score_id,), fill
+    return None
+
+
+_KINDS = {
+    "threshold": _threshold,
+    "item-threshold": _item_threshold,
+    "drop": _drop,
+    "repeated": _repeated,
+    "decline": _decline,
+    "change-from-first": _change_from_first,
+}
+
+
+def window_depth(rules: ScoringRules, settings: Settings) -> int:
+    """How many earlier sessions the rules look back over (at least the previous one)."""
+    windows = [settings.window(rules, r.setting) for r in rules.flags if r.kind in ("repeated", "decline")]
+    return max([2, *windows])
 
 
 def interpretations(
@@ -144,61 +169,48 @@ def interpretations(
     for rule in rules.interpretations:
         if rule.score != score_id:
             continue
-        threshold = settings.threshold(rule.setting, rule.threshold, age_band)
         if rule.kind == "cutoff":
-            below = _COMPARE[settings.comparator(rule.setting, rule.comparator)](value, threshold)
-            code, text = (
-                ("L", f"Below the cutoff ({_plain(threshold)})")
-                if below
-                else ("N", f"At or above the cutoff ({_plain(threshold)})")
-            )
-            out.append({"coding": [{"system": V3, "code": code}], "text": text})
-        elif rule.kind == "reliable-change":
-            out.extend(_reliable_change(rule, value, history, threshold, age_band, settings))
+            threshold = settings.threshold(rules, rule.setting, age_band)
+            comparator = settings.comparator(rules, rule.setting)
+            met = _COMPARE[comparator](value, threshold)
+            text = texts.cutoff_interpretation(comparator, threshold, met)
+            out.append({"coding": [{"system": V3, "code": "L" if met else "N"}], "text": text})
+            continue
+        earlier = _earlier(history, score_id)
+        if not earlier:
+            continue
+        intake, change = earlier[-1], value - earlier[-1]
+        if abs(change) < settings.threshold(rules, rule.setting, age_band):
+            continue
+        out.append(
+            {"coding": [{"system": V3, "code": "B" if change > 0 else "W"}], "text": texts.change_from_intake(change)}
+        )
+        if change > 0 and rule.cutoff is not None:
+            # Jacobson-Truax: from the clinical range (the cutoff's comparison held at intake) to outside it.
+            cutoff = settings.threshold(rules, rule.cutoff, age_band)
+            compare = _COMPARE[settings.comparator(rules, rule.cutoff)]
+            if compare(intake, cutoff) and not compare(value, cutoff):
+                out.append({"coding": [{"system": V3, "code": "B"}], "text": texts.CLINICALLY_SIGNIFICANT})
     return out
 
 
-def reference_range(rules: ScoringRules, score_id: str, age_band: str, settings: Settings) -> Decimal | None:
-    """The lower bound of the non-clinical range of a score (its cutoff for this client's age band and this
-    site), for Observation.referenceRange; None when the instrument publishes no cutoff for the score."""
+def cutoff_of(rules: ScoringRules, score_id: str, age_band: str, settings: Settings) -> tuple[str, Decimal] | None:
+    """(comparator, threshold) of the score's cutoff interpretation, as this site runs it; None without one."""
     for rule in rules.interpretations:
         if rule.score == score_id and rule.kind == "cutoff":
-            return settings.threshold(rule.setting, rule.threshold, age_band)
+            return settings.comparator(rules, rule.setting), settings.threshold(rules, rule.setting, age_band)
     return None
 
 
-def _reliable_change(
-    rule: Interpretation, value: Decimal, history: list[Session], threshold: Decimal, age_band: str, settings: Settings
-) -> list[dict[str, Any]]:
-    earlier = [s.scores[rule.score] for s in history if rule.score in s.scores]
-    if not earlier:
-        return []
-    intake = earlier[-1]
-    change = value - intake
-    if change >= threshold:
-        out = [
-            {"coding": [{"system": V3, "code": "B"}], "text": f"Reliable improvement since intake (+{_plain(change)})"}
-        ]
-        if rule.cutoff is not None:
-            cutoff = settings.threshold(f"{rule.setting}-cutoff" if rule.setting else None, rule.cutoff, age_band)
-            if intake < cutoff <= value:
-                out.append({"coding": [{"system": V3, "code": "B"}], "text": "Clinically significant change"})
-        return out
-    if -change >= threshold:
-        return [
-            {"coding": [{"system": V3, "code": "W"}], "text": f"Reliable deterioration since intake ({_plain(change)})"}
-        ]
-    return []
+def _earlier(history: list[Session], score_id: str) -> list[Decimal]:
+    return [s.scores[score_id] for s in history if score_id in s.scores]
 
 
-def _first_own(rules: ScoringRules) -> str | None:
-    return next((s.id for s in rules.scores if s.observation == "own"), None)
+def _label(rules: ScoringRules, score_id: str) -> str:
+    score = rules.score(score_id)
+    return (score.label or score.display or score_id) if score else score_id
 
 
-def _plain(value: Decimal) -> str:
-    return format(value.normalize(), "f") if value == value.to_integral() else str(value)
-
-
-class _Defaults(dict):
+class _Missing(dict):
     def __missing__(self, key: str) -> str:
         return "{" + key + "}"

@@ -7,7 +7,7 @@ instrument, newest first), never by scanning.
 
 from __future__ import annotations
 
-from datetime import date
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -15,16 +15,11 @@ from fhir_server import fhirjson
 from fhir_server.canonical import FLAGS_CODESYSTEM, MEASURES_CODESYSTEM
 from fhir_server.errors import FhirError
 from fhir_server.scoring import resources as build
-from fhir_server.scoring.flags import (
-    RaisedFlag,
-    Session,
-    Settings,
-    evaluate_flags,
-    interpretations,
-    reference_range,
-)
+from fhir_server.scoring.ages import age_band, age_notes
+from fhir_server.scoring.flags import Session, cutoff_of, evaluate_flags, interpretations, window_depth
 from fhir_server.scoring.rules import ScoringRules
 from fhir_server.scoring.scores import answers_by_link_id, compute_scores, item_scores
+from fhir_server.scoring.settings import Settings
 from fhir_server.search.fhirdate import parse_instant
 from fhir_server.store.clinical import ScoringContext, ScoringRead
 from fhir_server.store.records import Stored, instant
@@ -33,16 +28,22 @@ from fhir_server.store.session import WriteSession
 if TYPE_CHECKING:
     from fhir_server.api.interactions import Interactions
 
-# Earlier sessions read per submission: the newest, twice the longest rule window (ORS sessions of two respondent
-# series can interleave), and the first few, one intake per series (reliable change is measured from intake).
-INTAKE_SESSIONS = 4
 SCORED_STATUSES = ("completed", "amended")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What scoring one response wrote, and notes for whoever submitted it (a form outside its ages)."""
+
+    written: list[Stored]
+    notes: tuple[str, ...] = ()
 
 
 class ScoringPipeline:
     def __init__(self, fhir: Interactions, overrides: dict[str, Any] | None = None) -> None:
         self.fhir = fhir
-        self.settings = Settings(overrides)
+        # Checked against every loaded instrument's declared settings: a wrong override stops the server here.
+        self.settings = Settings(overrides, (i.rules for i in fhir.library.instruments if i.rules is not None))
         self._device_known = False
 
     def rules_for(self, response: dict[str, Any]) -> ScoringRules | None:
@@ -52,45 +53,49 @@ class ScoringPipeline:
 
     def on_written(
         self, session: WriteSession, stored: Stored, questionnaire: dict[str, Any], *, fresh: bool = False
-    ) -> list[Stored]:
-        """Score (or retract) after a QuestionnaireResponse write; returns what was written.  ``fresh``: the
-        response was just created, so none of its results can exist yet (no look-ups before writing them)."""
+    ) -> Scored:
+        """Score (or retract) after a QuestionnaireResponse write.  ``fresh``: the response was just created, so
+        none of its results can exist yet (no look-ups before writing them)."""
         response = fhirjson.loads_stored(stored.content or "{}")
         rules = self.rules_for(response)
         if rules is None:
-            return []
+            return Scored([])
         if response.get("status") in SCORED_STATUSES:
             return self.score(session, rules, response, questionnaire, fresh=fresh)
         if response.get("status") == "entered-in-error":
-            return self.retract(session, rules, response)
-        return []
+            return Scored(self.retract(session, rules, response))
+        return Scored([])
 
     # -- scoring ------------------------------------------------------------------------------------------
     def results(
         self, session: WriteSession, rules: ScoringRules, response: dict[str, Any], questionnaire: dict[str, Any]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Stored]]:
-        """(Observations, Flags for this response, earlier active Flags this session resolves), not written."""
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Stored], list[str]]:
+        """(Observations, Flags for this response, earlier active Flags of the same rules and rater this
+        response closes, notes), not written.  Everything history-aware stays within the response's rater series:
+        another person's rating never compares with, raises or closes the client's own."""
         scores = compute_scores(rules, response, questionnaire)
         items = item_scores(rules, response, questionnaire)
         series = respondent_series(response)
-        context = self._context(session, rules, response)
+        context = self._context(session, rules, response, series)
         history = _sessions(rules, response, series, context.history)
-        band = age_band(_birth_date(context.patient), response.get("authored"))
+        birth_date, authored = _birth_date(context.patient), response.get("authored")
+        band = age_band(birth_date, authored)
+        notes = age_notes(rules, self.settings, birth_date, authored)
         interpreted = {
             s.id: interpretations(rules, s.id, scores[s.id], history, band, self.settings)  # type: ignore[arg-type]
             for s in rules.scores
             if scores.get(s.id) is not None
         }
         status = "amended" if response.get("status") == "amended" else "final"
-        cutoffs = {
-            s.id: c for s in rules.scores if (c := reference_range(rules, s.id, band, self.settings)) is not None
-        }
-        observations = build.observations(rules, response, scores, items, interpreted, series, status, cutoffs)
-        by_score = {s.id: build.derived_id(response["id"], s.id) for s in rules.scores if s.observation == "own"}
-        raised = evaluate_flags(rules, scores, items, history, band, self.settings)
-        flags = [build.flag(response, r, by_score.get(r.score_id or "")) for r in raised]
-        resolved = [] if status == "amended" else _resolved_earlier(rules, response, raised, context.active_flags)
-        return observations, flags, resolved
+        cutoffs = {s.id: c for s in rules.scores if (c := cutoff_of(rules, s.id, band, self.settings)) is not None}
+        observations = build.observations(
+            rules, response, build.Scoring(scores, items, interpreted, series, status, cutoffs, notes)
+        )
+        raised = evaluate_flags(rules, scores, items, history, band, self.settings, series)
+        flags = [build.flag(response, rules, r, series) for r in raised]
+        # An amended response re-states an earlier session: it does not speak for the client's present.
+        ended = [] if status == "amended" else _earlier_active(rules, response, series, context.active_flags)
+        return observations, flags, ended, notes
 
     def score(
         self,
@@ -100,8 +105,8 @@ class ScoringPipeline:
         questionnaire: dict[str, Any],
         *,
         fresh: bool = False,
-    ) -> list[Stored]:
-        observations, flags, resolved = self.results(session, rules, response, questionnaire)
+    ) -> Scored:
+        observations, flags, ended_earlier, notes = self.results(session, rules, response, questionnaire)
         if not observations:
             # validate_response refuses an unscorable response before it is written (validation/scorable.py);
             # should one get here all the same, failing rolls the write back rather than store it unscored.
@@ -121,14 +126,16 @@ class ScoringPipeline:
                     ended = self._end_flag(session, flag_id, response.get("authored"), "inactive")
                     if ended:
                         written.append(ended)
-        for current in resolved:  # read by this transaction: no second look-up, the write checks the version
+        # Resolved (the rule no longer holds) or superseded (today's Flag of the same rule replaces it): one
+        # active Flag per rule, rater and client.  Read by this transaction: the write checks the version.
+        for current in ended_earlier:
             ended = self._close_flag(session, current, response.get("authored"), "inactive")
             if ended:
                 written.append(ended)
         targets = [f"{s.resource_type}/{s.id}" for s in written]
         activity = "UPDATE" if response.get("status") == "amended" else "CREATE"
         written.append(put(session, build.provenance(response, targets, instant(session.now), activity)))
-        return written
+        return Scored(written, tuple(notes))
 
     def retract(self, session: WriteSession, rules: ScoringRules, response: dict[str, Any]) -> list[Stored]:
         """entered-in-error: the response's Observations and Flags are marked entered-in-error too."""
@@ -181,12 +188,10 @@ class ScoringPipeline:
             flag["period"] = {**flag.get("period", {}), "end": when}
         return session.rewrite(current, flag).stored
 
-    def _recent_depth(self, rules: ScoringRules) -> int:
-        windows = [self.settings.window(rule.setting, rule.window) for rule in rules.flags]
-        return 2 * max([2, *windows])
-
-    def _context(self, session: WriteSession, rules: ScoringRules, response: dict[str, Any]) -> ScoringContext:
-        read = self._read_for(rules, response)
+    def _context(
+        self, session: WriteSession, rules: ScoringRules, response: dict[str, Any], series: str
+    ) -> ScoringContext:
+        read = self._read_for(rules, response, series)
         return ScoringContext([], [], None) if read is None else session.scoring_context(*read)
 
     def scoring_read(self, response: dict[str, Any]) -> ScoringRead | None:
@@ -195,41 +200,46 @@ class ScoringPipeline:
         rules = self.rules_for(response)
         if rules is None or response.get("status") not in SCORED_STATUSES:
             return None
-        return self._read_for(rules, response)
+        return self._read_for(rules, response, respondent_series(response))
 
-    def _read_for(self, rules: ScoringRules, response: dict[str, Any]) -> ScoringRead | None:
-        """Everything scoring reads, in one round trip: the client's earlier results of this instrument (newest
-        first), its active Flags with this instrument's codes and, only when a rule has age bands, the Patient."""
+    def _read_for(self, rules: ScoringRules, response: dict[str, Any], series: str) -> ScoringRead | None:
+        """Everything scoring reads, in one round trip, none of it growing with the client's history: this rater
+        series' newest results of the instrument (as many as the rules' windows need) and its first (intake),
+        its active Flags with this instrument's codes (at most one per rule) and, when age matters, the
+        Patient."""
         subject = _local_subject(response)
         if subject is None:
             return None
-        primary = next((s for s in rules.scores if s.observation == "own"), None)
+        primary = rules.primary
         measure = None
         if primary is not None and response.get("authored"):
             try:
                 before = parse_instant(response["authored"])
-                intake = INTAKE_SESSIONS if _measured_from_intake(rules) else 0
-                measure = (MEASURES_CODESYSTEM, primary.code, before, self._recent_depth(rules), intake)
+                # One more than the windows: an amended response's own earlier result may be among the newest.
+                depth = window_depth(rules, self.settings) + 1
+                measure = (MEASURES_CODESYSTEM, primary.code, series, before, depth, _measured_from_intake(rules))
             except ValueError:
                 pass
         codes = sorted({rule.code for rule in rules.flags})
-        flags = (FLAGS_CODESYSTEM, codes) if codes else None
-        patient = subject[1] if subject[0] == "Patient" and self.settings.uses_age_bands(rules) else None
+        flags = (FLAGS_CODESYSTEM, codes, series) if codes else None
+        aged = rules.ages is not None or self.settings.uses_age_bands(rules)
+        patient = subject[1] if subject[0] == "Patient" and aged else None
         if measure is None and flags is None and patient is None:
             return None
         return subject, measure, flags, patient
 
 
 def _measured_from_intake(rules: ScoringRules) -> bool:
-    """Does a rule compare with the client's first session (the SRS's do not: they look at the last few)?"""
+    """Does a rule compare with the series' first session (the SRS's do not: they look at the last few)?"""
     return any(r.kind == "change-from-first" for r in rules.flags) or any(
         i.kind == "reliable-change" for i in rules.interpretations
     )
 
 
 def _sessions(rules: ScoringRules, response: dict[str, Any], series: str, earlier: list[Stored]) -> list[Session]:
-    """The client's earlier sessions of this instrument (same respondent series), newest first."""
-    primary = next((s for s in rules.scores if s.observation == "own"), None)
+    """The series' earlier sessions of this instrument, newest first (the read asked for this series only; the
+    check here keeps a rule from ever comparing across raters, whatever the read returned)."""
+    primary = rules.primary
     if primary is None:
         return []
     by_code = {s.code: s.id for s in rules.scores}
@@ -238,7 +248,7 @@ def _sessions(rules: ScoringRules, response: dict[str, Any], series: str, earlie
         observation = fhirjson.loads_values(stored.content or "{}")  # read for its numbers, not written back
         if observation.get("status") == "entered-in-error":
             continue
-        if _series_of(observation) != series or _derived_from(observation) == response.get("id"):
+        if build.series_of(observation) != series or _derived_from(observation) == response.get("id"):
             continue
         scores = {primary.id: Decimal(str(observation["valueQuantity"]["value"]))}
         for component in observation.get("component", []):
@@ -249,22 +259,22 @@ def _sessions(rules: ScoringRules, response: dict[str, Any], series: str, earlie
     return sessions
 
 
-def _resolved_earlier(
-    rules: ScoringRules, response: dict[str, Any], raised: list[RaisedFlag], active: list[Stored]
-) -> list[Stored]:
-    """Active Flags from earlier sessions whose rule today's scores no longer meet."""
-    still = {r.rule.code for r in raised}
-    codes = {rule.code for rule in rules.flags if rule.code not in still}
+def _earlier_active(rules: ScoringRules, response: dict[str, Any], series: str, active: list[Stored]) -> list[Stored]:
+    """Active Flags from earlier sessions of this series with one of the instrument's rule codes: today's
+    session either resolves them (the rule no longer holds) or supersedes them (today's Flag takes over)."""
+    codes = {rule.code for rule in rules.flags}
     own_prefix = f"{response['id']}-"
-    resolved = []
+    found = []
     for stored in active:
         if stored.id.startswith(own_prefix):
             continue
         flag = fhirjson.loads_values(stored.content or "{}")  # its codes; _close_flag reads it again to write it
+        if build.series_of(flag) != series:
+            continue
         coding = (flag.get("code") or {}).get("coding") or []
         if any(c.get("system") == FLAGS_CODESYSTEM and c.get("code") in codes for c in coding):
-            resolved.append(stored)
-    return resolved
+            found.append(stored)
+    return found
 
 
 def _birth_date(patient: Stored | None) -> str | None:
@@ -287,27 +297,6 @@ def respondent_series(response: dict[str, Any]) -> str:
         return "self"
     relation = next((a.get("valueString") for a in answers.get("respondent-relationship", [])), "")
     return f"other:{(relation or '').strip().casefold()}"
-
-
-def age_band(birth_date: str | None, authored: str | None) -> str:
-    """child (under 13), adolescent (13-17) or adult; adult when the age is unknown."""
-    if not birth_date or len(birth_date) < 4:
-        return "adult"
-    born = date(
-        int(birth_date[:4]),
-        int(birth_date[5:7] or 1) if len(birth_date) >= 7 else 1,
-        int(birth_date[8:10] or 1) if len(birth_date) >= 10 else 1,
-    )
-    on = date.fromisoformat(authored[:10]) if authored and len(authored) >= 10 else date.today()
-    years = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
-    return "child" if years < 13 else "adolescent" if years < 18 else "adult"
-
-
-def _series_of(observation: dict[str, Any]) -> str:
-    for component in observation.get("component", []):
-        if component.get("code", {}).get("coding", [{}])[0].get("code") == build.SERIES_CODE:
-            return component.get("valueString", "self")
-    return "self"
 
 
 def _derived_from(observation: dict[str, Any]) -> str | None:

@@ -8,14 +8,16 @@ create on the identifier.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from fhir_server import __version__
 from fhir_server.canonical import BASE, FLAGS_CODESYSTEM, MEASURES_CODESYSTEM, SNOMED, UCUM
 from fhir_server.fhirjson import FhirDecimal
+from fhir_server.scoring import texts
 from fhir_server.scoring.flags import RaisedFlag
-from fhir_server.scoring.rules import Score, ScoringRules
+from fhir_server.scoring.rules import Comparator, Score, ScoringRules
 
 OBSERVATION_IDENTIFIER = f"{BASE}/scored-observation"
 FLAG_IDENTIFIER = f"{BASE}/raised-flag"
@@ -28,6 +30,32 @@ SURVEY = {
 }
 PRIORITY = {"high": "PH", "medium": "PM", "low": "PL", "info": "PN"}
 SERIES_CODE = "respondent-series"
+# Who rated, on the Flags a rating raised (an Observation carries it as a component): "self", or "other:<who>".
+SERIES_EXTENSION = f"{BASE}/StructureDefinition/respondent-series"
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """One response's results, ready to be written as Observations."""
+
+    scores: dict[str, Decimal | None]
+    items: dict[str, Decimal]
+    interpretations: dict[str, list[dict[str, Any]]]
+    series: str
+    status: str
+    cutoffs: dict[str, tuple[Comparator, Decimal]]  # score id → its cutoff as this site runs it
+    notes: list[str]
+
+
+def series_of(resource: dict[str, Any]) -> str:
+    """The rater series of an Observation (its component) or a Flag (its extension); "self" when unmarked."""
+    for extension in resource.get("extension", ()):
+        if extension.get("url") == SERIES_EXTENSION:
+            return extension.get("valueString", "self")
+    for component in resource.get("component", ()):
+        if component.get("code", {}).get("coding", [{}])[0].get("code") == SERIES_CODE:
+            return component.get("valueString", "self")
+    return "self"
 
 
 def derived_id(response_id: str, part: str) -> str:
@@ -59,26 +87,17 @@ def _code(score: Score) -> dict[str, Any]:
     return {"coding": coding, "text": score.display or score.code}
 
 
-def observations(
-    rules: ScoringRules,
-    response: dict[str, Any],
-    scores: dict[str, Decimal | None],
-    items: dict[str, Decimal],
-    interpretation_for: dict[str, list[dict[str, Any]]],
-    series: str,
-    status: str,
-    cutoff_for: dict[str, Decimal] | None = None,
-) -> list[dict[str, Any]]:
+def observations(rules: ScoringRules, response: dict[str, Any], scoring: Scoring) -> list[dict[str, Any]]:
     out = []
     for score in rules.scores:
-        value = scores.get(score.id)
+        value = scoring.scores.get(score.id)
         if score.observation != "own" or value is None:
             continue
         observation: dict[str, Any] = {
             "resourceType": "Observation",
             "id": derived_id(response["id"], score.id),
             "identifier": [{"system": OBSERVATION_IDENTIFIER, "value": f"{response['id']}#{score.id}"}],
-            "status": status,
+            "status": scoring.status,
             "category": [SURVEY],
             "code": _code(score),
         }
@@ -91,17 +110,28 @@ def observations(
         if performer:
             observation["performer"] = [performer]
         observation["valueQuantity"] = quantity(value, score.unit)
-        if interpretation_for.get(score.id):
-            observation["interpretation"] = interpretation_for[score.id]
-        cutoff = (cutoff_for or {}).get(score.id)
-        if cutoff is not None:  # the published cutoff: scores at or above it are outside the clinical range
-            observation["referenceRange"] = [
-                {"low": quantity(cutoff, score.unit), "text": f"At or above {cutoff}: outside the clinical range"}
-            ]
+        if scoring.interpretations.get(score.id):
+            observation["interpretation"] = scoring.interpretations[score.id]
+        if scoring.notes:
+            observation["note"] = [{"text": note} for note in scoring.notes]
+        if score.id in scoring.cutoffs:
+            observation["referenceRange"] = [_reference_range(rules, score, *scoring.cutoffs[score.id])]
         observation["derivedFrom"] = [{"reference": f"QuestionnaireResponse/{response['id']}"}]
-        observation["component"] = _components(rules, score, scores, items, series)
+        observation["component"] = _components(rules, score, scoring.scores, scoring.items, scoring.series)
         out.append(observation)
     return out
+
+
+def _reference_range(rules: ScoringRules, score: Score, comparator: Comparator, cutoff: Decimal) -> dict[str, Any]:
+    """The scores the cutoff does not flag.  A range's low is inclusive: with ``<=`` the cutoff itself is flagged,
+    so the range starts one step (the score's precision) above it."""
+    step = Decimal(1).scaleb(-score.decimals)
+    text = texts.reference_range(rules.domain, comparator, cutoff)
+    if comparator in ("<", "<="):
+        low = cutoff if comparator == "<" else cutoff + step
+        return {"low": quantity(low, score.unit), "text": text}
+    high = cutoff if comparator == ">" else cutoff - step
+    return {"high": quantity(high, score.unit), "text": text}
 
 
 def _components(
@@ -130,18 +160,29 @@ def _components(
     return components
 
 
-def flag(response: dict[str, Any], raised: RaisedFlag, observation_id: str | None) -> dict[str, Any]:
+def flag(response: dict[str, Any], rules: ScoringRules, raised: RaisedFlag, series: str) -> dict[str, Any]:
     rule = raised.rule
+    details = []
+    for score_id in raised.score_ids:  # the Observation of each score that raised it (a WAI-SR subscale's sum)
+        carrier = rules.observation_of(score_id)
+        reference = f"Observation/{derived_id(response['id'], carrier.id)}" if carrier else None
+        if reference and reference not in details:
+            details.append(reference)
     resource: dict[str, Any] = {
         "resourceType": "Flag",
         "id": derived_id(response["id"], rule.id),
         "extension": [
+            *(
+                {"url": "http://hl7.org/fhir/StructureDefinition/flag-detail", "valueReference": {"reference": ref}}
+                for ref in details
+            ),
             {
                 "url": "http://hl7.org/fhir/StructureDefinition/flag-priority",
                 "valueCodeableConcept": {
                     "coding": [{"system": "http://hl7.org/fhir/flag-priority-code", "code": PRIORITY[rule.severity]}]
                 },
-            }
+            },
+            {"url": SERIES_EXTENSION, "valueString": series},
         ],
         "identifier": [{"system": FLAG_IDENTIFIER, "value": f"{response['id']}#{rule.id}"}],
         "status": "active",
@@ -161,21 +202,12 @@ def flag(response: dict[str, Any], raised: RaisedFlag, observation_id: str | Non
             "text": raised.message,
         },
         "subject": response["subject"],
-        "period": {"start": response.get("authored")} if response.get("authored") else {},
         "author": ENGINE,
     }
-    if observation_id:
-        resource["extension"].insert(
-            0,
-            {
-                "url": "http://hl7.org/fhir/StructureDefinition/flag-detail",
-                "valueReference": {"reference": f"Observation/{observation_id}"},
-            },
-        )
+    if response.get("authored"):
+        resource["period"] = {"start": response["authored"]}
     if "encounter" in response:
         resource["encounter"] = response["encounter"]
-    if not resource["period"]:
-        del resource["period"]
     return resource
 
 

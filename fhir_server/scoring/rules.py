@@ -3,6 +3,11 @@
 Item scores say how to read an answer (a VAS mark in millimetres divided by 10, or a choice's ordinalValue);
 scores combine item scores by sum or mean, only when every item is answered (no proration, as the instruments'
 authors specify).
+
+Every number a rule compares with lives in one named **setting** (``settings``): its threshold, comparator and
+window, its published source and confidence.  Flag rules and interpretations name the setting they read, so a
+derived statement (an interpretation, a referenceRange, a Flag's text, clinically significant change) uses the
+same values as the rule it derives from, and a site override ``<setting>.<field>`` changes all of them at once.
 """
 
 from __future__ import annotations
@@ -10,10 +15,12 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+AGE_BANDS = ("child", "adolescent", "adult")
 
 
 class _Strict(BaseModel):
@@ -24,6 +31,10 @@ class ItemScore(_Strict):
     linkId: str
     code: str
     display: str = ""
+    # The instrument's own domain label ("Relationship"), for clinicians, and a project-written phrase for the
+    # client ("how heard and understood you felt"): rule texts never show internal ids or codes.
+    label: str = ""
+    askAbout: str = ""
     read: Literal["integer", "decimal", "ordinal"]
     divideBy: Decimal = Decimal(1)
 
@@ -33,6 +44,7 @@ class Score(_Strict):
     linkId: str
     code: str
     display: str = ""
+    label: str = ""  # how a clinician says it in a sentence ("Bond"): Flag texts use it
     method: Literal["sum", "mean"]
     items: list[str] = Field(min_length=1)
     decimals: int = Field(ge=0, le=4)
@@ -47,12 +59,40 @@ class Score(_Strict):
 
 
 Comparator = Literal["<", "<=", ">", ">="]
-Threshold = Decimal | dict[str, Decimal]  # one value, or one per age band (child / adolescent / adult)
+Threshold = Decimal | dict[Literal["child", "adolescent", "adult"], Decimal]  # one value, or one per age band
+
+
+class Setting(_Strict):
+    """One rule's numbers.  ``threshold`` is a cutoff (threshold, item-threshold, repeated, cutoff rules) or a
+    minimum change (drop, decline, change-from-first, reliable-change rules); a site may override each field it
+    declares, as ``<name>.<field>``."""
+
+    threshold: Threshold
+    comparator: Comparator | None = None
+    window: int | None = Field(default=None, ge=2, le=20)
+    confidence: str | dict[str, str] = "?"
+    source: str
+    alternatives: dict[str, Decimal] = {}
+
+    def fields(self) -> set[str]:
+        return {"threshold"} | {f for f in ("comparator", "window") if getattr(self, f) is not None}
+
+
+# What each kind of rule reads from its setting: a setting must declare exactly the fields its rules read.
+NEEDS: dict[str, set[str]] = {
+    "threshold": {"threshold", "comparator"},
+    "item-threshold": {"threshold", "comparator"},
+    "repeated": {"threshold", "comparator", "window"},
+    "drop": {"threshold"},
+    "decline": {"threshold", "window"},
+    "change-from-first": {"threshold"},
+    "cutoff": {"threshold", "comparator"},
+    "reliable-change": {"threshold"},
+}
 
 
 class FlagRule(_Strict):
-    """A clinical prompt raised by scores, as data.  ``kind`` picks the test; ``setting`` names the site
-    overrides (``<setting>.threshold``, ``<setting>.comparator``, ``<setting>.window``)."""
+    """A clinical prompt raised by scores, as data.  ``kind`` picks the test, ``setting`` its numbers."""
 
     id: str
     code: str  # in the fit-flags CodeSystem
@@ -60,38 +100,47 @@ class FlagRule(_Strict):
     kind: Literal["threshold", "drop", "item-threshold", "repeated", "decline", "change-from-first"]
     scores: list[str] = []  # score ids the rule reads (threshold, drop, repeated, decline, change-from-first)
     items: list[str] = []  # item linkIds (item-threshold); empty means every scored item
-    comparator: Comparator = "<"
-    threshold: Threshold = Decimal(0)
-    window: int = Field(default=1, ge=1, le=20)
+    setting: str
+    # A threshold rule raised when its setting's test is NOT met (an intake outside the clinical range the
+    # cutoff rule's setting defines): the two can never disagree about where the cutoff is.
+    unmet: bool = False
     severity: Literal["high", "medium", "low", "info"]
-    message: str  # the curious, non-defensive follow-up question; {value}, {threshold}, {items} are filled in
-    setting: str | None = None
-    onlyAtIntake: bool = False  # raised only on the client's first administration (no earlier session)
+    message: str  # the curious, non-defensive follow-up question; placeholders are filled by scoring/texts.py
+    onlyAtIntake: bool = False  # raised only on the series' first administration (no earlier session)
 
 
 class Interpretation(_Strict):
     """Observation.interpretation from a score: below/at-or-above a cutoff, reliable change from intake, and
-    clinically significant change (Jacobson-Truax: from below the cutoff to at/above it, with reliable change)."""
+    clinically significant change (Jacobson-Truax: from the clinical range to outside it, with reliable change)."""
 
     kind: Literal["cutoff", "reliable-change"]
     score: str
-    threshold: Threshold
-    cutoff: Threshold | None = None  # reliable-change: the clinical cutoff for clinically significant change
-    comparator: Comparator = "<"
-    setting: str | None = None
+    setting: str
+    cutoff: str | None = None  # reliable-change: the cutoff setting for clinically significant change
+
+
+class AgeRange(_Strict):
+    """The ages the form is made for; a form given outside them is scored with a note saying so."""
+
+    min: int | None = None
+    max: int | None = None
+    instead: str = ""  # which form fits other ages, said in the note
 
 
 class ScoringRules(_Strict):
     instrument: str
     questionnaire: str
+    # "alliance" (SRS, CSRS, WAI-SR: a cutoff prompts a conversation) or "outcome" (ORS, CORS: a clinical range)
+    domain: Literal["alliance", "outcome", "engagement"] = "outcome"
+    ages: AgeRange | None = None
     itemScores: list[ItemScore] = []
     scores: list[Score] = []
-    cutoffs: dict[str, Any] = {}  # documentation of the published cutoffs and their sources
+    settings: dict[str, Setting] = {}
     flags: list[FlagRule] = []
     interpretations: list[Interpretation] = []
 
     @model_validator(mode="after")
-    def _scores_use_known_items(self) -> ScoringRules:
+    def _references_resolve(self) -> ScoringRules:
         known = {item.linkId for item in self.itemScores}
         for score in self.scores:
             unknown = [i for i in score.items if i not in known]
@@ -104,17 +153,62 @@ class ScoringRules(_Strict):
             unknown = [s for s in rule.scores if s not in ids] + [i for i in rule.items if i not in known]
             if unknown:
                 raise ValueError(f"flag '{rule.id}' refers to unknown scores or items: {', '.join(unknown)}")
+            if rule.kind == "item-threshold":
+                unlabelled = [i.linkId for i in self.items_of(rule) if not (i.label and i.askAbout)]
+                if unlabelled:
+                    raise ValueError(f"flag '{rule.id}' needs a label and askAbout on items {', '.join(unlabelled)}")
         for score in self.scores:
             unknown = [c for c in score.components if c not in ids]
             if unknown:
                 raise ValueError(f"score '{score.id}' lists unknown component scores: {', '.join(unknown)}")
+        self._check_settings()
         return self
+
+    def _check_settings(self) -> None:
+        """Every rule names a declared setting with the fields its kind reads, and every declared field is read
+        by some rule: no setting a site could change to no effect."""
+        used: dict[str, set[str]] = {name: set() for name in self.settings}
+        reads = [(f"flag '{r.id}'", r.setting, NEEDS[r.kind]) for r in self.flags]
+        reads += [(f"interpretation of '{i.score}'", i.setting, NEEDS[i.kind]) for i in self.interpretations]
+        reads += [
+            (f"interpretation of '{i.score}'", i.cutoff, NEEDS["cutoff"]) for i in self.interpretations if i.cutoff
+        ]
+        for who, name, needs in reads:
+            setting = self.settings.get(name)
+            if setting is None:
+                raise ValueError(f"{who} names setting '{name}', which 'settings' does not declare")
+            missing = needs - setting.fields()
+            if missing:
+                raise ValueError(f"setting '{name}' lacks {', '.join(sorted(missing))}, which {who} reads")
+            used[name] |= needs
+        for name, setting in self.settings.items():
+            unused = setting.fields() - used[name]
+            if unused:
+                raise ValueError(f"setting '{name}' declares {', '.join(sorted(unused))}, which no rule reads")
 
     def score(self, score_id: str) -> Score | None:
         return self._by_id[0].get(score_id)
 
     def item(self, link_id: str) -> ItemScore | None:
         return self._by_id[1].get(link_id)
+
+    def items_of(self, rule: FlagRule) -> list[ItemScore]:
+        names = rule.items or [i.linkId for i in self.itemScores]
+        return [item for name in names if (item := self.item(name)) is not None]
+
+    @property
+    def primary(self) -> Score | None:
+        """The first score with its own Observation (the total): the series scoring reads history by."""
+        return next((s for s in self.scores if s.observation == "own"), None)
+
+    def observation_of(self, score_id: str) -> Score | None:
+        """The score whose Observation carries ``score_id``: itself, or the own score with the fewest
+        components that lists it (a WAI-SR subscale mean is on its subscale sum's Observation)."""
+        score = self.score(score_id)
+        if score is not None and score.observation == "own":
+            return score
+        carriers = [s for s in self.scores if s.observation == "own" and score_id in s.components]
+        return min(carriers, key=lambda s: len(s.components), default=None)
 
     @cached_property
     def _by_id(self) -> tuple[dict[str, Score], dict[str, ItemScore]]:

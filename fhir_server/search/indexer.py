@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhir_server.scoring.series_index import series_rows
 from fhir_server.search.paths import compile_relative
 from fhir_server.search.registry import Registry, SearchParam
 from fhir_server.search.types import MODULES, token
@@ -33,6 +34,10 @@ def _identifier_types(values: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
+# Types with rows in the clinical series index (scoring reads them on every submission).
+SERIES_TYPES = ("Observation", "Flag")
+
+
 class SearchIndexer:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
@@ -40,6 +45,8 @@ class SearchIndexer:
     def tables_for(self, resource_type: str) -> set[str]:
         """Index tables this type's parameters can write to (token too: :identifier and :of-type rows)."""
         kinds = {"token"}
+        if resource_type in SERIES_TYPES:
+            kinds.add("series")
         for param in self.registry.indexed_for(resource_type):
             if param.type == "composite":
                 kinds.update(component.type for component, _ in self.registry.components(param))
@@ -62,6 +69,9 @@ class SearchIndexer:
                 _add(rows, "token", f"{param.code}:identifier", token.index(identifiers))
             elif param.type == "token":  # Identifier.type, for the :of-type modifier
                 _add(rows, "token", f"{param.code}:of-type", _identifier_types(values))
+        if resource_type in SERIES_TYPES:  # the clinical series index, replaced with the search rows
+            for row in series_rows(resource_type, resource):
+                rows.setdefault("series", []).append({**row, "element": None})
         return rows
 
     def _composite(self, param: SearchParam, resource: dict[str, Any], rows: dict[str, list[dict[str, Any]]]) -> None:

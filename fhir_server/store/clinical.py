@@ -1,7 +1,8 @@
-"""Prebuilt queries the scoring pipeline runs on every submission: a client's earlier results for one measure,
-the client's active Flags and (for age-banded rules) the Patient.  They read the same index rows as search
-(parameters ``subject``, ``code``, ``date`` and ``status``), as fixed statements, so the hot path builds no SQL;
-``scoring_context`` sends all three as one statement (one round trip instead of three)."""
+"""Prebuilt queries the scoring pipeline runs on every submission: a rater series' earlier results for one
+measure, the client's active Flags and (when age matters) the Patient, read from the clinical series index
+(``idx_series``, scoring/series_index.py) as fixed statements, so the hot path builds no SQL.  Each arm is one
+range of that index, so none grows with the client's history; ``scoring_context`` sends them all as one
+statement (one round trip).  ``find_by_token`` is the replay check's look-up by identifier."""
 
 from __future__ import annotations
 
@@ -10,20 +11,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, any_, bindparam, func, literal, literal_column, select, union_all
+from sqlalchemy import and_, any_, bindparam, func, literal, literal_column, select, union_all
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import ColumnElement
-from sqlalchemy.sql.visitors import InternalTraversal
 
+from fhir_server.scoring.series_index import series_key
 from fhir_server.store.fixed import Fixed, FixedSqlite, fetch_together
 from fhir_server.store.records import Stored
-from fhir_server.store.tables import idx_date, idx_reference, idx_token, resources
+from fhir_server.store.tables import idx_series, idx_token, resources
 
-_subject = idx_reference.alias("subject")
 _code = idx_token.alias("code")
-_when = idx_date.alias("effective")
-_status = idx_token.alias("status")
 _COLUMNS = (
     resources.c.resource_type,
     resources.c.id,
@@ -32,103 +28,6 @@ _COLUMNS = (
     resources.c.deleted,
     resources.c.content,
 )
-
-
-class _ProbeOnly(ColumnElement[Any]):
-    """A column no index may be chosen for: the statements below must find the client's rows through
-    ``(resource_type, resource_id)`` and check the other columns on those few rows.  Without statistics (a fresh
-    or growing database) both planners otherwise pick the value index that matches the most equality terms,
-    ``idx_token (resource_type, param, code, system)``: every active Flag of every client, re-read once per Flag
-    of this client (measured: 1,090 rows per probe at 1,000 clients, 5 ms per submission and growing), and
-    SQLite walks every Observation's date to skip the sort.  Rendered ``+column`` on SQLite (its documented way
-    to keep a term from an index) and ``(column || '')`` for text on PostgreSQL."""
-
-    inherit_cache = True
-    # Part of the cache key, so the statements stay in SQLAlchemy's compiled cache (without it every execution
-    # compiled the union again: ~3 ms).
-    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]
-
-    def __init__(self, column: ColumnElement[Any]) -> None:
-        self.column = column
-        self.type = column.type
-
-
-@compiles(_ProbeOnly)
-def _plain(element: _ProbeOnly, compiler: Any, **kw: Any) -> str:
-    return compiler.process(element.column, **kw)
-
-
-@compiles(_ProbeOnly, "postgresql")
-def _expression(element: _ProbeOnly, compiler: Any, **kw: Any) -> str:
-    column = compiler.process(element.column, **kw)
-    return f"({column} || '')" if isinstance(element.type, String) else column
-
-
-@compiles(_ProbeOnly, "sqlite")
-def _unindexed(element: _ProbeOnly, compiler: Any, **kw: Any) -> str:
-    return "+" + compiler.process(element.column, **kw)
-
-
-def _p(column: ColumnElement[Any]) -> ColumnElement[Any]:
-    return _ProbeOnly(column)
-
-
-def _about(alias, resource_type: str):  # type: ignore[no-untyped-def]
-    return and_(alias.c.resource_type == resource_type, alias.c.resource_id == resources.c.id)
-
-
-def _subjects_rows(resource_type: str, name: str = ""):  # type: ignore[no-untyped-def]
-    """The subject's resources of one type, first and on their own: a client has tens of them among millions,
-    so every other condition is checked on that small set.  MATERIALIZED keeps PostgreSQL from folding it into
-    a join order chosen on missing or stale statistics (seen: 600 ms instead of 1 ms on a fresh database)."""
-    return (
-        select(_subject.c.resource_id.label("rid"))
-        .where(
-            _subject.c.resource_type == resource_type,
-            _subject.c.param == "subject",
-            _subject.c.target_type == bindparam("subject_type"),
-            _subject.c.target_id == bindparam("subject_id"),
-        )
-        .cte(name or f"subject_{resource_type.lower()}")
-        .prefix_with("MATERIALIZED", dialect="postgresql")
-        # SQLite (3.35+) otherwise walks the date index of every Observation to avoid the sort (measured: the
-        # history read grew with the whole table, 6 ms per submission at 8,000 Observations).
-        .prefix_with("MATERIALIZED", dialect="sqlite")
-    )
-
-
-def _history(newest_first: bool, limit: str):  # type: ignore[no-untyped-def]
-    """The subject's earlier Observations with one code: the newest (``limit``) or the first ones (intake).  Each
-    arm has its own subject rows: SQLite, given one materialized set for both, started the second arm from every
-    Observation's code instead (measured: 19 ms at 2,000 Observations)."""
-    subject = _subjects_rows("Observation", "subject_observation" if newest_first else "subject_observation_first")
-    return (
-        select(*_COLUMNS)
-        .join(subject, subject.c.rid == resources.c.id)
-        .join(
-            _code,
-            and_(
-                _about(_code, "Observation"),
-                _p(_code.c.param) == "code",
-                _p(_code.c.system) == bindparam("system"),
-                _p(_code.c.code) == bindparam("code"),
-            ),
-        )
-        .join(_when, and_(_about(_when, "Observation"), _p(_when.c.param) == "date"))
-        .where(
-            resources.c.resource_type == "Observation",
-            resources.c.deleted.is_(False),
-            _p(_when.c.low) < bindparam("before"),
-        )
-        .order_by(_when.c.low.desc() if newest_first else _when.c.low.asc())
-        .limit(bindparam(limit))
-    )
-
-
-_HISTORY = _history(True, "limit")
-# Rules comparing with intake need the client's first session however long ago it was, not the oldest of the
-# newest few: the first rows by date (one per respondent series, for up to ``intake_limit`` series).
-_INTAKE = _history(False, "intake_limit")
 
 
 def _stored(columns: Any) -> Stored:
@@ -190,32 +89,52 @@ def find_by_token(conn: Connection, resource_type: str, param: str, system: str,
 _PATIENT = select(*_COLUMNS).where(
     resources.c.resource_type == "Patient", resources.c.id == bindparam("patient_id"), resources.c.deleted.is_(False)
 )
-_FLAG_SUBJECT = _subjects_rows("Flag")
-_flag_code = idx_token.alias("flag_code")
+
+
+def _series_rows(resource_type: str, param: str, name: str, series: str):  # type: ignore[no-untyped-def]
+    """The current resources behind one range of the series index: the subject's rows of one type and kind."""
+    rows = idx_series.alias(name)
+    return rows, (
+        select(*_COLUMNS)
+        .select_from(
+            rows.join(
+                resources,
+                and_(resources.c.resource_type == rows.c.resource_type, resources.c.id == rows.c.resource_id),
+            )
+        )
+        .where(
+            rows.c.resource_type == resource_type,
+            rows.c.param == param,
+            rows.c.subject_id == bindparam("subject_id"),
+            rows.c.subject_type == bindparam("subject_type"),
+            rows.c.series == bindparam(series),
+            resources.c.deleted.is_(False),
+        )
+    )
+
+
+def _history(newest_first: bool, limit: str):  # type: ignore[no-untyped-def]
+    """The series' results with one code before ``before``: the newest ``limit``, or the first (intake)."""
+    rows, statement = _series_rows("Observation", "measure", "newest" if newest_first else "first", "series")
+    statement = statement.where(
+        rows.c.code == bindparam("code"), rows.c.system == bindparam("system"), rows.c.at < bindparam("before")
+    )
+    return statement.order_by(rows.c.at.desc() if newest_first else rows.c.at.asc()).limit(bindparam(limit)), rows
+
+
+_HISTORY, _HISTORY_ROWS = _history(True, "limit")
+_INTAKE, _INTAKE_ROWS = _history(False, "intake_limit")
 
 
 def _active_flags(code_term):  # type: ignore[no-untyped-def]
-    return (
-        select(*_COLUMNS)
-        .join(_FLAG_SUBJECT, _FLAG_SUBJECT.c.rid == resources.c.id)
-        .join(_status, and_(_about(_status, "Flag"), _p(_status.c.param) == "status", _p(_status.c.code) == "active"))
-        .join(
-            _flag_code,
-            and_(
-                _about(_flag_code, "Flag"),
-                _p(_flag_code.c.param) == "code",
-                _p(_flag_code.c.system) == bindparam("flag_system"),
-                code_term,
-            ),
-        )
-        .where(resources.c.resource_type == "Flag", resources.c.deleted.is_(False))
-    )
+    rows, statement = _series_rows("Flag", "active-flag", "active", "flag_series")
+    return statement.where(rows.c.system == bindparam("flag_system"), code_term(rows.c.code))
 
 
 def _tagged(kind: str, statement, order=None):  # type: ignore[no-untyped-def]
     """One arm of the union: ``statement``'s rows marked with ``kind`` and a sort key (a union keeps no order),
     as a subquery so the arm keeps its own ORDER BY and LIMIT."""
-    key = (order if order is not None else literal(None, _when.c.low.type)).label("sort_key")
+    key = (order if order is not None else literal(None, idx_series.c.at.type)).label("sort_key")
     inner = statement.add_columns(literal(kind).label("kind"), key).subquery(f"{kind}_rows")
     return select(inner.c.kind, inner.c.sort_key, *(inner.c[c.name] for c in _COLUMNS))
 
@@ -224,16 +143,16 @@ def _tagged(kind: str, statement, order=None):  # type: ignore[no-untyped-def]
 # takes them as one array parameter, SQLite as one JSON array.
 _LITE_CODES = select(literal_column("value")).select_from(func.json_each(bindparam("codes_json"))).scalar_subquery()
 _FLAG_ARM = {
-    "sqlite": _tagged("flag", _active_flags(_p(_flag_code.c.code).in_(_LITE_CODES))),
-    "postgresql": _tagged("flag", _active_flags(_p(_flag_code.c.code) == any_(bindparam("codes")))),
+    "sqlite": _tagged("flag", _active_flags(lambda code: code.in_(_LITE_CODES))),
+    "postgresql": _tagged("flag", _active_flags(lambda code: code == any_(bindparam("codes")))),
 }
 
 
 def _context(dialect: str, intake: bool, patient: bool):  # type: ignore[no-untyped-def]
     """The statement for what a rule set needs: the intake arm only for rules measured from intake (an arm
     costs PostgreSQL planning time on every submission), the Patient only for age-banded rules."""
-    arms = [_tagged("history", _HISTORY, _when.c.low), _FLAG_ARM[dialect]]
-    arms += [_tagged("intake", _INTAKE, _when.c.low)] if intake else []
+    arms = [_tagged("history", _HISTORY, _HISTORY_ROWS.c.at), _FLAG_ARM[dialect]]
+    arms += [_tagged("intake", _INTAKE, _INTAKE_ROWS.c.at)] if intake else []
     arms += [_tagged("patient", _PATIENT)] if patient else []
     statement = union_all(*arms)
     return Fixed(statement, keep_plan=True) if dialect == "postgresql" else FixedSqlite(statement)
@@ -249,27 +168,28 @@ _CONTEXTS = {
 
 @dataclass(frozen=True, slots=True)
 class ScoringContext:
-    history: list[Stored]  # newest first: the newest ``limit`` and the first ``intake_limit`` sessions
+    history: list[Stored]  # newest first: the series' newest ``limit`` sessions and its first
     active_flags: list[Stored]
     patient: Stored | None
 
 
-ScoringRead = tuple[
-    tuple[str, str], tuple[str, str, datetime, int, int] | None, tuple[str, list[str]] | None, str | None
-]
+Measure = tuple[str, str, str, datetime, int, bool]
+"""system, code, rater series, effective before, how many of the newest, whether the first (intake) too."""
+ActiveFlags = tuple[str, list[str], str]
+"""system, codes, rater series."""
+ScoringRead = tuple[tuple[str, str], Measure | None, ActiveFlags | None, str | None]
 """What ``scoring_context`` is asked: (subject, measure, flags, patient_id)."""
 
 
 def scoring_context(
     conn: Connection,
     subject: tuple[str, str],
-    measure: tuple[str, str, datetime, int, int] | None,
-    flags: tuple[str, list[str]] | None,
+    measure: Measure | None,
+    flags: ActiveFlags | None,
     patient_id: str | None,
 ) -> ScoringContext:
-    """The subject's earlier results (``measure`` = system, code, effective before, how many of the newest, how
-    many of the first), its active Flags with one of these codes (``flags`` = system, codes) and, when
-    ``patient_id`` is given, that Patient."""
+    """One rater series' earlier results of a measure (the newest few and the first), its active Flags with one
+    of these codes and, when ``patient_id`` is given, that Patient."""
     statement, params = _context_statement(conn.dialect.name, (subject, measure, flags, patient_id))
     return _context_from(conn.dialect.name, statement.fetch(conn, params))
 
@@ -289,13 +209,16 @@ def find_by_token_with_context(
 
 def _context_statement(dialect: str, read: ScoringRead) -> tuple[Fixed | FixedSqlite, dict[str, Any]]:
     subject, measure, flags, patient_id = read
-    system, code, before, limit, intake_limit = measure or ("", "", datetime(1, 1, 1), 0, 0)
-    flag_system, codes = flags or ("", [])
+    system, code, series, before, limit, intake = measure or ("", "", "", datetime(1, 1, 1), 0, False)
+    flag_system, codes, flag_series = flags or ("", [], "")
+    intake_limit = 1 if intake else 0
     params = {
         "subject_type": subject[0],
         "subject_id": subject[1],
         "system": system,
         "code": code,
+        "series": series_key(series),
+        "flag_series": series_key(flag_series),
         "before": before,
         "limit": limit,
         "intake_limit": intake_limit,

@@ -46,6 +46,8 @@ class WriteResult:
     created: bool  # True → 201 Created
     # Set when a conditional create matched an existing resource, or a write changed nothing.
     existing: bool = False
+    # Information for the client about what the write did (a scored form given outside its ages).
+    notes: tuple[str, ...] = ()
 
 
 def utc_now() -> datetime:

@@ -200,8 +200,8 @@ class WriteSession:
     def scoring_context(
         self,
         subject: tuple[str, str],
-        measure: tuple[str, str, datetime, int, int] | None,
-        flags: tuple[str, list[str]] | None,
+        measure: clinical.Measure | None,
+        flags: clinical.ActiveFlags | None,
         patient_id: str | None,
     ) -> clinical.ScoringContext:
         """What the scoring pipeline reads, in one statement (see ``clinical.scoring_context``)."""

@@ -136,6 +136,20 @@ idx_uri = _index_table(
     value_index=("value",),
 )
 
+# Not a search parameter's: the clinical series index (scoring/series_index.py).  A client's scored results of one
+# measure by one rater series in time order, and the client's active Flags, each one range of the value index
+# (resource_type, param, subject_id, subject_type, code, series, at), so scoring's reads do not grow with history.
+idx_series = _index_table(
+    "idx_series",
+    Column("subject_type", String(TYPE_LEN), nullable=False),
+    Column("subject_id", String(ID_LEN), nullable=False),
+    Column("system", String(256), nullable=False),
+    Column("code", String(256), nullable=False),
+    Column("series", String(256), nullable=False),
+    Column("at", DateTime, nullable=True),
+    value_index=("subject_id", "subject_type", "code", "series", "at"),
+)
+
 INDEX_TABLES = {
     "token": idx_token,
     "string": idx_string,
@@ -144,6 +158,7 @@ INDEX_TABLES = {
     "quantity": idx_quantity,
     "number": idx_number,
     "uri": idx_uri,
+    "series": idx_series,
 }
 
 # The authorization server's token-signing keys (JWK JSON with the private part, encrypted: store/crypto.py).  The

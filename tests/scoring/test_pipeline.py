@@ -326,7 +326,10 @@ def test_wai_sr_subscales_and_a_subscale_drop(client, uid):
     submit(client, _wai(uid, {3: "3", 5: "3", 7: "3", 9: "3"}, "2026-10-01T10:00:00Z"))
     assert active_flags(client, uid) == ["wai-sr-subscale-drop"]
     flag = client.get("/Flag", params={"patient": uid, "status": "active"}).json()["entry"][0]["resource"]
-    assert "bond-mean" in flag["code"]["text"] and "down 1" in flag["code"]["text"]
+    assert "Bond 4 → 3" in flag["code"]["text"] and "-mean" not in flag["code"]["text"]
+    details = [e["valueReference"]["reference"] for e in flag["extension"] if e["url"].endswith("/flag-detail")]
+    assert len(details) == 1  # the Observation holding the subscale that fell: the Bond sum with its mean
+    assert client.get(f"/{details[0]}").json()["code"]["coding"][0]["code"] == "wai-sr-bond-sum"
 
 
 def _ors(patient: str, mark: int, authored: str) -> dict:

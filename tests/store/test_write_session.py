@@ -82,8 +82,8 @@ def _observation(subject: str, when: str) -> dict:
 
 
 def _scoring_read(subject: str) -> clinical.ScoringRead:
-    measure = (MEASURES_CODESYSTEM, "srs-total", datetime(2030, 1, 1, tzinfo=UTC), 6, 0)
-    return ("Patient", subject), measure, (FLAGS_CODESYSTEM, ["srs-below-cutoff"]), None
+    measure = (MEASURES_CODESYSTEM, "srs-total", "self", datetime(2030, 1, 1, tzinfo=UTC), 6, False)
+    return ("Patient", subject), measure, (FLAGS_CODESYSTEM, ["srs-below-cutoff"], "self"), None
 
 
 def test_a_scoring_read_asked_with_the_replay_check_is_answered_from_that_round_trip(repo, monkeypatch):
