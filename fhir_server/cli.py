@@ -24,7 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
         from fhir_server.store.migrate import upgrade
 
         upgrade(settings.database_url)
-    problem = _secret_key_problem(settings)
+    problem = _secret_key_problem(settings) or _scoring_problem(settings)
     if problem:
         print(f"fhir-server: not starting: {problem}", file=sys.stderr)
         return 1
@@ -33,6 +33,21 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"fhir-server: sandbox EHR at http://{args.host}:{args.port}/sandbox (demo data; sign in as demo)")
     serving.serve(args.host, args.port, args.workers, log_level="warning", access_log=False)
     return 0
+
+
+def _scoring_problem(settings: Settings) -> str | None:
+    """A library that does not load, or a scoring override that names no declared setting or has the wrong type
+    (FHIR_SERVER_SCORING_OVERRIDES): said once, before the workers start, instead of a silently ignored setting."""
+    from fhir_server.library import LoadError, discover
+    from fhir_server.scoring.settings import Settings as ScoringSettings
+    from fhir_server.scoring.settings import SettingsError
+
+    try:
+        library = discover(settings.library_paths(), settings.content_pack_paths())
+        ScoringSettings(settings.scoring_overrides, (i.rules for i in library.instruments if i.rules is not None))
+    except (LoadError, SettingsError) as exc:
+        return str(exc)
+    return None
 
 
 def _secret_key_problem(settings: Settings) -> str | None:

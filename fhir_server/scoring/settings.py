@@ -32,6 +32,8 @@ class Settings:
     def _value(self, rules: ScoringRules, name: str, field: str) -> Any:
         key = f"{name}.{field}"
         self.read.add(key)
+        if field not in rules.settings[name].fields():  # the rules' loader makes this impossible for shipped data
+            raise KeyError(f"{rules.instrument}: setting '{name}' declares no '{field}'")
         if key in self.overrides:
             return self.overrides[key]
         return getattr(rules.settings[name], field)
