@@ -118,6 +118,20 @@ def test_examples_round_trip_through_the_server(client, uid, example):
             assert score.code not in observations
         else:
             assert Decimal(str(observations[score.code]["valueQuantity"]["value"])) == Decimal(str(expected))
+    if "flags" in example.expect:  # the golden first session: exactly these Flags and interpretations, by default
+        flagged = [e["resource"] for e in client.get("/Flag", params={"patient": f"ex-{uid}"}).json().get("entry", [])]
+        assert sorted(f["code"]["coding"][0]["code"] for f in flagged) == example.expect["flags"]
+        total = observations[rules.primary.code]
+        assert [i["text"] for i in total.get("interpretation", [])] == example.expect["interpretation"]
+
+
+def test_the_wai_sr_cites_its_source():
+    """Hatcher & Gillaspy (2006) appeared in Psychotherapy Research 16(1), not Psychological Assessment."""
+    copyright_line = INSTRUMENTS["wai-sr"].questionnaire["copyright"]
+    readme = (QUESTIONNAIRES / "wai-sr" / "README.md").read_text()
+    for text in (copyright_line, readme.replace("*", "")):
+        assert "Psychotherapy Research" in text and "16(1), 12-25" in text and "10.1080/10503300500352500" in text
+        assert "Psychological Assessment" not in text
 
 
 # -- licence: no licensed wording ----------------------------------------------------------------------------
