@@ -101,7 +101,14 @@ def _measure_of(summary: AllianceSummary, flag: ActiveFlag) -> MeasureSeries | N
             if any(p.observation == flag.observation for p in measure.points):
                 return measure
     prefix = flag.code.split("-")[0]
-    return next((m for m in summary.measures if m.code.startswith(prefix) and m.code.endswith("-total")), None)
+    return next(
+        (
+            m
+            for m in summary.measures
+            if m.code.startswith(prefix) and m.code.endswith("-total") and m.series == flag.series
+        ),
+        None,
+    )
 
 
 def _ors_today(summary: AllianceSummary, today: date) -> bool:

@@ -29,6 +29,7 @@ from fhir_server.ehr import outbox
 from fhir_server.ids import new_id
 from fhir_server.operations.alliance_summary import summary_for
 from fhir_server.scoring.ages import age_band
+from fhir_server.scoring.resources import series_of
 from fhir_server.scoring.summary import ActiveFlag, AllianceSummary, MeasureSeries, latest_flags
 from fhir_server.store.repository import WriteSession
 
@@ -61,6 +62,8 @@ class ClinicianView:
     srs: MeasureSeries | None
     ors: MeasureSeries | None
     latest_items: list[tuple[str, MeasureSeries]]  # (heading, series) of the latest SRS and ORS
+    # Other raters' series (an ORS by a parent), shown apart from the client's own: never on the client's trend.
+    others: list[MeasureSeries]
     flags: list[tuple[ActiveFlag, int]]  # the latest Flag of each kind of concern, and how many earlier ones
     rows: list[ScoreRow] = field(default_factory=list)
     cutoffs: TrendLines | None = None
@@ -109,6 +112,7 @@ def build_view(fhir: Interactions, patient_id: str, birth_date: str | None) -> C
         srs=srs,
         ors=ors,
         latest_items=[(name, m) for name, m in (("SRS", srs), ("ORS", ors)) if m and m.items],
+        others=[m for m in summary.measures if m.series != "self" and m.points],
         flags=latest_flags(summary.flags),
         rows=rows,
         cutoffs=lines,
@@ -145,10 +149,13 @@ def acknowledge(
             raise FlagNotOpen(flag_id)
         code = _flag_code(flag)
         query = fhir.parse_query("Flag", [("subject", subject), ("status", "active"), ("_count", "200")])
-        same_kind = [
+        series = series_of(flag)
+        same_kind = [  # the same concern by the same rater: another rater's concern is acknowledged on its own
             (stored.id, body)
             for stored in session.search(query).matches
-            if stored.id != flag_id and _flag_code(body := fhirjson.loads_stored(stored.content or "{}")) == code
+            if stored.id != flag_id
+            and _flag_code(body := fhirjson.loads_stored(stored.content or "{}")) == code
+            and series_of(body) == series
         ]
         responses = set()
         for closing_id, body in [(flag_id, flag), *same_kind]:  # the concern is acknowledged, not one session of it

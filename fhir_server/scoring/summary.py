@@ -9,7 +9,8 @@ from decimal import Decimal
 from typing import Any
 
 from fhir_server.canonical import MEASURES_CODESYSTEM
-from fhir_server.scoring.resources import SERIES_CODE
+from fhir_server.scoring import texts
+from fhir_server.scoring.resources import SERIES_CODE, series_of
 
 
 @dataclass
@@ -51,6 +52,11 @@ class MeasureSeries:
         return "rising" if change > 0 else "falling" if change < 0 else "steady"
 
     @property
+    def rater(self) -> str:
+        """'' for the client's own ratings, else who rated ('mother')."""
+        return texts.rater(self.series)
+
+    @property
     def lowest_item(self) -> ItemChange | None:
         return min(self.items, key=lambda i: i.latest) if self.items else None
 
@@ -64,6 +70,12 @@ class ActiveFlag:
     priority: str
     since: str | None
     observation: str | None
+    series: str = "self"  # who rated ("self", "other:mother")
+
+    @property
+    def rater(self) -> str:
+        """'' for the client's own rating, else who rated ('mother')."""
+        return texts.rater(self.series)
 
 
 @dataclass
@@ -89,7 +101,7 @@ def build_summary(patient: str, observations: list[dict[str, Any]], flags: list[
         coding = _coding(observation.get("code", {}))
         if not coding or "valueQuantity" not in observation:
             continue
-        series = _series(observation)
+        series = series_of(observation)
         key = (coding["code"], series)
         measure = measures.setdefault(key, MeasureSeries(coding["code"], coding.get("display", coding["code"]), series))
         reference = f"Observation/{observation['id']}"
@@ -127,13 +139,6 @@ def _derived_from(observation: dict[str, Any]) -> str | None:
     return None
 
 
-def _series(observation: dict[str, Any]) -> str:
-    for component in observation.get("component", []):
-        if _coding(component.get("code", {})).get("code") == SERIES_CODE:
-            return component.get("valueString", "self")
-    return "self"
-
-
 def _flag_detail(flag: dict[str, Any]) -> str | None:
     for extension in flag.get("extension", []):
         if extension.get("url") == "http://hl7.org/fhir/StructureDefinition/flag-detail":
@@ -159,16 +164,18 @@ def _active_flag(flag: dict[str, Any]) -> ActiveFlag:
         priority,
         flag.get("period", {}).get("start"),
         _flag_detail(flag),
+        series_of(flag),
     )
 
 
 def latest_flags(flags: list[ActiveFlag]) -> list[tuple[ActiveFlag, int]]:
-    """One entry per kind of concern: its most recent active Flag and how many earlier sessions raised it too.
-    A client whose SRS stayed low for four sessions has four active "below cutoff" Flags; the clinician (and a
-    CDS card) needs the latest one, with the count as context."""
-    groups: dict[str, list[ActiveFlag]] = {}
+    """One entry per kind of concern and rater: its most recent active Flag and how many earlier active ones
+    there are (none since a session supersedes its series' earlier Flag of the same rule; Flags written before
+    that could still be open together).  Another rater's concern is its own entry, never merged with the
+    client's."""
+    groups: dict[tuple[str, str], list[ActiveFlag]] = {}
     for flag in flags:
-        groups.setdefault(flag.code, []).append(flag)
+        groups.setdefault((flag.code, flag.series), []).append(flag)
     latest = []
     for group in groups.values():
         group.sort(key=lambda f: f.since or "", reverse=True)
@@ -220,6 +227,7 @@ def to_parameters(summary: AllianceSummary) -> dict[str, Any]:
             {"name": "code", "valueCode": flag.code},
             {"name": "message", "valueString": flag.message},
             {"name": "priority", "valueCode": flag.priority},
+            {"name": "series", "valueString": flag.series},
         ]
         if flag.since:
             flag_parts.append({"name": "since", "valueDateTime": flag.since})
