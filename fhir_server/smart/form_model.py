@@ -16,6 +16,7 @@ from typing import Any
 
 from fhir_server.fhirjson import FhirDecimal
 from fhir_server.validation.enable_when import is_enabled
+from fhir_server.validation.sdc import CALCULATED
 
 EXT = "http://hl7.org/fhir/StructureDefinition/"
 ITEM_CONTROL = EXT + "questionnaire-itemControl"
@@ -152,8 +153,9 @@ def build_form(questionnaire: dict[str, Any]) -> Form:
     counter = iter(range(1_000_000))
 
     def item_of(definition: dict[str, Any]) -> FormItem | None:
-        if definition.get("readOnly") or _extension(definition, HIDDEN) is True:
-            return None  # calculated scores: the server computes them, the client never sees them
+        if definition.get("readOnly") or _extension(definition, HIDDEN) is True or _extension(definition, CALCULATED):
+            # calculated scores: the server adds them to the response (calculated.py), the client never sees them
+            return None
         item_type = definition.get("type")
         link_id = str(definition.get("linkId"))
         slug = re.sub(r"[^A-Za-z0-9_-]", "_", link_id)[:40]

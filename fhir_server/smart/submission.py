@@ -17,6 +17,7 @@ from fhir_server import fhirjson
 from fhir_server.api.interactions import Interactions
 from fhir_server.canonical import BASE
 from fhir_server.errors import FhirError
+from fhir_server.smart.calculated import with_calculated
 from fhir_server.smart.form_model import (
     Form,
     build_form,
@@ -83,6 +84,8 @@ def build_response(form: Form, session: AppSession, answers: Mapping[str, Any]) 
         response["encounter"] = {"reference": f"Encounter/{session.encounter}"}
     response.update({"authored": instant(utc_now()), "author": who, "source": who})
     response["item"] = response_items(form, answers)
+    # The scores as an SDC renderer writes them (the client never enters them): the EHR sees the total.
+    response["item"] = with_calculated(form.questionnaire, response)
     return response
 
 

@@ -65,7 +65,7 @@ async def clinician(request: Request) -> Response:
     def assemble() -> tuple[Any, dict[str, Any] | None]:
         details = _patient_details(request, session)
         birth_date = details.get("birth_date") if details else None
-        view = build_view(state.fhir, session.patient or "", birth_date, state.settings.scoring_overrides)
+        view = build_view(state.fhir, session.patient or "", birth_date)
         return view, details
 
     view, details = await run_in_threadpool(assemble)

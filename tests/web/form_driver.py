@@ -65,6 +65,12 @@ def submit_and_wait_for_thanks(page: Any, where: Any = None) -> None:
     where.locator(".thanks").wait_for()
 
 
+def with_total(marks: dict[str, int]) -> dict[str, Any]:
+    """The answers an SRS or ORS response carries: the marks (mm) and the calculated total (cm), as the
+    Questionnaire's calculatedExpression gives it (the form adds it; the client never sees it)."""
+    return {**marks, "total": sum(marks.values()) / 10}
+
+
 def answers_of(response: dict) -> dict[str, Any]:
     out = {}
     for item in response.get("item", []):

@@ -38,6 +38,7 @@ def test_ors_by_another_person_records_the_relationship(page, open_form, patient
     assert answers["respondent"]["code"] == "other" and answers["respondent"]["system"].endswith("/fit-respondent")
     assert answers["respondent-relationship"] == "Mother"
     assert [answers[k] for k in ORS_LINES] == [100, 10, 50, 90]
+    assert answers["total"] == 25.0  # the calculated total, in the response the EHR gets
     assert response["source"] == response["author"] == {"type": "RelatedPerson", "display": "Mother"}
     assert response["subject"] == {"reference": f"Patient/{patient}"}
     [observation] = search(fhir, "Observation", subject=f"Patient/{patient}")
@@ -103,7 +104,13 @@ def test_wai_sr_answered_by_keyboard_and_pointer_is_scored(page, open_form, pati
     submit_and_wait_for_thanks(page)
 
     [response] = search(fhir, "QuestionnaireResponse", subject=f"Patient/{patient}")
-    assert {k: v["code"] for k, v in answers_of(response).items()} == chosen
+    answers = answers_of(response)
+    assert {k: answers[k]["code"] for k in chosen} == chosen
+    # The calculated scores ride along in the response (the form adds them), so the EHR sees them too.
+    ordinals = {link_id: int(code) for link_id, code in chosen.items()}
+    assert answers["total"] == sum(ordinals.values())
+    assert answers["task-sum"] == sum(ordinals[f"wai-sr-{n}"] for n in (1, 2, 10, 12))
+    assert set(answers) == set(chosen) | {i["linkId"] for i in WAI["item"] if i.get("readOnly")}
     observations = search(fhir, "Observation", subject=f"Patient/{patient}")
     values = {o["code"]["coding"][0]["code"]: o["valueQuantity"]["value"] for o in observations}
     ordinal = {link_id: int(code) for link_id, code in chosen.items()}

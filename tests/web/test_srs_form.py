@@ -17,6 +17,7 @@ from tests.web.form_driver import (
     submit_and_wait_for_thanks,
     tap,
     value_now,
+    with_total,
 )
 
 FLAGS = "http://fit-fhir.org/fhir/CodeSystem/fit-flags"
@@ -51,7 +52,7 @@ def test_srs_marked_by_dragging_is_stored_once_and_scored(page, open_form, patie
     assert "hand the device back" in page.locator("main").inner_text()
 
     [response] = search(fhir, "QuestionnaireResponse", subject=f"Patient/{patient}")
-    assert answers_of(response) == marked
+    assert answers_of(response) == with_total(marked)
     assert response["questionnaire"] == SRS and response["status"] == "completed"
     assert response["subject"] == response["author"] == response["source"] == {"reference": f"Patient/{patient}"}
     assert response["encounter"] == {"reference": f"Encounter/{patient}-visit"}
@@ -83,7 +84,7 @@ def test_srs_marked_by_keyboard_alone(page, open_form, patient, fhir):
         page.keyboard.press("Enter")
     page.locator(".thanks").wait_for()
     [response] = search(fhir, "QuestionnaireResponse", subject=f"Patient/{patient}")
-    assert answers_of(response) == marked
+    assert answers_of(response) == with_total(marked)
     [observation] = search(fhir, "Observation", subject=f"Patient/{patient}")
     assert observation["valueQuantity"]["value"] == 26.6
 
@@ -131,7 +132,7 @@ def test_a_reload_keeps_the_draft(page, open_form, patient, fhir):
     keys(page, "overall", "End")
     submit_and_wait_for_thanks(page)
     [response] = search(fhir, "QuestionnaireResponse", subject=f"Patient/{patient}")
-    assert answers_of(response) == {**before, "goals": 0, "overall": 100}
+    assert answers_of(response) == with_total({**before, "goals": 0, "overall": 100})
 
 
 def test_double_tap_and_replayed_posts_store_one_response(page, open_form, patient, fhir):
@@ -184,7 +185,7 @@ def test_parallel_sends_before_any_answer_store_one_response(page, open_form, pa
     )
     assert statuses == [200] * 5
     [response] = search(fhir, "QuestionnaireResponse", subject=f"Patient/{patient}")
-    assert answers_of(response) == dict.fromkeys(SRS_LINES, 10)
+    assert answers_of(response) == with_total(dict.fromkeys(SRS_LINES, 10))
     assert len(search(fhir, "Observation", subject=f"Patient/{patient}")) == 1
 
 
