@@ -139,15 +139,23 @@ idx_uri = _index_table(
 # Not a search parameter's: the clinical series index (scoring/series_index.py).  A client's scored results of one
 # measure by one rater series in time order, and the client's active Flags, each one range of the value index
 # (resource_type, param, subject_id, subject_type, code, series, at), so scoring's reads do not grow with history.
-idx_series = _index_table(
+idx_series = Table(
     "idx_series",
+    metadata,
+    Column("resource_type", String(TYPE_LEN), nullable=False),
+    Column("resource_id", String(ID_LEN), nullable=False),
+    Column("param", String(80), nullable=False),
+    Column("element", Integer, nullable=True),
     Column("subject_type", String(TYPE_LEN), nullable=False),
     Column("subject_id", String(ID_LEN), nullable=False),
     Column("system", String(256), nullable=False),
     Column("code", String(256), nullable=False),
     Column("series", String(256), nullable=False),
     Column("at", DateTime, nullable=True),
-    value_index=("subject_id", "subject_type", "code", "series", "at"),
+    # Id first (the rows are replaced by resource): with the type first, a planner without statistics could read
+    # every Flag's rows through it instead of one client's range of the value index.
+    Index("ix_idx_series_resource", "resource_id", "resource_type"),
+    Index("ix_idx_series_value", "resource_type", "param", "subject_id", "subject_type", "code", "series", "at"),
 )
 
 INDEX_TABLES = {

@@ -30,8 +30,8 @@ from tests.support.server import ServerThread
 pytestmark = pytest.mark.skipif(postgres_admin_url() is None, reason=f"PostgreSQL half skipped: {POSTGRES_ENV} unset")
 
 SUBJECT = ("Patient", "kept-plan-client")
-MEASURE = (MEASURES, "srs-total", datetime(2030, 1, 1), 6, 4)
-FLAG_CODES = (FLAGS, ["srs-below-cutoff", "srs-drop", "srs-item-checkin"])
+MEASURE = (MEASURES, "srs-total", "self", datetime(2030, 1, 1), 6, True)
+FLAG_CODES = (FLAGS, ["srs-below-cutoff", "srs-drop", "srs-item-checkin"], "self")
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +101,12 @@ def _fill_and_analyze(url: str) -> None:
             "INSERT INTO idx_date (resource_type, resource_id, param, low, high) "
             "SELECT 'Observation', 'other-' || n, 'date', now(), now() FROM generate_series(1, 1200) AS n"
         )
+        conn.execute(
+            "INSERT INTO idx_series (resource_type, resource_id, param, subject_type, subject_id, system, code, series,"
+            " at) SELECT 'Observation', 'other-' || n, 'measure', 'Patient', 'other-client-' || (n %% 100), %s,"
+            " 'srs-total', 'self', now() FROM generate_series(1, 1200) AS n",
+            (MEASURES,),
+        )
         conn.execute("ANALYZE")
 
 
@@ -108,14 +114,14 @@ def test_plans_are_planned_for_their_values_until_the_tables_have_statistics_the
     for _ in range(8):  # beyond psycopg's threshold for preparing a statement by itself (5)
         before, settings, prepared = _read(engine)
     assert len(before.history) == 6 and before.active_flags
-    assert _plans_of(prepared, "subject_observation")[0] == 0, "a plan was kept on an empty database"
+    assert _plans_of(prepared, "idx_series AS newest")[0] == 0, "a plan was kept on an empty database"
     assert _plans_of(prepared, "idx_token AS code")[0] == 0
 
     _fill_and_analyze(database)
     fixed._settled.clear()  # as if the five seconds between two looks had passed
     for _ in range(3):
         after, settings, prepared = _read(engine)
-    generic, _custom = _plans_of(prepared, "subject_observation")
+    generic, _custom = _plans_of(prepared, "idx_series AS newest")
     assert generic >= 3, prepared  # the scoring read ran on its kept plan each time
     assert _plans_of(prepared, "idx_token AS code")[0] >= 3  # and so did the replay check
     # The same answer from the kept plan, and the connection's own settings right after it.
@@ -138,7 +144,7 @@ def test_the_replay_check_and_the_scoring_read_asked_together_run_on_kept_plans(
     alone, _settings, _prepared = _read(engine)
     for _ in range(3):
         together, settings, prepared = _read(engine, together=True)
-    assert _plans_of(prepared, "subject_observation")[0] >= 3, prepared
+    assert _plans_of(prepared, "idx_series AS newest")[0] >= 3, prepared
     assert _plans_of(prepared, "idx_token AS code")[0] >= 3
     assert [s.id for s in together.history] == [s.id for s in alone.history] and len(alone.history) == 6
     assert sorted(s.id for s in together.active_flags) == sorted(s.id for s in alone.active_flags)
@@ -147,8 +153,7 @@ def test_the_replay_check_and_the_scoring_read_asked_together_run_on_kept_plans(
 
 _TYPES = {
     "before": "timestamp",
-    "param_6": "timestamp",
-    "param_16": "timestamp",
+    "param_4": "timestamp",  # the sort key of the arms with none (a NULL timestamp)
     "limit": "int",
     "intake_limit": "int",
     "codes": "text[]",
@@ -157,7 +162,7 @@ _TYPES = {
 
 def test_a_kept_plan_starts_from_the_clients_rows(database):
     """The plan made without the client's values (a generic plan, under the settings a kept plan is made with)
-    starts from the client's own reference rows and reaches the rest by resource id: no table is read whole.
+    reads each arm as one range of the series index and the resources by id: no table is read whole.
     This holds the statement's shape; at these sizes the planner would not pick a whole-table plan even without
     the settings, which are there for statistics that mislead it."""
     _fill_and_analyze(database)
@@ -178,7 +183,7 @@ def test_a_kept_plan_starts_from_the_clients_rows(database):
         plan = cursor.execute(f"EXPLAIN EXECUTE kept({arguments})", [values[n] for n in names]).fetchall()
     text = "\n".join(row[0] for row in plan)
     assert "Seq Scan" not in text and "Hash Join" not in text and "Merge Join" not in text, text
-    assert "ix_idx_reference_value" in text, text  # the client's own subject rows first
+    assert text.count("ix_idx_series_value") >= 3, text  # newest, first and active Flags: each one index range
 
 
 def test_the_planner_settings_of_the_writes_never_outlive_them(database):
@@ -247,4 +252,4 @@ def test_outside_a_transaction_the_statements_are_planned_as_usual(database):
     finally:
         engine.dispose()
     assert len(context.history) == 6 and context.active_flags
-    assert not any("subject_observation" in statement and generic for statement, generic, _ in prepared), prepared
+    assert not any("idx_series AS newest" in statement and generic for statement, generic, _ in prepared), prepared

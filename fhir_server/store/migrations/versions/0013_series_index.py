@@ -38,7 +38,7 @@ def upgrade() -> None:
         sa.Column("series", sa.String(256), nullable=False),
         sa.Column("at", sa.DateTime, nullable=True),
     )
-    op.create_index("ix_idx_series_resource", "idx_series", ["resource_type", "resource_id"])
+    op.create_index("ix_idx_series_resource", "idx_series", ["resource_id", "resource_type"])
     op.create_index(
         "ix_idx_series_value",
         "idx_series",
