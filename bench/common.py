@@ -187,6 +187,9 @@ def _wait_until_up(process: subprocess.Popen, url: str, ok_status: int = 200) ->
         except httpx.TransportError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
+            if process.poll() is None:  # still starting: its stderr would not end (reading it would wait forever)
+                process.kill()
+                process.wait(timeout=30)
             error = process.stderr.read().decode()[-2000:] if process.stderr else ""
             raise RuntimeError(f"process did not start: {error}")
         time.sleep(0.2)

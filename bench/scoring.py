@@ -6,6 +6,9 @@ Scenario (see bench/README.md): a fresh database (PostgreSQL, then the SQLite de
 (bench/loadgen.py) in its own process: closed loop with 16 connections for the throughput ceiling, then open loop
 at half that rate for p50/p99.  The raw limit copies the rows one scored submission wrote (every table, index rows
 included) and inserts them again, one transaction per submission, straight through psycopg.
+
+``--scenario history`` (bench/history.py): clients with 5 against clients with 500 earlier sessions, measured
+alternately in the same server run, on PostgreSQL and SQLite.
 """
 
 from __future__ import annotations
@@ -264,9 +267,23 @@ def main() -> None:
     parser.add_argument("--submissions", type=int, default=3000)
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--duration", type=int, help="open loop seconds (default 15; history: 5 per group and round)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--scenario",
+        choices=["default", "history"],
+        default="default",
+        help="history: clients with 5 against 500 earlier sessions (bench/history.py)",
+    )
+    from bench import history
+
+    history.add_arguments(parser)
     args = parser.parse_args()
+    if args.scenario == "history":
+        args.duration = args.duration or 5
+        history.run(args)
+        return
+    args.duration = args.duration or 15
 
     print("PostgreSQL:", flush=True)
     with fresh_postgres(args.postgres, "fhir_bench_scoring") as url:
