@@ -41,17 +41,17 @@ def results(client, patient: str) -> dict[str, list[dict]]:
     out = {}
     for resource_type in ("Observation", "Flag", "Provenance"):
         params = {"_count": "100"}
-        if resource_type == "Provenance":
-            params["patient"] = f"Patient/{patient}"
-            found = client.get("/Provenance", params={"_count": "100"}).json()
-            qrs = {
+        if resource_type == "Provenance":  # scoring's Provenances name the response as their entity
+            qrs = [
                 f"QuestionnaireResponse/{e['resource']['id']}"
                 for e in client.get("/QuestionnaireResponse", params={"subject": f"Patient/{patient}", "_count": "100"})
                 .json()
                 .get("entry", [])
-            }
+            ]
             out["Provenance"] = [
-                e["resource"] for e in found.get("entry", []) if e["resource"]["entity"][0]["what"]["reference"] in qrs
+                e["resource"]
+                for qr in qrs
+                for e in client.get("/Provenance", params={"entity": qr, "_count": "100"}).json().get("entry", [])
             ]
             continue
         params["subject"] = f"Patient/{patient}"
