@@ -29,13 +29,13 @@ from fhir_server.ehr import outbox
 from fhir_server.ids import new_id
 from fhir_server.operations.alliance_summary import summary_for
 from fhir_server.scoring.ages import age_band
-from fhir_server.scoring.resources import series_of
+from fhir_server.scoring.resources import ACKNOWLEDGED, series_of
 from fhir_server.scoring.summary import ActiveFlag, AllianceSummary, MeasureSeries, latest_flags
 from fhir_server.store.repository import WriteSession
 
 SRS_CODES = ("srs-total", "csrs-total", "ycsrs-total")
 ORS_CODES = ("ors-total", "cors-total", "ycors-total")
-ACKNOWLEDGEMENT = f"{BASE}/StructureDefinition/flag-acknowledgement"
+ACKNOWLEDGEMENT = ACKNOWLEDGED
 WAI_LABELS = {"wai-sr-bond-mean": "Bond", "wai-sr-goal-mean": "Goal", "wai-sr-task-mean": "Task"}
 
 

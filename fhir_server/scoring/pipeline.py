@@ -138,7 +138,10 @@ class ScoringPipeline:
         return Scored(written, tuple(notes))
 
     def retract(self, session: WriteSession, rules: ScoringRules, response: dict[str, Any]) -> list[Stored]:
-        """entered-in-error: the response's Observations and Flags are marked entered-in-error too."""
+        """entered-in-error: the response's Observations and Flags are marked entered-in-error too, and the
+        earlier Flags its scoring closed open again when it was the series' latest session (its evidence is void:
+        a retracted session must not silently end the client's concern)."""
+        closed = self._closed_by(session, response)  # read before the NULLIFY Provenance replaces the record
         written = []
         ids = [("Observation", build.derived_id(response["id"], s.id)) for s in rules.scores]
         ids += [("Flag", build.derived_id(response["id"], r.id)) for r in rules.flags]
@@ -149,10 +152,46 @@ class ScoringPipeline:
             resource = fhirjson.loads_stored(current.content or "{}")
             resource["status"] = "entered-in-error"
             written.append(self._put(session, resource))
+        written += self._reopen(session, rules, response, closed)
         if written:
             targets = [f"{s.resource_type}/{s.id}" for s in written]
             written.append(self._put(session, build.provenance(response, targets, instant(session.now), "NULLIFY")))
         return written
+
+    @staticmethod
+    def _closed_by(session: WriteSession, response: dict[str, Any]) -> list[str]:
+        """Flags of earlier sessions that this response's scoring closed (its Provenance's targets)."""
+        current = session.current("Provenance", build.derived_id(response["id"], "scoring"))
+        if current is None or current.deleted:
+            return []
+        own = f"{response['id']}-"
+        targets = [t.get("reference", "") for t in fhirjson.loads_values(current.content or "{}").get("target", [])]
+        return [t[5:] for t in targets if t.startswith("Flag/") and not t[5:].startswith(own)]
+
+    def _reopen(
+        self, session: WriteSession, rules: ScoringRules, response: dict[str, Any], ids: list[str]
+    ) -> list[Stored]:
+        series, authored = respondent_series(response), response.get("authored")
+        read = self._read_for(rules, {**response, "authored": "9999-12-31T00:00:00Z"}, series) if ids else None
+        if read is None:
+            return []
+        context = session.scoring_context(*read)  # sees this transaction's retraction (flushed first)
+        if any(_later(stored, response) for stored in context.history):
+            return []  # a later session of the series has spoken since: its state stands
+        open_codes = {_flag_code(fhirjson.loads_values(s.content or "{}")) for s in context.active_flags}
+        reopened = []
+        for flag_id in ids:
+            current = session.current("Flag", flag_id, lock=True)
+            flag = fhirjson.loads_stored(current.content or "{}") if current and not current.deleted else {}
+            ended_here = (flag.get("period") or {}).get("end") == authored
+            acknowledged = any(e.get("url") == build.ACKNOWLEDGED for e in flag.get("extension", []))
+            if flag.get("status") != "inactive" or not ended_here or acknowledged or _flag_code(flag) in open_codes:
+                continue
+            flag["status"] = "active"
+            flag["period"] = {k: v for k, v in flag["period"].items() if k != "end"}
+            reopened.append(session.rewrite(current, flag).stored)  # type: ignore[arg-type]
+            open_codes.add(_flag_code(flag))
+        return reopened
 
     # -- helpers ------------------------------------------------------------------------------------------
     @staticmethod
@@ -275,6 +314,22 @@ def _earlier_active(rules: ScoringRules, response: dict[str, Any], series: str, 
         if any(c.get("system") == FLAGS_CODESYSTEM and c.get("code") in codes for c in coding):
             found.append(stored)
     return found
+
+
+def _later(stored: Stored, response: dict[str, Any]) -> bool:
+    """Is this result of another response of the series effective after ``response`` was authored?"""
+    observation = fhirjson.loads_values(stored.content or "{}")
+    if _derived_from(observation) == response["id"]:
+        return False
+    try:
+        return parse_instant(observation.get("effectiveDateTime", "")) > parse_instant(response.get("authored", ""))
+    except ValueError:
+        return True  # undated: keep the later state rather than reopen on a guess
+
+
+def _flag_code(flag: dict[str, Any]) -> str | None:
+    coding = (flag.get("code") or {}).get("coding") or []
+    return next((c.get("code") for c in coding if c.get("system") == FLAGS_CODESYSTEM), None)
 
 
 def _birth_date(patient: Stored | None) -> str | None:

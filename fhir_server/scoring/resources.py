@@ -30,6 +30,8 @@ SURVEY = {
 }
 PRIORITY = {"high": "PH", "medium": "PM", "low": "PL", "info": "PN"}
 SERIES_CODE = "respondent-series"
+# Set on a Flag a clinician acknowledged in the clinician view (clinician/view.py): never reopened by scoring.
+ACKNOWLEDGED = f"{BASE}/StructureDefinition/flag-acknowledgement"
 # Who rated, on the Flags a rating raised (an Observation carries it as a component): "self", or "other:<who>".
 SERIES_EXTENSION = f"{BASE}/StructureDefinition/respondent-series"
 

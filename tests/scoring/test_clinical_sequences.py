@@ -241,3 +241,37 @@ def test_at_most_one_active_flag_per_client_rule_and_rater_whatever_the_sessions
         assert all(n == 1 for n in counts.values()), (week, counts)
     assert len(flags(client, uid, "inactive")) > 10  # the rules did fire, and were closed
     assert active_flags(client, uid)  # and some are open now
+
+
+# -- a retracted session's evidence is void ----------------------------------------------------------------------
+def _retract(client: httpx.Client, response: dict) -> None:
+    assert put(
+        client, f"/QuestionnaireResponse/{response['id']}", {**response, "status": "entered-in-error"}
+    ).is_success
+
+
+def test_retracting_the_latest_session_reopens_the_concern_it_superseded(client, uid):
+    first = submit(client, ors(uid, (50,) * 4, "2026-07-01T10:00:00Z"))  # 20.0
+    second = submit(client, ors(uid, (52,) * 4, "2026-07-08T10:00:00Z"))  # 20.8: supersedes the first's Flag
+    assert [f["id"] for f in by_code(client, uid)["ors-below-cutoff"]] == [f"{second['id']}-below-cutoff"]
+    _retract(client, second)
+    (reopened,) = by_code(client, uid)["ors-below-cutoff"]
+    assert reopened["id"] == f"{first['id']}-below-cutoff" and "end" not in reopened["period"]
+    gone = client.get(f"/Flag/{second['id']}-below-cutoff").json()
+    assert gone["status"] == "entered-in-error"
+
+
+def test_retracting_an_earlier_session_leaves_the_later_state(client, uid):
+    submit(client, ors(uid, (50,) * 4, "2026-07-01T10:00:00Z"))  # 20.0
+    second = submit(client, ors(uid, (52,) * 4, "2026-07-08T10:00:00Z"))  # 20.8
+    third = submit(client, ors(uid, (55,) * 4, "2026-07-15T10:00:00Z"))  # 22.0
+    _retract(client, second)
+    assert [f["id"] for f in by_code(client, uid)["ors-below-cutoff"]] == [f"{third['id']}-below-cutoff"]
+
+
+def test_retracting_a_session_that_resolved_a_concern_reopens_it(client, uid):
+    first = submit(client, srs(uid, (85,) * 4, "2026-07-01T10:00:00Z"))  # 34.0: below 36
+    second = submit(client, srs(uid, (95,) * 4, "2026-07-08T10:00:00Z"))  # 38.0: resolves it
+    assert "srs-below-cutoff" not in by_code(client, uid)
+    _retract(client, second)
+    assert [f["id"] for f in by_code(client, uid)["srs-below-cutoff"]] == [f"{first['id']}-below-cutoff"]
