@@ -44,10 +44,11 @@ def evaluate_flags(
 ) -> list[RaisedFlag]:
     """Flags today's scores raise.  ``history`` is the series' earlier sessions, newest first."""
     raised = []
+    at = Evaluation(rules, scores, items, history, age_band, settings)
     for rule in rules.flags:
         if rule.onlyAtIntake and history:
             continue
-        hit = _KINDS[rule.kind](rule, rules, scores, items, history, age_band, settings)
+        hit = _KINDS[rule.kind](rule, at)
         if hit is not None:
             score_ids, fields = hit
             message = rule.message.format_map(_Missing(fields))
@@ -58,52 +59,69 @@ def evaluate_flags(
 Hit = tuple[tuple[str, ...], dict[str, str]] | None
 
 
-def _threshold(rule: FlagRule, rules: ScoringRules, scores, items, history, band, settings: Settings) -> Hit:  # type: ignore[no-untyped-def]
-    threshold = settings.threshold(rules, rule.setting, band)
-    comparator = settings.comparator(rules, rule.setting)
+@dataclass(frozen=True)
+class Evaluation:
+    """What every rule looks at: today's scores and items, the series' earlier sessions (newest first), the
+    client's age band and the site's settings."""
+
+    rules: ScoringRules
+    scores: dict[str, Decimal | None]
+    items: dict[str, Decimal]
+    history: list[Session]
+    band: str
+    settings: Settings
+
+
+def _threshold(rule: FlagRule, at: Evaluation) -> Hit:
+    threshold = at.settings.threshold(at.rules, rule.setting, at.band)
+    comparator = at.settings.comparator(at.rules, rule.setting)
     for score_id in rule.scores:
-        value = scores.get(score_id)
+        value = at.scores.get(score_id)
         if value is not None and _COMPARE[comparator](value, threshold) != rule.unmet:
             fill = {"value": texts.plain(value), "condition": texts.condition(comparator, threshold, unmet=rule.unmet)}
             return (score_id,), fill
     return None
 
 
-def _item_threshold(rule: FlagRule, rules: ScoringRules, scores, items, history, band, settings: Settings) -> Hit:  # type: ignore[no-untyped-def]
-    threshold = settings.threshold(rules, rule.setting, band)
-    compare = _COMPARE[settings.comparator(rules, rule.setting)]
-    low = [item for item in rules.items_of(rule) if item.linkId in items and compare(items[item.linkId], threshold)]
+def _item_threshold(rule: FlagRule, at: Evaluation) -> Hit:
+    threshold = at.settings.threshold(at.rules, rule.setting, at.band)
+    compare = _COMPARE[at.settings.comparator(at.rules, rule.setting)]
+    low = [
+        item
+        for item in at.rules.items_of(rule)
+        if item.linkId in at.items and compare(at.items[item.linkId], threshold)
+    ]
     if not low:
         return None
-    named = [f"{item.label} {texts.plain(items[item.linkId])}" for item in low]
+    named = [f"{item.label} {texts.plain(at.items[item.linkId])}" for item in low]
     ask = texts.joined([item.askAbout for item in low], "or")
-    primary = rules.primary
+    primary = at.rules.primary
     return ((primary.id,) if primary else ()), {"items": texts.joined(named), "ask": ask}
 
 
-def _drop(rule: FlagRule, rules: ScoringRules, scores, items, history, band, settings: Settings) -> Hit:  # type: ignore[no-untyped-def]
+def _drop(rule: FlagRule, at: Evaluation) -> Hit:
     """A fall of at least the threshold from the previous session, in every score that fell so (a WAI-SR drop
     names each subscale that fell, not the first)."""
-    threshold = settings.threshold(rules, rule.setting, band)
+    threshold = at.settings.threshold(at.rules, rule.setting, at.band)
     fell = []
     for score_id in rule.scores:
-        value, earlier = scores.get(score_id), _earlier(history, score_id)
+        value, earlier = at.scores.get(score_id), _earlier(at.history, score_id)
         if value is not None and earlier and earlier[0] - value >= threshold:
             fell.append((score_id, earlier[0], value))
     if not fell:
         return None
     score_id, previous, value = fell[0]
-    falls = [f"{_label(rules, s)} {texts.plain(p)} → {texts.plain(v)}" for s, p, v in fell]
+    falls = [f"{_label(at.rules, s)} {texts.plain(p)} → {texts.plain(v)}" for s, p, v in fell]
     fill = {"value": texts.plain(value), "previous": texts.plain(previous), "change": texts.plain(previous - value)}
     return tuple(s for s, _, _ in fell), {**fill, "falls": texts.joined(falls)}
 
 
-def _repeated(rule: FlagRule, rules: ScoringRules, scores, items, history, band, settings: Settings) -> Hit:  # type: ignore[no-untyped-def]
-    threshold = settings.threshold(rules, rule.setting, band)
-    comparator = settings.comparator(rules, rule.setting)
-    window = settings.window(rules, rule.setting)
+def _repeated(rule: FlagRule, at: Evaluation) -> Hit:
+    threshold = at.settings.threshold(at.rules, rule.setting, at.band)
+    comparator = at.settings.comparator(at.rules, rule.setting)
+    window = at.settings.window(at.rules, rule.setting)
     for score_id in rule.scores:
-        value, earlier = scores.get(score_id), _earlier(history, score_id)
+        value, earlier = at.scores.get(score_id), _earlier(at.history, score_id)
         if value is None or len(earlier) < window - 1:
             continue
         if all(_COMPARE[comparator](v, threshold) for v in [value, *earlier[: window - 1]]):
@@ -112,13 +130,13 @@ def _repeated(rule: FlagRule, rules: ScoringRules, scores, items, history, band,
     return None
 
 
-def _decline(rule: FlagRule, rules: ScoringRules, scores, items, history, band, settings: Settings) -> Hit:  # type: ignore[no-untyped-def]
+def _decline(rule: FlagRule, at: Evaluation) -> Hit:
     """Lower at every one of the last ``window`` sessions, and lower overall by at least the threshold: tenths
     of a point on a hand-marked 10 cm line are noise, not a decline."""
-    minimum = settings.threshold(rules, rule.setting, band)
-    window = settings.window(rules, rule.setting)
+    minimum = at.settings.threshold(at.rules, rule.setting, at.band)
+    window = at.settings.window(at.rules, rule.setting)
     for score_id in rule.scores:
-        value, earlier = scores.get(score_id), _earlier(history, score_id)
+        value, earlier = at.scores.get(score_id), _earlier(at.history, score_id)
         if value is None or len(earlier) < window - 1:
             continue
         series = [*reversed(earlier[: window - 1]), value]  # oldest first
@@ -129,10 +147,10 @@ def _decline(rule: FlagRule, rules: ScoringRules, scores, items, history, band, 
     return None
 
 
-def _change_from_first(rule: FlagRule, rules: ScoringRules, scores, items, history, band, settings: Settings) -> Hit:  # type: ignore[no-untyped-def]
-    threshold = settings.threshold(rules, rule.setting, band)
+def _change_from_first(rule: FlagRule, at: Evaluation) -> Hit:
+    threshold = at.settings.threshold(at.rules, rule.setting, at.band)
     for score_id in rule.scores:
-        value, earlier = scores.get(score_id), _earlier(history, score_id)
+        value, earlier = at.scores.get(score_id), _earlier(at.history, score_id)
         if value is not None and earlier and earlier[-1] - value >= threshold:
             intake = earlier[-1]
             fill = {"value": texts.plain(value), "intake": texts.plain(intake), "change": texts.plain(intake - value)}
