@@ -57,6 +57,17 @@ def unverified_issuer(token: str) -> str | None:
     return issuer if isinstance(issuer, str) else None
 
 
+def signing_key(keys: KeySet, kid: Any) -> Any:
+    """The key a token names by ``kid``; a token without one only when the set holds a single key (OpenID
+    Connect Core §10.1: a ``kid`` is required when the JWK Set has several keys; the SMART launcher's id_tokens
+    carry none beside its one-key JWKS).  None when no key fits."""
+    if isinstance(kid, str) and kid:
+        return next((k for k in keys.keys if k.kid == kid), None)
+    if kid is None and len(keys.keys) == 1 and keys.keys[0].get("use") in (None, "sig"):
+        return keys.keys[0]
+    return None
+
+
 def verify_access_token(
     token: str,
     keys: KeySet | Callable[[str | None], KeySet],
@@ -75,8 +86,7 @@ def verify_access_token(
     algorithm = header.get("alg")
     if algorithm not in ALLOWED_ALGORITHMS:
         raise TokenError("login", f"Token algorithm '{str(algorithm)[:16]}' is not accepted")
-    kid = header.get("kid")
-    key = next((k for k in keys.keys if k.kid == kid), None) if kid else None
+    key = signing_key(keys, header.get("kid"))
     if key is None:
         raise TokenError("login", "The token is not signed with a key this server knows")
     try:
