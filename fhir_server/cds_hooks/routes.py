@@ -42,9 +42,14 @@ def _service(service_id: str) -> Service:
     return service
 
 
-async def _verify(request: Request, service: Service) -> dict[str, Any]:
+async def _verify(request: Request, service: Service, endpoint: str = "") -> dict[str, Any]:
+    """The caller's JWT.  Its ``aud`` is "the CDS Service endpoint that is being called" (CDS Hooks 2.0): for
+    feedback the feedback URL; the service's own URL and the discovery base are accepted as well, as clients
+    that sign every call for the service (and this server before) send them."""
     origin = urls.origin(request.app.state.settings, str(request.base_url))
     audiences = [f"{origin}/cds-services/{service.id}", f"{origin}/cds-services"]
+    if endpoint:
+        audiences.insert(0, f"{origin}/cds-services/{service.id}/{endpoint}")
     try:
         return await run_in_threadpool(
             request.app.state.cds_verifier.verify, request.headers.get("authorization"), audiences
@@ -82,7 +87,7 @@ async def call_service(service_id: str, request: Request) -> Response:
 @router.post("/{service_id}/feedback")
 async def feedback(service_id: str, request: Request) -> Response:
     service = _service(service_id)
-    claims = await _verify(request, service)
+    claims = await _verify(request, service, "feedback")
     body = await read_json(request, JSON_BODY)
     items = body.get("feedback") if isinstance(body, dict) else None
     if not isinstance(items, list) or not items:

@@ -214,6 +214,19 @@ def test_feedback_is_recorded(server, ehr, patient, ehr_key):
     assert unsigned.status_code == 401
 
 
+def test_feedback_signed_for_the_feedback_endpoint_is_accepted(server, ehr, patient, ehr_key):
+    """CDS Hooks 2.0: ``aud`` is the endpoint being called; for feedback, the feedback URL (issue 17, finding 4).
+    A token for another endpoint is still refused."""
+    card = call(server, signed(server, ehr_key), request_body(ehr, patient, prefetch=True)).json()["cards"][0]["uuid"]
+    feedback = {"feedback": [{"card": card, "outcome": "accepted", "outcomeTimestamp": "2026-12-06T10:00:00Z"}]}
+    url = f"{server.root}/cds-services/{SERVICE}/feedback"
+    for audience, status in ((url, 200), (f"{server.root}/cds-services/{SERVICE}/elsewhere", 401)):
+        token = signed(server, ehr_key, aud=audience)
+        answer = httpx.post(url, json=feedback, headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == status, (audience, answer.text)
+    assert [row["outcome"] for row in cds_store.feedback_for(server.app.state.engine, card)][-1:] == ["accepted"]
+
+
 def test_a_card_for_every_flag_kind(server, ehr_key):
     flag_codes = Path(__file__).resolve().parents[2] / "terminology" / "codesystem-fit-flags.json"
     codes = [c["code"] for c in orjson.loads(flag_codes.read_bytes())["concept"]]
