@@ -29,7 +29,7 @@ import httpx
 import psycopg
 
 from bench.common import ROOT, FsyncProbe, Server, fresh_postgres, postgres_cpu, progress, start_server, table
-from bench.scoring import ITEMS, SRS, _analyze, _write_out, loadgen
+from bench.scoring import ITEMS, _analyze, _write_out, loadgen, srs_response
 
 START = datetime(2010, 1, 4, 9, 0)  # 600+ weekly sessions stay in the past
 HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
@@ -68,15 +68,8 @@ class Group:
         self.weeks[client] += 1
         rng = random.Random(f"{self.seed}:{self.tag}:{client}:{week}")
         marks = [rng.randint(60, 100) for _ in ITEMS]
-        return {
-            "resourceType": "QuestionnaireResponse",
-            "identifier": {"system": "urn:bench:history", "value": f"{self.tag}-{client}-{week}"},
-            "questionnaire": SRS,
-            "status": "completed",
-            "subject": {"reference": f"Patient/{self.tag}-{client}"},
-            "authored": (START + timedelta(weeks=week, minutes=client)).strftime("%Y-%m-%dT%H:%M:%S+00:00"),
-            "item": [{"linkId": name, "answer": [{"valueInteger": m}]} for name, m in zip(ITEMS, marks, strict=True)],
-        }
+        identifier = {"system": "urn:bench:history", "value": f"{self.tag}-{client}-{week}"}
+        return srs_response(identifier, f"{self.tag}-{client}", START + timedelta(weeks=week, minutes=client), marks)
 
     def next_sessions(self, count: int) -> list[dict]:
         """The clients' next sessions, round robin, so a client's sessions are far apart in the request order."""

@@ -37,6 +37,19 @@ SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.0"
 ITEMS = ("relationship", "goals", "approach", "overall")
 
 
+def srs_response(identifier: dict, patient: str, authored: datetime, marks: list[int]) -> dict:
+    """A completed SRS with these marks (mm per line), as a client's form sends it."""
+    return {
+        "resourceType": "QuestionnaireResponse",
+        "identifier": identifier,
+        "questionnaire": SRS,
+        "status": "completed",
+        "subject": {"reference": f"Patient/{patient}"},
+        "authored": authored.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
+        "item": [{"linkId": name, "answer": [{"valueInteger": m}]} for name, m in zip(ITEMS, marks, strict=True)],
+    }
+
+
 def submissions(count: int, clients: int, tag: str) -> list[dict]:
     """Weekly SRS sessions for ``clients`` clients, in time order, with realistic marks (some below 36)."""
     start = datetime(2026, 1, 5, 10, 0)
@@ -44,23 +57,9 @@ def submissions(count: int, clients: int, tag: str) -> list[dict]:
     for n in range(count):
         client, week = n % clients, n // clients
         marks = [70 + (client * 7 + week * 13 + i * 5) % 31 for i in range(4)]
-        out.append(
-            {
-                "method": "POST",
-                "path": "/fhir/QuestionnaireResponse",
-                "body": {
-                    "resourceType": "QuestionnaireResponse",
-                    "identifier": {"system": "urn:bench:launch", "value": f"{tag}-{n}"},
-                    "questionnaire": SRS,
-                    "status": "completed",
-                    "subject": {"reference": f"Patient/{tag}-{client}"},
-                    "authored": (start + timedelta(weeks=week, minutes=client)).strftime("%Y-%m-%dT%H:%M:%S+00:00"),
-                    "item": [
-                        {"linkId": name, "answer": [{"valueInteger": m}]} for name, m in zip(ITEMS, marks, strict=True)
-                    ],
-                },
-            }
-        )
+        identifier = {"system": "urn:bench:launch", "value": f"{tag}-{n}"}
+        body = srs_response(identifier, f"{tag}-{client}", start + timedelta(weeks=week, minutes=client), marks)
+        out.append({"method": "POST", "path": "/fhir/QuestionnaireResponse", "body": body})
     return out
 
 

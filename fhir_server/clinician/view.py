@@ -29,7 +29,7 @@ from fhir_server.ehr import outbox
 from fhir_server.ids import new_id
 from fhir_server.operations.alliance_summary import summary_for
 from fhir_server.scoring.ages import age_band
-from fhir_server.scoring.resources import ACKNOWLEDGED, series_of
+from fhir_server.scoring.resources import ACKNOWLEDGED, flag_code, series_of
 from fhir_server.scoring.summary import ActiveFlag, AllianceSummary, MeasureSeries, latest_flags
 from fhir_server.store.repository import WriteSession
 
@@ -147,14 +147,14 @@ def acknowledge(
         subject = f"Patient/{patient_id}"
         if flag is None or flag.get("status") != "active" or flag.get("subject", {}).get("reference") != subject:
             raise FlagNotOpen(flag_id)
-        code = _flag_code(flag)
+        code = flag_code(flag)
         query = fhir.parse_query("Flag", [("subject", subject), ("status", "active"), ("_count", "200")])
         series = series_of(flag)
         same_kind = [  # the same concern by the same rater: another rater's concern is acknowledged on its own
             (stored.id, body)
             for stored in session.search(query).matches
             if stored.id != flag_id
-            and _flag_code(body := fhirjson.loads_stored(stored.content or "{}")) == code
+            and flag_code(body := fhirjson.loads_stored(stored.content or "{}")) == code
             and series_of(body) == series
         ]
         responses = set()
@@ -191,10 +191,6 @@ def _close(fhir: Interactions, session: WriteSession, flag_id: str, flag: dict[s
         "agent": [{"who": {"reference": who}}],
     }
     fhir.create(session, "Provenance", provenance, resource_id=new_id())
-
-
-def _flag_code(flag: dict[str, Any]) -> str | None:
-    return next((c.get("code") for c in flag.get("code", {}).get("coding", [])), None)
 
 
 def _response_behind(session: WriteSession, observation: str | None) -> str | None:

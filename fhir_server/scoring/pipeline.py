@@ -178,19 +178,24 @@ class ScoringPipeline:
         context = session.scoring_context(*read)  # sees this transaction's retraction (flushed first)
         if any(_later(stored, response) for stored in context.history):
             return []  # a later session of the series has spoken since: its state stands
-        open_codes = {_flag_code(fhirjson.loads_values(s.content or "{}")) for s in context.active_flags}
+        open_codes = {build.flag_code(fhirjson.loads_values(s.content or "{}")) for s in context.active_flags}
         reopened = []
         for flag_id in ids:
             current = session.current("Flag", flag_id, lock=True)
             flag = fhirjson.loads_stored(current.content or "{}") if current and not current.deleted else {}
             ended_here = (flag.get("period") or {}).get("end") == authored
             acknowledged = any(e.get("url") == build.ACKNOWLEDGED for e in flag.get("extension", []))
-            if flag.get("status") != "inactive" or not ended_here or acknowledged or _flag_code(flag) in open_codes:
+            if (
+                flag.get("status") != "inactive"
+                or not ended_here
+                or acknowledged
+                or build.flag_code(flag) in open_codes
+            ):
                 continue
             flag["status"] = "active"
             flag["period"] = {k: v for k, v in flag["period"].items() if k != "end"}
             reopened.append(session.rewrite(current, flag).stored)  # type: ignore[arg-type]
-            open_codes.add(_flag_code(flag))
+            open_codes.add(build.flag_code(flag))
         return reopened
 
     # -- helpers ------------------------------------------------------------------------------------------
@@ -310,8 +315,7 @@ def _earlier_active(rules: ScoringRules, response: dict[str, Any], series: str, 
         flag = fhirjson.loads_values(stored.content or "{}")  # its codes; _close_flag reads it again to write it
         if build.series_of(flag) != series:
             continue
-        coding = (flag.get("code") or {}).get("coding") or []
-        if any(c.get("system") == FLAGS_CODESYSTEM and c.get("code") in codes for c in coding):
+        if build.flag_code(flag) in codes:
             found.append(stored)
     return found
 
@@ -325,11 +329,6 @@ def _later(stored: Stored, response: dict[str, Any]) -> bool:
         return parse_instant(observation.get("effectiveDateTime", "")) > parse_instant(response.get("authored", ""))
     except ValueError:
         return True  # undated: keep the later state rather than reopen on a guess
-
-
-def _flag_code(flag: dict[str, Any]) -> str | None:
-    coding = (flag.get("code") or {}).get("coding") or []
-    return next((c.get("code") for c in coding if c.get("system") == FLAGS_CODESYSTEM), None)
 
 
 def _birth_date(patient: Stored | None) -> str | None:

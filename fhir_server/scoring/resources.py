@@ -49,6 +49,12 @@ class Scoring:
     notes: list[str]
 
 
+def flag_code(flag: dict[str, Any]) -> str | None:
+    """The rule's code of a Flag scoring raised (its fit-flags coding)."""
+    coding = (flag.get("code") or {}).get("coding") or []
+    return next((c.get("code") for c in coding if isinstance(c, dict) and c.get("system") == FLAGS_CODESYSTEM), None)
+
+
 def series_of(resource: dict[str, Any]) -> str:
     """The rater series of an Observation (its component) or a Flag (its extension); "self" when unmarked."""
     for extension in resource.get("extension", ()):
