@@ -1,8 +1,10 @@
 """One delivery attempt: a row's payload to its EHR, as a transaction Bundle where the EHR's CapabilityStatement
-says it takes transactions (all or nothing), else one conditional request per resource in dependency order.
+says it takes transactions (all or nothing), else one request per resource in dependency order.
 
-Either way every write is conditional on the resource's identifier, so an attempt whose answer was lost, or that
-failed half-way (one request per resource), is repeated without creating anything twice.
+Either way every write is keyed (the resource's identifier; for Provenance, which has none in R4, a ``meta.tag``):
+a conditional create or update where the EHR offers them, else a search for the key before the write
+(ehr/capabilities.py).  So an attempt whose answer was lost, or that failed half-way, is repeated without
+creating anything twice.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import httpx
 
 from fhir_server import fhirjson
-from fhir_server.ehr import payload
+from fhir_server.ehr import capabilities, payload
 from fhir_server.ehr.client import DeliveryError, EhrHttp, failure
 from fhir_server.ehr.registry import EhrRegistration
 from fhir_server.ehr.tokens import BackendServicesTokens, TokenSource
@@ -56,23 +58,35 @@ class Delivery:
         self.http = http
         self.launch_tokens = launch_tokens
         self.backend = backend
-        self._capabilities: dict[str, tuple[bool, float]] = {}
+        self._capabilities: dict[str, tuple[capabilities.EhrCapabilities, float]] = {}
         self._lock = threading.Lock()
 
     def deliver(self, ehr: EhrRegistration, response_id: str, token_ref: str | None) -> int:
-        """Send one row's payload; returns how many resources were sent.  Raises DeliveryError or PayloadError."""
+        """Send one row's payload; returns how many resources were written.  Raises DeliveryError or
+        PayloadError."""
         entries = payload.build(self.repo, response_id, ehr.resource_types)
         if not entries:
             return 0
+        offered = self.capabilities(ehr)
         credentials = _Credentials(ehr, self.launch_tokens.token_for(ehr, token_ref), self.backend)
-        if self.supports_transaction(ehr):
-            self._as_transaction(ehr, credentials, entries)
+        found = {
+            entry.full_url: self._find(ehr, credentials, entry)
+            for entry in entries
+            if not offered.writes_conditionally(entry)
+        }
+        kinds = {entry.full_url: entry.resource_type for entry in entries}
+        assigned = {url: f"{kinds[url]}/{rid}" for url, rid in found.items() if rid is not None}
+        steps = capabilities.plan(entries, offered, found)
+        if not steps:
+            return 0
+        if offered.transaction:
+            self._as_transaction(ehr, credentials, steps, assigned)
         else:
-            self._one_by_one(ehr, credentials, entries)
-        return len(entries)
+            self._one_by_one(ehr, credentials, steps, assigned)
+        return len(steps)
 
-    def supports_transaction(self, ehr: EhrRegistration) -> bool:
-        """From the EHR's CapabilityStatement (``rest.interaction`` lists ``transaction``), cached for an hour."""
+    def capabilities(self, ehr: EhrRegistration) -> capabilities.EhrCapabilities:
+        """From the EHR's CapabilityStatement, cached for an hour."""
         with self._lock:
             cached = self._capabilities.get(ehr.issuer)
         if cached is not None and cached[1] > time.monotonic():
@@ -83,22 +97,45 @@ class Delivery:
         if response.status_code != 200:
             raise failure(response, "the EHR's CapabilityStatement")
         try:
-            statement = response.json()
-            supported = any(
-                interaction.get("code") == "transaction"
-                for rest in statement.get("rest", [])
-                if rest.get("mode", "server") == "server"
-                for interaction in rest.get("interaction", [])
-            )
-        except (ValueError, AttributeError, TypeError):
+            offered = capabilities.read_capabilities(response.json())
+        except ValueError:
             raise DeliveryError("the EHR's CapabilityStatement is not readable", retryable=True) from None
         with self._lock:
-            self._capabilities[ehr.issuer] = (supported, time.monotonic() + CAPABILITY_TTL)
-        return supported
+            self._capabilities[ehr.issuer] = (offered, time.monotonic() + CAPABILITY_TTL)
+        return offered
 
-    # -- the two ways of sending --------------------------------------------------------------------------------
-    def _as_transaction(self, ehr: EhrRegistration, credentials: _Credentials, entries: list[payload.Entry]) -> None:
-        bundle = payload.transaction_bundle(entries)
+    # -- the ways of sending ------------------------------------------------------------------------------------
+    def _find(self, ehr: EhrRegistration, credentials: _Credentials, entry: payload.Entry) -> str | None:
+        """For an EHR that does not match keys itself: the id of its copy of ``entry`` (None: it has none).  Two
+        copies mean someone else wrote one too; which to update is not ours to guess (as a conditional update
+        answers 412)."""
+        url = f"{ehr.issuer}/{entry.conditional_url}"
+        response = self._send(ehr, credentials, "GET", url)
+        if response.status_code != 200:
+            raise failure(response, f"the EHR's search for an earlier copy of a {entry.resource_type}")
+        try:
+            bundle = response.json()
+            ids = [
+                e["resource"]["id"]
+                for e in bundle.get("entry") or []
+                if e.get("resource", {}).get("resourceType") == entry.resource_type
+                and e.get("search", {}).get("mode", "match") == "match"
+            ]
+        except (ValueError, AttributeError, TypeError, KeyError):
+            raise DeliveryError("the EHR's search answer is not readable", retryable=True) from None
+        if len(ids) > 1:
+            raise DeliveryError(
+                f"the EHR holds {len(ids)} copies of a {entry.resource_type} sent once; an administrator must "
+                "remove the extra ones",
+                retryable=False,
+                status=412,
+            )
+        return str(ids[0]) if ids else None
+
+    def _as_transaction(
+        self, ehr: EhrRegistration, credentials: _Credentials, steps: list[capabilities.Step], assigned: dict[str, str]
+    ) -> None:
+        bundle = capabilities.transaction_bundle(steps, assigned)
         response = self._send(ehr, credentials, "POST", ehr.issuer, content=fhirjson.dumps(bundle))
         if response.status_code != 200:
             raise failure(response, "the EHR refused the transaction")
@@ -106,24 +143,20 @@ class Delivery:
             answers = [e.get("response", {}).get("status", "") for e in response.json().get("entry", [])]
         except (ValueError, AttributeError, TypeError):
             raise DeliveryError("the EHR's transaction response is not readable", retryable=True) from None
-        if len(answers) != len(entries) or not all(str(a)[:1] == "2" for a in answers):
+        if len(answers) != len(steps) or not all(str(a)[:1] == "2" for a in answers):
             raise DeliveryError("the EHR's transaction response does not confirm every entry", retryable=True)
 
-    def _one_by_one(self, ehr: EhrRegistration, credentials: _Credentials, entries: list[payload.Entry]) -> None:
-        assigned: dict[str, str] = {}  # fullUrl → the EHR's Type/id
-        for entry in entries:
-            body = fhirjson.dumps(payload.resolve(entry.resource, assigned))
-            if entry.update:
-                url = f"{ehr.issuer}/{entry.conditional_url}"
-                response = self._send(ehr, credentials, "PUT", url, content=body)
-            else:
-                url = f"{ehr.issuer}/{entry.resource_type}"
-                response = self._send(
-                    ehr, credentials, "POST", url, content=body, extra={"If-None-Exist": entry.criteria}
-                )
+    def _one_by_one(
+        self, ehr: EhrRegistration, credentials: _Credentials, steps: list[capabilities.Step], assigned: dict[str, str]
+    ) -> None:
+        for step in steps:  # in dependency order: each step refers only to entries already there
+            extra = {"If-None-Exist": step.if_none_exist} if step.if_none_exist else None
+            body = fhirjson.dumps(step.body(assigned))
+            response = self._send(ehr, credentials, step.method, f"{ehr.issuer}/{step.url}", content=body, extra=extra)
             if response.status_code not in (200, 201):
-                raise failure(response, f"the EHR refused a {entry.resource_type}")
-            assigned[entry.full_url] = f"{entry.resource_type}/{_assigned_id(response, entry.resource_type)}"
+                raise failure(response, f"the EHR refused a {step.entry.resource_type}")
+            kind = step.entry.resource_type
+            assigned[step.entry.full_url] = f"{kind}/{_assigned_id(response, kind)}"
 
     def _send(
         self,
@@ -132,11 +165,13 @@ class Delivery:
         method: str,
         url: str,
         *,
-        content: bytes,
+        content: bytes | None = None,
         extra: dict[str, str] | None = None,
     ) -> httpx.Response:
         while True:
-            headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON, **(extra or {})}
+            headers = {"Accept": FHIR_JSON, **(extra or {})}
+            if content is not None:
+                headers["Content-Type"] = FHIR_JSON
             if credentials.token is not None:
                 headers["Authorization"] = f"Bearer {credentials.token}"
             response = self.http.request(

@@ -90,18 +90,6 @@ def build(repo: Repository, response_id: str, resource_types: tuple[str, ...]) -
     return _dependency_order(entries)
 
 
-def transaction_bundle(entries: list[Entry]) -> dict[str, Any]:
-    out = []
-    for entry in entries:
-        request = (
-            {"method": "PUT", "url": entry.conditional_url}
-            if entry.update
-            else {"method": "POST", "url": entry.resource_type, "ifNoneExist": entry.criteria}
-        )
-        out.append({"fullUrl": entry.full_url, "resource": entry.resource, "request": request})
-    return {"resourceType": "Bundle", "type": "transaction", "entry": out}
-
-
 def resolve(resource: dict[str, Any], assigned: dict[str, str]) -> dict[str, Any]:
     """For one-request-per-resource delivery: fullUrls of entries already sent → the EHR's ``Type/id``."""
     return _map_references(resource, lambda ref: {"reference": assigned[ref]} if ref in assigned else None)

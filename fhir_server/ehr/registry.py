@@ -24,7 +24,7 @@ DEFAULT_RESOURCE_TYPES = ("QuestionnaireResponse", "Observation", "Flag", "Prove
 # What a launch asks for unless told otherwise: the context, the patient for the banner, and writing the results.
 DEFAULT_SCOPE = " ".join(
     ["launch", "openid", "fhirUser", "patient/Patient.r"]
-    + [f"patient/{t}.cru" for t in ("QuestionnaireResponse", "Observation", "Flag", "Provenance")]
+    + [f"patient/{t}.crus" for t in ("QuestionnaireResponse", "Observation", "Flag", "Provenance")]
 )
 
 

@@ -166,12 +166,13 @@ def client_authentication(
 
 
 def backend_scope(ehr: EhrRegistration, config: dict[str, Any]) -> str:
-    """The registration's ``system/`` scopes when it lists any; else read and write on each type written back, in
-    the EHR's scope syntax (SMART v2 ``.cru`` when it announces permission-v2, else v1 ``.read``/``.write``)."""
+    """The registration's ``system/`` scopes when it lists any; else read, write and search on each type written
+    back (search: an EHR without conditional writes is searched for earlier copies before each write), in the EHR's
+    scope syntax (SMART v2 ``.crus`` when it announces permission-v2, else v1 ``.read``/``.write``)."""
     listed = [s for s in ehr.scope.split() if s.startswith("system/")]
     if listed:
         return " ".join(listed)
     capabilities = config.get("capabilities") or []
     if "permission-v2" in capabilities:
-        return " ".join(f"system/{t}.cru" for t in ehr.resource_types)
+        return " ".join(f"system/{t}.crus" for t in ehr.resource_types)
     return " ".join(f"system/{t}.read system/{t}.write" for t in ehr.resource_types)

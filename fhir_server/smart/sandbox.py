@@ -26,10 +26,10 @@ from fhir_server.store import oauth_store
 DEMO_USER, DEMO_PASSWORD = "demo", "sandbox-demo"
 DEMO_CLINICIAN = "Practitioner/sandbox-therapist"
 APP_SCOPE = (
-    "openid fhirUser launch launch/patient online_access patient/Patient.rs patient/QuestionnaireResponse.cru "
-    "patient/Observation.cru patient/Flag.cru patient/Provenance.cru"
+    "openid fhirUser launch launch/patient online_access patient/Patient.rs patient/QuestionnaireResponse.crus "
+    "patient/Observation.crus patient/Flag.crus patient/Provenance.crus"
 )
-BACKEND_SCOPE = "system/QuestionnaireResponse.cru system/Observation.cru system/Flag.cru system/Provenance.cru"
+BACKEND_SCOPE = "system/QuestionnaireResponse.crus system/Observation.crus system/Flag.crus system/Provenance.crus"
 SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.0"
 ORS = "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.0"
 

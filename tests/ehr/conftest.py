@@ -25,7 +25,7 @@ from fhir_server.ehr import registry
 from tests.ehr.harness import OUR_SETTINGS, EhrProcess, FaultProxy, ServerProcess, temp_folder
 from tests.ehr.world import SRS_QUESTIONNAIRE
 
-BACKEND_SCOPE = " ".join(f"system/{t}.cru" for t in registry.DEFAULT_RESOURCE_TYPES)
+BACKEND_SCOPE = " ".join(f"system/{t}.crus" for t in registry.DEFAULT_RESOURCE_TYPES)
 
 
 @pytest.fixture(scope="session")

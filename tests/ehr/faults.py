@@ -13,8 +13,9 @@ requests it matches, in order:
     {"action": "drop"}                                                   forward, then close without an answer
     optional on any rule: "method": "POST", "path": "/fhir" (prefix)     which requests the rule applies to
 
-Control endpoints (on the control port): POST /plan {"rules": [...], "hide_transaction": bool} replaces the plan
-(hide_transaction strips "transaction" from the EHR's CapabilityStatement); POST /down {"seconds": s} closes the
+Control endpoints (on the control port): POST /plan {"rules": [...], "hide_transaction": bool, "hide_conditional":
+bool} replaces the plan (hide_transaction strips "transaction" from the EHR's CapabilityStatement, hide_conditional
+its conditionalCreate/conditionalUpdate: the EHR then looks like one that offers neither); POST /down {"seconds": s} closes the
 listening socket (connections are refused) and reopens it after s seconds; GET /log returns every request seen,
 with the wall-clock time it arrived and, for Retry-After answers, the earliest time a retry was allowed.
 """
@@ -40,6 +41,7 @@ class State:
         self.lock = threading.Lock()
         self.rules: list[dict[str, Any]] = []
         self.hide_transaction = False
+        self.hide_conditional = False
         self.log: list[dict[str, Any]] = []
         self.client = httpx.Client(timeout=60)
 
@@ -75,6 +77,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         rule = self.state.take_rule(self.command, self.path)
         entry: dict[str, Any] = {"t": arrived, "method": self.command, "path": self.path}
+        if self.headers.get("if-none-exist"):
+            entry["if_none_exist"] = self.headers["if-none-exist"]
         action = rule["action"] if rule else "forward"
         entry["action"] = action
         # Every entry is logged before anything goes back to the client, so the log is in causal order.
@@ -122,8 +126,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
 
     def _relay(self, upstream: httpx.Response) -> None:
         data = upstream.content
-        if self.state.hide_transaction and self.command == "GET" and self.path.split("?")[0].endswith("/metadata"):
-            data = _without_transaction(data)
+        if self.command == "GET" and self.path.split("?")[0].endswith("/metadata"):
+            data = _hidden(data, self.state.hide_transaction, self.state.hide_conditional)
         self.send_response(upstream.status_code)
         for key, value in upstream.headers.multi_items():
             if key.lower() not in HOP_BY_HOP:
@@ -135,10 +139,16 @@ class ProxyHandler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
 
-def _without_transaction(data: bytes) -> bytes:
+def _hidden(data: bytes, transaction: bool, conditional: bool) -> bytes:
+    if not (transaction or conditional):
+        return data
     statement = json.loads(data)
     for rest in statement.get("rest", []):
-        rest["interaction"] = [i for i in rest.get("interaction", []) if i.get("code") != "transaction"]
+        if transaction:
+            rest["interaction"] = [i for i in rest.get("interaction", []) if i.get("code") != "transaction"]
+        for resource in rest.get("resource", []) if conditional else []:
+            resource.pop("conditionalCreate", None)
+            resource.pop("conditionalUpdate", None)
     return json.dumps(statement).encode()
 
 
@@ -197,6 +207,7 @@ def control_handler(proxy: Proxy) -> type[BaseHTTPRequestHandler]:
                 with proxy.state.lock:
                     proxy.state.rules = list(command.get("rules", []))
                     proxy.state.hide_transaction = bool(command.get("hide_transaction", False))
+                    proxy.state.hide_conditional = bool(command.get("hide_conditional", False))
             elif self.path == "/down":
                 proxy.down(float(command.get("seconds", 1)))
             self._reply({"ok": True})

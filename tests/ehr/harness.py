@@ -109,8 +109,8 @@ class FaultProxy:
     def fhir_base(self) -> str:
         return f"{self.root}/fhir"
 
-    def plan(self, *rules: dict[str, Any], hide_transaction: bool = False) -> None:
-        body = {"rules": list(rules), "hide_transaction": hide_transaction}
+    def plan(self, *rules: dict[str, Any], hide_transaction: bool = False, hide_conditional: bool = False) -> None:
+        body = {"rules": list(rules), "hide_transaction": hide_transaction, "hide_conditional": hide_conditional}
         httpx.post(f"{self.control}/plan", json=body, timeout=10).raise_for_status()
 
     def down(self, seconds: float) -> None:

@@ -73,7 +73,7 @@ def _ehr(scope: str = "launch openid", types: tuple[str, ...] = ("QuestionnaireR
 
 def test_backend_scope_follows_the_ehrs_scope_syntax():
     assert backend_scope(_ehr(), {"capabilities": ["permission-v2", "permission-v1"]}) == (
-        "system/QuestionnaireResponse.cru system/Flag.cru"
+        "system/QuestionnaireResponse.crus system/Flag.crus"
     )
     assert backend_scope(_ehr(), {"capabilities": ["permission-v1"]}) == (
         "system/QuestionnaireResponse.read system/QuestionnaireResponse.write system/Flag.read system/Flag.write"

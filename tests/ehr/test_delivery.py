@@ -112,8 +112,10 @@ def test_the_rate_cap_spaces_requests_to_one_ehr(ours, ehr, local, proxy, backen
     in_ehr_once(ehr, local, response_id)
     times = [r["t"] for r in proxy.requests()]  # metadata, discovery, token, then the resources
     assert len(times) >= 8
-    # Starts are spaced 1/4 s apart; arrival can lag a start by a few milliseconds.
-    assert times[-1] - times[0] >= (len(times) - 1) / 4 - 0.05
+    # Starts are spaced 1/4 s apart.  Arrival at the proxy can lag a start (the first one opens the connection, and
+    # the proxy is another process on a busy machine): 0.2 s of slack, where uncapped requests would take ~0.2 s
+    # in all.
+    assert times[-1] - times[0] >= (len(times) - 1) / 4 - 0.2
     assert len(local_results(local, response_id)) == 4  # Observation, 2 Flags, Provenance
 
 

@@ -84,3 +84,22 @@ def test_a_lost_answer_is_retried_without_a_duplicate(hide_transaction, ours, eh
     retried = [w for w in writes if w["path"] == path and w["action"] == "forward"]
     assert [w["status"] for w in retried] == [200]  # matched, not created again
     assert rows_for(local, response_id)[0].attempts == 2
+
+
+@pytest.mark.parametrize("lost", ["Observation", "Provenance"])
+def test_an_ehr_without_conditional_writes_gets_search_then_write(lost, ours, ehr, local, proxy, registration, uid):
+    """An EHR whose CapabilityStatement offers no transaction and no conditional create or update (as many do):
+    every write is preceded by a search for its key, so when the answer to a create is lost the retry finds the
+    copy and writes nothing twice.  Provenance, which has no identifier in R4, is found by its write-back tag."""
+    proxy.plan({"action": "drop", "method": "POST", "path": f"/fhir/{lost}"}, hide_transaction=True, hide_conditional=True)
+    response_id = _deliver(ehr, local, registration, uid)  # asserts every resource is in the EHR exactly once
+    requests = proxy.requests()
+    assert not any("if_none_exist" in r for r in requests)  # never a conditional create the EHR did not offer
+    assert not any(r["method"] == "PUT" and "?" in r["path"] for r in requests)  # nor a conditional update
+    creates = [r for r in requests if r["method"] == "POST" and r["path"] == f"/fhir/{lost}"]
+    assert [c["action"] for c in creates] == ["drop"]  # created once; the retry found it and did not post again
+    searches = [r for r in requests if r["method"] == "GET" and r["path"].startswith(f"/fhir/{lost}?")]
+    assert len(searches) == 2  # one per attempt, each before any write of it
+    key = "_tag=" if lost == "Provenance" else "identifier="
+    assert all(key in s["path"] for s in searches)
+    assert rows_for(local, response_id)[0].attempts == 2
