@@ -111,7 +111,9 @@ class Interactions:
             self.custom.mark_changed()
         if questionnaire is not None and not result.existing:
             fresh = result.created and result.stored.version_id == 1
-            scored = self.scoring.on_written(session, result.stored, questionnaire, fresh=fresh)
+            scored = self.scoring.on_written(
+                session, result.stored, questionnaire, fresh=fresh, trusted=self.policy.writes_for_the_clinic
+            )
             if scored.notes:
                 return dataclasses.replace(result, notes=scored.notes)
         return result

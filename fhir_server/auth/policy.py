@@ -53,6 +53,19 @@ class Policy:
         """The launch patient whose compartment patient/ scopes are confined to."""
         return None if self.rules is None else self.caller.patient
 
+    @property
+    def writes_for_the_clinic(self) -> bool:
+        """The server itself, a Backend Services client or a practitioner — not a client or their family.  Only
+        such a writer may say a response was scored where it was collected (a client could otherwise keep their
+        own answers from raising a Flag)."""
+        if self.rules is None or not self.caller.authenticated:
+            return True
+        user = self.caller.fhir_user
+        if user is None:
+            return "system" in self.caller.grant.contexts
+        kind = [part for part in user.split("?")[0].split("/") if part][-2:-1]
+        return kind in (["Practitioner"], ["PractitionerRole"])
+
     # -- the interaction ------------------------------------------------------------------------------------
     def allows(self, resource_type: str, permission: str) -> bool:
         """Whether some scope allows ``permission`` (one of c r u d s) on the type at all."""

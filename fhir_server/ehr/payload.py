@@ -21,14 +21,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fhir_server import fhirjson
-from fhir_server.canonical import BASE
+from fhir_server.canonical import BASE, SCORED_AT_SOURCE, WRITE_BACK_TAG
 from fhir_server.scoring.resources import ENGINE, ENGINE_DEVICE_ID, derived_id
 from fhir_server.store.records import Stored
 from fhir_server.store.repository import Repository
 
 RESPONSE_IDENTIFIER = f"{BASE}/questionnaire-response"
 DEVICE_IDENTIFIER = f"{BASE}/device"
-WRITE_BACK_TAG = f"{BASE}/write-back"
 _ORDER = {"QuestionnaireResponse": 0, "Observation": 1, "Flag": 2, "Provenance": 3}
 _NAMESPACE = uuid.UUID("5b0c3a53-7f5e-4c59-9d1e-8e0f6a1f2c11")
 
@@ -76,7 +75,7 @@ def build(repo: Repository, response_id: str, resource_types: tuple[str, ...]) -
     entries = []
     for key, url in sent.items():
         stored, body = parsed[key]
-        resource, criteria = _keyed(key[0], key[1], body)
+        resource, criteria = _keyed(key[0], key[1], body, scored=provenance is not None)
         entries.append(
             Entry(
                 resource_type=key[0],
@@ -109,14 +108,17 @@ def _identifier(resource_type: str, body: dict[str, Any]) -> dict[str, str] | No
     return None
 
 
-def _keyed(resource_type: str, local_id: str, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """The resource without our id and meta, carrying the key of its conditional write, and that key's search."""
+def _keyed(resource_type: str, local_id: str, body: dict[str, Any], *, scored: bool) -> tuple[dict[str, Any], str]:
+    """The resource without our id and meta, carrying the key of its conditional write, and that key's search.  A
+    scored response says so (its results travel with it: a receiving server must not score it again)."""
     resource = {k: v for k, v in body.items() if k not in ("id", "meta")}
     identifier = _identifier(resource_type, body)
     if identifier is None and resource_type == "QuestionnaireResponse":
         # A response submitted without one gets a key from its local id (QuestionnaireResponse.identifier is 0..1).
         identifier = {"system": RESPONSE_IDENTIFIER, "value": local_id}
         resource["identifier"] = identifier
+    if resource_type == "QuestionnaireResponse" and scored:
+        resource["meta"] = {"tag": [{"system": WRITE_BACK_TAG, "code": SCORED_AT_SOURCE}]}
     if identifier is not None:
         return resource, urlencode({"identifier": f"{identifier['system']}|{identifier['value']}"})
     resource["meta"] = {"tag": [{"system": WRITE_BACK_TAG, "code": f"{resource_type}/{local_id}"}]}

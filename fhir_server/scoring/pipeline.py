@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from fhir_server import fhirjson
-from fhir_server.canonical import FLAGS_CODESYSTEM, MEASURES_CODESYSTEM
+from fhir_server.canonical import FLAGS_CODESYSTEM, MEASURES_CODESYSTEM, SCORED_AT_SOURCE, WRITE_BACK_TAG
 from fhir_server.errors import FhirError
 from fhir_server.scoring import resources as build
 from fhir_server.scoring.ages import age_band, age_notes
@@ -29,6 +29,19 @@ if TYPE_CHECKING:
     from fhir_server.api.interactions import Interactions
 
 SCORED_STATUSES = ("completed", "amended")
+SCORED_ELSEWHERE = (
+    "This response was scored where it was collected (tag scored-at-source); its Observations and Flags are written "
+    "with it, so it was not scored again here."
+)
+
+
+def scored_at_source(response: dict[str, Any]) -> bool:
+    meta = response.get("meta")
+    tags = meta.get("tag") if isinstance(meta, dict) else None
+    return any(
+        isinstance(t, dict) and t.get("system") == WRITE_BACK_TAG and t.get("code") == SCORED_AT_SOURCE
+        for t in (tags if isinstance(tags, list) else [])
+    )
 
 
 @dataclass(frozen=True)
@@ -52,14 +65,23 @@ class ScoringPipeline:
         return rules if rules is not None and rules.scores else None
 
     def on_written(
-        self, session: WriteSession, stored: Stored, questionnaire: dict[str, Any], *, fresh: bool = False
+        self,
+        session: WriteSession,
+        stored: Stored,
+        questionnaire: dict[str, Any],
+        *,
+        fresh: bool = False,
+        trusted: bool = True,
     ) -> Scored:
         """Score (or retract) after a QuestionnaireResponse write.  ``fresh``: the response was just created, so
-        none of its results can exist yet (no look-ups before writing them)."""
+        none of its results can exist yet (no look-ups before writing them).  ``trusted``: the writer may say the
+        response was scored where it was collected (another instance's write-back; its results arrive with it)."""
         response = fhirjson.loads_stored(stored.content or "{}")
         rules = self.rules_for(response)
         if rules is None:
             return Scored([])
+        if trusted and scored_at_source(response):
+            return Scored([], (SCORED_ELSEWHERE,))
         if response.get("status") in SCORED_STATUSES:
             return self.score(session, rules, response, questionnaire, fresh=fresh)
         if response.get("status") == "entered-in-error":

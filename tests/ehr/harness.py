@@ -30,16 +30,15 @@ OUR_SETTINGS = {
 
 
 class EhrProcess(ServerProcess):
-    """The EHR: authorization required, a plain FHIR store (no instrument library, so it stores what it gets
-    without scoring it again), a reader client for the tests' own look-ups."""
+    """The EHR: authorization required, with the instrument library as any instance of this server has it (so a
+    response written back to it is one it could score: it must not score it again), a reader client for the
+    tests' own look-ups."""
 
     READER = "test-reader"
 
     def __init__(self, folder: Path) -> None:
         env = {
             "FHIR_SERVER_AUTH_REQUIRED": "true",
-            "FHIR_SERVER_LIBRARY_DIRS": "",
-            "FHIR_SERVER_LOAD_LIBRARY": "false",
             "FHIR_SERVER_OUTBOX_WORKER": "false",
             "FHIR_SERVER_LOG_LEVEL": "warning",
         }

@@ -27,6 +27,7 @@ def test_a_scored_srs_and_the_flag_it_closes_later_reach_the_ehr_once(mode, ours
     found = in_ehr_once(ehr, local, first)
     flags = sorted(f["code"]["coding"][0]["code"] for k, f in found.items() if k.startswith("Flag/"))
     assert flags == ["srs-below-cutoff", "srs-item-checkin"]
+    _nothing_but_what_was_sent(ehr, patient, found)
     assert all(f["status"] == "active" for k, f in found.items() if k.startswith("Flag/"))
 
     # The next session scores high: scoring closes both Flags here, and the delivery closes them in the EHR.
@@ -51,6 +52,21 @@ def test_a_scored_srs_and_the_flag_it_closes_later_reach_the_ehr_once(mode, ours
         assert len(sent) == 5 + 5
         assert sum(r["method"] == "PUT" and r["path"].startswith("/fhir/Flag?identifier=") for r in sent) == 2
     assert all(r["status"] in (200, 201) for r in sent)
+
+
+def _nothing_but_what_was_sent(ehr, patient: str, found: dict) -> None:
+    """The EHR (itself a fhir-server) did not score the response it received again (issue 17, finding 6): the
+    patient's Observations and Flags there, and the response's Provenance, are exactly the ones sent."""
+    [response] = [f for k, f in found.items() if k.startswith("QuestionnaireResponse/")]
+    with ehr.client() as client:
+        for kind, params in (
+            ("Observation", {"subject": f"Patient/{patient}"}),
+            ("Flag", {"subject": f"Patient/{patient}"}),
+            ("Provenance", {"entity": f"QuestionnaireResponse/{response['id']}"}),
+        ):
+            there = client.get(f"/{kind}", params={**params, "_count": "100"}).json().get("entry", [])
+            sent = {f["id"] for k, f in found.items() if k.startswith(f"{kind}/")}
+            assert {e["resource"]["id"] for e in there} == sent, kind
 
 
 def test_one_row_per_pending_delivery_and_nothing_queued_when_the_submission_fails(local, registration, uid):
