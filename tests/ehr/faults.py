@@ -14,10 +14,11 @@ requests it matches, in order:
     optional on any rule: "method": "POST", "path": "/fhir" (prefix)     which requests the rule applies to
 
 Control endpoints (on the control port): POST /plan {"rules": [...], "hide_transaction": bool, "hide_conditional":
-bool} replaces the plan (hide_transaction strips "transaction" from the EHR's CapabilityStatement, hide_conditional
-its conditionalCreate/conditionalUpdate: the EHR then looks like one that offers neither); POST /down {"seconds": s} closes the
-listening socket (connections are refused) and reopens it after s seconds; GET /log returns every request seen,
-with the wall-clock time it arrived and, for Retry-After answers, the earliest time a retry was allowed.
+bool} replaces the plan (hide_transaction strips "transaction" from the EHR's CapabilityStatement,
+hide_conditional its conditionalCreate/conditionalUpdate: the EHR then looks like one that offers neither);
+POST /down {"seconds": s} closes the listening socket (connections are refused) and reopens it after s seconds;
+GET /log returns every request seen, with the wall-clock time it arrived and, for Retry-After answers, the
+earliest time a retry was allowed.
 """
 
 from __future__ import annotations

@@ -91,7 +91,8 @@ def test_an_ehr_without_conditional_writes_gets_search_then_write(lost, ours, eh
     """An EHR whose CapabilityStatement offers no transaction and no conditional create or update (as many do):
     every write is preceded by a search for its key, so when the answer to a create is lost the retry finds the
     copy and writes nothing twice.  Provenance, which has no identifier in R4, is found by its write-back tag."""
-    proxy.plan({"action": "drop", "method": "POST", "path": f"/fhir/{lost}"}, hide_transaction=True, hide_conditional=True)
+    lose_answer = {"action": "drop", "method": "POST", "path": f"/fhir/{lost}"}
+    proxy.plan(lose_answer, hide_transaction=True, hide_conditional=True)
     response_id = _deliver(ehr, local, registration, uid)  # asserts every resource is in the EHR exactly once
     requests = proxy.requests()
     assert not any("if_none_exist" in r for r in requests)  # never a conditional create the EHR did not offer
