@@ -1,9 +1,9 @@
 """Cards from a client's alliance summary (the same summary the clinician view and $alliance-summary use).
 
 One card per kind of active concern (its latest Flag, with how many earlier sessions raised it), carrying its
-follow-up question, and an information card when today's ORS has not been
-collected.  Card uuids are derived from what they are about, so feedback on a card can be matched to it and the
-same concern shown twice keeps its identity.
+follow-up question, and an information card when today's start-of-session measure (the ORS, or the form for the
+client's age) has not been collected.  Card uuids are derived from what they are about, so feedback on a card
+can be matched to it and the same concern shown twice keeps its identity.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from datetime import date
 from typing import Any
 
 from fhir_server.canonical import BASE
+from fhir_server.cds_hooks.start_measures import StartMeasure
 from fhir_server.scoring.summary import ActiveFlag, AllianceSummary, MeasureSeries, latest_flags
 
 OVERRIDE_SYSTEM = f"{BASE}/CodeSystem/fit-cds-override"
@@ -23,7 +24,6 @@ OVERRIDE_REASONS = [
     {"system": OVERRIDE_SYSTEM, "code": "clinical-judgement", "display": "Clinical judgement"},
 ]
 _CARD_NAMESPACE = uuid.UUID("6f1c7d3e-2b8a-4c55-9a57-1d6f0e9b7a10")
-_ORS_CODES = ("ors-total", "cors-total", "ycors-total")
 _WARNING_PRIORITIES = {"PH", "PM"}  # flag-priority: high and medium concerns are warnings
 
 
@@ -32,23 +32,31 @@ def card_id(service: str, patient: str, about: str) -> str:
 
 
 def build_cards(
-    summary: AllianceSummary, *, service: str, hook: str, today: date, app_url: str, source_url: str
+    summary: AllianceSummary,
+    *,
+    service: str,
+    hook: str,
+    today: date,
+    app_url: str,
+    source_url: str,
+    still_to_rate: StartMeasure | None = None,
 ) -> list[dict[str, Any]]:
+    """``still_to_rate``: the start-of-session measure for the client's age, when none was rated today."""
     cards = [
         _flag_card(summary, flag, earlier, service, app_url, source_url)
         for flag, earlier in latest_flags(summary.flags)
     ]
-    if hook in ("patient-view", "encounter-start") and not _ors_today(summary, today):
+    if hook in ("patient-view", "encounter-start") and still_to_rate is not None:
         cards.append(
             _card(
-                card_id(service, summary.patient, f"ors-today|{today.isoformat()}"),
-                "ORS not yet collected today",
-                "Ask the client to complete the Outcome Rating Scale at the start of the session, before you talk "
+                card_id(service, summary.patient, f"start-measure-today|{today.isoformat()}"),
+                f"{still_to_rate.abbreviation} not yet collected today",
+                f"Ask the client to complete the {still_to_rate.title} at the start of the session, before you talk "
                 "about the week, so today's score reflects how they arrived.",
                 "info",
                 app_url,
                 source_url,
-                {"view": "form", "measure": "ors"},
+                {"view": "form", "measure": still_to_rate.id},
             )
         )
     return cards
@@ -108,10 +116,4 @@ def _measure_of(summary: AllianceSummary, flag: ActiveFlag) -> MeasureSeries | N
             if m.code.startswith(prefix) and m.code.endswith("-total") and m.series == flag.series
         ),
         None,
-    )
-
-
-def _ors_today(summary: AllianceSummary, today: date) -> bool:
-    return any(
-        point.date[:10] == today.isoformat() for m in summary.measures if m.code in _ORS_CODES for point in m.points
     )

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from fhir_server.cds_hooks import fhir_bases
-from fhir_server.cds_hooks.services import Service
+from fhir_server.cds_hooks.services import REQUIRED, Service
 from fhir_server.errors import FhirError
 
 log = logging.getLogger("fhir_server.cds_hooks")
@@ -51,11 +52,19 @@ def _entries(bundle: Any) -> list[dict[str, Any]]:
     ]
 
 
-def gather(
-    service: Service, request: dict[str, Any], allowed_bases: Callable[[], Sequence[str]]
-) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
-    """(patient id, scored Observations oldest first, active Flags).  ``allowed_bases`` gives the FHIR bases
-    registered for the calling CDS client; it is asked only when something must be read."""
+@dataclass(frozen=True)
+class Gathered:
+    patient: str  # id
+    birth_date: str | None
+    observations: list[dict[str, Any]]  # scored Observations, oldest first
+    flags: list[dict[str, Any]]  # active
+    responses: list[dict[str, Any]]  # the newest QuestionnaireResponses
+
+
+def gather(service: Service, request: dict[str, Any], allowed_bases: Callable[[], Sequence[str]]) -> Gathered:
+    """What the cards need, from prefetch or read from the EHR.  ``allowed_bases`` gives the FHIR bases
+    registered for the calling CDS client; it is asked only when something must be read.  The optional keys
+    (patient, responses) are read when the EHR lets us, and done without when it does not."""
     context = request.get("context") if isinstance(request.get("context"), dict) else {}
     patient = context.get("patientId")
     if not isinstance(patient, str) or not patient:
@@ -63,21 +72,32 @@ def gather(
     if not PATIENT_ID.match(patient):
         raise FhirError(400, "value", "context.patientId is not a FHIR id")
     prefetch = request.get("prefetch") if isinstance(request.get("prefetch"), dict) else {}
-    found: dict[str, list[dict[str, Any]]] = {}
-    missing = [key for key in ("observations", "flags") if not isinstance(prefetch.get(key), dict)]
-    for key in ("observations", "flags"):
-        if key not in missing:
-            found[key] = _entries(prefetch[key])
-    if missing:
+    found = {key: _resources(prefetch[key]) for key in service.prefetch if isinstance(prefetch.get(key), dict)}
+    missing = [key for key in service.prefetch if key not in found]
+    if any(key in REQUIRED for key in missing) or (missing and request.get("fhirServer")):
         base, token = _remote(request, allowed_bases)
         for key in missing:
-            found[key] = _fetch(base, token, service.prefetch[key].replace("{{context.patientId}}", patient))
+            query = service.prefetch[key].replace("{{context.patientId}}", patient)
+            try:
+                found[key] = _fetch(base, token, query)
+            except FhirError:
+                if key in REQUIRED:
+                    raise
+                found[key] = []  # logged by _fetch; the cards are made without it
     observations = sorted(
-        (o for o in found["observations"] if o.get("resourceType") == "Observation"),
+        (o for o in found.get("observations", []) if o.get("resourceType") == "Observation"),
         key=lambda o: str(o.get("effectiveDateTime", "")),
     )
-    flags = [f for f in found["flags"] if f.get("resourceType") == "Flag" and f.get("status") == "active"]
-    return patient, observations, flags
+    flags = [f for f in found.get("flags", []) if f.get("resourceType") == "Flag" and f.get("status") == "active"]
+    patients = [p for p in found.get("patient", []) if p.get("resourceType") == "Patient" and p.get("id") == patient]
+    birth_date = patients[0].get("birthDate") if patients else None
+    responses = [r for r in found.get("responses", []) if r.get("resourceType") == "QuestionnaireResponse"]
+    return Gathered(patient, birth_date if isinstance(birth_date, str) else None, observations, flags, responses)
+
+
+def _resources(value: dict[str, Any]) -> list[dict[str, Any]]:
+    """A prefetch value: a search Bundle's resources, or the one resource a read returns."""
+    return _entries(value) if value.get("resourceType") == "Bundle" else [value]
 
 
 def _remote(request: dict[str, Any], allowed_bases: Callable[[], Sequence[str]]) -> tuple[str, str]:
@@ -112,7 +132,9 @@ def _fetch(base: str, token: str, query: str) -> list[dict[str, Any]]:
                     raise _ReadFailed(f"status {answer.status_code}")
                 bundle = answer.json()
                 if not isinstance(bundle, dict):
-                    raise _ReadFailed("not a Bundle")
+                    raise _ReadFailed("not a FHIR resource")
+                if bundle.get("resourceType") != "Bundle":  # a read (Patient/{id})
+                    return [bundle]
                 resources += _entries(bundle)
                 url = _next_link(base, bundle)
     except _ReadFailed as failed:

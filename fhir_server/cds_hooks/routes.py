@@ -18,6 +18,7 @@ from fhir_server.auth.tokens import TokenError
 from fhir_server.cds_hooks.cards import build_cards
 from fhir_server.cds_hooks.data import gather
 from fhir_server.cds_hooks.services import SERVICES, Service
+from fhir_server.cds_hooks.start_measures import collected_today, for_client, start_measures
 from fhir_server.errors import FhirError
 from fhir_server.scoring.summary import build_summary
 from fhir_server.store import cds_store
@@ -70,16 +71,20 @@ async def call_service(service_id: str, request: Request) -> Response:
     def allowed_bases() -> list[str]:  # the verified issuer's registered FHIR bases, never the request's say-so
         return cds_store.fhir_servers(engine, claims["iss"])
 
-    patient, observations, flags = await run_in_threadpool(gather, service, body, allowed_bases)
-    summary = build_summary(f"Patient/{patient}", observations, flags)
+    found = await run_in_threadpool(gather, service, body, allowed_bases)
+    summary = build_summary(f"Patient/{found.patient}", found.observations, found.flags)
     origin = urls.origin(request.app.state.settings, str(request.base_url))
+    today = datetime.now(UTC).date()
+    measures = start_measures(request.app.state.fhir.library)
+    collected = collected_today(measures, found.responses, found.observations, today)
     cards = build_cards(
         summary,
         service=service.id,
         hook=service.hook,
-        today=datetime.now(UTC).date(),
+        today=today,
         app_url=f"{origin}/app/launch",
         source_url=f"{origin}/cds-services",
+        still_to_rate=None if collected else for_client(measures, found.birth_date, today),
     )
     return _json({"cards": cards})
 

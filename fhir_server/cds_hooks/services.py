@@ -6,15 +6,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# Newest first: an EHR answers a prefetch with the first page only, so an oldest-first query would cut the
+# newest results of a long history.  ``patient`` (the birth date picks the form for the client's age) and
+# ``responses`` (forms with nothing to score leave no Observation) are optional: without them the card asks for
+# the adult ORS and counts only scored Observations.
 PREFETCH = {
     "patient": "Patient/{{context.patientId}}",
     "observations": (
-        "Observation?subject=Patient/{{context.patientId}}&category=survey&status=final,amended&_sort=date&_count=1000"
+        "Observation?subject=Patient/{{context.patientId}}&category=survey&status=final,amended&_sort=-date&_count=200"
     ),
     "flags": "Flag?subject=Patient/{{context.patientId}}&status=active&_count=100",
+    "responses": "QuestionnaireResponse?subject=Patient/{{context.patientId}}&_sort=-authored&_count=20",
 }
+REQUIRED = ("observations", "flags")
 # the least the service needs to read when prefetch is absent (SMART v1 and v2 spellings)
-READ_SCOPES = "patient/Patient.read patient/Observation.read patient/Flag.read"
+READ_SCOPES = (
+    "patient/Observation.read patient/Flag.read, and for the form by age patient/Patient.read "
+    "patient/QuestionnaireResponse.read"
+)
 
 
 @dataclass(frozen=True)

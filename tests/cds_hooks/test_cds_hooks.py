@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -29,6 +30,8 @@ from tests.support.server import RunningServer
 SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.0"
 EHR_ISSUER = "https://ehr.test/cds-client"
 SERVICE = "fit-alliance-patient-view"
+MEASURES = "http://fit-fhir.org/fhir/CodeSystem/fit-measures"
+ENGAGEMENT = "http://fit-fhir.org/fhir/CodeSystem/fit-engagement"
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +108,19 @@ def call(server: RunningServer, token: str | None, body: dict, service: str = SE
     return httpx.post(f"{server.root}/cds-services/{service}", json=body, headers=headers, timeout=30)
 
 
+def prefetched(ehr: tuple[ServerProcess, str], patient: str, service: str = SERVICE) -> dict:
+    """What an EHR sends: each of the service's advertised prefetch templates run against its FHIR server (the
+    first page only, as EHRs do)."""
+    process, token = ehr
+    templates = next(
+        s["prefetch"] for s in httpx.get(f"{process.root}/cds-services").json()["services"] if s["id"] == service
+    )
+    with httpx.Client(base_url=process.fhir_base, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+        return {
+            key: c.get("/" + query.replace("{{context.patientId}}", patient)).json() for key, query in templates.items()
+        }
+
+
 def request_body(ehr: tuple[ServerProcess, str], patient: str, *, prefetch: bool) -> dict:
     process, token = ehr
     body = {
@@ -113,16 +129,7 @@ def request_body(ehr: tuple[ServerProcess, str], patient: str, *, prefetch: bool
         "context": {"userId": "Practitioner/therapist-1", "patientId": patient},
     }
     if prefetch:
-        headers = {"Authorization": f"Bearer {token}"}
-        with httpx.Client(base_url=process.fhir_base, headers=headers, timeout=30) as c:
-            body["prefetch"] = {
-                "patient": c.get(f"/Patient/{patient}").json(),
-                "observations": c.get(
-                    "/Observation",
-                    params={"subject": f"Patient/{patient}", "category": "survey", "_sort": "date", "_count": "1000"},
-                ).json(),
-                "flags": c.get("/Flag", params={"subject": f"Patient/{patient}", "status": "active"}).json(),
-            }
+        body["prefetch"] = prefetched(ehr, patient)
     else:
         body["fhirServer"] = process.fhir_base
         body["fhirAuthorization"] = {
@@ -140,6 +147,7 @@ def test_discovery(server):
     assert services[SERVICE]["hook"] == "patient-view"
     assert services["fit-alliance-encounter-start"]["hook"] == "encounter-start"
     assert "{{context.patientId}}" in services[SERVICE]["prefetch"]["observations"]
+    assert "_sort=-date" in services[SERVICE]["prefetch"]["observations"]  # newest first (issue 17, finding 7)
 
 
 @pytest.mark.parametrize("prefetch", [True, False], ids=["prefetch", "fhirAuthorization"])
@@ -310,3 +318,88 @@ def test_encounter_start_service(server, ehr, patient, ehr_key):
     assert any("below 36" in s for s in summaries)
     wrong_hook = call(server, signed(server, ehr_key, service=service), {**body, "hook": "patient-view"}, service)
     assert wrong_hook.status_code == 400
+
+
+def _ehr_client(ehr: tuple[ServerProcess, str]) -> httpx.Client:
+    process, token = ehr
+    return httpx.Client(base_url=process.fhir_base, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+
+
+def _new_patient(ehr: tuple[ServerProcess, str], **fields) -> str:
+    patient_id = f"cds-{uuid.uuid4().hex[:8]}"
+    with _ehr_client(ehr) as client:
+        answer = client.put(f"/Patient/{patient_id}", json={"resourceType": "Patient", "id": patient_id, **fields})
+    assert answer.status_code == 201, answer.text
+    return patient_id
+
+
+def _start_card(answer: httpx.Response) -> dict | None:
+    assert answer.status_code == 200, answer.text
+    return next((c for c in answer.json()["cards"] if c["summary"].endswith("not yet collected today")), None)
+
+
+@pytest.mark.parametrize("prefetch", [True, False], ids=["prefetch", "fhirAuthorization"])
+def test_a_young_child_is_asked_for_the_ycors_and_a_ycors_today_counts(server, ehr, ehr_key, prefetch):
+    """Issue 17, finding 3: for a 4-year-old the card asks for the YCORS (not the adult ORS) and links it; once a
+    YCORS was submitted today (it has nothing to score, so no Observation) the card is gone."""
+    today = datetime.now(UTC).date()
+    born = today.replace(year=today.year - 4, day=min(today.day, 28)).isoformat()
+    patient = _new_patient(ehr, birthDate=born)
+    card = _start_card(call(server, signed(server, ehr_key), request_body(ehr, patient, prefetch=prefetch)))
+    assert card is not None and card["summary"] == "YCORS not yet collected today", card
+    assert "Young Child Outcome Rating Scale (YCORS)" in card["detail"]
+    assert orjson.loads(card["links"][0]["appContext"]) == {"view": "form", "measure": "ycors"}
+    with _ehr_client(ehr) as client:
+        ycors = {
+            "resourceType": "QuestionnaireResponse",
+            "questionnaire": "http://fit-fhir.org/fhir/Questionnaire/ycors|1.0.0",
+            "status": "completed",
+            "subject": {"reference": f"Patient/{patient}"},
+            "authored": datetime.now(UTC).isoformat(timespec="seconds"),
+            "item": [{"linkId": "feeling", "answer": [{"valueCoding": {"system": ENGAGEMENT, "code": "happy"}}]}],
+        }
+        assert client.post("/QuestionnaireResponse", json=ycors).status_code == 201
+    body = request_body(ehr, patient, prefetch=prefetch)
+    assert _start_card(call(server, signed(server, ehr_key), body)) is None
+
+
+def test_an_adolescent_is_asked_for_the_ors_and_a_child_for_the_cors(server, ehr, ehr_key):
+    today = datetime.now(UTC).date()
+    for years, expected in ((15, "ORS"), (8, "CORS")):
+        born = today.replace(year=today.year - years, day=min(today.day, 28)).isoformat()
+        patient = _new_patient(ehr, birthDate=born)
+        card = _start_card(call(server, signed(server, ehr_key), request_body(ehr, patient, prefetch=True)))
+        assert card is not None and card["summary"] == f"{expected} not yet collected today", (years, card)
+
+
+def test_prefetch_takes_the_newest_results_of_a_long_history(server, ehr, ehr_key):
+    """Issue 17, finding 7: with more results than one prefetch page holds, today's ORS is on that page (the
+    template sorted oldest first cut it, and the card asked for an ORS already given)."""
+    patient = _new_patient(ehr)
+    with _ehr_client(ehr) as client:
+        old = [_ors_observation(patient, f"2020-01-{1 + n % 28:02d}T09:{n % 60:02d}:00Z") for n in range(1005)]
+        today = _ors_observation(patient, datetime.now(UTC).isoformat(timespec="seconds"))
+        batch = {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [{"resource": o, "request": {"method": "POST", "url": "Observation"}} for o in [*old, today]],
+        }
+        answer = client.post("", json=batch)
+        assert answer.status_code == 200, answer.text[:500]
+        assert all(e["response"]["status"].startswith("201") for e in answer.json()["entry"])
+    card = _start_card(call(server, signed(server, ehr_key), request_body(ehr, patient, prefetch=True)))
+    assert card is None, "today's ORS was cut from the prefetch"
+
+
+def _ors_observation(patient: str, when: str) -> dict:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [
+            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "survey"}]}
+        ],
+        "code": {"coding": [{"system": MEASURES, "code": "ors-total", "display": "ORS total"}]},
+        "subject": {"reference": f"Patient/{patient}"},
+        "effectiveDateTime": when,
+        "valueQuantity": {"value": 30, "unit": "score", "system": "http://unitsofmeasure.org", "code": "{score}"},
+    }
