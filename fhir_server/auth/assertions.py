@@ -22,6 +22,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from fhir_server.auth.models import Client
+from fhir_server.auth.tokens import signing_key
 from fhir_server.store import oauth_store
 
 if TYPE_CHECKING:
@@ -44,11 +45,12 @@ class RemoteKeySets:
         self._cache: dict[str, tuple[float, KeySet]] = {}
         self._lock = threading.Lock()
 
-    def get(self, url: str, kid: str) -> KeySet:
+    def get(self, url: str, kid: str | None) -> KeySet:
         with self._lock:
             cached = self._cache.get(url)
         age = time.monotonic() - cached[0] if cached else float("inf")
-        if cached and age < JWKS_CACHE_SECONDS and (_find(cached[1], kid) or age < JWKS_REFETCH_SECONDS):
+        known = cached is not None and (kid is None or _find(cached[1], kid) is not None)
+        if cached and age < JWKS_CACHE_SECONDS and (known or age < JWKS_REFETCH_SECONDS):
             return cached[1]
         keys = self._fetch(url)
         with self._lock:
@@ -110,20 +112,26 @@ class PrivateKeyJwt(JWTBearerClientAssertion):
         return self.authenticate_client(client)
 
     def resolve_key(self, client: Client, headers: dict[str, Any], algorithm: str) -> RSAKey | ECKey:
+        """The client's key named by ``kid``; without a ``kid``, its one key that fits the algorithm (as for every
+        JWT this server verifies: tokens.signing_key).  A key missing from a cached JWKS re-fetches it once."""
         kid, jku = headers.get("kid"), headers.get("jku")
-        if not isinstance(kid, str) or not kid:
-            raise InvalidClientError(description="The client assertion header needs the kid of a registered key")
+        if kid is not None and (not isinstance(kid, str) or not kid):
+            raise InvalidClientError(description="The client assertion's kid must be a non-empty string")
         if jku is not None:
             allowed = {client.jwks_url, *self.server.settings.jku_allow_list} - {None}
             if jku not in allowed:
                 raise InvalidClientError(description="The jku is neither the client's jwks_url nor on the allow-list")
-            key = _find(self.remote.get(jku, kid), kid)
+            key = signing_key(self.remote.get(jku, kid), kid, algorithm)
         else:
-            key = _find(KeySet.import_key_set(client.jwks), kid) if client.jwks else None
+            key = signing_key(KeySet.import_key_set(client.jwks), kid, algorithm) if client.jwks else None
             if key is None and client.jwks_url:
-                key = _find(self.remote.get(client.jwks_url, kid), kid)
+                key = signing_key(self.remote.get(client.jwks_url, kid), kid, algorithm)
         if key is None:
-            raise InvalidClientError(description="The assertion's kid is not a registered key of this client")
+            raise InvalidClientError(
+                description="The assertion's kid is not a registered key of this client"
+                if kid
+                else "The assertion has no kid and the client's keys do not hold exactly one key for its algorithm"
+            )
         expected = ALGORITHMS[algorithm]
         if not isinstance(key, expected) or (isinstance(key, ECKey) and key.curve_name != "P-384"):
             raise InvalidClientError(description=f"The key named by kid cannot verify {algorithm}")

@@ -57,15 +57,26 @@ def unverified_issuer(token: str) -> str | None:
     return issuer if isinstance(issuer, str) else None
 
 
-def signing_key(keys: KeySet, kid: Any) -> Any:
-    """The key a token names by ``kid``; a token without one only when the set holds a single key (OpenID
-    Connect Core §10.1: a ``kid`` is required when the JWK Set has several keys; the SMART launcher's id_tokens
-    carry none beside its one-key JWKS).  None when no key fits."""
+def signing_key(keys: KeySet, kid: Any, algorithm: str | None = None) -> Any:
+    """The key a token names by ``kid``.  Without a ``kid``, the one signing key of the set that fits the token's
+    algorithm (OpenID Connect Core §10.1 requires a ``kid`` only when several keys could be meant; the SMART
+    launcher's id_tokens carry none beside its one-key JWKS); None when no key or several keys fit."""
     if isinstance(kid, str) and kid:
         return next((k for k in keys.keys if k.kid == kid), None)
-    if kid is None and len(keys.keys) == 1 and keys.keys[0].get("use") in (None, "sig"):
-        return keys.keys[0]
-    return None
+    if kid is not None:
+        return None
+    fitting = [k for k in keys.keys if k.get("use") in (None, "sig") and _fits(k, algorithm)]
+    return fitting[0] if len(fitting) == 1 else None
+
+
+def _fits(key: Any, algorithm: str | None) -> bool:
+    """A key can verify ``algorithm``: its type matches the algorithm's family and its own ``alg``, if any,
+    is that algorithm."""
+    if algorithm is None:
+        return True
+    declared = key.get("alg")
+    family = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}.get(algorithm[:2])
+    return key.key_type == family and (declared is None or declared == algorithm)
 
 
 def verify_access_token(
@@ -86,7 +97,7 @@ def verify_access_token(
     algorithm = header.get("alg")
     if algorithm not in ALLOWED_ALGORITHMS:
         raise TokenError("login", f"Token algorithm '{str(algorithm)[:16]}' is not accepted")
-    key = signing_key(keys, header.get("kid"))
+    key = signing_key(keys, header.get("kid"), algorithm)
     if key is None:
         raise TokenError("login", "The token is not signed with a key this server knows")
     try:

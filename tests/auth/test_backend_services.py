@@ -126,6 +126,30 @@ def test_unknown_kid_is_refused(server):
     refused(server, assertion(server, client.client_id, key, "RS384", header={"kid": "nope"}), "kid")
 
 
+def _without_kid(server: RunningServer, client_id: str, key, alg: str) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": f"{server.root}/auth/token",
+        "exp": now + 240,
+        "jti": unique("j"),
+    }
+    return jwt.encode({"alg": alg, "typ": "JWT"}, claims, key, algorithms=[alg])
+
+
+def test_an_assertion_without_kid_uses_the_one_key_that_fits_its_algorithm(server):
+    """Issue 17, finding 1, for Backend Services: no ``kid`` → the client's one key for the algorithm (an RSA key
+    beside an EC key is still the only one for RS384); two keys that fit → refused."""
+    rsa, ec = backend_key("RS384"), backend_key("ES384")
+    client = register_client(server, kind="jwks", jwks=public_jwks(rsa, ec), scope="system/*.rs")
+    assert backend_token(server, _without_kid(server, client.client_id, rsa, "RS384")).status_code == 200
+    assert backend_token(server, _without_kid(server, client.client_id, ec, "ES384")).status_code == 200
+    first, second = backend_key("RS384"), backend_key("RS384")
+    two = register_client(server, kind="jwks", jwks=public_jwks(first, second), scope="system/*.rs")
+    refused(server, _without_kid(server, two.client_id, first, "RS384"), "no kid")
+
+
 def test_jku_not_on_the_allow_list_is_refused(server, jwks_host):
     client, _ = backend_client(server)
     attacker = backend_key("RS384")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 from joserfc import jwt
-from joserfc.jwk import KeySet, RSAKey
+from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from fhir_server.auth.tokens import TokenError, verify_access_token
 
@@ -40,6 +40,13 @@ def test_a_token_without_kid_verifies_with_the_only_key_of_the_set():
     assert _verify(_token(unlabelled), _public(unlabelled))["sub"] == "Practitioner/1"
 
 
+def test_without_kid_the_one_key_that_fits_the_algorithm():
+    """An RS256 token without kid, beside an EC key in the same set: the RSA key is the only one that fits."""
+    key = _key(use="sig")
+    ec = ECKey.generate_key("P-256", parameters={"use": "sig"}, private=False)
+    assert _verify(_token(key), KeySet([*_public(key).keys, ec]))["sub"] == "Practitioner/1"
+
+
 def test_a_kid_still_picks_its_key_among_several():
     first, second = _key(kid="a"), _key(kid="b")
     assert _verify(_token(second, kid="b"), _public(first, second))["sub"] == "Practitioner/1"
@@ -56,6 +63,10 @@ REFUSED = {
     "unknown kid": lambda: (_token(SIGNER, kid="zzz"), _public(SIGNER)),
     "the only key, published for encryption": lambda: (_token(UNLABELLED), _as_encryption_key(UNLABELLED)),
     "the only key, but not the signer": lambda: (_token(SIGNER), _public(OTHER)),
+    "the only RSA key, declared for another algorithm": lambda: (
+        _token(UNLABELLED),
+        KeySet([RSAKey.import_key({**UNLABELLED.as_dict(private=False), "alg": "RS512"})]),
+    ),
 }
 
 
