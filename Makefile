@@ -10,6 +10,9 @@ TEST_WORKERS ?= 2
 # Browser tests use Debian's chromium and axe-core from npm (tests/web/package-lock.json); never a downloaded browser.
 WEB_TESTS = tests/web
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD = 1
+# An EHR that is not ours for end-to-end tests: Medplum's FHIR store from npm (tests/foreign_ehr/package-lock.json)
+# behind a SMART stand-in, run with the machine's Node.js.
+FOREIGN_EHR = tests/foreign_ehr
 
 .PHONY: serve test lint format screenshots bench-core bench-search bench-clinician clean
 
@@ -25,13 +28,18 @@ $(WEB_TESTS)/node_modules/.installed: $(WEB_TESTS)/package-lock.json
 		cd $(WEB_TESTS) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
 	else echo "npm not found: the accessibility tests will skip (apt-get install npm; CI installs it)"; fi
 
+$(FOREIGN_EHR)/node_modules/.installed: $(FOREIGN_EHR)/package-lock.json
+	@if command -v npm >/dev/null; then \
+		cd $(FOREIGN_EHR) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: the foreign-EHR tests will skip (apt-get install npm; CI installs it)"; fi
+
 # The first start makes a development secret key (fhir-server.key, owner-only) unless one is configured
 # (FHIR_SERVER_SECRET_KEY or FHIR_SERVER_SECRET_KEY_FILE, in the environment or .env): docs/security.md.
 serve: $(BIN)/.installed
 	$(BIN)/fhir-server keys new-secret --file fhir-server.key --unless-configured
 	HOST=$(HOST) PORT=$(PORT) FHIR_SERVER_SANDBOX=$${FHIR_SERVER_SANDBOX:-true} $(BIN)/fhir-server serve
 
-test: $(BIN)/.installed $(WEB_TESTS)/node_modules/.installed
+test: $(BIN)/.installed $(WEB_TESTS)/node_modules/.installed $(FOREIGN_EHR)/node_modules/.installed
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # Retake docs/screenshots/ (the rating form on a 360 px phone and in an 800 px EHR iframe); look at them before
@@ -57,4 +65,4 @@ bench-search: $(BIN)/.installed
 	$(BIN)/python bench/search.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(WEB_TESTS)/node_modules fhir-server.db fhir-server.db-wal fhir-server.db-shm fhir-server.db-writer .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(WEB_TESTS)/node_modules $(FOREIGN_EHR)/node_modules fhir-server.db fhir-server.db-wal fhir-server.db-shm fhir-server.db-writer .pytest_cache .ruff_cache
