@@ -14,7 +14,7 @@ from datetime import date
 from typing import Any
 
 from fhir_server.canonical import BASE
-from fhir_server.cds_hooks.start_measures import StartMeasure
+from fhir_server.cds_hooks.measures import StartMeasure
 from fhir_server.scoring.summary import ActiveFlag, AllianceSummary, MeasureSeries, latest_flags
 
 OVERRIDE_SYSTEM = f"{BASE}/CodeSystem/fit-cds-override"
@@ -40,10 +40,12 @@ def build_cards(
     app_url: str,
     source_url: str,
     still_to_rate: StartMeasure | None = None,
+    alliance_flags: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
-    """``still_to_rate``: the start-of-session measure for the client's age, when none was rated today."""
+    """``still_to_rate``: the start-of-session measure for the client's age, when none was rated today;
+    ``alliance_flags``: the Flag codes whose card summary names the lowest-rated item."""
     cards = [
-        _flag_card(summary, flag, earlier, service, app_url, source_url)
+        _flag_card(summary, flag, earlier, service, app_url, source_url, flag.code in alliance_flags)
         for flag, earlier in latest_flags(summary.flags)
     ]
     if hook in ("patient-view", "encounter-start") and still_to_rate is not None:
@@ -63,12 +65,18 @@ def build_cards(
 
 
 def _flag_card(
-    summary: AllianceSummary, flag: ActiveFlag, earlier: int, service: str, app_url: str, source_url: str
+    summary: AllianceSummary,
+    flag: ActiveFlag,
+    earlier: int,
+    service: str,
+    app_url: str,
+    source_url: str,
+    about_alliance: bool,
 ) -> dict:
     measure = _measure_of(summary, flag)
     headline = flag.message.split(". ")[0].replace(" today", " last session") if flag.message else flag.display
-    lowest = measure.lowest_item if measure else None
-    summary_text = f"{headline}; {lowest.display} lowest" if lowest and flag.code.startswith("srs") else headline
+    lowest = measure.lowest_item if measure and about_alliance else None
+    summary_text = f"{headline}; {lowest.display} lowest" if lowest else headline
     detail = [flag.message or flag.display]
     if earlier:
         detail.append(f"\nAlso raised in {earlier} earlier session{'s' if earlier > 1 else ''}.")

@@ -17,8 +17,8 @@ from fhir_server.auth import urls
 from fhir_server.auth.tokens import TokenError
 from fhir_server.cds_hooks.cards import build_cards
 from fhir_server.cds_hooks.data import gather
+from fhir_server.cds_hooks.measures import alliance_flag_codes, collected_today, for_client, start_measures
 from fhir_server.cds_hooks.services import SERVICES, Service
-from fhir_server.cds_hooks.start_measures import collected_today, for_client, start_measures
 from fhir_server.errors import FhirError
 from fhir_server.scoring.summary import build_summary
 from fhir_server.store import cds_store
@@ -75,7 +75,8 @@ async def call_service(service_id: str, request: Request) -> Response:
     summary = build_summary(f"Patient/{found.patient}", found.observations, found.flags)
     origin = urls.origin(request.app.state.settings, str(request.base_url))
     today = datetime.now(UTC).date()
-    measures = start_measures(request.app.state.fhir.library)
+    library = request.app.state.fhir.library
+    measures = start_measures(library)
     collected = collected_today(measures, found.responses, found.observations, today)
     cards = build_cards(
         summary,
@@ -85,6 +86,7 @@ async def call_service(service_id: str, request: Request) -> Response:
         app_url=f"{origin}/app/launch",
         source_url=f"{origin}/cds-services",
         still_to_rate=None if collected else for_client(measures, found.birth_date, today),
+        alliance_flags=alliance_flag_codes(library),
     )
     return _json({"cards": cards})
 

@@ -1,5 +1,6 @@
-"""Which outcome measure a client rates at the start of a session, and whether they have rated one today — from
-the instrument library, never from instrument codes written here.
+"""What the cards need to know of the instrument library — never instrument codes written here: which outcome
+measure a client rates at the start of a session and whether they have rated one today, and which Flags are
+about the alliance (their card names the lowest-rated item).
 
 The library's ``outcome`` instruments (ORS, CORS, YCORS and whatever a content pack adds) each declare the ages
 they are made for.  The card asks for the one that fits the client's age on the day; with no birth date, the
@@ -83,3 +84,13 @@ def collected_today(
         if any(c.get("system") == MEASURES_CODESYSTEM and c.get("code") in codes for c in codings):
             return True
     return False
+
+
+def alliance_flag_codes(library: Library) -> frozenset[str]:
+    """The Flag codes of the library's alliance instruments (SRS, CSRS, WAI-SR and any a content pack adds)."""
+    return frozenset(
+        rule.code
+        for instrument in library.instruments
+        if instrument.rules is not None and instrument.rules.domain == "alliance"
+        for rule in instrument.rules.flags
+    )
