@@ -403,3 +403,18 @@ def _ors_observation(patient: str, when: str) -> dict:
         "effectiveDateTime": when,
         "valueQuantity": {"value": 30, "unit": "score", "system": "http://unitsofmeasure.org", "code": "{score}"},
     }
+
+
+def test_a_jwt_without_kid_verifies_with_the_clients_only_key(server, ehr, patient, ehr_key):
+    """Issue 17, finding 1, for CDS clients: an EHR whose JWKS holds one key may sign without ``kid``."""
+    now = int(time.time())
+    claims = {
+        "iss": EHR_ISSUER,
+        "sub": "ehr-client",
+        "aud": f"{server.root}/cds-services/{SERVICE}",
+        "iat": now,
+        "exp": now + 120,
+        "jti": uuid.uuid4().hex,
+    }
+    token = jwt.encode({"alg": "RS384", "typ": "JWT"}, claims, ehr_key, algorithms=["RS384"])
+    assert call(server, token, request_body(ehr, patient, prefetch=True)).status_code == 200
