@@ -241,6 +241,7 @@ class AuthorizeFlow:
             need_patient_banner=bool(launch.get("need_patient_banner")) if launch else True,
             nonce=request.first("nonce"),
             auth_time=session.auth_time,
+            app_context=launch.get("app_context"),
         )
         answer = self.server.create_authorization_response(request, grant_user=user, grant=grant)
         self.sessions.set_pending(session, None)

@@ -4,6 +4,10 @@ the app sends it back to /auth/authorize and the token response carries the cont
 
 A launch id alone grants nothing: the user still signs in, and when the launch names a user only that user can
 complete it.
+
+``appContext`` is what an EHR passes on from a CDS Hooks card's SMART link (CDS Hooks 2.0: "as part of the OAuth
+2.0 access token response"): an opaque string of at most 4 KB, kept with the launch and returned unread in the
+token response (and on every refresh of the grant) as ``appContext``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from fhir_server.store import oauth_store
 
 LAUNCH_LIFETIME = timedelta(minutes=10)  # long enough for the user to sign in, short enough to be useless later
 REFERENCE = re.compile(r"[A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}")
+MAX_APP_CONTEXT_BYTES = 4096
 
 
 class LaunchError(Exception):
@@ -80,7 +85,7 @@ def create_launch(
     """Validates the launch context (every reference must exist) and stores it; returns the launch id."""
     if not isinstance(body, dict):
         raise LaunchError("invalid_request", "The body must be a JSON object")
-    unknown = set(body) - {"patient", "encounter", "fhirContext", "user", "need_patient_banner"}
+    unknown = set(body) - {"patient", "encounter", "fhirContext", "user", "need_patient_banner", "appContext"}
     if unknown:
         raise LaunchError("invalid_request", f"Unknown launch fields: {', '.join(sorted(unknown))[:200]}")
     patient = _existing(patients, "Patient", body.get("patient"))
@@ -100,6 +105,7 @@ def create_launch(
     banner = body.get("need_patient_banner", False)
     if not isinstance(banner, bool):
         raise LaunchError("invalid_request", "need_patient_banner must be true or false")
+    app_context = _app_context(body.get("appContext"))
     launch_id = new_secret(24)
     oauth_store.save_launch(
         server.engine,
@@ -110,11 +116,24 @@ def create_launch(
             "fhir_context": orjson.dumps(fhir_context).decode(),
             "username": username,
             "need_patient_banner": banner,
+            "app_context": app_context,
             "created_by": created_by[:200],
             "expires_at": utcnow() + LAUNCH_LIFETIME,
         },
     )
     return {"launch": launch_id, "expires_in": int(LAUNCH_LIFETIME.total_seconds())}
+
+
+def _app_context(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise LaunchError("invalid_request", "appContext must be a string (JSON is sent as a string)")
+    if len(value.encode()) > MAX_APP_CONTEXT_BYTES:
+        raise LaunchError("invalid_request", f"appContext is longer than {MAX_APP_CONTEXT_BYTES} bytes")
+    if "\x00" in value:  # no database keeps a NUL in text
+        raise LaunchError("invalid_request", "appContext must not contain U+0000")
+    return value
 
 
 def _existing(patients: PatientDirectory, resource_type: str, value: Any) -> str | None:

@@ -113,6 +113,7 @@ class GrantContext:
     need_patient_banner: bool = False
     nonce: str | None = None
     auth_time: int | None = None
+    app_context: str | None = None  # the launch's appContext (a CDS card's), returned as is with every token
 
     def to_json(self) -> str:
         return orjson.dumps(self.__dict__).decode()

@@ -155,6 +155,8 @@ class SmartAuthorizationServer(AuthorizationServer):
             token["encounter"] = context.encounter
         if context.fhir_context:
             token["fhirContext"] = context.fhir_context
+        if context.app_context is not None:  # CDS Hooks 2.0: a card link's appContext, for the app to read
+            token["appContext"] = context.app_context
         token["need_patient_banner"] = context.need_patient_banner
         token["smart_style_url"] = settings.smart_style_url or f"{site.origin}/auth/smart-style.json"
         scopes = scope.split()

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -28,10 +29,10 @@ from fhir_server.ehr import registry
 from fhir_server.ehr.client import DeliveryError
 from fhir_server.ehr.registry import EhrRegistration
 from fhir_server.ehr.tokens import SmartDiscovery, client_authentication
+from fhir_server.smart.app_context import VIEWS, read_app_context
 from fhir_server.smart.sessions import AppSession, AppSessionStore
 from fhir_server.store.records import utc_now
 
-VIEWS = ("form", "clinician")
 IDENTITY_SCOPES = ("openid", "fhirUser")
 
 
@@ -151,8 +152,10 @@ class SmartLauncher:
         state: str | None,
         error: str | None,
         redirect_uri: str,
+        resolve_measure: Callable[[str], str],
     ) -> tuple[str, AppSession]:
-        """(the session's new id for the cookie, the session with tokens and context)."""
+        """(the session's new id for the cookie, the session with tokens and context).  ``resolve_measure`` turns a
+        measure an appContext names into a canonical (``MeasureUnavailable`` when unknown)."""
         if session is None or not session.launch_state:
             raise LaunchRefused(
                 "This launch has expired", "Please open the app again from the EHR. Nothing was saved.", 400
@@ -177,6 +180,15 @@ class SmartLauncher:
         tokens = self._exchange(ehr, config, code, session.code_verifier or "", redirect_uri)
         fhir_user = self._fhir_user(ehr, config, tokens)
         context = tokens.get("fhirContext") if isinstance(tokens.get("fhirContext"), list) else []
+        # A CDS Hooks card's link (its appContext) is more specific than the launch URL the EHR has configured for
+        # the app, so its view and measure override the URL's.  A Questionnaire the EHR names in fhirContext still
+        # wins over the card's measure: fhirContext is the EHR's own, typed statement of what this launch is about
+        # (often a version it holds), while appContext is our CDS service's opaque note, written when the hook
+        # fired and relayed unread by the EHR, so possibly staler than what the EHR launches now.
+        app_context = read_app_context(
+            tokens.get("appContext"), launch_view=session.app_view or "form", resolve_measure=resolve_measure
+        )
+        measure = self._measure_from_context(ehr, tokens["access_token"], context)
         updated = self.sessions.update(
             session,
             launch_state=None,
@@ -191,7 +203,9 @@ class SmartLauncher:
             fhir_context=context,
             need_patient_banner=bool(tokens.get("need_patient_banner")),
             smart_style_url=_text(tokens.get("smart_style_url")),
-            questionnaire=self._measure_from_context(ehr, tokens["access_token"], context) or session.questionnaire,
+            questionnaire=measure or app_context.measure or session.questionnaire,
+            app_view=app_context.view or session.app_view,
+            app_flag=app_context.flag,
         )
         if updated is None:
             raise LaunchRefused("This launch has expired", "Please open the app again from the EHR.", 400)

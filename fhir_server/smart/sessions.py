@@ -1,9 +1,10 @@
 """The SMART app's server-side sessions (backend for frontend).
 
 The browser holds one opaque value: a cookie with 256 random bits.  Everything else — the pending launch (state,
-PKCE verifier, iss), the EHR's tokens, the launch context, the chosen measure, the CSRF token, the draft answers and
-the submitted response — stays in the database (``app_sessions``), keyed by the SHA-256 of that value.  No token is
-ever put in a URL, a page, localStorage or sessionStorage.
+PKCE verifier, iss), the EHR's tokens, the launch context, the chosen measure or view (and the Flag a CDS card
+points at), the CSRF token, the draft answers and the submitted response — stays in the database
+(``app_sessions``), keyed by the SHA-256 of that value.  No token is ever put in a URL, a page, localStorage or
+sessionStorage.
 
 The launch code uses ``create_session`` / ``update`` / ``rekey``; the form uses ``load_session``, ``save_draft`` and
 ``mark_submitted``.
@@ -51,6 +52,7 @@ LAUNCH_FIELDS = frozenset(
         "smart_style_url",
         "questionnaire",
         "app_view",
+        "app_flag",
     }
 )
 
@@ -82,6 +84,7 @@ class AppSession:
     smart_style_url: str | None = None
     questionnaire: str | None = None  # canonical url|version
     app_view: str | None = None  # form | clinician: what the launch opens
+    app_flag: str | None = None  # the id of the Flag a CDS card's appContext points the clinician view at
     draft: dict[str, Any] = field(default_factory=dict)
     response_id: str | None = None
     submitted_at: datetime | None = None

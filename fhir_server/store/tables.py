@@ -262,6 +262,7 @@ oauth_launches = Table(
     Column("fhir_context", Text, nullable=False),  # JSON list
     Column("username", String(128), nullable=True),  # only this user may complete the launch
     Column("need_patient_banner", Boolean, nullable=False, default=False),
+    Column("app_context", Text, nullable=True),  # the EHR's appContext string, passed to the app with the token
     Column("created_by", String(200), nullable=False),
     Column("expires_at", DateTime, nullable=False),
 )
@@ -348,6 +349,7 @@ app_sessions = Table(
     Column("smart_style_url", Text, nullable=True),
     Column("questionnaire", Text, nullable=True),  # canonical url|version of the measure to show
     Column("app_view", String(16), nullable=True),  # what the launch opens: form | clinician
+    Column("app_flag", String(64), nullable=True),  # the Flag id a CDS card's appContext points the view at
     Column("draft", Text, nullable=True),  # JSON {linkId: value}
     Column("response_id", String(64), nullable=True),  # set in the transaction that stores the response
     Column("submitted_at", DateTime, nullable=True),

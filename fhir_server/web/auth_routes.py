@@ -100,7 +100,8 @@ async def post_only(request: Request) -> Response:
 
 @router.post("/auth/launch", include_in_schema=False)
 async def launch(request: Request) -> Response:
-    """Creates an EHR launch context: {"patient", "encounter", "fhirContext", "user", "need_patient_banner"}."""
+    """Creates an EHR launch context: {"patient", "encounter", "fhirContext", "user", "need_patient_banner",
+    "appContext"}."""
     state = request.app.state
     site = site_of(request, state.settings)
     try:

@@ -1,6 +1,7 @@
 """The clinician's pages (thin; the content is assembled in clinician/view.py).
 
-``GET /app/clinician``                                the alliance view of the launch's patient
+``GET /app/clinician``                                the alliance view of the launch's patient (emphasising the
+                                                      Flag a CDS card's appContext pointed at, while it is open)
 ``POST /app/clinician/flags/{id}/acknowledge``         close a concern as acknowledged (CSRF-checked)
 ``GET /app/result``                                   after the hand-back: today's score, concerns and EHR state
 """
@@ -70,7 +71,11 @@ async def clinician(request: Request) -> Response:
 
     view, details = await run_in_threadpool(assemble)
     banner = details or {"name": f"Patient/{session.patient}"} if session.need_patient_banner else None
-    return render(request, "clinician.html", {"view": view, "banner": banner, "csrf_token": session.csrf_token})
+    # Only an open concern of this patient can be emphasised; one closed meanwhile gets a one-line note.
+    focus = session.app_flag
+    focus_open = focus is not None and any(flag.id == focus for flag, _ in view.flags)
+    context = {"view": view, "banner": banner, "csrf_token": session.csrf_token}
+    return render(request, "clinician.html", {**context, "focus": focus, "focus_open": focus_open})
 
 
 @router.post("/clinician/flags/{flag_id}/acknowledge")
@@ -97,6 +102,8 @@ async def acknowledge_flag(flag_id: str, request: Request) -> Response:
         )
     except (FlagNotOpen, FhirError):
         return message(request, "This concern is no longer open", "It was closed meanwhile. Reload the view.", 409)
+    if session.app_flag == flag_id:  # the card's concern is dealt with: no "no longer open" note for it
+        await run_in_threadpool(request.app.state.app_sessions.update, session, app_flag=None)
     headers = page_headers(request.app.state.settings)
     return RedirectResponse("/app/clinician#flags", status_code=303, headers=headers)
 

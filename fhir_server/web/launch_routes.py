@@ -1,7 +1,9 @@
 """SMART launch endpoints of the app (thin; the logic is in smart/launch.py).
 
 ``GET /app/launch?iss=…&launch=…[&measure=srs][&view=clinician]``  EHR launch (standalone without ``launch``)
-``GET /app/callback?code=…&state=…``                              the EHR's answer
+``GET /app/callback?code=…&state=…``                              the EHR's answer; its token response's
+                                                                  ``appContext`` (a CDS card's link) may choose
+                                                                  the view, the measure or a Flag to point at
 ``GET /app/choose`` / ``POST /app/choose``                        the clinician picks ORS (start) or SRS (end)
 """
 
@@ -81,12 +83,14 @@ async def callback(request: Request) -> Response:
                 state=params.get("state"),
                 error=params.get("error"),
                 redirect_uri=_redirect_uri(request),
+                resolve_measure=request.app.state.rating_form.resolve_measure,
             )
         )
     except LaunchRefused as refused:
         return _refused(request, refused)
-    if session.app_view == "clinician":
-        return _go(request, "/app/clinician", session_id)
+    if session.app_view == "clinician":  # the fragment scrolls to the Flag a card pointed at (a checked FHIR id)
+        fragment = f"#flag-{session.app_flag}" if session.app_flag else ""
+        return _go(request, f"/app/clinician{fragment}", session_id)
     return _go(request, "/app/form" if session.questionnaire else "/app/choose", session_id)
 
 

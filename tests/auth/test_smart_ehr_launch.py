@@ -1,7 +1,8 @@
 """SMART App Launch 2, EHR launch: POST /auth/launch records the context (patient, encounter, fhirContext, user,
-need_patient_banner) and returns an opaque ``launch``; /auth/authorize with that launch issues a code whose token
-response carries the context.  Creating a launch needs a signed-in session with its CSRF token or a bearer token
-that reads Patients in user/ or system/ context; a launch naming a user can be completed only by that user."""
+need_patient_banner, and a CDS card link's appContext) and returns an opaque ``launch``; /auth/authorize with that
+launch issues a code whose token response carries the context.  Creating a launch needs a signed-in session with
+its CSRF token or a bearer token that reads Patients in user/ or system/ context; a launch naming a user can be
+completed only by that user."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tests.auth.smart_support import (
     register_client,
     register_user,
     smart_server,
+    token_request,
 )
 from tests.support.server import RunningServer
 from tests.support.tokens import mint
@@ -139,6 +141,11 @@ def test_a_forged_bearer_token_cannot_create_a_launch(server):
         {"need_patient_banner": "yes"},
         {"colour": "blue"},
         [],
+        {"appContext": {"view": "form"}},  # a string (CDS Hooks 2.0): JSON goes in as text
+        {"appContext": 5},
+        {"appContext": "x" * 4097},
+        {"appContext": "é" * 2049},  # 4,098 bytes in UTF-8: the limit counts bytes
+        {"appContext": "a\u0000b"},
     ],
 )
 def test_launch_context_is_validated(server, body):
@@ -163,3 +170,41 @@ def test_launch_without_the_launch_scope_keeps_the_context_but_not_the_scope(ser
     code, _ = browser.code_for(client.client_id, username, challenge, launch=launch, scope="openid patient/*.rs")
     token = redeem(server, client.client_id, code, verifier).json()
     assert token["patient"] == patient and token["scope"] == "openid patient/*.rs"
+
+
+def test_app_context_is_returned_with_the_token_and_on_refresh(server, browser):
+    """CDS Hooks 2.0: the EHR passes a card link's appContext to the app in the token response, as is."""
+    scope = f"{EHR_SCOPE} online_access"
+    client = register_client(server, scope=scope)
+    username = register_user(server)
+    patient = create_patient(server, "CardLaunch")
+    app_context = '{"view":"clinician","flag":"Flag/f-1"}'
+    created = post_launch(server, {"patient": patient, "appContext": app_context}, mint(server, "system/*.rs"))
+    assert created.status_code == 201, created.text
+    verifier, challenge = pkce()
+    code, _ = browser.code_for(client.client_id, username, challenge, launch=created.json()["launch"], scope=scope)
+    token = redeem(server, client.client_id, code, verifier).json()
+    assert token["appContext"] == app_context and token["patient"] == patient
+    refreshed = token_request(
+        server, {"grant_type": "refresh_token", "refresh_token": token["refresh_token"], "client_id": client.client_id}
+    )
+    assert refreshed.status_code == 200, refreshed.text
+    assert refreshed.json()["appContext"] == app_context  # the grant's context travels with it
+
+
+def test_app_context_of_4_kb_is_kept_and_none_is_not_invented(server, browser):
+    client = register_client(server, scope=EHR_SCOPE)
+    username = register_user(server)
+    patient = create_patient(server, "LongCard")
+    longest = "é" * 2048  # exactly 4,096 bytes
+    system = mint(server, "system/*.rs")
+    with_context = post_launch(server, {"patient": patient, "appContext": longest}, system).json()["launch"]
+    without = post_launch(server, {"patient": patient}, system).json()["launch"]
+    tokens = []
+    for launch in (with_context, without):
+        verifier, challenge = pkce()
+        code, _ = browser.code_for(client.client_id, username, challenge, launch=launch, scope=EHR_SCOPE)
+        tokens.append(redeem(server, client.client_id, code, verifier).json())
+        browser.http.cookies.clear()  # the next launch signs in afresh
+    assert tokens[0]["appContext"] == longest
+    assert "appContext" not in tokens[1]

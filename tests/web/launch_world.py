@@ -25,7 +25,8 @@ APP_SCOPE = (
     "patient/QuestionnaireResponse.cru "
     "patient/Observation.cru patient/Flag.cru patient/Provenance.cru"
 )
-BACKEND_SCOPE = "system/QuestionnaireResponse.cru system/Observation.cru system/Flag.cru system/Provenance.cru"
+# .crus: write-back searches for earlier copies in an EHR without conditional writes (fhir_server/ehr/tokens.py)
+BACKEND_SCOPE = "system/QuestionnaireResponse.crus system/Observation.crus system/Flag.crus system/Provenance.crus"
 CLINICIAN, PASSWORD = "therapist", "correct horse battery"
 PICKER = "front-desk"  # a user the EHR lets choose the patient (standalone launch)
 
@@ -66,11 +67,21 @@ def wire(
     return Launchable(ehr, ours, registration.id)
 
 
-def ehr_launch(world: Launchable, patient: str, encounter: str | None = None, fhir_context: list | None = None) -> str:
-    """The EHR records a launch context (as its chart does when the clinician opens the app) → the launch id."""
+def ehr_launch(
+    world: Launchable,
+    patient: str,
+    encounter: str | None = None,
+    fhir_context: list | None = None,
+    app_context: str | None = None,
+) -> str:
+    """The EHR records a launch context (as its chart does when the clinician opens the app) → the launch id.
+    ``app_context`` is the appContext of the CDS Hooks card link the clinician followed (a string, passed on as is
+    in the token response)."""
     body: dict = {"patient": patient, "user": CLINICIAN, "need_patient_banner": True}
     if fhir_context:
         body["fhirContext"] = fhir_context
+    if app_context is not None:
+        body["appContext"] = app_context
     if encounter:
         body["encounter"] = encounter
     token = world.ehr.mint("system/*.cruds", world.ehr.root)

@@ -1,12 +1,16 @@
 """The whole loop with a real EHR (issue 7 acceptance): the EHR — a second instance of this server, its own
 process, database and authorization server — launches the app; the clinician signs in at the EHR; the client
 fills the SRS by dragging and by keyboard in Chromium; the response, its Observations, Flag and Provenance end
-up in the EHR's FHIR API exactly once.  And every way a launch can fail shows a clear page and writes nothing."""
+up in the EHR's FHIR API exactly once.  And every way a launch can fail shows a clear page and writes nothing.
+A launch from a CDS Hooks card opens what the card's appContext names (issue 17, finding 2)."""
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -14,10 +18,13 @@ import pytest
 
 from fhir_server.config import Settings
 from tests.ehr.harness import EhrProcess, temp_folder
-from tests.ehr.world import SRS_QUESTIONNAIRE, in_ehr_once, new_patient, wait_for
+from tests.ehr.world import HIGH, LOW, SRS_QUESTIONNAIRE, in_ehr_once, new_patient, srs, wait_for
 from tests.support.server import RunningServer, ServerThread
+from tests.support.tokens import client_for, mint
+from tests.web.conftest import AXE
 from tests.web.form_driver import drag, keys, submit_and_wait_for_thanks, tap, value_now
 from tests.web.launch_world import PICKER, Launchable, ehr_launch, launch_url, sign_in, wire
+from tests.web.test_accessibility import axe_violations
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +187,101 @@ def test_failed_callbacks_show_a_page_and_write_nothing(world: Launchable, case:
     }, title
     after = _local_counts(world.ours)
     assert after[:2] == before[:2] and after[2] == before[2]  # no response, no delivery, no token kept
+
+
+# -- a launch from a CDS Hooks card: the EHR passes the card link's appContext in the token response -----------------
+@contextmanager
+def _launched(
+    browser, world: Launchable, launch: str, landing: str, *, bypass_csp: bool = False, **params: str
+) -> Iterator[object]:
+    """``bypass_csp`` only to inject axe-core, as tests/web/test_accessibility.py does."""
+    context = browser.new_context(viewport={"width": 1024, "height": 768}, bypass_csp=bypass_csp)
+    page = context.new_page()
+    try:
+        page.goto(launch_url(world, launch, **params))
+        sign_in(page)
+        page.wait_for_url(re.compile(landing))
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("launch_params", [{}, {"measure": "ors"}, {"view": "clinician"}])
+def test_a_card_launch_opens_the_measure_its_app_context_names(browser, world: Launchable, launch_params):
+    """The ORS-not-collected kind of card: its appContext names the form and a measure, which win over what the
+    EHR's configured launch URL says (nothing, another measure, or the clinician view); no "Choose the measure"."""
+    patient, _ = new_patient(world.ehr, "card-form")
+    launch = ehr_launch(world, patient, app_context=json.dumps({"view": "form", "measure": "srs"}))
+    with _launched(browser, world, launch, r".*/app/form$", **launch_params) as page:
+        assert "Session Rating Scale" in page.locator("h1").inner_text()
+
+
+def _active_flags(world: Launchable, patient: str, encounter: str, marks: tuple[int, ...], day: str) -> list[str]:
+    """An SRS scored on our side for the EHR's patient (as a rating form submission is), and the patient's open
+    Flags afterwards: what the CDS service's concern cards are made from."""
+    with client_for(world.ours, mint(world.ours, "system/*.cruds")) as c:
+        response = srs(patient, encounter, marks, f"{day}T10:00:00Z", f"{patient}-{day}")
+        assert c.post("/QuestionnaireResponse", json=response).status_code == 201
+        found = c.get("/Flag", params={"patient": patient, "status": "active"})
+    assert found.status_code == 200, found.text
+    return [e["resource"]["id"] for e in found.json().get("entry", [])]
+
+
+def test_a_card_launch_points_the_clinician_view_at_its_flag(browser, world: Launchable):
+    """A concern card's appContext names the clinician view and its Flag: the view opens scrolled to that Flag,
+    marked with a label (not colour alone); once the Flag is closed, a launch from the same card marks nothing and
+    says in one line that the concern is no longer open."""
+    patient, encounter = new_patient(world.ehr, "card-flag")
+    flags = _active_flags(world, patient, encounter, LOW, "2026-03-02")
+    assert len(flags) == 2, flags  # below the cutoff, and an item below 9
+    target, other = flags
+    card = json.dumps({"view": "clinician", "flag": f"Flag/{target}"})
+    landing = rf".*/app/clinician#flag-{re.escape(target)}$"
+    with _launched(browser, world, ehr_launch(world, patient, app_context=card), landing, bypass_csp=True) as page:
+        focused, unmarked = (
+            page.locator(f'article[data-flag="{target}"]'),
+            page.locator(f'article[data-flag="{other}"]'),
+        )
+        assert focused.get_attribute("id") == f"flag-{target}"
+        assert "flag-focus" in focused.get_attribute("class") and focused.get_attribute("aria-current") == "true"
+        assert focused.locator(".focus-label").inner_text() == "From the EHR's card"
+        assert "flag-focus" not in unmarked.get_attribute("class") and unmarked.get_attribute("aria-current") is None
+        assert page.locator(".focus-gone").count() == 0
+        in_view = "e => { const r = e.getBoundingClientRect(); return r.top >= 0 && r.top < innerHeight; }"
+        assert focused.evaluate(in_view)
+        if AXE.exists():  # the emphasis keeps WCAG 2.1 AA (CI always has axe-core; see tests/web/conftest.py)
+            assert axe_violations(page) == []
+        focused.get_by_role("button", name=re.compile("Acknowledge")).click()
+        page.wait_for_url(re.compile(r".*/app/clinician#flags$"))
+        assert page.locator(f'article[data-flag="{target}"]').count() == 0
+        assert page.locator(".focus-gone").count() == 0  # acknowledged here: nothing to explain
+    with _launched(browser, world, ehr_launch(world, patient, app_context=card), landing) as page:
+        assert page.locator(".flag-focus").count() == 0 and page.locator("[aria-current]").count() == 0
+        assert page.locator(".focus-gone").inner_text() == "The concern the EHR's card pointed to is no longer open."
+
+
+def test_a_card_launch_for_a_flag_superseded_since_marks_nothing(browser, world: Launchable):
+    patient, encounter = new_patient(world.ehr, "card-closed")
+    (closed, _) = _active_flags(world, patient, encounter, LOW, "2026-03-02")
+    assert _active_flags(world, patient, encounter, HIGH, "2026-03-09") == []  # a good session closes them
+    card = json.dumps({"view": "clinician", "flag": f"Flag/{closed}"})
+    with _launched(browser, world, ehr_launch(world, patient, app_context=card), r".*/app/clinician#flag-") as page:
+        assert page.locator(".flag-focus").count() == 0
+        assert "no longer open" in page.locator(".focus-gone").inner_text()
+
+
+@pytest.mark.parametrize(
+    ("app_context", "logged"),
+    [
+        ("{not json", "appContext ignored: not JSON"),
+        ('{"view":"billing"}', "appContext ignored: unknown view 'billing'"),
+        ('{"view":"form","measure":"no-such-measure"}', "appContext: measure ignored: no measure 'no-such-measure'"),
+    ],
+)
+def test_a_garbage_app_context_lands_where_the_launch_url_says(browser, world: Launchable, caplog, app_context, logged):
+    caplog.set_level(logging.WARNING, logger="fhir_server.smart")
+    patient, _ = new_patient(world.ehr, "card-garbage")
+    launch = ehr_launch(world, patient, app_context=app_context)
+    with _launched(browser, world, launch, r".*/app/form$", measure="srs") as page:
+        assert "Session Rating Scale" in page.locator("h1").inner_text()
+    assert any(r.getMessage().startswith(logged) for r in caplog.records if r.name == "fhir_server.smart")

@@ -4,8 +4,9 @@ without ``kid``, v1 scopes only, ``launch`` + ``patient`` + ``encounter`` contex
 behaves unlike us: its ids, its version ids, its search.
 
 - full mode (transaction, conditional create/update): an EHR launch, the SRS filled in Chromium, the write-back
-  through an outage of the EHR, every result there exactly once; then the clinician view launched from the EHR
-  and a concern acknowledged, the closed Flag reaching the EHR as an update of its copy.
+  through an outage of the EHR, every result there exactly once; then the clinician view launched as from a CDS
+  card (its appContext relayed by the EHR) and the concern acknowledged, the closed Flag reaching the EHR as an
+  update of its copy.
 - minimal mode (Epic-like: no transaction, no conditional writes, really refused or ignored): the write-back
   searches for each key before writing, a lost answer is not a duplicate, and a Flag closed later is updated by
   the id the search found.
@@ -13,6 +14,7 @@ behaves unlike us: its ids, its version ids, its search.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 
@@ -20,7 +22,7 @@ import pytest
 
 from fhir_server.config import Settings
 from fhir_server.ehr import registry
-from tests.ehr.world import HIGH, LOW, in_ehr_once, srs, submit, wait_for
+from tests.ehr.world import HIGH, LOW, in_ehr_once, local_results, srs, submit, wait_for
 from tests.foreign_ehr.harness import ForeignEhr, require_node
 from tests.support.server import RunningServer, ServerThread
 from tests.web.form_driver import keys, submit_and_wait_for_thanks
@@ -132,15 +134,17 @@ def test_launch_form_write_back_through_an_outage_clinician_view_and_acknowledge
     flags = [f for k, f in copies.items() if k.startswith("Flag/")]
     assert flags and all(f["status"] == "active" for f in flags)
 
+    # A CDS card's link: the EHR launches the plain launch URL and hands the card's appContext back in its token
+    # response; the app opens the clinician view at that concern.
+    flag_id = next(r["id"] for r in local_results(ours.app, response) if r["resourceType"] == "Flag")
+    card = json.dumps({"view": "clinician", "flag": f"Flag/{flag_id}"})
     context = browser.new_context(viewport={"width": 1024, "height": 768})
     page = context.new_page()
     try:
-        page.goto(_launch_url(ours, full, full.launch(patient, PRACTITIONER, encounter), view="clinician"))
-        page.wait_for_url(re.compile(r".*/app/clinician$"))
+        page.goto(_launch_url(ours, full, full.launch(patient, PRACTITIONER, encounter, app_context=card)))
+        page.wait_for_url(re.compile(rf".*/app/clinician#flag-{re.escape(flag_id)}$"))
         assert "Okafor" in page.locator("body").inner_text()  # the banner's name read from the EHR's Patient
-        article = page.locator("article.flag").first
-        flag_id = article.get_attribute("data-flag")
-        article.locator("button.ack").click()
+        page.locator(f'article.flag[data-flag="{flag_id}"] button.ack').click()
         page.wait_for_url(re.compile(r".*/app/clinician#flags$"))
     finally:
         context.close()
