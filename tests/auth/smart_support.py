@@ -161,7 +161,9 @@ def assertion(
         "jti": uuid.uuid4().hex,
         **claims,
     }
-    return jwt.encode({"alg": alg, "kid": key.kid, "typ": "JWT", **(header or {})}, body, key, algorithms=[alg])
+    # header values of None drop the field (an assertion without kid)
+    fields = {k: v for k, v in {"alg": alg, "kid": key.kid, "typ": "JWT", **(header or {})}.items() if v is not None}
+    return jwt.encode(fields, body, key, algorithms=[alg])
 
 
 def backend_token(server: RunningServer, signed: str, scope: str = "system/*.rs") -> httpx.Response:

@@ -5,11 +5,8 @@ client's registered jwks_url nor on the allow-list, another audience, iss ≠ su
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -25,33 +22,17 @@ from tests.auth.smart_support import (
     smart_server,
     unique,
 )
+from tests.support.jwks_host import serve_jwks
 from tests.support.server import RunningServer
 
 JWKS_DOCUMENTS: dict[str, dict] = {}
 
 
-class _JwksHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        document = JWKS_DOCUMENTS.get(self.path)
-        body = json.dumps(document).encode() if document else b"{}"
-        self.send_response(200 if document else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        return
-
-
 @pytest.fixture(scope="module")
 def jwks_host() -> Iterator[str]:
     """A stand-in for an integrator's web server publishing its JWKS."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _JwksHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serve_jwks(JWKS_DOCUMENTS) as root:
+        yield root
 
 
 @pytest.fixture(scope="module")
@@ -127,15 +108,7 @@ def test_unknown_kid_is_refused(server):
 
 
 def _without_kid(server: RunningServer, client_id: str, key, alg: str) -> str:
-    now = int(time.time())
-    claims = {
-        "iss": client_id,
-        "sub": client_id,
-        "aud": f"{server.root}/auth/token",
-        "exp": now + 240,
-        "jti": unique("j"),
-    }
-    return jwt.encode({"alg": alg, "typ": "JWT"}, claims, key, algorithms=[alg])
+    return assertion(server, client_id, key, alg, header={"kid": None})
 
 
 def test_an_assertion_without_kid_uses_the_one_key_that_fits_its_algorithm(server):

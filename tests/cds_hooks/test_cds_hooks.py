@@ -89,7 +89,7 @@ def ehr_key(server: RunningServer, ehr: tuple[ServerProcess, str]) -> RSAKey:
     return key
 
 
-def signed(server: RunningServer, key: RSAKey, service: str = SERVICE, **overrides) -> str:
+def signed(server: RunningServer, key: RSAKey, service: str = SERVICE, header: dict | None = None, **overrides) -> str:
     now = int(time.time())
     claims = {
         "iss": EHR_ISSUER,
@@ -100,7 +100,8 @@ def signed(server: RunningServer, key: RSAKey, service: str = SERVICE, **overrid
         "jti": uuid.uuid4().hex,
         **overrides,
     }
-    return jwt.encode({"alg": "RS384", "kid": key.kid, "typ": "JWT"}, claims, key, algorithms=["RS384"])
+    header = header or {"alg": "RS384", "kid": key.kid, "typ": "JWT"}
+    return jwt.encode(header, claims, key, algorithms=["RS384"])
 
 
 def call(server: RunningServer, token: str | None, body: dict, service: str = SERVICE) -> httpx.Response:
@@ -407,14 +408,5 @@ def _ors_observation(patient: str, when: str) -> dict:
 
 def test_a_jwt_without_kid_verifies_with_the_clients_only_key(server, ehr, patient, ehr_key):
     """Issue 17, finding 1, for CDS clients: an EHR whose JWKS holds one key may sign without ``kid``."""
-    now = int(time.time())
-    claims = {
-        "iss": EHR_ISSUER,
-        "sub": "ehr-client",
-        "aud": f"{server.root}/cds-services/{SERVICE}",
-        "iat": now,
-        "exp": now + 120,
-        "jti": uuid.uuid4().hex,
-    }
-    token = jwt.encode({"alg": "RS384", "typ": "JWT"}, claims, ehr_key, algorithms=["RS384"])
+    token = signed(server, ehr_key, header={"alg": "RS384", "typ": "JWT"})
     assert call(server, token, request_body(ehr, patient, prefetch=True)).status_code == 200

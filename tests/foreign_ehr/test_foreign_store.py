@@ -8,11 +8,9 @@ import base64
 import hashlib
 import json
 import secrets
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,6 +20,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
 from tests.foreign_ehr.harness import ForeignEhr, require_node
+from tests.support.jwks_host import serve_jwks
 
 FHIR = {"Content-Type": "application/fhir+json"}
 REDIRECT = "http://127.0.0.1:9/callback"  # never followed: the test reads the Location header
@@ -333,26 +332,11 @@ def test_minimal_refuses_transaction_ignores_if_none_exist_and_refuses_condition
 JWKS: dict[str, dict[str, Any]] = {}
 
 
-class _JwksHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = json.dumps(JWKS.get(self.path, {})).encode()
-        self.send_response(200 if self.path in JWKS else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        return
-
-
 @pytest.fixture(scope="module")
 def jwks_host() -> Iterator[str]:
     """The integrator's web server publishing its JWKS (our server's /auth/jwks, in the real thing)."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _JwksHandler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serve_jwks(JWKS) as root:
+        yield root
 
 
 def backend_client(ehr: ForeignEhr, jwks_host: str, alg: str) -> tuple[str, RSAKey | ECKey]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from fhir_server.config import Settings
 from fhir_server.ehr import registry
 from tests.ehr.harness import EhrProcess
 from tests.support.process import ROOT, environment
@@ -29,6 +30,20 @@ APP_SCOPE = (
 BACKEND_SCOPE = "system/QuestionnaireResponse.crus system/Observation.crus system/Flag.crus system/Provenance.crus"
 CLINICIAN, PASSWORD = "therapist", "correct horse battery"
 PICKER = "front-desk"  # a user the EHR lets choose the patient (standalone launch)
+
+
+def launching_settings(database_url: str, **overrides: object) -> Settings:
+    """Our server as the launch tests run it: authorization on, the outbox worker delivering with short delays."""
+    values: dict = {
+        "database_url": database_url,
+        "auth_required": True,
+        "outbox_worker": True,
+        "outbox_poll_seconds": 0.1,
+        "outbox_base_delay_seconds": 0.2,
+        "outbox_max_delay_seconds": 1.0,
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)
 
 
 @dataclass

@@ -16,14 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fhir_server.config import Settings
 from tests.ehr.harness import EhrProcess, temp_folder
 from tests.ehr.world import HIGH, LOW, SRS_QUESTIONNAIRE, in_ehr_once, new_patient, srs, wait_for
 from tests.support.server import RunningServer, ServerThread
 from tests.support.tokens import client_for, mint
 from tests.web.conftest import AXE
 from tests.web.form_driver import drag, keys, submit_and_wait_for_thanks, tap, value_now
-from tests.web.launch_world import PICKER, Launchable, ehr_launch, launch_url, sign_in, wire
+from tests.web.launch_world import PICKER, Launchable, ehr_launch, launch_url, launching_settings, sign_in, wire
 from tests.web.test_accessibility import axe_violations
 
 
@@ -42,15 +41,7 @@ def ehr() -> Iterator[EhrProcess]:
 
 @pytest.fixture(scope="module")
 def world(ehr: EhrProcess, database_url: str, backend: str) -> Iterator[Launchable]:
-    settings = Settings(
-        database_url=database_url,
-        auth_required=True,
-        outbox_worker=True,
-        outbox_poll_seconds=0.1,
-        outbox_base_delay_seconds=0.2,
-        outbox_max_delay_seconds=1.0,
-        _env_file=None,
-    )
+    settings = launching_settings(database_url)
     with ServerThread(settings, backend) as ours:
         yield wire(ehr, ours, app_client=f"fit-app-{backend}", backend_client=f"fit-write-back-{backend}")
 

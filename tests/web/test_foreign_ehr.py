@@ -20,12 +20,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from fhir_server.config import Settings
 from fhir_server.ehr import registry
 from tests.ehr.world import HIGH, LOW, in_ehr_once, local_results, srs, submit, wait_for
 from tests.foreign_ehr.harness import ForeignEhr, require_node
 from tests.support.server import RunningServer, ServerThread
 from tests.web.form_driver import keys, submit_and_wait_for_thanks
+from tests.web.launch_world import launching_settings
 
 PRACTITIONER = "therapist-1"
 APP_SCOPE = "launch launch/patient openid fhirUser online_access patient/*.read patient/*.write"
@@ -33,16 +33,7 @@ BACKEND_SCOPE = "system/*.read system/*.write"
 
 
 def _ours(database_url: str, backend: str) -> Iterator[RunningServer]:
-    settings = Settings(
-        database_url=database_url,
-        auth_required=True,
-        outbox_worker=True,
-        outbox_poll_seconds=0.1,
-        outbox_base_delay_seconds=0.2,
-        outbox_max_delay_seconds=1.0,
-        outbox_timeout_seconds=2.0,
-        _env_file=None,
-    )
+    settings = launching_settings(database_url, outbox_timeout_seconds=2.0)
     with ServerThread(settings, backend) as ours:
         yield ours
 
