@@ -13,28 +13,22 @@ from starlette.concurrency import run_in_threadpool
 from fhir_server import __version__
 from fhir_server.api import instance, operations, system
 from fhir_server.api import type as type_api
-from fhir_server.api.interactions import Interactions
 from fhir_server.auth.access import AccessPolicy
 from fhir_server.auth.audit import AuditWriter
 from fhir_server.auth.bearer import BearerAuthenticator
 from fhir_server.auth.keys import KeyStore
-from fhir_server.auth.policy import Policy
 from fhir_server.auth.revocation import RevocationList
 from fhir_server.cds_hooks.routes import router as cds_router
 from fhir_server.cds_hooks.security import CdsClientVerifier
 from fhir_server.config import Settings
 from fhir_server.ehr.outbox import queue_write_back
 from fhir_server.ehr.worker import OutboxWorker
+from fhir_server.engine.composition import build_core
+from fhir_server.engine.library_sync import sync_resources
 from fhir_server.errors import install_error_handlers
-from fhir_server.library import discover
-from fhir_server.library.sync import sync_resources
 from fhir_server.middleware import RequestContextMiddleware
-from fhir_server.search.indexer import SearchIndexer
-from fhir_server.search.registry import default_registry
 from fhir_server.store import secret_store
-from fhir_server.store.engine import build_engine, build_read_engine
 from fhir_server.store.errors import DATABASE_ERRORS
-from fhir_server.store.repository import Repository
 from fhir_server.web import auth_routes
 from fhir_server.web.form_routes import install_form
 from fhir_server.web.install import install_authorization_server
@@ -57,17 +51,8 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
     """``owns_process``: the app is the process's only one (a server worker), so what its startup made lives as
     long as the process and may be frozen out of the garbage collector's full collections."""
     settings = settings or Settings()
-    engine = build_engine(settings)
-    registry = default_registry()
-    repository = Repository(
-        engine,
-        SearchIndexer(registry),
-        write_retries=settings.write_retries,
-        read_engine=build_read_engine(settings, engine),
-    )
-
-    library = discover(settings.library_paths(), settings.content_pack_paths())
-    fhir = Interactions(repository, registry, settings, library, policy=Policy.server())
+    core = build_core(settings)
+    engine, repository, registry, library, fhir = core.engine, core.repository, core.registry, core.library, core.fhir
     audit = AuditWriter(repository)
 
     @asynccontextmanager
@@ -90,8 +75,7 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
         yield
         app.state.outbox_worker.stop()
         audit.close()  # stores the audit records still queued
-        repository.read_engine.dispose()
-        engine.dispose()
+        core.close()
 
     app = FastAPI(
         lifespan=lifespan,

@@ -77,28 +77,29 @@ def _db_upgrade(_: argparse.Namespace) -> int:
 
 
 def _reindex(args: argparse.Namespace) -> int:
-    from fhir_server.app import create_app
+    from fhir_server.engine.composition import build_core
     from fhir_server.store.reindex import reindex
 
-    settings = Settings()
-    app = create_app(settings)
-    fhir = app.state.fhir
-    fhir.custom.refresh_if_stale()  # include the SearchParameter resources stored so far
+    core = build_core(Settings())
+    core.fhir.custom.refresh_if_stale()  # include the SearchParameter resources stored so far
     started = time.monotonic()
-    count = reindex(
-        app.state.engine,
-        fhir.repo.indexer,
-        resource_type=args.type,
-        on_progress=lambda done, total: progress_bar("reindexing", done, total),
-    )
+    try:
+        count = reindex(
+            core.engine,
+            core.repository.indexer,
+            resource_type=args.type,
+            on_progress=lambda done, total: progress_bar("reindexing", done, total),
+        )
+    finally:
+        core.close()
     print(f"re-indexed {count} resources in {time.monotonic() - started:.1f} s")
     return 0
 
 
 def _load(args: argparse.Namespace) -> int:
-    from fhir_server.app import create_app
+    from fhir_server.engine.composition import build_core
+    from fhir_server.engine.library_sync import sync_resources
     from fhir_server.library import LoadError, discover
-    from fhir_server.library.sync import sync_resources
 
     settings = Settings(load_library=False)
     try:
@@ -106,13 +107,15 @@ def _load(args: argparse.Namespace) -> int:
     except LoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    fhir = create_app(settings).state.fhir
+    core = build_core(settings)
     resources = library.resources()
     try:
-        summary = sync_resources(fhir, resources, lambda done, total: progress_bar("loading", done, total))
+        summary = sync_resources(core.fhir, resources, lambda done, total: progress_bar("loading", done, total))
     except LoadError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1
+    finally:
+        core.close()
     print(f"{summary.created} resources stored, {summary.unchanged} already current ({len(resources)} files)")
     return 0
 

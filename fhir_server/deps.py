@@ -7,12 +7,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from fhir_server.api.interactions import Interactions
 from fhir_server.auth import urls
 from fhir_server.auth.audit import OUTCOME_MINOR_FAILURE, Access
 from fhir_server.auth.caller import Caller
 from fhir_server.auth.guard import GuardedInteractions
 from fhir_server.auth.tokens import TokenError
+from fhir_server.engine.interactions import Interactions
 from fhir_server.errors import FhirError
 
 _UNRESTRICTED = Caller.unrestricted()

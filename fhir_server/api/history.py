@@ -7,9 +7,9 @@ from datetime import datetime
 from fastapi import Request
 from starlette.responses import Response
 
-from fhir_server.api import bundles
+from fhir_server.api import result_bundles
 from fhir_server.api.http import json_response, response_media_type
-from fhir_server.api.interactions import Interactions
+from fhir_server.engine.interactions import Interactions
 from fhir_server.errors import FhirError
 from fhir_server.search.fhirdate import DateFormatError, parse_range
 from fhir_server.store.search_sql import decode_cursor, encode_cursor
@@ -54,4 +54,4 @@ def respond(
     )
     next_cursor = fhir.policy.seal(encode_cursor([rows[count - 1][0]])) if len(rows) > count and count > 0 else None
     path = "/".join(p for p in (resource_type, resource_id, "_history") if p)
-    return json_response(request, bundles.history(request, path, params, rows[:count], next_cursor))
+    return json_response(request, result_bundles.history(request, path, params, rows[:count], next_cursor))

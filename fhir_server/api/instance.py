@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from fhir_server.api import bundles
 from fhir_server.api import history as history_api
+from fhir_server.api import result_bundles
 from fhir_server.api.http import (
     PATCH_TYPE,
     json_response,
@@ -46,7 +46,7 @@ def compartment_search(
     params = list(request.query_params.multi_items())
     query = fhir.compartment_query(resource_type, resource_id, member_type, params, strict=prefer_strict(request))
     path = f"{resource_type}/{resource_id}/{member_type}"
-    return json_response(request, bundles.searchset(request, path, params, fhir.search(query)))
+    return json_response(request, result_bundles.searchset(request, path, params, fhir.search(query)))
 
 
 @router.get("/{resource_type}/{resource_id}")

@@ -9,8 +9,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from fhir_server.api.http import base_url, json_response, read_json, response_media_type
-from fhir_server.api.interactions import require_type
 from fhir_server.deps import FhirDep
+from fhir_server.engine.interactions import require_type
 from fhir_server.errors import FhirError
 from fhir_server.operations import OPERATIONS, Operation, OperationContext
 

@@ -7,11 +7,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from fhir_server.api import history as history_api
-from fhir_server.api.bundle import BundleProcessor
 from fhir_server.api.capability import capability_statement
 from fhir_server.api.http import base_url, json_response, prefer_return, read_json, response_media_type
 from fhir_server.auth import urls
 from fhir_server.deps import FhirDep, PublicFhirDep
+from fhir_server.engine.transactions import BundleProcessor
 
 router = APIRouter()
 

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from fhir_server.api import bundles
 from fhir_server.api import history as history_api
+from fhir_server.api import result_bundles
 from fhir_server.api.http import (
     PATCH_TYPE,
     json_response,
@@ -19,8 +19,8 @@ from fhir_server.api.http import (
     response_media_type,
     write_response,
 )
-from fhir_server.api.interactions import require_type
 from fhir_server.deps import FhirDep
+from fhir_server.engine.interactions import require_type
 from fhir_server.errors import FhirError, info_outcome
 
 router = APIRouter()
@@ -37,7 +37,7 @@ def _search(resource_type: str, params: list[tuple[str, str]], request: Request,
     response_media_type(request)
     query = fhir.parse_query(resource_type, params, strict=prefer_strict(request))
     result = fhir.search(query)
-    return json_response(request, bundles.searchset(request, resource_type, params, result))
+    return json_response(request, result_bundles.searchset(request, resource_type, params, result))
 
 
 @router.get("/{resource_type}/_history")

@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from fhir_server.api.interactions import Interactions, SearchResult
 from fhir_server.auth.access import AccessPolicy, forbidden
 from fhir_server.auth.audit import OUTCOME_MINOR_FAILURE, Access, AuditWriter, record_in
 from fhir_server.auth.caller import Caller
 from fhir_server.auth.policy import Policy
+from fhir_server.engine.interactions import Interactions, SearchResult
 from fhir_server.errors import FhirError, not_found
 from fhir_server.search.query import SearchQuery
 from fhir_server.store.records import Stored, WriteResult

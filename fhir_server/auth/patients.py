@@ -1,5 +1,5 @@
 """Patients as the authorization server's pages need them: a short list for the patient picker and existence
-checks for launch contexts.  Read-only use of the FHIR interactions (api/interactions.py), unguarded: these are
+checks for launch contexts.  Read-only use of the FHIR interactions (engine/interactions.py), unguarded: these are
 the authorization server's own decisions, made for a signed-in user allowed to choose patients.
 """
 

@@ -1,6 +1,6 @@
 """One caller's access policy: the caller's scopes and compartment, consulted explicitly by the FHIR engine.
 
-The engine (api/interactions.py) holds a ``Policy`` and asks it at every read, search, write, conditional
+The engine (engine/interactions.py) holds a ``Policy`` and asks it at every read, search, write, conditional
 criterion, include, operation and bundle entry; there is no hook that does nothing when forgotten.  The server's
 own work (scoring, the CLI, authorization switched off) runs under ``Policy.server()``, which allows everything
 and says so in its name.

@@ -15,7 +15,6 @@ from decimal import Decimal
 from typing import Any
 
 from fhir_server import fhirjson
-from fhir_server.api.interactions import Interactions
 from fhir_server.canonical import BASE
 from fhir_server.clinician.charts import (
     TrendLines,
@@ -26,6 +25,7 @@ from fhir_server.clinician.charts import (
     trend_chart,
 )
 from fhir_server.ehr import outbox
+from fhir_server.engine.interactions import Interactions
 from fhir_server.ids import new_id
 from fhir_server.operations.alliance_summary import summary_for
 from fhir_server.scoring.ages import age_band

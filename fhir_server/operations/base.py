@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from fhir_server.errors import FhirError
 
 if TYPE_CHECKING:
-    from fhir_server.api.interactions import Interactions
+    from fhir_server.engine.interactions import Interactions
 
 from fhir_server.canonical import BASE as CANONICAL_BASE
 

@@ -26,7 +26,7 @@ from fhir_server.store.records import Stored, instant
 from fhir_server.store.session import WriteSession
 
 if TYPE_CHECKING:
-    from fhir_server.api.interactions import Interactions
+    from fhir_server.library import Library
 
 SCORED_STATUSES = ("completed", "amended")
 SCORED_ELSEWHERE = (
@@ -53,15 +53,15 @@ class Scored:
 
 
 class ScoringPipeline:
-    def __init__(self, fhir: Interactions, overrides: dict[str, Any] | None = None) -> None:
-        self.fhir = fhir
+    def __init__(self, library: Library, overrides: dict[str, Any] | None = None) -> None:
+        self.library = library
         # Checked against every loaded instrument's declared settings: a wrong override stops the server here.
-        self.settings = Settings(overrides, (i.rules for i in fhir.library.instruments if i.rules is not None))
+        self.settings = Settings(overrides, (i.rules for i in library.instruments if i.rules is not None))
         self._device_known = False
 
     def rules_for(self, response: dict[str, Any]) -> ScoringRules | None:
         url = str(response.get("questionnaire", "")).partition("|")[0]
-        rules = self.fhir.library.rules_for(url)
+        rules = self.library.rules_for(url)
         return rules if rules is not None and rules.scores else None
 
     def on_written(

@@ -17,10 +17,10 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from fhir_server.api.interactions import Interactions
 from fhir_server.auth import admin
 from fhir_server.canonical import BASE
 from fhir_server.ehr import registry
+from fhir_server.engine.interactions import Interactions
 from fhir_server.store import oauth_store
 
 DEMO_USER, DEMO_PASSWORD = "demo", "sandbox-demo"

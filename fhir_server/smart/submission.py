@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_server import fhirjson
-from fhir_server.api.interactions import Interactions
 from fhir_server.canonical import BASE
+from fhir_server.engine.interactions import Interactions
 from fhir_server.errors import FhirError
 from fhir_server.smart.calculated import with_calculated
 from fhir_server.smart.form_model import (

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from fhir_server import fhirjson
-from fhir_server.api.interactions import Interactions
+from fhir_server.engine.interactions import Interactions
 from fhir_server.errors import FhirError
 from fhir_server.store.records import instant, utc_now
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
-from fhir_server.api.interactions import Interactions
 from fhir_server.auth.authorize import AuthorizeFlow, SignInOptions
 from fhir_server.auth.cors import RegisteredOrigins
 from fhir_server.auth.external_idp import ExternalIdentityProvider, IdpConfig
@@ -19,6 +18,7 @@ from fhir_server.auth.patients import PatientDirectory
 from fhir_server.auth.server import SmartAuthorizationServer
 from fhir_server.auth.throttle import LoginThrottle
 from fhir_server.config import Settings
+from fhir_server.engine.interactions import Interactions
 from fhir_server.web import auth_routes, login_routes
 from fhir_server.web.security import BrowserSecurityMiddleware
 

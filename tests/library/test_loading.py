@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from fhir_server.config import PROJECT_ROOT, Settings
+from fhir_server.engine.library_sync import sync_resources
 from fhir_server.library import LoadError, discover
-from fhir_server.library.sync import sync_resources
 from tests.api.fhir import post
 from tests.support.server import ServerThread
 

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from fhir_server import fhirjson
-from fhir_server.api.interactions import Interactions, SearchResult, require_type
+from fhir_server.engine.interactions import Interactions, SearchResult, require_type
 from fhir_server.errors import FhirError
 from fhir_server.ids import new_id
 from fhir_server.store.records import Stored, WriteResult, instant, utc_now

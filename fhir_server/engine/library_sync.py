@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_server import fhirjson
-from fhir_server.api.interactions import Interactions
+from fhir_server.engine.interactions import Interactions
 from fhir_server.library.errors import LoadError
 
 _IGNORED = ("id", "meta", "text")

@@ -16,10 +16,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fhir_server import fhirjson, models
-from fhir_server.api.conditions import identifier_criteria, normalise_criteria, parse_etag, same_submission
-from fhir_server.api.questionnaires import resolve_questionnaire
 from fhir_server.auth.policy import Policy
 from fhir_server.config import Settings
+from fhir_server.engine.conditional import identifier_criteria, normalise_criteria, parse_etag, same_submission
+from fhir_server.engine.questionnaires import resolve_questionnaire
 from fhir_server.errors import FhirError, gone, not_found, precondition_failed
 from fhir_server.ids import new_id
 from fhir_server.jsonpatch import apply_patch
@@ -65,9 +65,9 @@ class Interactions:
         self.library = library or Library()
         self.policy = policy
         self.custom = CustomParameters(repo, registry)
-        # The pipeline keeps this engine, under the server's policy: the Observations and Flags it derives from a
-        # response the caller was allowed to submit are written by the server itself.
-        self.scoring = ScoringPipeline(self, settings.scoring_overrides)
+        # The Observations and Flags the pipeline derives from a response the caller was allowed to submit are
+        # written by the server itself, in the response's write session.
+        self.scoring = ScoringPipeline(self.library, settings.scoring_overrides)
 
     def with_policy(self, policy: Policy) -> Interactions:
         """The same engine (repository, registry, library, scoring) consulting another caller's policy."""

@@ -11,7 +11,7 @@ from fastapi import Request
 
 from fhir_server import fhirjson
 from fhir_server.api.http import base_url
-from fhir_server.api.interactions import SearchResult
+from fhir_server.engine.interactions import SearchResult
 from fhir_server.errors import Issue, operation_outcome
 from fhir_server.search.query import SearchQuery
 from fhir_server.search.summary import shape_resource

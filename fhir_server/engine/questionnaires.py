@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fhir_server import fhirjson
-from fhir_server.api.conditions import version_key
+from fhir_server.engine.conditional import version_key
 from fhir_server.errors import FhirError
 from fhir_server.store.repository import WriteSession
 
 if TYPE_CHECKING:
-    from fhir_server.api.interactions import Interactions
+    from fhir_server.engine.interactions import Interactions
 
 
 def resolve_questionnaire(fhir: Interactions, session: WriteSession | None, canonical: Any) -> dict[str, Any]:
