@@ -20,6 +20,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = Settings()
     logs.configure(settings.log_level)
+    driver = _driver_problem(settings)
+    if driver:  # before the migration, which would fail on it with a stack trace
+        print(f"fhir-server: not starting: {driver}", file=sys.stderr)
+        return 1
     if not args.no_migrate:
         from fhir_server.store.migrate import upgrade
 
@@ -33,6 +37,23 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"fhir-server: sandbox EHR at http://{args.host}:{args.port}/sandbox (demo data; sign in as demo)")
     serving.serve(args.host, args.port, args.workers, log_level="warning", access_log=False)
     return 0
+
+
+def _driver_problem(settings: Settings) -> str | None:
+    """A PostgreSQL URL needs the PostgreSQL driver, the optional extra ``postgres`` (a SQLite-only install has
+    none): said in one line with the command that installs it."""
+    from fhir_server.store.engine import normalise_url
+
+    if not normalise_url(settings.database_url).startswith("postgresql+psycopg://"):
+        return None
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return (
+            "FHIR_SERVER_DATABASE_URL is a PostgreSQL database but its driver is not installed: "
+            "pip install 'fhir-server[postgres]' (or psycopg[binary])"
+        )
+    return None
 
 
 def _scoring_problem(settings: Settings) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_server.scoring.series_index import series_rows
-from fhir_server.search.paths import compile_relative
+from fhir_server.search.paths import compile_component
 from fhir_server.search.registry import Registry, SearchParam
 from fhir_server.search.types import MODULES, token
 
@@ -87,7 +87,8 @@ class SearchIndexer:
             # element lacks, so they are looked at first and the element is left at the first one missing.
             parts: list[list[dict[str, Any]]] = []
             for component, expression in reversed(components):
-                part = MODULES[component.type].index(compile_relative(expression)(node))
+                evaluate = compile_component(param.base, param.expression or "", expression)
+                part = MODULES[component.type].index(evaluate(node, resource))
                 if not part:
                     break
                 parts.append(part)

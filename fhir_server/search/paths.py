@@ -19,6 +19,7 @@ from fhirpathpy.models import models as fhirpath_models
 from fhir_server import models
 
 Evaluator = Callable[[dict[str, Any]], list[Any]]
+ComponentEvaluator = Callable[[Any, dict[str, Any]], list[Any]]  # (the composite's element, the resource)
 R4_MODEL = fhirpath_models["r4"]
 
 _SIMPLE = re.compile(r"[A-Za-z]+(?:\.[a-zA-Z][A-Za-z0-9]*)+")
@@ -41,9 +42,9 @@ class _Path:
     exists_not_false: bool = False  # boolean test on a choice element (Patient.deceased)
 
     def __call__(self, resource: dict[str, Any]) -> list[Any]:
-        if self.exists_not_false:
+        if self.exists_not_false:  # ``X.exists() and X != false``: a boolean for every resource, false when absent
             present = [resource[k] for k in self.steps[-1] if k in resource]
-            return [True] if present and present[0] is not False else []
+            return [bool(present) and present[0] is not False]
         nodes: list[Any] = [resource]
         for keys in self.steps:
             nxt: list[Any] = []
@@ -99,7 +100,7 @@ def _steps(path: str, choice_suffix: str | None = None, rest: tuple[str, ...] = 
     for index, name in enumerate(names[1:]):
         last = index == len(names) - 2
         if last and choice_suffix:
-            out.append((name + choice_suffix[0].upper() + choice_suffix[1:],))
+            out.append(_typed_keys(model, name, choice_suffix))
             model = _child_model(model, out[-1][0])
             continue
         choices = _choice_keys(model, name) if model is not None else ()
@@ -107,6 +108,22 @@ def _steps(path: str, choice_suffix: str | None = None, rest: tuple[str, ...] = 
         model = _child_model(model, (choices or (name,))[0]) if model is not None else None
     out.extend((step,) for step in rest)
     return tuple(out)
+
+
+def _subtypes(type_name: str) -> list[str]:
+    """The FHIR types that specialise ``type_name`` (canonical, url, oid and uuid are uris; code, id and markdown
+    strings; Age and Duration Quantities), from fhirpathpy's R4 model: ``x as uri`` holds them too."""
+    children = [child for child, parent in R4_MODEL["type2Parent"].items() if parent == type_name]
+    return [grandchild for child in children for grandchild in (child, *_subtypes(child))]
+
+
+def _typed_keys(model: type | None, name: str, type_name: str) -> tuple[str, ...]:
+    """The JSON keys of choice element ``name`` ``as`` a type: its own typed key, and those of the type's
+    specialisations that the element allows (``ConceptMap.source as uri``: sourceUri and sourceCanonical)."""
+    own = name + type_name[0].upper() + type_name[1:]
+    allowed = _choice_keys(model, name) if model is not None else ()
+    more = (name + sub[0].upper() + sub[1:] for sub in _subtypes(type_name))
+    return (own, *(key for key in more if key in allowed and key != own))
 
 
 def _model(name: str) -> type | None:
@@ -188,3 +205,42 @@ RELATIVE_ROOT = "Node"  # not a FHIR type: relative expressions compile without 
 def compile_relative(expression: str) -> Evaluator:
     """A composite component's expression, relative to the node its composite selected (``value.as(Quantity)``)."""
     return compile_expression(" | ".join(f"{RELATIVE_ROOT}.{part}" for part in _split_union(expression)))
+
+
+RESOURCE_VARIABLE = "%resource."
+
+
+def _relative_to(composite: str, component: str) -> _Path | None:
+    """``component`` as a walk from the elements ``composite`` selects, typed by the composite's path: a choice
+    element there expands to its typed keys (``Group.characteristic`` + ``value``: valueCodeableConcept,
+    valueBoolean, ...), which a walk from an untyped node cannot know.  None when the composite is not a plain
+    path (or its alternatives disagree), for compile_relative to take."""
+    walks = set()
+    for base in _split_union(composite):
+        base = base.strip("() ")
+        if not (_SIMPLE.fullmatch(base) or re.fullmatch(r"[A-Z][A-Za-z]+", base)):
+            return None
+        absolute = _compile_one(f"{base}.{component}")
+        if not isinstance(absolute, _Path) or absolute.exists_not_false:
+            return None
+        depth = base.count(".")
+        walks.add(_Path(absolute.steps[depth:], absolute.reference_type, absolute.where_equals))
+    return walks.pop() if len(walks) == 1 else None
+
+
+@cache
+def compile_component(resource_type: str, composite: str, component: str) -> ComponentEvaluator:
+    """A composite parameter's component expression, evaluated on each element its composite expression selected.
+    ``%resource.x`` reads the resource itself (MolecularSequence's ``variant`` composites take the chromosome from
+    ``%resource.referenceSeq``): the same for every element."""
+    parts: list[ComponentEvaluator] = []
+    for alternative in _split_union(component):
+        if alternative.startswith(RESOURCE_VARIABLE):
+            whole = compile_expression(f"{resource_type}.{alternative[len(RESOURCE_VARIABLE) :]}")
+            parts.append(lambda node, resource, evaluate=whole: evaluate(resource))
+        else:
+            walk = _relative_to(composite, alternative) or compile_relative(alternative)
+            parts.append(lambda node, resource, evaluate=walk: evaluate(node))
+    if len(parts) == 1:
+        return parts[0]
+    return lambda node, resource: [value for part in parts for value in part(node, resource)]
