@@ -18,7 +18,6 @@ from fhir_server.auth.audit import AuditWriter
 from fhir_server.auth.bearer import BearerAuthenticator
 from fhir_server.auth.keys import KeyStore
 from fhir_server.auth.revocation import RevocationList
-from fhir_server.cds_hooks.routes import router as cds_router
 from fhir_server.cds_hooks.security import CdsClientVerifier
 from fhir_server.config import Settings
 from fhir_server.ehr.outbox import queue_write_back
@@ -30,6 +29,7 @@ from fhir_server.middleware import RequestContextMiddleware
 from fhir_server.store import secret_store
 from fhir_server.store.errors import DATABASE_ERRORS
 from fhir_server.web import auth_routes
+from fhir_server.web.cds_routes import router as cds_router
 from fhir_server.web.form_routes import install_form
 from fhir_server.web.install import install_authorization_server
 from fhir_server.web.launch_routes import install_launch

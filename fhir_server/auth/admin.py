@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 import orjson
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy.engine import Engine
 
 from fhir_server.auth import scope_policy, urls
 from fhir_server.auth.credentials import digest, hash_password, new_secret
@@ -26,6 +25,7 @@ from fhir_server.auth.revocation import utcnow
 from fhir_server.auth.scopes import parse_scope
 from fhir_server.config import Settings
 from fhir_server.store import oauth_store
+from fhir_server.store.engine import Database
 
 DEFAULT_APP_SCOPE = "openid fhirUser launch launch/patient offline_access online_access patient/*.rs user/*.rs"
 DEFAULT_BACKEND_SCOPE = "system/*.rs"
@@ -47,7 +47,7 @@ class NewClient:
 
 
 def add_client(
-    engine: Engine,
+    engine: Database,
     *,
     name: str,
     kind: str,  # public | secret | jwks | jwks_url
@@ -143,17 +143,17 @@ def _check_url(url: str, what: str) -> None:
         raise AdminError(f"{what} must be an https URL (http only for localhost)")
 
 
-def list_clients(engine: Engine) -> list[Client]:
+def list_clients(engine: Database) -> list[Client]:
     return [Client.from_row(r) for r in oauth_store.list_clients(engine)]
 
 
-def remove_client(engine: Engine, client_id: str) -> None:
+def remove_client(engine: Database, client_id: str) -> None:
     if not oauth_store.remove_client(engine, client_id):
         raise AdminError(f"unknown client '{client_id}'")
 
 
 def add_user(
-    engine: Engine,
+    engine: Database,
     username: str,
     password: str | None,
     fhir_user: str,
@@ -197,17 +197,17 @@ def add_user(
     return user_id
 
 
-def list_users(engine: Engine) -> list[dict[str, Any]]:
+def list_users(engine: Database) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if k != "password_hash"} for row in oauth_store.list_users(engine)]
 
 
-def remove_user(engine: Engine, username: str) -> None:
+def remove_user(engine: Database, username: str) -> None:
     if not oauth_store.remove_user(engine, username):
         raise AdminError(f"unknown user '{username}'")
 
 
 def mint_token(
-    engine: Engine,
+    engine: Database,
     keys: KeyStore,
     settings: Settings,
     *,

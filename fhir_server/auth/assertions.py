@@ -13,7 +13,6 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7523.client import ASSERTION_TYPE
@@ -23,6 +22,7 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from fhir_server.auth.models import Client
 from fhir_server.auth.tokens import signing_key
+from fhir_server.outbound import OUTBOUND, OutboundError
 from fhir_server.store import oauth_store
 
 if TYPE_CHECKING:
@@ -59,15 +59,11 @@ class RemoteKeySets:
 
     def _fetch(self, url: str) -> KeySet:
         try:
-            with httpx.stream("GET", url, timeout=self.timeout, follow_redirects=False) as response:
-                response.raise_for_status()
-                body = b""
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > JWKS_MAX_BYTES:
-                        raise ValueError("JWKS document too large")
-            return KeySet.import_key_set(httpx.Response(200, content=body).json())
-        except (httpx.HTTPError, ValueError, TypeError, KeyError, JoseError):
+            status, document = OUTBOUND.get_json(url, timeout=self.timeout, max_bytes=JWKS_MAX_BYTES)
+            if status != 200:
+                raise ValueError(f"status {status}")
+            return KeySet.import_key_set(document)
+        except (OutboundError, ValueError, TypeError, KeyError, JoseError):
             raise InvalidClientError(description="The client's JWKS could not be fetched or read") from None
 
 

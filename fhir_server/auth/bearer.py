@@ -12,7 +12,6 @@ import threading
 import time
 from typing import Any, Protocol
 
-import httpx
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
@@ -20,9 +19,11 @@ from fhir_server.auth.caller import Caller
 from fhir_server.auth.keys import KeyStore
 from fhir_server.auth.tokens import TokenError, unverified_issuer, verify_access_token
 from fhir_server.config import Settings
+from fhir_server.outbound import OUTBOUND, OutboundError
 
 JWKS_TTL_SECONDS = 3600
 JWKS_REFETCH_SECONDS = 30
+JWKS_MAX_BYTES = 64 * 1024
 VERIFIED_CACHE_SIZE = 10_000
 CLOCK_LEEWAY = 30  # as tokens.py allows on exp
 
@@ -53,10 +54,11 @@ class RemoteKeys:
     def _fetch(self) -> None:
         self._fetched_at = time.monotonic()
         try:
-            response = httpx.get(self.jwks_uri, timeout=5.0)
-            response.raise_for_status()
-            self._keys = KeySet.import_key_set(response.json())
-        except (httpx.HTTPError, ValueError, JoseError):
+            status, document = OUTBOUND.get_json(self.jwks_uri, timeout=5.0, max_bytes=JWKS_MAX_BYTES)
+            if status != 200:
+                raise ValueError(f"status {status}")
+            self._keys = KeySet.import_key_set(document)
+        except (OutboundError, ValueError, TypeError, KeyError, JoseError):
             # Keep the keys we had; the token in hand fails with "not signed with a key this server knows".
             return
 

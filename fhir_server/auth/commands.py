@@ -12,12 +12,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.engine import Engine
-
 from fhir_server.config import Settings
+from fhir_server.store.engine import Database
 
 
-def _admin(action: Callable[[Settings, Engine], int]) -> Callable[[argparse.Namespace], int]:
+def _admin(action: Callable[[Settings, Database], int]) -> Callable[[argparse.Namespace], int]:
     """Runs an authorization-admin command against a migrated database; AdminError → message and exit code 1."""
 
     def run(_: argparse.Namespace) -> int:
@@ -40,8 +39,8 @@ def _admin(action: Callable[[Settings, Engine], int]) -> Callable[[argparse.Name
     return run
 
 
-def _clients_add(args: argparse.Namespace) -> Callable[[Settings, Engine], int]:
-    def action(_: Settings, engine: Engine) -> int:
+def _clients_add(args: argparse.Namespace) -> Callable[[Settings, Database], int]:
+    def action(_: Settings, engine: Database) -> int:
         from fhir_server.auth import admin
 
         kind = "public" if args.public else "jwks_url" if args.jwks_url else "jwks" if args.jwks_file else "secret"
@@ -66,7 +65,7 @@ def _clients_add(args: argparse.Namespace) -> Callable[[Settings, Engine], int]:
     return action
 
 
-def _clients_list(_: Settings, engine: Engine) -> int:
+def _clients_list(_: Settings, engine: Database) -> int:
     from fhir_server.auth import admin
 
     for c in admin.list_clients(engine):
@@ -74,8 +73,8 @@ def _clients_list(_: Settings, engine: Engine) -> int:
     return 0
 
 
-def _users_add(args: argparse.Namespace) -> Callable[[Settings, Engine], int]:
-    def action(settings: Settings, engine: Engine) -> int:
+def _users_add(args: argparse.Namespace) -> Callable[[Settings, Database], int]:
+    def action(settings: Settings, engine: Database) -> int:
         from fhir_server.auth import admin
 
         password: str | None = None
@@ -103,7 +102,7 @@ def _users_add(args: argparse.Namespace) -> Callable[[Settings, Engine], int]:
     return action
 
 
-def _users_list(_: Settings, engine: Engine) -> int:
+def _users_list(_: Settings, engine: Database) -> int:
     from fhir_server.auth import admin
 
     for u in admin.list_users(engine):
@@ -113,8 +112,8 @@ def _users_list(_: Settings, engine: Engine) -> int:
     return 0
 
 
-def _token(args: argparse.Namespace) -> Callable[[Settings, Engine], int]:
-    def action(settings: Settings, engine: Engine) -> int:
+def _token(args: argparse.Namespace) -> Callable[[Settings, Database], int]:
+    def action(settings: Settings, engine: Database) -> int:
         from fhir_server.auth import admin
         from fhir_server.auth.keys import KeyStore
 
@@ -136,7 +135,7 @@ def _token(args: argparse.Namespace) -> Callable[[Settings, Engine], int]:
     return action
 
 
-def _keys_rotate(_: Settings, engine: Engine) -> int:
+def _keys_rotate(_: Settings, engine: Database) -> int:
     from fhir_server.auth.keys import KeyStore
 
     print(f"new signing key {KeyStore(engine).rotate()}; earlier keys stay published for 24 hours")
@@ -175,7 +174,7 @@ def _keys_new_secret(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keys_rotate_secret(_: Settings, engine: Engine) -> int:
+def _keys_rotate_secret(_: Settings, engine: Database) -> int:
     from fhir_server.cli import progress_bar
     from fhir_server.store import secret_store
 
@@ -195,8 +194,8 @@ def _keys_rotate_secret(_: Settings, engine: Engine) -> int:
     return 0
 
 
-def _remove(what: str, args: argparse.Namespace) -> Callable[[Settings, Engine], int]:
-    def action(_: Settings, engine: Engine) -> int:
+def _remove(what: str, args: argparse.Namespace) -> Callable[[Settings, Database], int]:
+    def action(_: Settings, engine: Database) -> int:
         from fhir_server.auth import admin
 
         if what == "client":

@@ -6,15 +6,15 @@ import threading
 import time
 
 import orjson
-from sqlalchemy.engine import Engine
 
 from fhir_server.store import oauth_store
+from fhir_server.store.engine import Database
 
 REFRESH_SECONDS = 5.0  # a newly registered client's origin is honoured within this long
 
 
 class RegisteredOrigins:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Database) -> None:
         self.engine = engine
         self._origins: frozenset[str] = frozenset()
         self._loaded_at: float | None = None

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import httpx
 from authlib.common.security import is_secure_transport
 
 from fhir_server.auth.bearer import RemoteKeys
 from fhir_server.auth.id_tokens import ASYMMETRIC, IdTokenError, verify_id_token
 from fhir_server.auth.keys import KeyStore
 from fhir_server.config import Settings
+from fhir_server.outbound import OUTBOUND, OutboundError
 
 DISCOVERY_TTL = 3600.0
 DISCOVERY_RETRY = 10.0  # after a failed discovery, ask again no sooner than this
@@ -208,39 +208,30 @@ class ExternalIdentityProvider:
         return self._request("GET", url)
 
     def _post_form(self, url: str, form: dict[str, str], auth: tuple[str, str] | None) -> dict[str, Any]:
-        return self._request("POST", url, data=form, auth=auth)
+        return self._request("POST", url, form=form, basic_auth=auth)
 
     def _request(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         name = self.config.display_name
         try:
-            # No redirects: the provider's endpoints are exactly where its metadata says.
-            with httpx.stream(
+            # No redirects (outbound.py): the provider's endpoints are exactly where its metadata says.
+            answer = OUTBOUND.request(
                 method,
                 url,
                 timeout=HTTP_TIMEOUT,
-                follow_redirects=False,
                 headers={"Accept": "application/json"},
+                max_bytes=MAX_RESPONSE_BYTES,
                 **kwargs,
-            ) as response:
-                body = _read_limited(response)
-                status = response.status_code
-        except httpx.HTTPError:
+            )
+        except OutboundError as exc:
+            if exc.kind == "too-large":
+                raise IdpError("The identity provider answered with more data than a sign-in needs.") from None
             raise IdpError(f"{name} cannot be reached right now. Try again in a minute.") from None
         try:
-            document = httpx.Response(200, content=body).json()
+            document = answer.json()
         except ValueError:
             document = None
-        if status != 200 or not isinstance(document, dict):
+        if answer.status_code != 200 or not isinstance(document, dict):
             error = document.get("error") if isinstance(document, dict) else None
             detail = f" ({str(error)[:60]})" if isinstance(error, str) else ""
             raise IdpError(f"{name} refused the request{detail}.", 502)
         return document
-
-
-def _read_limited(response: httpx.Response) -> bytes:
-    body = b""
-    for chunk in response.iter_bytes():
-        body += chunk
-        if len(body) > MAX_RESPONSE_BYTES:
-            raise IdpError("The identity provider answered with more data than a sign-in needs.")
-    return body

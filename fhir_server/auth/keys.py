@@ -17,9 +17,9 @@ from typing import Any
 import orjson
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
-from sqlalchemy.engine import Engine
 
 from fhir_server.store import keys as key_table
+from fhir_server.store.engine import Database
 
 SIGNING_ALGORITHM = "RS384"  # SMART's recommended algorithms are RS384 and ES384
 RETIRED_KEY_GRACE = timedelta(hours=24)
@@ -40,7 +40,7 @@ def generate_key(algorithm: str = SIGNING_ALGORITHM) -> RSAKey | ECKey:
 
 
 class KeyStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Database) -> None:
         self.engine = engine
         self._lock = threading.Lock()
         self._signing: RSAKey | ECKey | None = None

@@ -13,11 +13,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy.engine import Engine
 
 from fhir_server.auth.credentials import digest, new_secret
 from fhir_server.auth.revocation import utcnow
 from fhir_server.store import oauth_store
+from fhir_server.store.engine import Database
 
 
 @dataclass
@@ -38,7 +38,7 @@ class LoginSession:
 
 
 class LoginSessions:
-    def __init__(self, engine: Engine, lifetime_seconds: int) -> None:
+    def __init__(self, engine: Database, lifetime_seconds: int) -> None:
         self.engine = engine
         self.lifetime = timedelta(seconds=lifetime_seconds)
 

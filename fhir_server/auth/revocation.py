@@ -12,9 +12,8 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.engine import Engine
-
 from fhir_server.store import oauth_store
+from fhir_server.store.engine import Database
 
 REFRESH_SECONDS = 2.0
 EXPIRY_MARGIN = timedelta(minutes=2)
@@ -26,7 +25,7 @@ def utcnow() -> datetime:
 
 
 class RevocationList:
-    def __init__(self, engine: Engine, grant_memory_seconds: float = 30 * 24 * 3600) -> None:
+    def __init__(self, engine: Database, grant_memory_seconds: float = 30 * 24 * 3600) -> None:
         self.engine = engine
         # How long a revoked sid is remembered: as long as any refresh token of the grant could live.
         self.grant_memory = timedelta(seconds=grant_memory_seconds)

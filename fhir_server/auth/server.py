@@ -11,7 +11,6 @@ from typing import Any
 
 from authlib.oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
-from sqlalchemy.engine import Engine
 
 from fhir_server.auth.assertions import PrivateKeyJwt, RemoteKeySets
 from fhir_server.auth.credentials import digest, new_secret
@@ -30,6 +29,7 @@ from fhir_server.auth.token_endpoints import Introspection, Revocation
 from fhir_server.auth.tokens import verify_access_token
 from fhir_server.config import Settings
 from fhir_server.store import oauth_store
+from fhir_server.store.engine import Database
 
 PRUNE_INTERVAL = 600.0
 
@@ -39,7 +39,7 @@ Answer = tuple[int, Any, list[tuple[str, str]]]
 class SmartAuthorizationServer(AuthorizationServer):
     def __init__(
         self,
-        engine: Engine,
+        engine: Database,
         keys: KeyStore,
         revocations: RevocationList,
         settings: Settings,

@@ -17,11 +17,10 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.engine import Engine
-
 from fhir_server.auth.credentials import digest
 from fhir_server.auth.revocation import utcnow
 from fhir_server.store import login_failures
+from fhir_server.store.engine import Database
 
 PRUNE_INTERVAL = 300.0
 
@@ -39,7 +38,7 @@ class Attempt:
 
 
 class LoginThrottle:
-    def __init__(self, engine: Engine, *, per_user: int, per_address: int, window_seconds: int) -> None:
+    def __init__(self, engine: Database, *, per_user: int, per_address: int, window_seconds: int) -> None:
         self.engine = engine
         self.limits = {"user": max(1, per_user), "address": max(1, per_address)}
         self.window = timedelta(seconds=max(1, window_seconds))

@@ -8,10 +8,10 @@ from pathlib import Path
 import orjson
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy.engine import Engine
 
 from fhir_server.cds_hooks.fhir_bases import FhirBaseError, normalise
 from fhir_server.store import cds_store
+from fhir_server.store.engine import Database
 
 
 class CdsAdminError(Exception):
@@ -19,7 +19,7 @@ class CdsAdminError(Exception):
 
 
 def add_client(
-    engine: Engine,
+    engine: Database,
     issuer: str,
     name: str,
     jwks_url: str | None,
@@ -61,7 +61,7 @@ def _fhir_bases(urls: Sequence[str]) -> list[str]:
     return bases
 
 
-def list_clients(engine: Engine) -> list[str]:
+def list_clients(engine: Database) -> list[str]:
     return [
         f"{c['issuer']}\t{c['name']}\t{c['jwks_uri'] or '(registered JWKS)'}\t"
         f"{' '.join(c['fhir_servers']) or '(prefetch only)'}"
@@ -69,6 +69,6 @@ def list_clients(engine: Engine) -> list[str]:
     ]
 
 
-def remove_client(engine: Engine, issuer: str) -> None:
+def remove_client(engine: Database, issuer: str) -> None:
     if not cds_store.remove_client(engine, issuer):
         raise CdsAdminError(f"no CDS client with issuer {issuer}")

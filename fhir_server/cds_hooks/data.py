@@ -15,11 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from fhir_server.cds_hooks import fhir_bases
 from fhir_server.cds_hooks.services import REQUIRED, Service
 from fhir_server.errors import FhirError
+from fhir_server.outbound import OUTBOUND, OutboundError
 
 log = logging.getLogger("fhir_server.cds_hooks")
 
@@ -122,25 +121,23 @@ def _fetch(base: str, token: str, query: str) -> list[dict[str, Any]]:
     url: str | None = f"{base}/{query}"
     resources: list[dict[str, Any]] = []
     try:
-        # No redirects: a 3xx could point anywhere, and the token would follow it.
-        with httpx.Client(timeout=TIMEOUT_SECONDS, headers=headers, follow_redirects=False) as c:
-            for _ in range(MAX_PAGES):
-                if url is None:
-                    break
-                answer = c.get(url)
-                if answer.status_code != 200:
-                    raise _ReadFailed(f"status {answer.status_code}")
-                bundle = answer.json()
-                if not isinstance(bundle, dict):
-                    raise _ReadFailed("not a FHIR resource")
-                if bundle.get("resourceType") != "Bundle":  # a read (Patient/{id})
-                    return [bundle]
-                resources += _entries(bundle)
-                url = _next_link(base, bundle)
+        # outbound.py follows no redirects: a 3xx could point anywhere, and the token would follow it.
+        for _ in range(MAX_PAGES):
+            if url is None:
+                break
+            status, bundle = OUTBOUND.get_json(url, headers=headers, timeout=TIMEOUT_SECONDS)
+            if status != 200:
+                raise _ReadFailed(f"status {status}")
+            if not isinstance(bundle, dict):
+                raise _ReadFailed("not a FHIR resource")
+            if bundle.get("resourceType") != "Bundle":  # a read (Patient/{id})
+                return [bundle]
+            resources += _entries(bundle)
+            url = _next_link(base, bundle)
     except _ReadFailed as failed:
         _log_failure(base, failed.reason)
-    except (httpx.HTTPError, ValueError) as exc:
-        _log_failure(base, type(exc).__name__)  # the exception's text holds the URL, whose query names the patient
+    except OutboundError as exc:
+        _log_failure(base, exc.kind)  # never the URL: its query names the patient
     else:
         return resources
     raise FhirError(412, "transient", UNREACHABLE)

@@ -12,17 +12,17 @@ from typing import Any
 
 import orjson
 from joserfc.jwk import KeySet
-from sqlalchemy.engine import Engine
 
 from fhir_server.auth.bearer import RemoteKeys
 from fhir_server.auth.tokens import TokenError, unverified_header, unverified_issuer, verify_access_token
 from fhir_server.store import cds_store
+from fhir_server.store.engine import Database
 
 MAX_LIFETIME_SECONDS = 300 + 30  # five minutes, plus the clock leeway tokens.py allows
 
 
 class CdsClientVerifier:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Database) -> None:
         self.engine = engine
         self._remote: dict[str, RemoteKeys] = {}
         self._seen: dict[str, float] = {}  # jti → exp

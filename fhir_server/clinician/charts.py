@@ -1,13 +1,17 @@
 """Server-rendered SVG charts for the clinician view: readable without JavaScript, announced to screen readers
 (``role="img"`` with a title and a description that states the figures), no external resources.
 
-The trend chart plots SRS and ORS totals (0-40) by session, with the SRS cutoff, the client's age-appropriate ORS
-cutoff, the reliable-change band around the intake ORS and the flagged sessions marked.  Sessions are spaced
-evenly (a chart of conversations, not of calendar time); each point carries its date in its tooltip title.
+The trend chart plots an alliance and an outcome total (0-40: the SRS and the ORS, or the forms for the client's
+age; clinician/view.py picks them from the library and names them) by session, with the alliance cutoff, the
+client's age-appropriate outcome cutoff, the reliable-change band around the intake outcome score and the flagged
+sessions marked.  Sessions are spaced evenly (a chart of conversations, not of calendar time); each point carries
+its date in its tooltip title.  CSS classes are named after the lines' abbreviations (``series-srs``,
+``srs-cutoff``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from html import escape
@@ -21,14 +25,23 @@ WIDTH, HEIGHT = 760, 300
 LEFT, RIGHT, TOP, BOTTOM = 48, 150, 16, 44
 SCALE_MAX = Decimal(40)
 # Okabe-Ito colours: distinguishable with the common colour-vision deficiencies; all ≥ 4.5:1 on white
-SRS_COLOUR, ORS_COLOUR, FLAG_COLOUR, INK = "#0060a0", "#8a4b00", "#b00020", "#222222"
+ALLIANCE_COLOUR, OUTCOME_COLOUR, FLAG_COLOUR, INK = "#0060a0", "#8a4b00", "#b00020", "#222222"
+PROFILE_COLOURS = ("#0060a0", "#8a4b00", "#4b5d00", "#6a3d9a")
 
 
 @dataclass(frozen=True)
 class TrendLines:
-    srs_cutoff: Decimal | None
-    ors_cutoff: Decimal | None
-    reliable_change: Decimal | None  # ± band around the intake ORS
+    alliance_cutoff: Decimal | None
+    outcome_cutoff: Decimal | None
+    reliable_change: Decimal | None  # ± band around the intake outcome score
+    # What the chart calls its two lines: build_view passes the library's abbreviations; these defaults name the
+    # shipped measures for a chart drawn without the library.
+    alliance: str = "SRS"
+    outcome: str = "ORS"
+
+
+def _css(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def _x(index: int, count: int) -> float:
@@ -42,13 +55,14 @@ def _y(value: Decimal) -> float:
 
 
 def trend_chart(srs: MeasureSeries | None, ors: MeasureSeries | None, lines: TrendLines) -> str:
-    """The SRS/ORS trend as an SVG document fragment."""
+    """The alliance (``srs``) and outcome (``ors``) trend as an SVG document fragment."""
     dates = sorted({p.date[:10] for series in (srs, ors) if series for p in series.points})
     position = {d: i for i, d in enumerate(dates)}
+    alliance, outcome = lines.alliance, lines.outcome
     parts = [
         f'<svg class="trend" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" role="img" '
         'aria-labelledby="trend-title trend-desc" xmlns="http://www.w3.org/2000/svg">',
-        '<title id="trend-title">SRS and ORS totals by session (0 to 40)</title>',
+        f'<title id="trend-title">{escape(alliance)} and {escape(outcome)} totals by session (0 to 40)</title>',
         f'<desc id="trend-desc">{escape(_description(srs, ors, lines))}</desc>',
         *_grid(),
     ]
@@ -57,12 +71,15 @@ def trend_chart(srs: MeasureSeries | None, ors: MeasureSeries | None, lines: Tre
         top, bottom = _y(intake + lines.reliable_change), _y(intake - lines.reliable_change)
         parts.append(
             f'<rect class="reliable-band" x="{LEFT}" y="{top:.1f}" width="{WIDTH - LEFT - RIGHT}" '
-            f'height="{bottom - top:.1f}" fill="{ORS_COLOUR}" fill-opacity="0.10">'
-            f"<title>ORS reliable-change band: intake {intake} ± {lines.reliable_change}</title></rect>"
+            f'height="{bottom - top:.1f}" fill="{OUTCOME_COLOUR}" fill-opacity="0.10">'
+            f"<title>{escape(outcome)} reliable-change band: intake {intake} ± {lines.reliable_change}</title></rect>"
         )
-    parts += _cutoff(lines.srs_cutoff, f"SRS cutoff {lines.srs_cutoff}", SRS_COLOUR, "srs-cutoff")
-    parts += _cutoff(lines.ors_cutoff, f"ORS cutoff {lines.ors_cutoff}", ORS_COLOUR, "ors-cutoff")
-    for series, colour, name, shape in ((ors, ORS_COLOUR, "ORS", "square"), (srs, SRS_COLOUR, "SRS", "circle")):
+    cutoff = lines.alliance_cutoff
+    parts += _cutoff(cutoff, f"{alliance} cutoff {cutoff}", ALLIANCE_COLOUR, f"{_css(alliance)}-cutoff")
+    cutoff = lines.outcome_cutoff
+    parts += _cutoff(cutoff, f"{outcome} cutoff {cutoff}", OUTCOME_COLOUR, f"{_css(outcome)}-cutoff")
+    lines_drawn = ((ors, OUTCOME_COLOUR, outcome, "square"), (srs, ALLIANCE_COLOUR, alliance, "circle"))
+    for series, colour, name, shape in lines_drawn:
         if series and series.points:
             parts += _series(series.points, position, len(dates), colour, name, shape)
     parts += _date_labels(dates)
@@ -95,7 +112,7 @@ def _cutoff(value: Decimal | None, label: str, colour: str, css: str) -> list[st
 def _series(points: list[Point], position: dict[str, int], count: int, colour: str, name: str, shape: str) -> list:
     coords = [(_x(position[p.date[:10]], count), _y(p.value), p) for p in points]
     path = " ".join(f"{x:.1f},{y:.1f}" for x, y, _ in coords)
-    out = [f'<g class="series series-{name.lower()}">']
+    out = [f'<g class="series series-{_css(name)}">']
     out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2.5"/>')
     for x, y, point in coords:
         label = f"{name} {point.value} on {point.date[:10]}" + (", flagged" if point.flagged else "")
@@ -134,7 +151,10 @@ def _date_labels(dates: list[str]) -> list[str]:
 
 def _description(srs: MeasureSeries | None, ors: MeasureSeries | None, lines: TrendLines) -> str:
     sentences = []
-    for name, series, cutoff in (("SRS", srs, lines.srs_cutoff), ("ORS", ors, lines.ors_cutoff)):
+    for name, series, cutoff in (
+        (lines.alliance, srs, lines.alliance_cutoff),
+        (lines.outcome, ors, lines.outcome_cutoff),
+    ):
         if not series or not series.points:
             sentences.append(f"No {name} sessions.")
             continue
@@ -149,28 +169,35 @@ def _description(srs: MeasureSeries | None, ors: MeasureSeries | None, lines: Tr
     return " ".join(sentences)
 
 
-def profile_chart(subscores: dict[str, list[tuple[str, Decimal]]], labels: dict[str, str]) -> str:
-    """WAI-SR Bond / Goal / Task means (1-5) over administrations, as grouped bars."""
-    codes = [c for c in ("wai-sr-bond-mean", "wai-sr-goal-mean", "wai-sr-task-mean") if c in subscores]
+def profile_chart(
+    subscores: dict[str, list[tuple[str, Decimal]]],
+    labels: dict[str, str],
+    title: str = "Subscale means by administration",
+    top: Decimal = Decimal(5),
+    key: str = "profile",
+) -> str:
+    """Subscale means (the WAI-SR's Bond, Goal and Task, 1-5) over administrations, as grouped bars; one bar per
+    code of ``subscores``, in its order, ``top`` at full height; ``key`` keeps element ids unique on the page."""
+    codes = [c for c in subscores if subscores[c]]
     dates = sorted({d[:10] for c in codes for d, _ in subscores[c]})
     if not codes or not dates:
         return ""
     height, bar, gap = 200, 14, 28
     width = LEFT + len(dates) * (len(codes) * bar + gap) + 20
-    colours = dict(zip(codes, ("#0060a0", "#8a4b00", "#4b5d00"), strict=False))
+    colours = {c: PROFILE_COLOURS[n % len(PROFILE_COLOURS)] for n, c in enumerate(codes)}
     described = "; ".join(f"{labels.get(c, c)} latest {subscores[c][-1][1]}" for c in codes)
     out = [
         f'<svg class="profile" viewBox="0 0 {width} {height + 40}" width="100%" role="img" '
-        'aria-labelledby="profile-title profile-desc" xmlns="http://www.w3.org/2000/svg">',
-        '<title id="profile-title">WAI-SR Bond, Goal and Task means (1 to 5) by administration</title>',
-        f'<desc id="profile-desc">{escape(described)}</desc>',
+        f'aria-labelledby="{key}-title {key}-desc" xmlns="http://www.w3.org/2000/svg">',
+        f'<title id="{key}-title">{escape(title)}</title>',
+        f'<desc id="{key}-desc">{escape(described)}</desc>',
     ]
     for d_index, day in enumerate(dates):
         for c_index, code in enumerate(codes):
             value = dict((d[:10], v) for d, v in subscores[code]).get(day)
             if value is None:
                 continue
-            h = float(value) / 5 * height
+            h = float(value / top) * height
             x = LEFT + d_index * (len(codes) * bar + gap) + c_index * bar
             out.append(
                 f'<rect x="{x}" y="{height - h + 10:.1f}" width="{bar - 2}" height="{h:.1f}" fill="{colours[code]}">'
@@ -180,11 +207,6 @@ def profile_chart(subscores: dict[str, list[tuple[str, Decimal]]], labels: dict[
         out.append(f'<text x="{x_label:.1f}" y="{height + 28}" text-anchor="middle" font-size="11">{day[5:]}</text>')
     out.append("</svg>")
     return "".join(out)
-
-
-def instrument_of(measure_code: str) -> str:
-    """``srs-total`` → ``srs``: the instrument folder (and Questionnaire id) a total score belongs to."""
-    return measure_code.removesuffix("-total")
 
 
 def total_cutoff(rules: ScoringRules | None, settings: Settings, band: str) -> Decimal | None:

@@ -1,6 +1,13 @@
 """What the clinician view shows, assembled from the one summary query path (operations/alliance_summary.py):
-the trend chart, the latest session's items against the previous one, the WAI-SR profile, the active Flags with
-their follow-up questions, every score as a table, and whether each session is in the EHR yet.
+the trend chart, the latest session's items against the previous one, subscale profiles (the WAI-SR's), the
+active Flags with their follow-up questions, every score as a table, and whether each session is in the EHR yet.
+
+Which measure is which comes from the library (clinician/instruments.py), never from codes written here.  The
+trend (0-40, by session) has an alliance line and an outcome line: each the client's own series of an instrument
+of that domain given at every session (``administered`` start or end) whose total fits the chart's scale —
+preferring the form made for the client's age today, then the adult forms, then library order; with no sessions
+yet, that first form still names the line and gives the alliance cutoff.  An instrument whose total's Observation
+carries labelled component-only subscales (the WAI-SR means) gets a profile chart of them.
 
 Also the acknowledgement of a Flag: the Flag becomes inactive with ``period.end``, the acknowledgement (who, when)
 is recorded on the Flag and in a Provenance, and — for a launch from an EHR — the change is queued for
@@ -15,28 +22,25 @@ from decimal import Decimal
 from typing import Any
 
 from fhir_server import fhirjson
-from fhir_server.canonical import BASE
 from fhir_server.clinician.charts import (
+    SCALE_MAX,
     TrendLines,
-    instrument_of,
     profile_chart,
     reliable_change,
     total_cutoff,
     trend_chart,
 )
+from fhir_server.clinician.instruments import InstrumentFacts, instruments
 from fhir_server.ehr import outbox
 from fhir_server.engine.interactions import Interactions
 from fhir_server.ids import new_id
 from fhir_server.operations.alliance_summary import summary_for
-from fhir_server.scoring.ages import age_band
+from fhir_server.scoring.ages import age_band, age_on
 from fhir_server.scoring.resources import ACKNOWLEDGED, flag_code, series_of
 from fhir_server.scoring.summary import ActiveFlag, AllianceSummary, MeasureSeries, latest_flags
 from fhir_server.store.repository import WriteSession
 
-SRS_CODES = ("srs-total", "csrs-total", "ycsrs-total")
-ORS_CODES = ("ors-total", "cors-total", "ycors-total")
 ACKNOWLEDGEMENT = ACKNOWLEDGED
-WAI_LABELS = {"wai-sr-bond-mean": "Bond", "wai-sr-goal-mean": "Goal", "wai-sr-task-mean": "Task"}
 
 
 class FlagNotOpen(Exception):
@@ -54,14 +58,20 @@ class ScoreRow:
     delivery: str | None
 
 
+@dataclass(frozen=True)
+class Profile:
+    heading: str  # "WAI-SR: Bond, Goal and Task"
+    svg: str
+
+
 @dataclass
 class ClinicianView:
     patient: str
     trend_svg: str
-    profile_svg: str
-    srs: MeasureSeries | None
-    ors: MeasureSeries | None
-    latest_items: list[tuple[str, MeasureSeries]]  # (heading, series) of the latest SRS and ORS
+    profiles: list[Profile]
+    srs: MeasureSeries | None  # the trend's alliance line (the SRS, the CSRS, or whichever the library's is)
+    ors: MeasureSeries | None  # the trend's outcome line (the ORS, the CORS, ...)
+    latest_items: list[tuple[str, MeasureSeries]]  # (heading, series) of the trend's two lines
     # Other raters' series (an ORS by a parent), shown apart from the client's own: never on the client's trend.
     others: list[MeasureSeries]
     flags: list[tuple[ActiveFlag, int]]  # the latest Flag of each kind of concern, and how many earlier ones
@@ -69,27 +79,64 @@ class ClinicianView:
     cutoffs: TrendLines | None = None
 
 
-def _first(summary: AllianceSummary, codes: tuple[str, ...]) -> MeasureSeries | None:
-    for code in codes:
-        series = summary.measure(code)
+def _on_the_trend(instrument: InstrumentFacts, domain: str) -> bool:
+    total = instrument.total
+    fits_scale = total is not None and total.min >= 0 and total.max <= SCALE_MAX
+    return instrument.domain == domain and instrument.per_session and fits_scale
+
+
+def _trend_line(
+    summary: AllianceSummary, known: list[InstrumentFacts], domain: str, years: int | None
+) -> tuple[InstrumentFacts | None, MeasureSeries | None]:
+    """The instrument and the client's own series one line of the trend shows (see the module's docstring)."""
+    candidates = sorted(
+        (i for i in known if _on_the_trend(i, domain)),
+        key=lambda i: (not (years is not None and i.fits(years)), not i.adult, i.position),
+    )
+    for instrument in candidates:
+        series = summary.measure(instrument.total.code) if instrument.total else None
         if series is not None and series.points:
-            return series
-    return None
+            return instrument, series
+    return (candidates[0] if candidates else None), None
+
+
+def _profiles(summary: AllianceSummary, known: list[InstrumentFacts]) -> list[Profile]:
+    profiles = []
+    for instrument in known:
+        scores, total = instrument.profile, instrument.total
+        series = summary.measure(total.code) if total and scores else None
+        if series is None:
+            continue
+        shown = {
+            s.code: series.subscores[s.code] for s in sorted(scores, key=lambda s: s.code) if s.code in series.subscores
+        }
+        if not shown:
+            continue
+        labels = {s.code: s.label for s in scores}
+        names = [labels[code] for code in shown]
+        listed = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
+        top = max(s.max for s in scores)
+        title = f"{instrument.abbreviation} {listed} means ({min(s.min for s in scores)} to {top}) by administration"
+        chart = profile_chart(shown, labels, title, top, key=f"profile-{len(profiles) + 1}")
+        profiles.append(Profile(f"{instrument.abbreviation}: {listed}", chart))
+    return profiles
 
 
 def build_view(fhir: Interactions, patient_id: str, birth_date: str | None) -> ClinicianView:
     summary = summary_for(fhir, patient_id)
     settings = fhir.scoring.settings  # checked at start-up against the rules
     band = age_band(birth_date, None)
-    srs, ors = _first(summary, SRS_CODES), _first(summary, ORS_CODES)
-    ors_rules = fhir.library.rules_for(f"{BASE}/Questionnaire/{instrument_of(ors.code)}") if ors else None
-    srs_rules = fhir.library.rules_for(f"{BASE}/Questionnaire/{instrument_of(srs.code if srs else 'srs-total')}")
+    known, years = instruments(fhir.library), age_on(birth_date, None)
+    alliance, srs = _trend_line(summary, known, "alliance", years)
+    outcome, ors = _trend_line(summary, known, "outcome", years)
+    ors_rules = outcome.rules if outcome and ors else None
     lines = TrendLines(
-        total_cutoff(srs_rules, settings, band),
-        total_cutoff(ors_rules, settings, band) if ors else None,
-        reliable_change(ors_rules, settings, band) if ors else None,
+        total_cutoff(alliance.rules if alliance else None, settings, band),
+        total_cutoff(ors_rules, settings, band),
+        reliable_change(ors_rules, settings, band),
+        alliance.abbreviation if alliance else "Alliance",
+        outcome.abbreviation if outcome else "Outcome",
     )
-    wai = summary.measure("wai-sr-total")
     states = _delivery_states(fhir, summary)
     rows = [
         ScoreRow(
@@ -108,10 +155,10 @@ def build_view(fhir: Interactions, patient_id: str, birth_date: str | None) -> C
     return ClinicianView(
         patient=patient_id,
         trend_svg=trend_chart(srs, ors, lines),
-        profile_svg=profile_chart(wai.subscores, WAI_LABELS) if wai else "",
+        profiles=_profiles(summary, known),
         srs=srs,
         ors=ors,
-        latest_items=[(name, m) for name, m in (("SRS", srs), ("ORS", ors)) if m and m.items],
+        latest_items=[(name, m) for name, m in ((lines.alliance, srs), (lines.outcome, ors)) if m and m.items],
         others=[m for m in summary.measures if m.series != "self" and m.points],
         flags=latest_flags(summary.flags),
         rows=rows,

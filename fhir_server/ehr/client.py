@@ -10,11 +10,9 @@ import threading
 import time
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
-
-import httpx
 
 from fhir_server import __version__
+from fhir_server.outbound import Answer, Outbound, OutboundError
 
 # 4xx answers worth retrying: the request may succeed later as it is (a timeout, a conflict with a concurrent
 # writer, throttling).  Every other 4xx means the EHR will not take this payload until someone changes something.
@@ -80,30 +78,16 @@ class RateLimits:
 
 
 class EhrHttp:
-    """One connection pool for every EHR; each call names the EHR whose limits apply."""
+    """Calls to EHRs (outbound.py's rules: one pool, no redirects, a size limit), each naming the EHR whose rate cap
+    and Retry-After apply, failures as ``DeliveryError``."""
 
     def __init__(self, timeout: float, limits: RateLimits) -> None:
         self.timeout = timeout
         self.limits = limits
-        self._client: httpx.Client | None = None  # made on first use: most processes never send anything
-        self._lock = threading.Lock()
-
-    @property
-    def client(self) -> httpx.Client:
-        with self._lock:
-            if self._client is None:
-                self._client = httpx.Client(
-                    timeout=httpx.Timeout(self.timeout),
-                    follow_redirects=False,
-                    headers={"User-Agent": f"fhir-server/{__version__} (write-back)"},
-                )
-            return self._client
+        self.outbound = Outbound(f"fhir-server/{__version__} (write-back)")
 
     def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        self.outbound.close()
 
     def request(
         self,
@@ -111,17 +95,23 @@ class EhrHttp:
         per_second: float | None,
         method: str,
         url: str,
-        **options: Any,
-    ) -> httpx.Response:
+        *,
+        headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+        form: dict[str, str] | None = None,
+        basic_auth: tuple[str, str] | None = None,
+    ) -> Answer:
         self.limits.wait_turn(ehr_id, per_second)
         try:
-            response = self.client.request(method, url, **options)
-        except httpx.TimeoutException:
-            raise DeliveryError(f"no answer from the EHR within {self.timeout:g} s", retryable=True) from None
-        except httpx.ConnectError:
-            raise DeliveryError("could not connect to the EHR", retryable=True) from None
-        except httpx.TransportError as exc:
-            raise DeliveryError(f"the connection to the EHR failed ({type(exc).__name__})", retryable=True) from None
+            response = self.outbound.request(
+                method, url, headers=headers, content=content, form=form, basic_auth=basic_auth, timeout=self.timeout
+            )
+        except OutboundError as exc:
+            reason = {
+                "timeout": f"no answer from the EHR within {self.timeout:g} s",
+                "connect": "could not connect to the EHR",
+            }.get(exc.kind, f"the connection to the EHR failed: {exc}")
+            raise DeliveryError(reason, retryable=True) from None
         if response.status_code in (429, 503):
             wait = parse_retry_after(response.headers.get("retry-after"))
             if wait:
@@ -129,7 +119,7 @@ class EhrHttp:
         return response
 
 
-def failure(response: httpx.Response, what: str) -> DeliveryError:
+def failure(response: Answer, what: str) -> DeliveryError:
     """A non-success answer as an error: retryable or not, with the wait the EHR asked for."""
     status = response.status_code
     code = _error_code(response)
@@ -139,7 +129,7 @@ def failure(response: httpx.Response, what: str) -> DeliveryError:
     return DeliveryError(reason, retryable=retryable, retry_after=retry_after, status=status)
 
 
-def _error_code(response: httpx.Response) -> str | None:
+def _error_code(response: Answer) -> str | None:
     """The machine-readable error code only (OperationOutcome issue code or OAuth ``error``), never free text."""
     try:
         body = response.json()

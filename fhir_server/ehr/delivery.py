@@ -13,13 +13,12 @@ import threading
 import time
 from typing import Any
 
-import httpx
-
 from fhir_server import fhirjson
 from fhir_server.ehr import capabilities, payload
 from fhir_server.ehr.client import DeliveryError, EhrHttp, failure
 from fhir_server.ehr.registry import EhrRegistration
 from fhir_server.ehr.tokens import BackendServicesTokens, TokenSource
+from fhir_server.outbound import Answer
 from fhir_server.store.repository import Repository
 
 FHIR_JSON = "application/fhir+json"
@@ -167,7 +166,7 @@ class Delivery:
         *,
         content: bytes | None = None,
         extra: dict[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> Answer:
         while True:
             headers = {"Accept": FHIR_JSON, **(extra or {})}
             if content is not None:
@@ -188,7 +187,7 @@ class Delivery:
             return response
 
 
-def _assigned_id(response: httpx.Response, resource_type: str) -> str:
+def _assigned_id(response: Answer, resource_type: str) -> str:
     """The EHR's id for what it stored or matched: from Location (…/Type/id[/_history/v]), else the body."""
     location = response.headers.get("location") or response.headers.get("content-location") or ""
     parts = [p for p in location.split("?")[0].split("/") if p]

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy.engine import Engine
-
 from fhir_server.errors import FhirError
 from fhir_server.smart.sessions import AppSession, AppSessionStore
 from fhir_server.store import ehr_store
+from fhir_server.store.engine import Database
 from fhir_server.store.records import utc_now
 from fhir_server.store.session import WriteSession
 from fhir_server.validation import check_id
@@ -74,14 +73,14 @@ def enqueue(session: WriteSession, ehr_id: int, response_reference: str, token_r
     second delivery matches what the first stored (conditional writes), so nothing is duplicated in the EHR.
     Returns the row id."""
     response_id = response_id_of(response_reference)
-    if not ehr_store.registration_exists(session.conn, ehr_id):
+    if not ehr_store.registration_exists(session, ehr_id):
         raise OutboxError(f"no EHR is registered with id {ehr_id}")
     current = session.current("QuestionnaireResponse", response_id)  # sees this transaction's own writes
     if current is None or current.deleted:
         raise OutboxError(f"{response_reference} is not stored; write it before queuing its delivery")
     if token_ref is not None and (not token_ref or len(token_ref) > 255):
         raise OutboxError("the token reference must be 1-255 characters")
-    return ehr_store.enqueue(session.conn, ehr_id, response_id, token_ref, session.now)
+    return ehr_store.enqueue(session, ehr_id, response_id, token_ref)
 
 
 def queue_write_back(sessions: AppSessionStore) -> Callable[[AppSession, WriteSession, dict[str, Any]], None]:
@@ -91,7 +90,7 @@ def queue_write_back(sessions: AppSessionStore) -> Callable[[AppSession, WriteSe
     def after_submission(session: AppSession, write: WriteSession, response: dict[str, Any]) -> None:
         if session.ehr_id is None:  # not launched from an EHR (a development session): nothing to write back
             return
-        if not ehr_store.registration_exists(write.conn, session.ehr_id):
+        if not ehr_store.registration_exists(write, session.ehr_id):
             # Removed since the launch: keep the client's answers here rather than refuse them.
             log.warning("submission not queued: EHR registration %s no longer exists", session.ehr_id)
             return
@@ -100,13 +99,13 @@ def queue_write_back(sessions: AppSessionStore) -> Callable[[AppSession, WriteSe
     return after_submission
 
 
-def delivery_state(engine: Engine, response_id: str) -> DeliveryState | None:
+def delivery_state(engine: Database, response_id: str) -> DeliveryState | None:
     """What the clinician screen shows: "in the EHR" only when every EHR it was queued for has it, "failed" when
     a delivery is dead (an administrator must act), else "pending".  None when it was never queued."""
     return _state(ehr_store.statuses_for_response(engine, response_id))
 
 
-def delivery_states(engine: Engine, response_ids: list[str]) -> dict[str, DeliveryState | None]:
+def delivery_states(engine: Database, response_ids: list[str]) -> dict[str, DeliveryState | None]:
     """``delivery_state`` for many responses, in one query."""
     found = ehr_store.statuses_for_responses(engine, response_ids)
     return {response_id: _state(found.get(response_id, [])) for response_id in response_ids}
@@ -122,13 +121,13 @@ def _state(statuses: list[str]) -> DeliveryState | None:
     return "in the EHR"
 
 
-def rows(engine: Engine, status: str | None = None) -> list[OutboxRow]:
+def rows(engine: Database, status: str | None = None) -> list[OutboxRow]:
     if status is not None and status not in STATUSES:
         raise OutboxError(f"status must be one of {', '.join(STATUSES)}")
     return [row_from(r) for r in ehr_store.list_rows(engine, status)]
 
 
-def retry(engine: Engine, row_id: int | None = None) -> int:
+def retry(engine: Database, row_id: int | None = None) -> int:
     """Dead rows back to pending with a fresh attempt budget (one row, or every dead row); returns how many."""
     if row_id is not None:
         row = ehr_store.get_row(engine, row_id)

@@ -13,10 +13,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy.engine import Engine
-
 from fhir_server import models
 from fhir_server.store import ehr_store
+from fhir_server.store.engine import Database
 from fhir_server.store.records import utc_now
 
 AUTH_METHODS = ("none", "client_secret_basic", "private_key_jwt")
@@ -62,7 +61,7 @@ def normalise_issuer(issuer: str) -> str:
 
 
 def register(
-    engine: Engine,
+    engine: Database,
     *,
     issuer: str,
     client_id: str,
@@ -152,12 +151,12 @@ def _from_row(row: dict[str, Any]) -> EhrRegistration:
     )
 
 
-def get(engine: Engine, ehr_id: int) -> EhrRegistration | None:
+def get(engine: Database, ehr_id: int) -> EhrRegistration | None:
     row = ehr_store.get_registration(engine, ehr_id)
     return _from_row(row) if row else None
 
 
-def by_issuer(engine: Engine, issuer: str) -> EhrRegistration | None:
+def by_issuer(engine: Database, issuer: str) -> EhrRegistration | None:
     """The registration for a launch's ``iss`` (compared in normalised form); None for an unknown EHR."""
     try:
         base = normalise_issuer(issuer)
@@ -167,9 +166,9 @@ def by_issuer(engine: Engine, issuer: str) -> EhrRegistration | None:
     return _from_row(row) if row else None
 
 
-def all_registrations(engine: Engine) -> list[EhrRegistration]:
+def all_registrations(engine: Database) -> list[EhrRegistration]:
     return [_from_row(r) for r in ehr_store.list_registrations(engine)]
 
 
-def remove(engine: Engine, ehr_id: int) -> bool:
+def remove(engine: Database, ehr_id: int) -> bool:
     return ehr_store.remove_registration(engine, ehr_id)

@@ -15,8 +15,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
-
 from fhir_server.auth.keys import KeyStore
 from fhir_server.ehr.client import DeliveryError, EhrHttp, failure
 from fhir_server.ehr.registry import EhrRegistration
@@ -118,7 +116,7 @@ class BackendServicesTokens:
             ehr.max_requests_per_second,
             "POST",
             endpoint,
-            data=form,
+            form=form,
             headers={"Accept": "application/json"},
         )
         if response.status_code != 200:
@@ -154,11 +152,11 @@ def client_assertion(keys: KeyStore, client_id: str, token_endpoint: str) -> str
 
 def client_authentication(
     ehr: EhrRegistration, keys: KeyStore, token_endpoint: str
-) -> tuple[dict[str, str], httpx.BasicAuth | None]:
+) -> tuple[dict[str, str], tuple[str, str] | None]:
     """How the app's client (``ehr.client_id``) authenticates at the EHR's token endpoint, per its registered
     method: form fields to add to the token request, and HTTP Basic credentials for client_secret_basic."""
     if ehr.auth_method == "client_secret_basic":
-        return {}, httpx.BasicAuth(ehr.client_id, ehr.client_secret or "")
+        return {}, (ehr.client_id, ehr.client_secret or "")
     if ehr.auth_method == "private_key_jwt":
         assertion = client_assertion(keys, ehr.client_id, token_endpoint)
         return {"client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion}, None

@@ -84,7 +84,7 @@ class OutboxWorker:
         if not ehr_store.any_due(self.repo.read_engine, now):
             return False
         lease = now + timedelta(seconds=self.settings.outbox_lease_seconds)
-        claimed = self.repo.write(lambda s: ehr_store.claim_due(s.conn, now, lease))
+        claimed = self.repo.write(lambda s: ehr_store.claim_due(s, now, lease))
         if claimed is None:  # another worker took it
             return False
         self.process(row_from(claimed))
@@ -99,7 +99,7 @@ class OutboxWorker:
         waiting = self.limits.blocked_for(ehr.id)
         if waiting > 0 or self._stop.is_set():  # the EHR asked us to wait, or we are shutting down
             later = utc_now() + timedelta(seconds=waiting)
-            self.repo.write(lambda s: ehr_store.release(s.conn, row.id, lease, later))
+            self.repo.write(lambda s: ehr_store.release(s, row.id, lease, later))
             return
         try:
             sent = self.delivery.deliver(ehr, row.response_id, row.token_ref)
@@ -110,7 +110,7 @@ class OutboxWorker:
         except Exception as exc:  # a bug or the database: counted, so a row that always fails ends up dead
             self._failed(row, lease, DeliveryError(f"unexpected {type(exc).__name__} while sending", retryable=True))
         else:
-            self.repo.write(lambda s: ehr_store.mark_delivered(s.conn, row.id, utc_now()))
+            self.repo.write(lambda s: ehr_store.mark_delivered(s, row.id, utc_now()))
             log.info(
                 "outbox row delivered",
                 extra={"outbox_row": row.id, "ehr": ehr.id, "resources": sent, "attempt": row.attempts + 1},
@@ -127,9 +127,9 @@ class OutboxWorker:
         until = now + timedelta(seconds=error.retry_after) if error.retry_after else None
 
         def record(session: WriteSession) -> None:
-            ehr_store.mark_failed(session.conn, row.id, lease, next_at, error.reason, dead=dead)
+            ehr_store.mark_failed(session, row.id, lease, next_at, error.reason, dead=dead)
             if until is not None:
-                ehr_store.defer_ehr(session.conn, row.ehr_id, until)
+                ehr_store.defer_ehr(session, row.ehr_id, until)
 
         self.repo.write(record)
         log.warning(

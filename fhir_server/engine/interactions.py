@@ -24,12 +24,12 @@ from fhir_server.errors import FhirError, gone, not_found, precondition_failed
 from fhir_server.ids import new_id
 from fhir_server.jsonpatch import apply_patch
 from fhir_server.library import Library
+from fhir_server.scoring.history import ScoringRead
 from fhir_server.scoring.pipeline import ScoringPipeline
 from fhir_server.search.compartments import compartment_clause
 from fhir_server.search.custom import CustomParameters, check_definition
 from fhir_server.search.query import SearchQuery, parse_search
 from fhir_server.search.registry import Registry
-from fhir_server.store.clinical import ScoringRead
 from fhir_server.store.records import Stored, WriteResult
 from fhir_server.store.repository import Repository, WriteSession
 from fhir_server.store.search_sql import SearchOutcome

@@ -1,8 +1,9 @@
 """The scoring pipeline: a stored QuestionnaireResponse becomes Observations, Flags and a Provenance, inside the
 same write transaction as the response itself (so either all of it is committed or none of it).
 
-History-aware rules read the client's earlier results through the repository (an indexed search by patient and
-instrument, newest first), never by scanning.
+History-aware rules read the client's earlier results through scoring's own interface (``history.ScoringSession``:
+one rater series' newest results, its first and its active Flags, each an index range), which store/ implements;
+the pipeline never sees SQL or the store's write session type.
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ from fhir_server.errors import FhirError
 from fhir_server.scoring import resources as build
 from fhir_server.scoring.ages import age_band, age_notes
 from fhir_server.scoring.flags import Session, cutoff_of, evaluate_flags, interpretations, window_depth
+from fhir_server.scoring.history import ScoringContext, ScoringRead, ScoringSession
 from fhir_server.scoring.rules import ScoringRules
 from fhir_server.scoring.scores import answers_by_link_id, compute_scores, item_scores
 from fhir_server.scoring.settings import Settings
 from fhir_server.search.fhirdate import parse_instant
-from fhir_server.store.clinical import ScoringContext, ScoringRead
 from fhir_server.store.records import Stored, instant
-from fhir_server.store.session import WriteSession
 
 if TYPE_CHECKING:
     from fhir_server.library import Library
@@ -66,7 +66,7 @@ class ScoringPipeline:
 
     def on_written(
         self,
-        session: WriteSession,
+        session: ScoringSession,
         stored: Stored,
         questionnaire: dict[str, Any],
         *,
@@ -90,7 +90,7 @@ class ScoringPipeline:
 
     # -- scoring ------------------------------------------------------------------------------------------
     def results(
-        self, session: WriteSession, rules: ScoringRules, response: dict[str, Any], questionnaire: dict[str, Any]
+        self, session: ScoringSession, rules: ScoringRules, response: dict[str, Any], questionnaire: dict[str, Any]
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Stored], list[str]]:
         """(Observations, Flags for this response, earlier active Flags of the same rules and rater this
         response closes, notes), not written.  Everything history-aware stays within the response's rater series:
@@ -121,7 +121,7 @@ class ScoringPipeline:
 
     def score(
         self,
-        session: WriteSession,
+        session: ScoringSession,
         rules: ScoringRules,
         response: dict[str, Any],
         questionnaire: dict[str, Any],
@@ -159,7 +159,7 @@ class ScoringPipeline:
         written.append(put(session, build.provenance(response, targets, instant(session.now), activity)))
         return Scored(written, tuple(notes))
 
-    def retract(self, session: WriteSession, rules: ScoringRules, response: dict[str, Any]) -> list[Stored]:
+    def retract(self, session: ScoringSession, rules: ScoringRules, response: dict[str, Any]) -> list[Stored]:
         """entered-in-error: the response's Observations and Flags are marked entered-in-error too, and the
         earlier Flags its scoring closed open again when it was the series' latest session (its evidence is void:
         a retracted session must not silently end the client's concern)."""
@@ -181,7 +181,7 @@ class ScoringPipeline:
         return written
 
     @staticmethod
-    def _closed_by(session: WriteSession, response: dict[str, Any]) -> list[str]:
+    def _closed_by(session: ScoringSession, response: dict[str, Any]) -> list[str]:
         """Flags of earlier sessions that this response's scoring closed (its Provenance's targets)."""
         current = session.current("Provenance", build.derived_id(response["id"], "scoring"))
         if current is None or current.deleted:
@@ -191,7 +191,7 @@ class ScoringPipeline:
         return [t[5:] for t in targets if t.startswith("Flag/") and not t[5:].startswith(own)]
 
     def _reopen(
-        self, session: WriteSession, rules: ScoringRules, response: dict[str, Any], ids: list[str]
+        self, session: ScoringSession, rules: ScoringRules, response: dict[str, Any], ids: list[str]
     ) -> list[Stored]:
         series, authored = respondent_series(response), response.get("authored")
         read = self._read_for(rules, {**response, "authored": "9999-12-31T00:00:00Z"}, series) if ids else None
@@ -222,14 +222,14 @@ class ScoringPipeline:
 
     # -- helpers ------------------------------------------------------------------------------------------
     @staticmethod
-    def _put(session: WriteSession, resource: dict[str, Any]) -> Stored:
+    def _put(session: ScoringSession, resource: dict[str, Any]) -> Stored:
         return session.update(resource, resource["id"], skip_unchanged=True).stored
 
     @staticmethod
-    def _create(session: WriteSession, resource: dict[str, Any]) -> Stored:
+    def _create(session: ScoringSession, resource: dict[str, Any]) -> Stored:
         return session.create(resource, resource["id"]).stored
 
-    def _ensure_engine_device(self, session: WriteSession) -> None:
+    def _ensure_engine_device(self, session: ScoringSession) -> None:
         if self._device_known:
             return
         if session.current("Device", build.ENGINE_DEVICE_ID) is None:
@@ -238,12 +238,12 @@ class ScoringPipeline:
         else:  # once it is committed it stays: no need to look again in this process
             self._device_known = True
 
-    def _end_flag(self, session: WriteSession, flag_id: str, when: str | None, status: str) -> Stored | None:
+    def _end_flag(self, session: ScoringSession, flag_id: str, when: str | None, status: str) -> Stored | None:
         current = session.current("Flag", flag_id, lock=True)
         return None if current is None else self._close_flag(session, current, when, status)
 
     @staticmethod
-    def _close_flag(session: WriteSession, current: Stored, when: str | None, status: str) -> Stored | None:
+    def _close_flag(session: ScoringSession, current: Stored, when: str | None, status: str) -> Stored | None:
         if current.deleted:
             return None
         flag = fhirjson.loads_stored(current.content or "{}")
@@ -255,7 +255,7 @@ class ScoringPipeline:
         return session.rewrite(current, flag).stored
 
     def _context(
-        self, session: WriteSession, rules: ScoringRules, response: dict[str, Any], series: str
+        self, session: ScoringSession, rules: ScoringRules, response: dict[str, Any], series: str
     ) -> ScoringContext:
         read = self._read_for(rules, response, series)
         return ScoringContext([], [], None) if read is None else session.scoring_context(*read)

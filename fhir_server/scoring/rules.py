@@ -127,12 +127,24 @@ class AgeRange(_Strict):
     instead: str = ""  # which form fits other ages, said in the note
 
 
+class Administered(_Strict):
+    """When a clinician hands the form to the client: the app's "Choose the measure" page lists the instruments
+    that say so (in this order: start, end, every few sessions), and the clinician view's by-session trend plots
+    the ones given at every session (``start`` or ``end``).  An instrument without it is opened only by name (a
+    launch's ``measure=``, a CDS card)."""
+
+    when: Literal["start", "end", "every-few-sessions"]
+    # The chooser's name for it, when not the Questionnaire's title (empty, or text without blanks at either end)
+    title: str = Field(default="", pattern=r"^(\S(.*\S)?)?$")
+
+
 class ScoringRules(_Strict):
     instrument: str
     questionnaire: str
     # "alliance" (SRS, CSRS, WAI-SR: a cutoff prompts a conversation) or "outcome" (ORS, CORS: a clinical range)
     domain: Literal["alliance", "outcome", "engagement"] = "outcome"
     ages: AgeRange | None = None
+    administered: Administered | None = None
     itemScores: list[ItemScore] = []
     scores: list[Score] = []
     settings: dict[str, Setting] = {}

@@ -19,9 +19,6 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
-from sqlalchemy.engine import Engine
-
 from fhir_server.auth.bearer import RemoteKeys
 from fhir_server.auth.keys import KeyStore
 from fhir_server.auth.tokens import TokenError, verify_access_token
@@ -29,8 +26,11 @@ from fhir_server.ehr import registry
 from fhir_server.ehr.client import DeliveryError
 from fhir_server.ehr.registry import EhrRegistration
 from fhir_server.ehr.tokens import SmartDiscovery, client_authentication
+from fhir_server.outbound import OUTBOUND, OutboundError
 from fhir_server.smart.app_context import VIEWS, read_app_context
+from fhir_server.smart.ehr_reads import read_from_ehr
 from fhir_server.smart.sessions import AppSession, AppSessionStore
+from fhir_server.store.engine import Database
 from fhir_server.store.records import utc_now
 
 IDENTITY_SCOPES = ("openid", "fhirUser")
@@ -87,7 +87,7 @@ def _as_v1(scope: str) -> list[str]:
 
 
 class SmartLauncher:
-    def __init__(self, engine: Engine, keys: KeyStore, sessions: AppSessionStore, discovery: SmartDiscovery) -> None:
+    def __init__(self, engine: Database, keys: KeyStore, sessions: AppSessionStore, discovery: SmartDiscovery) -> None:
         self.engine = engine
         self.keys = keys
         self.sessions = sessions
@@ -229,9 +229,11 @@ class SmartLauncher:
             **fields,
         }
         try:
-            answer = httpx.post(endpoint, data=data, auth=auth, timeout=15.0, headers={"Accept": "application/json"})
+            answer = OUTBOUND.request(
+                "POST", endpoint, form=data, basic_auth=auth, timeout=15.0, headers={"Accept": "application/json"}
+            )
             tokens = answer.json() if answer.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
+        except (OutboundError, ValueError):
             tokens = None
         if not isinstance(tokens, dict) or not isinstance(tokens.get("access_token"), str):
             raise LaunchRefused(
@@ -258,15 +260,7 @@ class SmartLauncher:
         return None
 
     def _questionnaire_canonical(self, ehr: EhrRegistration, token: str, reference: str) -> str | None:
-        try:
-            answer = httpx.get(
-                f"{ehr.issuer}/{reference}",
-                headers={"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"},
-                timeout=10.0,
-            )
-            body = answer.json() if answer.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
-            return None  # the chooser or the launch's measure decides instead
+        body = read_from_ehr(ehr.issuer, token, reference)  # None: the chooser or the launch's measure decides
         if not isinstance(body, dict) or not isinstance(body.get("url"), str):
             return None
         return f"{body['url']}|{body['version']}" if isinstance(body.get("version"), str) else body["url"]

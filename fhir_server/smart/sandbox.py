@@ -15,13 +15,12 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.engine import Engine
-
 from fhir_server.auth import admin
 from fhir_server.canonical import BASE
 from fhir_server.ehr import registry
 from fhir_server.engine.interactions import Interactions
 from fhir_server.store import oauth_store
+from fhir_server.store.engine import Database
 
 DEMO_USER, DEMO_PASSWORD = "demo", "sandbox-demo"
 DEMO_CLINICIAN = "Practitioner/sandbox-therapist"
@@ -61,7 +60,7 @@ def origin_key(origin: str) -> str:
 
 
 class Sandbox:
-    def __init__(self, engine: Engine, fhir: Interactions) -> None:
+    def __init__(self, engine: Database, fhir: Interactions) -> None:
         self.engine = engine
         self.fhir = fhir
         self._ready: set[str] = set()

@@ -6,8 +6,8 @@ points at), the CSRF token, the draft answers and the submitted response — sta
 (``app_sessions``), keyed by the SHA-256 of that value.  No token is ever put in a URL, a page, localStorage or
 sessionStorage.
 
-The launch code uses ``create_session`` / ``update`` / ``rekey``; the form uses ``load_session``, ``save_draft`` and
-``mark_submitted``.
+The launch code uses ``create_session`` / ``update`` / ``rekey``; the form uses ``load_session`` (given the cookie
+web/app_cookies.py reads), ``save_draft`` and ``mark_submitted``.
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy.engine import Connection, Engine
-from starlette.requests import Request
-from starlette.responses import Response
 
 from fhir_server.store import app_sessions_store as store
+from fhir_server.store.engine import Database
 from fhir_server.store.records import utc_now
+from fhir_server.store.session import WriteSession
 
 # The __Host- prefix makes the browser refuse the cookie unless it is Secure, Path=/ and has no Domain: nobody on a
 # sibling subdomain can plant a session id here (session fixation).
@@ -119,7 +118,7 @@ def _column_values(fields: dict[str, Any]) -> dict[str, Any]:
 class AppSessionStore:
     """The app sessions of one server, on ``app.state.app_sessions``."""
 
-    def __init__(self, engine: Engine, lifetime_seconds: int) -> None:
+    def __init__(self, engine: Database, lifetime_seconds: int) -> None:
         self.engine = engine
         self.lifetime = timedelta(seconds=lifetime_seconds)
 
@@ -145,9 +144,8 @@ class AppSessionStore:
         row = store.get_session(self.engine, session_hash, utc_now())
         return AppSession.from_row(row) if row else None
 
-    def load_session(self, request: Request) -> AppSession | None:
-        """The request's unexpired session, or None (no cookie, unknown id, expired)."""
-        session_id = request.cookies.get(COOKIE_NAME)
+    def load_session(self, session_id: str | None) -> AppSession | None:
+        """The unexpired session a cookie's id names, or None (no cookie, unknown id, expired)."""
         if not session_id or len(session_id) > 128:
             return None
         return self.get(hash_id(session_id))
@@ -170,9 +168,9 @@ class AppSessionStore:
         """False when the session was submitted or expired meanwhile."""
         return store.save_draft(self.engine, session.session_hash, orjson.dumps(draft).decode(), utc_now())
 
-    def mark_submitted(self, session: AppSession, response_id: str, conn: Connection) -> None:
-        """Record the response in the write transaction that stores it (``WriteSession.conn``)."""
-        store.mark_submitted(conn, session.session_hash, response_id, utc_now())
+    def mark_submitted(self, session: AppSession, response_id: str, write: WriteSession) -> None:
+        """Record the response in the write transaction that stores it (``write``)."""
+        store.mark_submitted(write, session.session_hash, response_id, utc_now())
         session.response_id = response_id
 
     # -- the outbox's TokenSource: write-back uses the launch's own token while its session lives ----------------
@@ -209,14 +207,3 @@ def session_cookie(session_id: str, max_age: int) -> str:
     if not session_id.replace("-", "").replace("_", "").isalnum():
         raise ValueError("a session id is URL-safe base64")
     return f"{COOKIE_NAME}={session_id}; Max-Age={max_age}; Path=/; Secure; HttpOnly; SameSite=None; Partitioned"
-
-
-def set_session_cookie(response: Response, session_id: str, max_age: int) -> None:
-    response.headers.append("set-cookie", session_cookie(session_id, max_age))
-
-
-def clear_session_cookie(response: Response) -> None:
-    # A partitioned cookie is removed only by a Set-Cookie that is partitioned too (same jar).
-    response.headers.append(
-        "set-cookie", f"{COOKIE_NAME}=; Max-Age=0; Path=/; Secure; HttpOnly; SameSite=None; Partitioned"
-    )

@@ -143,7 +143,7 @@ class FormService:
 
         def work(write: WriteSession) -> str:
             result = self.fhir.create(write, "QuestionnaireResponse", response)
-            self.sessions.mark_submitted(session, result.stored.id, write.conn)
+            self.sessions.mark_submitted(session, result.stored.id, write)
             if not result.existing and after_submission is not None:
                 after_submission(session, write, fhirjson.loads_stored(result.stored.content or "{}"))
             return result.stored.id

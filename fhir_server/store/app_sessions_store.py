@@ -7,13 +7,16 @@ session is gone for every purpose even before ``purge_expired`` deletes it.  Row
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from fhir_server.store import secret_store
 from fhir_server.store.tables import app_sessions
+
+if TYPE_CHECKING:
+    from fhir_server.store.session import WriteSession
 
 Row = dict[str, Any]
 _c = app_sessions.c
@@ -77,9 +80,9 @@ def save_draft(engine: Engine, session_hash: str, draft: str, now: datetime) -> 
     return changed.rowcount == 1
 
 
-def mark_submitted(conn: Connection, session_hash: str, response_id: str, now: datetime) -> None:
-    """Inside the transaction that stores the response: both commit together or neither does."""
-    conn.execute(
+def mark_submitted(write: WriteSession, session_hash: str, response_id: str, now: datetime) -> None:
+    """Inside the transaction that stores the response (``write``): both commit together or neither does."""
+    write.conn.execute(
         update(app_sessions)
         .where(_c.session_hash == session_hash)
         .values(response_id=response_id, submitted_at=now, draft=None)

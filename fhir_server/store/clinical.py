@@ -2,18 +2,21 @@
 measure, the client's active Flags and (when age matters) the Patient, read from the clinical series index
 (``idx_series``, scoring/series_index.py) as fixed statements, so the hot path builds no SQL.  Each arm is one
 range of that index, so none grows with the client's history; ``scoring_context`` sends them all as one
-statement (one round trip).  ``find_by_token`` is the replay check's look-up by identifier."""
+statement (one round trip).  ``find_by_token`` is the replay check's look-up by identifier.
+
+The reads and their types are scoring's (scoring/history.py: ``ClinicalHistory``); this module is their SQL, which
+``WriteSession.scoring_context`` runs in the write transaction."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, any_, bindparam, func, literal, literal_column, select, union_all
 from sqlalchemy.engine import Connection
 
+from fhir_server.scoring.history import ActiveFlags, Measure, ScoringContext, ScoringRead
 from fhir_server.scoring.series_index import series_key
 from fhir_server.store.fixed import Fixed, FixedSqlite, fetch_together
 from fhir_server.store.records import Stored
@@ -166,19 +169,8 @@ _CONTEXTS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class ScoringContext:
-    history: list[Stored]  # newest first: the series' newest ``limit`` sessions and its first
-    active_flags: list[Stored]
-    patient: Stored | None
-
-
-Measure = tuple[str, str, str, datetime, int, bool]
-"""system, code, rater series, effective before, how many of the newest, whether the first (intake) too."""
-ActiveFlags = tuple[str, list[str], str]
-"""system, codes, rater series."""
-ScoringRead = tuple[tuple[str, str], Measure | None, ActiveFlags | None, str | None]
-"""What ``scoring_context`` is asked: (subject, measure, flags, patient_id)."""
+# The types the scoring read reads: a write of one of them in the transaction must be sent before it is read.
+READ_TYPES = ("Observation", "Flag", "Patient")
 
 
 def scoring_context(

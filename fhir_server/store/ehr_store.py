@@ -1,21 +1,24 @@
 """SQL for EHR registrations and the write-back outbox (only store/ talks SQL).
 
 Registration functions take the engine and run in their own short transaction.  Outbox functions that must be
-atomic with other writes take the connection of the caller's transaction (``WriteSession.conn``).  Rows come back
-as plain dicts.
+atomic with other writes take the caller's ``WriteSession`` and run on its connection here, so no connection
+leaves store/.  Rows come back as plain dicts.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from fhir_server.store import secret_store
 from fhir_server.store.tables import ehr_outbox, ehr_registrations
+
+if TYPE_CHECKING:
+    from fhir_server.store.session import WriteSession
 
 Row = dict[str, Any]
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
@@ -65,14 +68,17 @@ def remove_registration(engine: Engine, ehr_id: int) -> bool:
         return conn.execute(delete(ehr_registrations).where(ehr_registrations.c.id == ehr_id)).rowcount == 1
 
 
-def registration_exists(conn: Connection, ehr_id: int) -> bool:
-    found = conn.execute(select(ehr_registrations.c.id).where(ehr_registrations.c.id == ehr_id)).first()
+def registration_exists(session: WriteSession, ehr_id: int) -> bool:
+    """Inside the caller's write transaction: the registration cannot go away before it commits."""
+    found = session.conn.execute(select(ehr_registrations.c.id).where(ehr_registrations.c.id == ehr_id)).first()
     return found is not None
 
 
 # -- the outbox -------------------------------------------------------------------------------------------------
-def enqueue(conn: Connection, ehr_id: int, response_id: str, token_ref: str | None, now: datetime) -> int:
-    """A pending row, unless one for the same EHR and response is pending already (a replayed submission)."""
+def enqueue(session: WriteSession, ehr_id: int, response_id: str, token_ref: str | None) -> int:
+    """A pending row, due at the transaction's time, unless one for the same EHR and response is pending already
+    (a replayed submission).  In the caller's write transaction: queued with the response or not at all."""
+    conn, now = session.conn, session.now
     c = ehr_outbox.c
     existing = conn.execute(
         select(c.id).where(c.ehr_id == ehr_id, c.response_id == response_id, c.status == PENDING)
@@ -99,10 +105,10 @@ def any_due(engine: Engine, now: datetime) -> bool:
     return found is not None
 
 
-def claim_due(conn: Connection, now: datetime, lease_until: datetime) -> Row | None:
+def claim_due(session: WriteSession, now: datetime, lease_until: datetime) -> Row | None:
     """Take the oldest due row by moving its ``next_attempt_at`` to the end of the lease.  PostgreSQL workers skip
     rows another worker has locked; SQLite's write transaction is exclusive already (FOR UPDATE renders nothing)."""
-    c = ehr_outbox.c
+    conn, c = session.conn, ehr_outbox.c
     row = (
         conn.execute(
             select(ehr_outbox)
@@ -120,9 +126,9 @@ def claim_due(conn: Connection, now: datetime, lease_until: datetime) -> Row | N
     return {**dict(row), "next_attempt_at": lease_until}
 
 
-def mark_delivered(conn: Connection, row_id: int, now: datetime) -> None:
+def mark_delivered(session: WriteSession, row_id: int, now: datetime) -> None:
     c = ehr_outbox.c
-    conn.execute(
+    session.conn.execute(
         update(ehr_outbox)
         .where(c.id == row_id, c.status == PENDING)
         .values(status=DELIVERED, attempts=c.attempts + 1, delivered_at=now, last_error=None)
@@ -130,12 +136,12 @@ def mark_delivered(conn: Connection, row_id: int, now: datetime) -> None:
 
 
 def mark_failed(
-    conn: Connection, row_id: int, lease_until: datetime, next_attempt_at: datetime, error: str, *, dead: bool
+    session: WriteSession, row_id: int, lease_until: datetime, next_attempt_at: datetime, error: str, *, dead: bool
 ) -> None:
     """Record a failed attempt.  Only while our lease holds: a row re-claimed after a lapsed lease is the other
     worker's to record."""
     c = ehr_outbox.c
-    conn.execute(
+    session.conn.execute(
         update(ehr_outbox)
         .where(c.id == row_id, c.status == PENDING, c.next_attempt_at == lease_until)
         .values(
@@ -147,20 +153,20 @@ def mark_failed(
     )
 
 
-def release(conn: Connection, row_id: int, lease_until: datetime, next_attempt_at: datetime) -> None:
+def release(session: WriteSession, row_id: int, lease_until: datetime, next_attempt_at: datetime) -> None:
     """Give a claimed row back without counting an attempt (shutdown, or its EHR asked us to wait)."""
     c = ehr_outbox.c
-    conn.execute(
+    session.conn.execute(
         update(ehr_outbox)
         .where(c.id == row_id, c.status == PENDING, c.next_attempt_at == lease_until)
         .values(next_attempt_at=next_attempt_at)
     )
 
 
-def defer_ehr(conn: Connection, ehr_id: int, until: datetime) -> int:
+def defer_ehr(session: WriteSession, ehr_id: int, until: datetime) -> int:
     """No pending row of this EHR is due before ``until`` (its Retry-After applies to every request we send)."""
     c = ehr_outbox.c
-    return conn.execute(
+    return session.conn.execute(
         update(ehr_outbox)
         .where(c.ehr_id == ehr_id, c.status == PENDING, c.next_attempt_at < until)
         .values(next_attempt_at=until)

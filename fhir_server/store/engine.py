@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
@@ -11,6 +11,10 @@ from sqlalchemy.engine.url import make_url
 from fhir_server.config import Settings
 from fhir_server.store import secret_store
 from fhir_server.store.sqlite_writer import AUTOCHECKPOINT_PAGES
+
+Database: TypeAlias = Engine
+"""The database handle as code outside store/ names it (only store/ imports SQLAlchemy).  Outside store/ it is
+only held and passed to store functions: the SQL, and the connections it runs on, stay in store/."""
 
 
 def normalise_url(url: str) -> str:

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 
 from fhir_server import fhirjson
 from fhir_server.errors import precondition_failed
+from fhir_server.scoring.history import ActiveFlags, Measure, ScoringContext, ScoringRead
 from fhir_server.search.query import SearchQuery
 from fhir_server.search.types import date as date_index
 from fhir_server.store import clinical
@@ -57,9 +58,6 @@ _CURRENT = select(*CURRENT_COLUMNS).where(
 )
 _CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
 
-
-# The types the scoring read (clinical.scoring_context) reads.
-_SCORING_READS = ("Observation", "Flag", "Patient")
 
 __all__ = ["NeedsWriter", "RetryTransaction", "WriteSession"]
 
@@ -130,7 +128,7 @@ class WriteSession:
         self._pending = PendingWrites()
         # A scoring read asked ahead, with the replay check (find_by_token): answered once, if asked again before
         # this transaction writes anything it reads.
-        self._read_ahead: tuple[clinical.ScoringRead, clinical.ScoringContext] | None = None
+        self._read_ahead: tuple[ScoringRead, ScoringContext] | None = None
 
     @property
     def conn(self) -> Connection:
@@ -184,14 +182,14 @@ class WriteSession:
         code: str,
         *,
         limit: int,
-        scoring_read: clinical.ScoringRead | None = None,
+        scoring_read: ScoringRead | None = None,
     ) -> list[Stored]:
         """With ``scoring_read``, what ``scoring_context`` will be asked is read in the same round trip and kept
         for it (a submission's replay check, then its scoring)."""
         if scoring_read is None:
             self._flush_for(resource_type)
             return clinical.find_by_token(self._reader(), resource_type, param, system, code, limit)
-        self._flush_for(resource_type, *_SCORING_READS)
+        self._flush_for(resource_type, *clinical.READ_TYPES)
         token = (resource_type, param, system, code)
         found, context = clinical.find_by_token_with_context(self._reader(), token, limit, scoring_read)
         self._read_ahead = (scoring_read, context)
@@ -200,20 +198,20 @@ class WriteSession:
     def scoring_context(
         self,
         subject: tuple[str, str],
-        measure: clinical.Measure | None,
-        flags: clinical.ActiveFlags | None,
+        measure: Measure | None,
+        flags: ActiveFlags | None,
         patient_id: str | None,
-    ) -> clinical.ScoringContext:
-        """What the scoring pipeline reads, in one statement (see ``clinical.scoring_context``)."""
+    ) -> ScoringContext:
+        """Scoring's ``ClinicalHistory`` (scoring/history.py), in one statement (see ``clinical.scoring_context``)."""
         asked, self._read_ahead = self._read_ahead, None
         if asked is not None and asked[0] == (subject, measure, flags, patient_id):
             return asked[1]
-        self._flush_for(*_SCORING_READS)
+        self._flush_for(*clinical.READ_TYPES)
         return clinical.scoring_context(self._reader(), subject, measure, flags, patient_id)
 
     def _touch(self, resource_type: str, resource_id: str) -> None:
         self._pending.touch(resource_type, resource_id)
-        if resource_type in _SCORING_READS:
+        if resource_type in clinical.READ_TYPES:
             self._read_ahead = None  # it could no longer see everything this transaction wrote
 
     def has_pending(self) -> bool:

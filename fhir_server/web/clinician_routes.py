@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
@@ -21,8 +20,10 @@ from fhir_server.clinician.view import FlagNotOpen, acknowledge, build_view
 from fhir_server.ehr import outbox
 from fhir_server.errors import FhirError
 from fhir_server.operations.alliance_summary import summary_for
+from fhir_server.smart.ehr_reads import read_from_ehr
 from fhir_server.smart.sessions import AppSession
 from fhir_server.validation import check_id
+from fhir_server.web.app_cookies import load_app_session
 from fhir_server.web.form_pages import message, page_headers, read_form, render
 
 router = APIRouter(prefix="/app", include_in_schema=False)
@@ -30,24 +31,17 @@ NOT_OPEN = ("This view is not open", "Please open it again from the client's cha
 
 
 async def _launched(request: Request) -> AppSession | None:
-    session = await run_in_threadpool(request.app.state.app_sessions.load_session, request)
+    session = await run_in_threadpool(load_app_session, request)
     return session if session is not None and session.access_token and session.patient else None
 
 
-def _patient_details(request: Request, session: AppSession) -> dict[str, Any] | None:
+def patient_details(request: Request, session: AppSession) -> dict[str, Any] | None:
     """The banner: the Patient as stored here, else as the EHR has it (read with the launch's token)."""
     stored = request.app.state.fhir.repo.read("Patient", session.patient or "")
     patient = fhirjson.loads_stored(stored.content or "{}") if stored and not stored.deleted else None
-    if patient is None and session.launch_iss:
-        try:
-            answer = httpx.get(
-                f"{session.launch_iss}/Patient/{session.patient}",
-                headers={"Authorization": f"Bearer {session.access_token}", "Accept": "application/fhir+json"},
-                timeout=5.0,
-            )
-            patient = answer.json() if answer.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
-            patient = None  # the view still works without a banner name; the id is shown
+    if patient is None and session.launch_iss and session.access_token:
+        # the view still works without a banner name (the id is shown) when the EHR cannot be read
+        patient = read_from_ehr(session.launch_iss, session.access_token, f"Patient/{session.patient}", timeout=5.0)
     if not isinstance(patient, dict):
         return None
     name = next(iter(patient.get("name") or []), {})
@@ -64,7 +58,7 @@ async def clinician(request: Request) -> Response:
     state = request.app.state
 
     def assemble() -> tuple[Any, dict[str, Any] | None]:
-        details = _patient_details(request, session)
+        details = patient_details(request, session)
         birth_date = details.get("birth_date") if details else None
         view = build_view(state.fhir, session.patient or "", birth_date)
         return view, details

@@ -21,10 +21,11 @@ from starlette.staticfiles import StaticFiles
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError
 from fhir_server.smart.form_model import UnsupportedQuestionnaire
-from fhir_server.smart.sessions import AppSession, AppSessionStore, set_session_cookie
+from fhir_server.smart.sessions import AppSession, AppSessionStore
 from fhir_server.smart.submission import FormService, MeasureUnavailable
 from fhir_server.store.errors import DATABASE_ERRORS
 from fhir_server.validation import check_id
+from fhir_server.web.app_cookies import load_app_session, set_session_cookie
 from fhir_server.web.form_pages import WEB, BodyTooLarge, message, page_headers, read_body, read_form, render
 
 log = logging.getLogger("fhir_server.app")
@@ -46,7 +47,7 @@ def _service(request: Request) -> FormService:
 
 
 async def _session(request: Request) -> AppSession | None:
-    return await run_in_threadpool(request.app.state.app_sessions.load_session, request)
+    return await run_in_threadpool(load_app_session, request)
 
 
 def _json(body: dict[str, Any], status: int) -> Response:

@@ -4,7 +4,9 @@
 ``GET /app/callback?code=…&state=…``                              the EHR's answer; its token response's
                                                                   ``appContext`` (a CDS card's link) may choose
                                                                   the view, the measure or a Flag to point at
-``GET /app/choose`` / ``POST /app/choose``                        the clinician picks ORS (start) or SRS (end)
+``GET /app/choose`` / ``POST /app/choose``                        the clinician picks the measure: the library's
+                                                                  instruments for the client's age, with when
+                                                                  each is given (clinician/instruments.py)
 """
 
 from __future__ import annotations
@@ -14,20 +16,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from fhir_server.auth import urls
+from fhir_server.clinician.instruments import choosable, chooser
 from fhir_server.config import Settings
 from fhir_server.ehr.tokens import SmartDiscovery
+from fhir_server.scoring.ages import age_on
 from fhir_server.smart.launch import VIEWS, LaunchRefused, SmartLauncher
 from fhir_server.smart.sandbox import Sandbox
-from fhir_server.smart.sessions import set_session_cookie
+from fhir_server.smart.sessions import AppSession
 from fhir_server.smart.submission import MeasureUnavailable
+from fhir_server.web.app_cookies import load_app_session, set_session_cookie
+from fhir_server.web.clinician_routes import patient_details
 from fhir_server.web.form_pages import message, page_headers, read_form, render
 
 router = APIRouter(prefix="/app", include_in_schema=False)
-CHOICES = (
-    ("ors", "Outcome Rating Scale (ORS)", "at the start of the session"),
-    ("srs", "Session Rating Scale (SRS)", "at the end of the session"),
-    ("wai-sr", "Working Alliance Inventory (WAI-SR)", "every few sessions"),
-)
 
 
 def _redirect_uri(request: Request) -> str:
@@ -73,8 +74,7 @@ async def launch(request: Request) -> Response:
 @router.get("/callback")
 async def callback(request: Request) -> Response:
     params = request.query_params
-    sessions = request.app.state.app_sessions
-    session = await run_in_threadpool(sessions.load_session, request)
+    session = await run_in_threadpool(load_app_session, request)
     try:
         session_id, session = await run_in_threadpool(
             lambda: request.app.state.smart_launcher.finish(
@@ -96,20 +96,29 @@ async def callback(request: Request) -> Response:
 
 @router.get("/choose")
 async def choose(request: Request) -> Response:
-    session = await run_in_threadpool(request.app.state.app_sessions.load_session, request)
+    session = await run_in_threadpool(load_app_session, request)
     if session is None or not session.access_token:
         return message(request, "This app is not open", "Please open it again from the EHR.", 403)
-    return render(request, "choose.html", {"choices": CHOICES, "csrf_token": session.csrf_token})
+    choices = await run_in_threadpool(_choices, request, session)
+    return render(request, "choose.html", {"choices": choices, "csrf_token": session.csrf_token})
+
+
+def _choices(request: Request, session: AppSession) -> list[tuple[str, str, str]]:
+    """(measure, name, when it is given) of the library's instruments for the launch patient's age (the Patient
+    here, else the EHR's, as the clinician view's banner reads it); the adult forms when the age is unknown."""
+    details = patient_details(request, session) if session.patient else None
+    years = age_on(details.get("birth_date") if details else None, None)
+    return [(i.id, i.chooser_title, i.when) for i in chooser(request.app.state.fhir.library, years)]
 
 
 @router.post("/choose")
 async def chosen(request: Request) -> Response:
     sessions = request.app.state.app_sessions
-    session = await run_in_threadpool(sessions.load_session, request)
+    session = await run_in_threadpool(load_app_session, request)
     fields = await read_form(request)
     if session is None or not session.access_token or not session.csrf_ok(fields.get("csrf_token")):
         return message(request, "This page was out of date", "Nothing was changed. Please open the app again.", 403)
-    if fields.get("measure") not in {c[0] for c in CHOICES}:
+    if fields.get("measure") not in choosable(request.app.state.fhir.library):
         return message(request, "Unknown measure", "Please choose one of the listed measures.", 400)
     canonical = request.app.state.rating_form.resolve_measure(fields["measure"])
     await run_in_threadpool(sessions.update, session, questionnaire=canonical)

@@ -124,7 +124,7 @@ def test_token_endpoint_authentication_for_each_registered_method(tmp_path):
 
         secret = dataclasses.replace(_ehr(), auth_method="client_secret_basic", client_secret="s3cret")
         fields, basic = client_authentication(secret, keys, endpoint)
-        assert fields == {} and isinstance(basic, httpx.BasicAuth)
+        assert fields == {} and basic == ("app", "s3cret")  # HTTP Basic, sent by outbound.py
         assert client_authentication(_ehr(), keys, endpoint) == ({"client_id": "app"}, None)
     finally:
         engine.dispose()
