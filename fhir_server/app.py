@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from fhir_server import __version__
 from fhir_server.api import instance, operations, system
 from fhir_server.api import type as type_api
+from fhir_server.api.error_handlers import install_error_handlers
 from fhir_server.auth.access import AccessPolicy
 from fhir_server.auth.audit import AuditWriter
 from fhir_server.auth.bearer import BearerAuthenticator
@@ -24,7 +25,6 @@ from fhir_server.ehr.outbox import queue_write_back
 from fhir_server.ehr.worker import OutboxWorker
 from fhir_server.engine.composition import build_core
 from fhir_server.engine.library_sync import sync_resources
-from fhir_server.errors import install_error_handlers
 from fhir_server.middleware import RequestContextMiddleware
 from fhir_server.store import secret_store
 from fhir_server.store.errors import DATABASE_ERRORS

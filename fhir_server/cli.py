@@ -12,6 +12,7 @@ from fhir_server import logs
 from fhir_server.auth.commands import add_auth_commands
 from fhir_server.cds_hooks.commands import add_cds_commands
 from fhir_server.config import Settings
+from fhir_server.console import progress_bar
 from fhir_server.ehr.admin import add_commands as add_ehr_commands
 
 
@@ -60,8 +61,7 @@ def _scoring_problem(settings: Settings) -> str | None:
     """A library that does not load, or a scoring override that names no declared setting or has the wrong type
     (FHIR_SERVER_SCORING_OVERRIDES): said once, before the workers start, instead of a silently ignored setting."""
     from fhir_server.library import LoadError, discover
-    from fhir_server.scoring.settings import Settings as ScoringSettings
-    from fhir_server.scoring.settings import SettingsError
+    from fhir_server.scoring.settings import ScoringSettings, SettingsError
 
     try:
         library = discover(settings.library_paths(), settings.content_pack_paths())
@@ -139,12 +139,6 @@ def _load(args: argparse.Namespace) -> int:
         core.close()
     print(f"{summary.created} resources stored, {summary.unchanged} already current ({len(resources)} files)")
     return 0
-
-
-def progress_bar(label: str, done: int, total: int, width: int = 32) -> None:
-    filled = width if not total else int(width * min(done, total) / total)
-    end = "\n" if done >= total else ""
-    print(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True)
 
 
 def _redacted(url: str) -> str:

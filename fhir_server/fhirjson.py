@@ -1,4 +1,4 @@
-"""FHIR JSON in and out, with the traps of SECURITY.md closed.
+"""FHIR JSON in and out, with the traps of docs/security.md closed.
 
 Parsing uses the standard library (its hooks let us refuse duplicate keys, NaN and absurd numbers) and keeps each
 decimal's original spelling, because FHIR decimals carry precision (``1.50`` is not ``1.5``).  Serialising uses
@@ -74,7 +74,7 @@ _decoder = json.JSONDecoder(
 
 
 def parse(body: bytes) -> Any:
-    """Parse a request body, raising FhirError (400) for every trap in SECURITY.md's bad-input table."""
+    """Parse a request body, raising FhirError (400) for every trap in docs/security.md's bad-input table."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:

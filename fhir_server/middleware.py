@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fhir_server.errors import internal_error_response
+from fhir_server.api.error_handlers import internal_error_response
 
 access_log = logging.getLogger("fhir_server.access")
 

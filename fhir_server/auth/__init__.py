@@ -1,4 +1,4 @@
 """Authorization: SMART scopes and (next) the authorization server, token validation and audit.
 
-Framework-free: nothing here imports FastAPI (DESIGN.md house rule 7).
+Framework-free: nothing here imports FastAPI (docs/architecture.md house rule 7).
 """

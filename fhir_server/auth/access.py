@@ -11,7 +11,7 @@ Patient itself, and resources of the R4 Patient compartment's types whose every 
 compartment parameter of the type) names that patient (``only_patients``; SQL: an exclusive ``CompartmentClause``);
 resources of types outside that compartment (Questionnaire, Practitioner, …) are not patient data.  ``user/`` and
 ``system/`` scopes are not confined.  A resource the caller may not see is answered exactly like one that does not
-exist (SECURITY.md), so these functions answer yes/no; auth/policy.py turns them into the server's answers.
+exist (docs/security.md), so these functions answer yes/no; auth/policy.py turns them into the server's answers.
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ class AccessPolicy:
         return False
 
     def only_patients(self, resource_type: str, resource: dict[str, Any], patient_id: str) -> bool:
-        """The patient-context rule (SECURITY.md): the resource is the patient itself, or names at least one patient
-        and every patient it names, through every patient-compartment parameter of its type, is ``patient_id``.
+        """The patient-context rule (docs/security.md): the resource is the patient itself, or names at least one
+        patient and every patient it names, through every patient-compartment parameter of its type, is ``patient_id``.
 
         Being in the patient's compartment is not enough: FHIR puts a resource in A's compartment when *any*
         parameter names A, so a QuestionnaireResponse with author A and subject B is in both; it is neither's

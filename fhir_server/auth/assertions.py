@@ -1,6 +1,6 @@
 """``private_key_jwt`` client authentication (RFC 7523 §2.2, SMART Backend Services).
 
-The rules (SECURITY.md): the assertion is signed with RS384 or ES384 by a key the client registered (its JWKS, or
+The rules (docs/security.md): the assertion is signed with RS384 or ES384 by a key the client registered (its JWKS, or
 its jwks_url), or by a key fetched from the header's ``jku`` only when that URL is the client's registered
 jwks_url or on FHIR_SERVER_JKU_ALLOW_LIST; ``iss`` = ``sub`` = client_id; ``aud`` = this token endpoint;
 ``exp`` at most five minutes ahead; a ``jti`` is never accepted twice while its assertion could still be valid.

@@ -1,5 +1,5 @@
 """AuditEvents for access to patient data, shaped like IHE Basic Audit Log Patterns (BALP): who (user and client),
-what (the resources and the patient), the action, the outcome and the source (HIPAA §164.312(b), SECURITY.md).
+what (the resources and the patient), the action, the outcome and the source (HIPAA §164.312(b), docs/security.md).
 
 Writes record their AuditEvent in the same database transaction as the data (``record_in``).  Reads, searches
 and refusals are queued and stored in batches by a background thread (``AuditWriter``), as HAPI's BALP

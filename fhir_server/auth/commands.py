@@ -175,7 +175,7 @@ def _keys_new_secret(args: argparse.Namespace) -> int:
 
 
 def _keys_rotate_secret(_: Settings, engine: Database) -> int:
-    from fhir_server.cli import progress_bar
+    from fhir_server.console import progress_bar
     from fhir_server.store import secret_store
 
     ring = secret_store.keyring(engine)

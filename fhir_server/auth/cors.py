@@ -1,4 +1,4 @@
-"""Browser origins registered with clients: the only origins that get CORS headers (SECURITY.md)."""
+"""Browser origins registered with clients: the only origins that get CORS headers (docs/security.md)."""
 
 from __future__ import annotations
 

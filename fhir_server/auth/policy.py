@@ -9,7 +9,7 @@ The rules themselves live in ``auth/access.py`` (``AccessPolicy``: scopes, the P
 constraints); this object binds them to one caller and turns their yes/no answers into the server's answers:
 - no scope for the interaction → 403 ``forbidden`` with ``insufficient_scope``;
 - a resource the caller may not see → the same 404 as a missing one (the caller of ``sees`` raises it);
-- a write whose new content the caller could not see → 403 (SECURITY.md: a patient-context token writes only
+- a write whose new content the caller could not see → 403 (docs/security.md: a patient-context token writes only
   resources whose every patient reference names its patient; the old version is checked by the engine too);
 - searches and conditional criteria narrowed in SQL (``confine``), so counts and paging stay right;
 - paging cursors sealed with the token's fingerprint;

@@ -1,7 +1,7 @@
 """Which of the requested scopes a token gets: the requested scopes ∩ what the client is registered for, then
 narrowed by the launch (no patient/ scope without a patient in context, no system/ scope for a user's app).
 
-Malformed scopes are dropped (SECURITY.md: they grant nothing).  A requested scope is within a registered one when
+Malformed scopes are dropped (docs/security.md: they grant nothing).  A requested scope is within a registered one when
 the registered scope covers it: same context, the same resource type or ``*``, at least the same permissions
 (v1 and v2 spellings compare by their c r u d s letters), and no query constraint or the very same one.  The
 granted string keeps the client's own spelling of each scope.

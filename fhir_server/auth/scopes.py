@@ -1,6 +1,6 @@
 """SMART on FHIR scopes, v1 (``patient/Observation.read``) and v2 (``patient/Observation.rs?category=survey``).
 
-A malformed scope grants nothing (SECURITY.md): it is kept aside, never widened into something it did not say.
+A malformed scope grants nothing (docs/security.md): it is kept aside, never widened into something it did not say.
 v1 ``read`` means v2 ``rs``, ``write`` means ``cud``, and ``*`` means ``cruds``.
 """
 

@@ -1,4 +1,4 @@
-"""Sign-in throttling (SECURITY.md: over a rate limit → 429 ``throttled`` with Retry-After).
+"""Sign-in throttling (docs/security.md: over a rate limit → 429 ``throttled`` with Retry-After).
 
 Password guesses are limited per username (someone guessing one account's password) and per client address
 (someone trying many accounts), within a sliding window.  Counts live in the database (store/login_failures.py)

@@ -1,4 +1,4 @@
-"""Access-token validation for the resource server (SECURITY.md): signature by a known key, an ``alg`` from an
+"""Access-token validation for the resource server (docs/security.md): signature by a known key, an ``alg`` from an
 allow-list (never ``none``, never HMAC where a public key is published), ``iss``, ``aud``, ``exp`` and ``nbf``.
 
 Every refusal is a TokenError whose ``code`` is the OperationOutcome issue code the API answers with (``login``,

@@ -1,4 +1,4 @@
-"""The EHR FHIR servers a CDS client may send the service to (SECURITY.md: outbound requests go only to addresses
+"""The EHR FHIR servers a CDS client may send the service to (docs/security.md: outbound requests go only to addresses
 the configuration names; a caller never chooses where the server connects).
 
 A hook request's ``fhirServer`` is chosen by whoever holds a CDS client's signing key, so without a check the

@@ -18,7 +18,7 @@ from html import escape
 
 from fhir_server.scoring.flags import cutoff_of
 from fhir_server.scoring.rules import ScoringRules
-from fhir_server.scoring.settings import Settings
+from fhir_server.scoring.settings import ScoringSettings
 from fhir_server.scoring.summary import MeasureSeries, Point
 
 WIDTH, HEIGHT = 760, 300
@@ -209,7 +209,7 @@ def profile_chart(
     return "".join(out)
 
 
-def total_cutoff(rules: ScoringRules | None, settings: Settings, band: str) -> Decimal | None:
+def total_cutoff(rules: ScoringRules | None, settings: ScoringSettings, band: str) -> Decimal | None:
     """The instrument's cutoff for the total, as scoring applies it (its setting, site overrides, age band)."""
     if rules is None:
         return None
@@ -217,7 +217,7 @@ def total_cutoff(rules: ScoringRules | None, settings: Settings, band: str) -> D
     return found[1] if found else None
 
 
-def reliable_change(rules: ScoringRules | None, settings: Settings, band: str) -> Decimal | None:
+def reliable_change(rules: ScoringRules | None, settings: ScoringSettings, band: str) -> Decimal | None:
     if rules is None:
         return None
     for interpretation in rules.interpretations:

@@ -8,15 +8,19 @@ A batch runs each entry on its own; one entry failing does not affect the others
 
 from __future__ import annotations
 
-import base64
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import orjson
-
-from fhir_server import fhirjson
-from fhir_server.engine.interactions import Interactions, SearchResult, require_type
+from fhir_server.engine.bundle_entries import (
+    Entry,
+    at_entry,
+    fragment,
+    has_conditional_refs,
+    patch_operations,
+    reference_strings,
+    searchset,
+)
+from fhir_server.engine.interactions import Interactions, require_type
 from fhir_server.errors import FhirError
 from fhir_server.ids import new_id
 from fhir_server.store.records import Stored, WriteResult, instant, utc_now
@@ -24,22 +28,6 @@ from fhir_server.store.repository import WriteSession
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 MAX_ENTRIES = 10_000
-
-
-@dataclass
-class Entry:
-    index: int
-    method: str
-    url: str
-    path: list[str]  # ["Patient"] or ["Patient", "123"] or ["Patient", "123", "_history", "2"]
-    query: str
-    resource: Any = None
-    full_url: str | None = None
-    if_none_exist: str | None = None
-    if_match: str | None = None
-    original: Any = None  # the resource as received; a retried transaction rewrites references afresh
-    response: dict[str, Any] = field(default_factory=dict)
-    result: Any = None
 
 
 class BundleProcessor:
@@ -81,7 +69,7 @@ class BundleProcessor:
             key=lambda e: (
                 _ORDER[e.method],
                 not (e.method == "POST" and e.if_none_exist),
-                _has_conditional_refs(e.resource),
+                has_conditional_refs(e.resource),
             ),
         )
         for entry in ordered:
@@ -90,7 +78,7 @@ class BundleProcessor:
                     entry.resource = self._rewrite(session, entry.resource, ids)
                 self._execute(session, entry, ids)
             except FhirError as err:
-                raise _at_entry(entry, err) from None
+                raise at_entry(entry, err) from None
 
     def _check_duplicates(self, entries: list[Entry]) -> None:
         seen: dict[str, int] = {}
@@ -123,7 +111,7 @@ class BundleProcessor:
         """A conditional update's fullUrl means the resource its criteria match, or the one it will create: decided
         now, so entries processed before it (every POST) can refer to it.  Only for fullUrls something refers to:
         other Bundles are processed exactly as before."""
-        referenced = _reference_strings([e.resource for e in entries])
+        referenced = reference_strings([e.resource for e in entries])
         for entry in entries:
             if entry.method != "PUT" or len(entry.path) != 1 or not entry.query or entry.full_url not in referenced:
                 continue
@@ -132,11 +120,11 @@ class BundleProcessor:
             try:
                 match = self.fhir.single_match_or_none(session, entry.path[0], entry.query, "conditional update")
             except FhirError as err:
-                raise _at_entry(entry, err) from None
+                raise at_entry(entry, err) from None
             body_id = entry.resource.get("id")
             if match is not None and body_id is not None and body_id != match.id:
                 refused = FhirError(400, "invalid", f"The body's id '{body_id}' is not the id of the matching resource")
-                raise _at_entry(entry, refused)
+                raise at_entry(entry, refused)
             target = match.id if match is not None else body_id or new_id()
             entry.resource = {**entry.resource, "id": target}
             ids[entry.full_url] = f"{entry.path[0]}/{target}"
@@ -213,7 +201,7 @@ class BundleProcessor:
         elif entry.method == "PUT" and len(path) == 1 and entry.query:
             result = fhir.conditional_update(session, path[0], entry.query, entry.resource, if_match=entry.if_match)
         elif entry.method == "PATCH":
-            operations = _patch_operations(entry.resource)
+            operations = patch_operations(entry.resource)
             if len(path) == 2:
                 result = fhir.patch(session, path[0], path[1], operations, if_match=entry.if_match)
             else:
@@ -237,7 +225,7 @@ class BundleProcessor:
             query = fhir.parse_query(path[0], parse_qsl(entry.query, keep_blank_values=True))
             result = fhir.search(query) if session is None else fhir.search_in(session, query)
             entry.response = {"status": "200 OK"}
-            entry.result = _searchset(self.base, path[0], result)
+            entry.result = searchset(self.base, path[0], result)
         else:
             raise FhirError(400, "not-supported", f"GET {entry.url[:80]} is not supported inside a Bundle")
 
@@ -329,7 +317,7 @@ class BundleProcessor:
         for entry in entries:
             item: dict[str, Any] = {}
             if isinstance(entry.result, Stored) and (self.return_resources or entry.method == "GET"):
-                item["resource"] = _fragment(entry.result)
+                item["resource"] = fragment(entry.result)
             elif isinstance(entry.result, dict):
                 item["resource"] = entry.result
             item["response"] = entry.response
@@ -340,69 +328,6 @@ class BundleProcessor:
             "meta": {"lastUpdated": instant(utc_now())},
             "entry": out,
         }
-
-
-def _at_entry(entry: Entry, err: FhirError) -> FhirError:
-    """The error of one entry, naming it, for the whole transaction's answer."""
-    first = err.issues[0]
-    where = f"Bundle.entry[{entry.index}]"
-    return FhirError(
-        err.status,
-        first.code,
-        f"{where} ({entry.method} {entry.url[:80]}): {first.diagnostics}",
-        expression=[where, *first.expression],
-        headers=err.headers,
-    )
-
-
-def _fragment(stored: Stored) -> Any:
-    return orjson.Fragment(stored.content.encode()) if stored.content else None
-
-
-def _searchset(base: str, resource_type: str, result: SearchResult) -> dict[str, Any]:
-    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
-    if result.outcome.total is not None:
-        bundle["total"] = result.outcome.total
-    bundle["entry"] = [
-        {"fullUrl": f"{base}/{s.resource_type}/{s.id}", "resource": _fragment(s), "search": {"mode": mode}}
-        for mode, stored in (("match", result.outcome.matches), ("include", result.outcome.included))
-        for s in stored
-    ]
-    return bundle
-
-
-def _patch_operations(resource: Any) -> Any:
-    """In a Bundle, a JSON Patch travels as a Binary whose data is the base64 patch document."""
-    if (
-        isinstance(resource, dict)
-        and resource.get("resourceType") == "Binary"
-        and isinstance(resource.get("data"), str)
-    ):
-        try:
-            return fhirjson.parse(base64.b64decode(resource["data"], validate=True))
-        except ValueError:
-            raise FhirError(400, "structure", "The Binary's data is not base64") from None
-    raise FhirError(400, "not-supported", "PATCH entries must carry a Binary with a JSON Patch document")
-
-
-def _reference_strings(node: Any) -> set[str]:
-    if isinstance(node, dict):
-        found = {node["reference"]} if isinstance(node.get("reference"), str) else set()
-        return found.union(*(_reference_strings(v) for k, v in node.items() if k != "div"))
-    if isinstance(node, list):
-        return set().union(*(_reference_strings(v) for v in node))
-    return set()
-
-
-def _has_conditional_refs(node: Any) -> bool:
-    if isinstance(node, dict):
-        ref = node.get("reference")
-        if isinstance(ref, str) and "?" in ref:
-            return True
-        return any(_has_conditional_refs(v) for k, v in node.items() if k != "div")
-    if isinstance(node, list):
-        return any(_has_conditional_refs(v) for v in node)
-    return False
 
 
 _REASONS = {

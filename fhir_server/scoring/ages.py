@@ -8,7 +8,7 @@ from datetime import date
 from fhir_server.scoring import texts
 from fhir_server.scoring.flags import cutoff_of
 from fhir_server.scoring.rules import ScoringRules
-from fhir_server.scoring.settings import Settings
+from fhir_server.scoring.settings import ScoringSettings
 
 
 def age_on(birth_date: str | None, authored: str | None) -> int | None:
@@ -35,7 +35,9 @@ def age_band(birth_date: str | None, authored: str | None) -> str:
     return "child" if years < 13 else "adolescent" if years < 18 else "adult"
 
 
-def age_notes(rules: ScoringRules, settings: Settings, birth_date: str | None, authored: str | None) -> list[str]:
+def age_notes(
+    rules: ScoringRules, settings: ScoringSettings, birth_date: str | None, authored: str | None
+) -> list[str]:
     """What a clinician must know about how age shaped this score: a form given outside its ages, or age-banded
     cutoffs applied without a birth date (the adult cutoff, said with its number)."""
     banded = settings.uses_age_bands(rules)
@@ -51,7 +53,7 @@ def age_notes(rules: ScoringRules, settings: Settings, birth_date: str | None, a
     return [texts.age_note(name, years, texts.ages_text(ages.min, ages.max), ages.instead, cutoff)]
 
 
-def _cutoff_sentence(rules: ScoringRules, settings: Settings, band: str) -> str:
+def _cutoff_sentence(rules: ScoringRules, settings: ScoringSettings, band: str) -> str:
     primary = rules.primary
     found = cutoff_of(rules, primary.id, band, settings) if primary else None
     if found is None:

@@ -12,14 +12,14 @@ from typing import Any
 
 from fhir_server.scoring import texts
 from fhir_server.scoring.rules import FlagRule, ScoringRules
-from fhir_server.scoring.settings import Settings
+from fhir_server.scoring.settings import ScoringSettings
 
 _COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 V3 = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 
 
 @dataclass(frozen=True)
-class Session:
+class TherapySession:
     """One earlier administration of the instrument for this client, by the same rater series."""
 
     effective: str
@@ -37,9 +37,9 @@ def evaluate_flags(
     rules: ScoringRules,
     scores: dict[str, Decimal | None],
     items: dict[str, Decimal],
-    history: list[Session],
+    history: list[TherapySession],
     age_band: str,
-    settings: Settings,
+    settings: ScoringSettings,
     series: str = "self",
 ) -> list[RaisedFlag]:
     """Flags today's scores raise.  ``history`` is the series' earlier sessions, newest first."""
@@ -67,9 +67,9 @@ class Evaluation:
     rules: ScoringRules
     scores: dict[str, Decimal | None]
     items: dict[str, Decimal]
-    history: list[Session]
+    history: list[TherapySession]
     band: str
-    settings: Settings
+    settings: ScoringSettings
 
 
 def _threshold(rule: FlagRule, at: Evaluation) -> Hit:
@@ -168,7 +168,7 @@ _KINDS = {
 }
 
 
-def window_depth(rules: ScoringRules, settings: Settings) -> int:
+def window_depth(rules: ScoringRules, settings: ScoringSettings) -> int:
     """How many earlier sessions the rules look back over (at least the previous one)."""
     windows = [settings.window(rules, r.setting) for r in rules.flags if r.kind in ("repeated", "decline")]
     return max([2, *windows])
@@ -178,9 +178,9 @@ def interpretations(
     rules: ScoringRules,
     score_id: str,
     value: Decimal,
-    history: list[Session],
+    history: list[TherapySession],
     age_band: str,
-    settings: Settings,
+    settings: ScoringSettings,
 ) -> list[dict[str, Any]]:
     """Observation.interpretation entries for one score."""
     out: list[dict[str, Any]] = []
@@ -212,7 +212,9 @@ def interpretations(
     return out
 
 
-def cutoff_of(rules: ScoringRules, score_id: str, age_band: str, settings: Settings) -> tuple[str, Decimal] | None:
+def cutoff_of(
+    rules: ScoringRules, score_id: str, age_band: str, settings: ScoringSettings
+) -> tuple[str, Decimal] | None:
     """(comparator, threshold) of the score's cutoff interpretation, as this site runs it; None without one."""
     for rule in rules.interpretations:
         if rule.score == score_id and rule.kind == "cutoff":
@@ -220,7 +222,7 @@ def cutoff_of(rules: ScoringRules, score_id: str, age_band: str, settings: Setti
     return None
 
 
-def _earlier(history: list[Session], score_id: str) -> list[Decimal]:
+def _earlier(history: list[TherapySession], score_id: str) -> list[Decimal]:
     return [s.scores[score_id] for s in history if score_id in s.scores]
 
 

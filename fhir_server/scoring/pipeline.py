@@ -17,11 +17,11 @@ from fhir_server.canonical import FLAGS_CODESYSTEM, MEASURES_CODESYSTEM, SCORED_
 from fhir_server.errors import FhirError
 from fhir_server.scoring import resources as build
 from fhir_server.scoring.ages import age_band, age_notes
-from fhir_server.scoring.flags import Session, cutoff_of, evaluate_flags, interpretations, window_depth
+from fhir_server.scoring.flags import TherapySession, cutoff_of, evaluate_flags, interpretations, window_depth
 from fhir_server.scoring.history import ScoringContext, ScoringRead, ScoringSession
 from fhir_server.scoring.rules import ScoringRules
 from fhir_server.scoring.scores import answers_by_link_id, compute_scores, item_scores
-from fhir_server.scoring.settings import Settings
+from fhir_server.scoring.settings import ScoringSettings
 from fhir_server.search.fhirdate import parse_instant
 from fhir_server.store.records import Stored, instant
 
@@ -56,7 +56,7 @@ class ScoringPipeline:
     def __init__(self, library: Library, overrides: dict[str, Any] | None = None) -> None:
         self.library = library
         # Checked against every loaded instrument's declared settings: a wrong override stops the server here.
-        self.settings = Settings(overrides, (i.rules for i in library.instruments if i.rules is not None))
+        self.settings = ScoringSettings(overrides, (i.rules for i in library.instruments if i.rules is not None))
         self._device_known = False
 
     def rules_for(self, response: dict[str, Any]) -> ScoringRules | None:
@@ -302,7 +302,9 @@ def _measured_from_intake(rules: ScoringRules) -> bool:
     )
 
 
-def _sessions(rules: ScoringRules, response: dict[str, Any], series: str, earlier: list[Stored]) -> list[Session]:
+def _sessions(
+    rules: ScoringRules, response: dict[str, Any], series: str, earlier: list[Stored]
+) -> list[TherapySession]:
     """The series' earlier sessions of this instrument, newest first (the read asked for this series only; the
     check here keeps a rule from ever comparing across raters, whatever the read returned)."""
     primary = rules.primary
@@ -321,7 +323,7 @@ def _sessions(rules: ScoringRules, response: dict[str, Any], series: str, earlie
             code = component["code"]["coding"][0]["code"]
             if code in by_code and "valueQuantity" in component:
                 scores[by_code[code]] = Decimal(str(component["valueQuantity"]["value"]))
-        sessions.append(Session(observation.get("effectiveDateTime", ""), scores))
+        sessions.append(TherapySession(observation.get("effectiveDateTime", ""), scores))
     return sessions
 
 

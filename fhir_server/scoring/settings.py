@@ -17,7 +17,7 @@ class SettingsError(ValueError):
     """An override that names nothing the rules declare, or a value the field cannot take."""
 
 
-class Settings:
+class ScoringSettings:
     """The rules' settings as this site runs them: each declared value, or the site's override of it.
 
     ``read`` records every ``<setting>.<field>`` the engine asked for (tests hold it to the declared keys)."""

@@ -1,4 +1,4 @@
-"""Authenticated encryption of the secrets this server has to keep in readable form (SECURITY.md, "Integrity").
+"""Authenticated encryption of the secrets this server has to keep in readable form (docs/security.md, "Integrity").
 
 What the server issues itself (its client secrets, codes, refresh tokens, passwords) is stored as digests and never
 comes through here.  What it must present or use again (an EHR's access and refresh tokens, an EHR's client secret,

@@ -19,7 +19,7 @@ from fhir_server.errors import FhirError
 from fhir_server.search.fhirdate import MAX_DATE, MIN_DATE
 from fhir_server.search.query import SearchQuery, SortKey
 from fhir_server.store.records import Stored
-from fhir_server.store.search_conditions import clause_sql
+from fhir_server.store.search_clauses import clause_sql
 from fhir_server.store.search_includes import run_includes
 from fhir_server.store.tables import INDEX_TABLES, resources
 

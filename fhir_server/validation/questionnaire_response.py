@@ -1,7 +1,7 @@
 """A QuestionnaireResponse checked against its Questionnaire (SDC / R4 Questionnaire rules).
 
 Every problem names the item: ``expression`` is the FHIRPath to it (``QuestionnaireResponse.item[2].answer[0]``)
-and the issue code follows SECURITY.md: unknown linkId ``not-found``, wrong answer type or repeats ``structure``,
+and the issue code follows docs/security.md: unknown linkId ``not-found``, wrong answer type or repeats ``structure``,
 outside min/max or not an option ``value``, missing required ``required``, answer to a disabled item or a
 calculated score that disagrees with its calculation ``invariant``.  ``in-progress`` responses may be partial.
 

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from fhir_server.auth import discovery
-from fhir_server.auth.launch import LaunchError, create_launch, launching_user
+from fhir_server.auth.launch_contexts import LaunchError, create_launch, launching_user
 from fhir_server.auth.oauth_request import FormRequest
 from fhir_server.auth.server import SmartAuthorizationServer
 from fhir_server.web.login_routes import SESSION_COOKIE

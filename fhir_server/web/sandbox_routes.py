@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from fhir_server.auth import urls
-from fhir_server.auth.launch import LaunchError, create_launch
+from fhir_server.auth.launch_contexts import LaunchError, create_launch
 from fhir_server.smart.sandbox import DEMO_PASSWORD, DEMO_USER, PATIENTS
 from fhir_server.web.form_pages import message, page_headers, read_form, render
 

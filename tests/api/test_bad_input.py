@@ -1,4 +1,4 @@
-"""SECURITY.md bad-input table and FHIR R4 §3.1.0.1.9 (error handling): every bad request is answered with an
+"""docs/security.md bad-input table and FHIR R4 §3.1.0.1.9 (error handling): every bad request is answered with an
 OperationOutcome carrying the right issue code, never a 500 and never a stack trace, and nothing is stored."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""SECURITY.md integrity rules under real concurrency (parallel HTTP requests, separate database connections):
+"""docs/security.md integrity rules under real concurrency (parallel HTTP requests, separate database connections):
 a stale If-Match loses with 412, concurrent updates without If-Match all land as consecutive versions."""
 
 from __future__ import annotations

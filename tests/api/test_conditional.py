@@ -2,7 +2,7 @@
 conditional delete under #delete, #patch).
 
 The criteria are a search (``identifier=urn:test|<uid>``): no match, one match and several matches each have
-their own answer.  Conditional create must hold under concurrency (SECURITY.md: HAPI #3141, Microsoft #1382):
+their own answer.  Conditional create must hold under concurrency (docs/security.md: HAPI #3141, Microsoft #1382):
 requests racing with the same criteria leave exactly one resource, and so do racing conditional updates that
 create.
 """
@@ -176,7 +176,7 @@ def test_conditional_update_with_several_matches_is_412(client, uid):
 
 
 def test_concurrent_conditional_updates_without_a_match_create_one_resource(client, server, uid):
-    """With no match a conditional update creates; racing twins must not each create (SECURITY.md, Integrity)."""
+    """With no match a conditional update creates; racing twins must not each create (docs/security.md, Integrity)."""
     answers = race(server.fhir_base, lambda own: conditional_update(own, uid, patient(uid)))
     assert all(a.status_code in (200, 201) for a in answers), [a.text for a in answers if a.status_code >= 300]
     assert len({a.json()["id"] for a in answers}) == 1

@@ -1,4 +1,4 @@
-"""SECURITY.md integrity: a locked or unreachable database is a 503 with Retry-After (never a 500, never a
+"""docs/security.md integrity: a locked or unreachable database is a 503 with Retry-After (never a 500, never a
 partial write), and the server recovers by itself once the database is back."""
 
 from __future__ import annotations

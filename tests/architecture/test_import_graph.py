@@ -6,6 +6,9 @@
 - httpx only in the one outbound client (outbound.py): every call to an EHR, a foreign FHIR server, a JWK Set or
   an identity provider goes through it (timeouts, no redirects, size limits, safe errors in one place).
 - FastAPI and Starlette only in api/, web/ and app.py (and the few HTTP-edge modules named below).
+- No import loops between modules, except authlib's: its grants call back into the authorization server that
+  registers them (auth/server.py ⇄ grants.py, token_endpoints.py, assertions.py).  Imports under
+  ``if TYPE_CHECKING:`` are not loops (they never run).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "fhir_server"
 
 BELOW_HTTP = ("engine", "store", "scoring", "search", "validation")
 HTTP = ("fhir_server.api", "fhir_server.web")
-HTTP_EDGE = ("api", "web", "app.py", "middleware.py", "errors.py", "deps.py", "serving.py", "asgi.py")
+HTTP_EDGE = ("api", "web", "app.py", "middleware.py", "deps.py", "serving.py", "asgi.py")
 OUTBOUND = ("outbound.py",)
 
 
@@ -94,3 +97,84 @@ def test_no_forbidden_import(rule):
 def test_each_rule_catches_what_it_forbids(rule, module, name, broken):
     """The checks themselves: a forbidden import is caught, an allowed one is not."""
     assert RULES[rule](module, name) is broken
+
+
+# authlib's grant ⇄ server back-reference: the server registers the grants, and each grant is handed the server
+ALLOWED_LOOP = frozenset(
+    {
+        "fhir_server.auth.assertions",
+        "fhir_server.auth.grants",
+        "fhir_server.auth.server",
+        "fhir_server.auth.token_endpoints",
+    }
+)
+
+
+def _runtime_graph() -> dict[str, set[str]]:
+    """Module → the fhir_server modules it imports when it runs (TYPE_CHECKING blocks left out)."""
+    names = {}
+    for path in PACKAGE.rglob("*.py"):
+        dotted = path.relative_to(PACKAGE.parent).with_suffix("").as_posix().replace("/", ".")
+        dotted = dotted.removesuffix(".__init__")
+        if ".migrations." not in dotted:
+            names[dotted] = path
+    graph: dict[str, set[str]] = {name: set() for name in names}
+    for name, path in names.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skipped = {
+            id(child)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+            for child in ast.walk(node)
+        }
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
+            imported = []
+            if isinstance(node, ast.Import):
+                imported = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            graph[name] |= {i for i in imported if i in names and i != name}
+    return graph
+
+
+def _loops(graph: dict[str, set[str]]) -> list[set[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[set[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = set()
+            while True:
+                member = stack.pop()
+                component.add(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(component)
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_loops():
+    loops = [sorted(loop) for loop in _loops(_runtime_graph()) if loop != ALLOWED_LOOP]
+    assert not loops, f"import loops: {loops}"
+
+
+def test_the_loop_check_finds_a_loop():
+    assert _loops({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]

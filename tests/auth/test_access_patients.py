@@ -1,5 +1,5 @@
 """SMART patient-context tokens are confined to the launch patient's compartment on every path (issue 6 point 3,
-SECURITY.md "Access"): a token for patient A never gets patient B's QuestionnaireResponse, Observation, Flag or
+docs/security.md "Access"): a token for patient A never gets patient B's QuestionnaireResponse, Observation, Flag or
 Provenance — through reads, versions, history, searches (chained, _has, _include, _revinclude, :iterate),
 compartment searches, $everything, operations, batch and transaction entries, or a reused paging link.  A
 resource outside the compartment answers exactly like one that does not exist (404)."""

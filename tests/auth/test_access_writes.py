@@ -1,4 +1,4 @@
-"""Writes under a patient-context token (issue 6 point 3, SECURITY.md): a write must keep the resource in the
+"""Writes under a patient-context token (issue 6 point 3, docs/security.md): a write must keep the resource in the
 launch patient's compartment, checked on the old and the new version; another patient's resources cannot be
 changed, deleted or matched by conditional criteria; every entry of a transaction is checked and a refused
 entry leaves nothing behind."""

@@ -1,5 +1,5 @@
 """SMART Backend Services (SMART App Launch 2, "Backend Services"; RFC 7523 §2.2): client_credentials with a
-``private_key_jwt`` assertion signed RS384 or ES384 by a freshly generated key.  Refused (SECURITY.md): a reused
+``private_key_jwt`` assertion signed RS384 or ES384 by a freshly generated key.  Refused (docs/security.md): a reused
 ``jti``, ``exp`` more than five minutes ahead, an expired assertion, an unknown ``kid``, a ``jku`` that is not the
 client's registered jwks_url nor on the allow-list, another audience, iss ≠ sub, other algorithms."""
 

@@ -1,4 +1,4 @@
-"""Bad bearer tokens at /fhir (issue 6 acceptance; SECURITY.md "Tokens"; RFC 6750 §3): none, garbage, a bad
+"""Bad bearer tokens at /fhir (issue 6 acceptance; docs/security.md "Tokens"; RFC 6750 §3): none, garbage, a bad
 signature, ``alg: none``, HS256 signed with the public key, wrong ``aud`` or ``iss``, expired, not yet valid, an
 unknown key, revoked — each answered 401 with ``WWW-Authenticate: Bearer`` and an OperationOutcome, and each
 leaving an AuditEvent.  /metadata needs no token."""

@@ -1,4 +1,4 @@
-"""CORS on the FHIR API (issue 6 point 5; SECURITY.md "CORS only for registered origins"): a browser SMART app at a
+"""CORS on the FHIR API (issue 6 point 5; docs/security.md "CORS only for registered origins"): a browser SMART app at a
 registered origin may call /fhir with its bearer token (preflight answered, ETag/Location readable); any other
 origin gets no CORS headers, so the browser withholds the answer."""
 

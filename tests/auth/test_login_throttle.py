@@ -1,4 +1,4 @@
-"""Sign-in throttling (SECURITY.md: over a rate limit → 429 ``throttled`` with Retry-After): failed passwords are
+"""Sign-in throttling (docs/security.md: over a rate limit → 429 ``throttled`` with Retry-After): failed passwords are
 limited per username and per client address, counted in the database so that the limits hold across processes;
 a throttled attempt is refused without its password being checked; a success resets the user's count; the limit
 lifts when the window has passed."""

@@ -1,5 +1,5 @@
 """A patient-context token reaches only resources whose every patient reference names its patient (issue 15,
-findings 1-4; SECURITY.md "Access").  Each test here failed on the code before the policy's "every patient
+findings 1-4; docs/security.md "Access").  Each test here failed on the code before the policy's "every patient
 reference" rule: a resource counted as A's when *any* compartment parameter named A."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The revocation list the resource server consults on every request (issue 6; SECURITY.md "Tokens"): local
+"""The revocation list the resource server consults on every request (issue 6; docs/security.md "Tokens"): local
 revocations count at once, another process's within the refresh interval, and expired entries are pruned."""
 
 from __future__ import annotations

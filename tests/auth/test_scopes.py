@@ -1,4 +1,4 @@
-"""SMART App Launch 2.0 scopes (v1 and v2 syntax, query-constrained v2 scopes); SECURITY.md: a malformed scope
+"""SMART App Launch 2.0 scopes (v1 and v2 syntax, query-constrained v2 scopes); docs/security.md: a malformed scope
 grants nothing."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The authorization server's own access to people and patient data leaves AuditEvents (SECURITY.md, HIPAA
+"""The authorization server's own access to people and patient data leaves AuditEvents (docs/security.md, HIPAA
 §164.312(b)): sign-ins that succeed and fail (DICOM 110122 Login), and every patient list the patient picker shows
 (a search of patient data: who browsed, for which app, with what query, and each patient listed)."""
 

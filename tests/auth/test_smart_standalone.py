@@ -1,6 +1,6 @@
 """SMART App Launch 2, standalone launch with the authorization code grant (RFC 6749 §4.1) and PKCE (RFC 7636):
 sign-in with CSRF, the patient picker, the token response, the id_token (OpenID Connect Core §2 with SMART's
-fhirUser) verified against /auth/jwks, and the refusals SECURITY.md asks for: PKCE missing, plain or wrong, a
+fhirUser) verified against /auth/jwks, and the refusals docs/security.md asks for: PKCE missing, plain or wrong, a
 redirect URI that is not registered exactly, a reused code (which revokes what it issued)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""SECURITY.md token rules for the resource server: signature, alg allow-list (never none, never HS256 with the
+"""docs/security.md token rules for the resource server: signature, alg allow-list (never none, never HS256 with the
 public key), iss, aud, exp, nbf; each refusal carries the OperationOutcome code the API answers with."""
 
 from __future__ import annotations

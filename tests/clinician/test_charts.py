@@ -17,7 +17,7 @@ from fhir_server.clinician.charts import (
 )
 from fhir_server.config import Settings as ServerSettings
 from fhir_server.library import discover
-from fhir_server.scoring.settings import Settings
+from fhir_server.scoring.settings import ScoringSettings
 from fhir_server.scoring.summary import MeasureSeries, Point
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -88,12 +88,14 @@ def test_cutoffs_come_from_the_rules_and_site_settings():
     library = discover(ServerSettings(_env_file=None).library_paths(), [])
     srs = library.rules_for("http://fit-fhir.org/fhir/Questionnaire/srs")
     ors = library.rules_for("http://fit-fhir.org/fhir/Questionnaire/ors")
-    assert total_cutoff(srs, Settings(), "adult") == Decimal(36)
-    assert total_cutoff(ors, Settings(), "adult") == Decimal(25)
-    assert total_cutoff(ors, Settings(), "adolescent") == Decimal(28)
-    assert total_cutoff(srs, Settings({"srs-cutoff.threshold": 35}, [srs]), "adult") == Decimal(35)
-    assert reliable_change(ors, Settings(), "adult") == Decimal(5)
-    assert reliable_change(ors, Settings({"ors-reliable-change.threshold": 6.6}, [ors]), "adult") == Decimal("6.6")
+    assert total_cutoff(srs, ScoringSettings(), "adult") == Decimal(36)
+    assert total_cutoff(ors, ScoringSettings(), "adult") == Decimal(25)
+    assert total_cutoff(ors, ScoringSettings(), "adolescent") == Decimal(28)
+    assert total_cutoff(srs, ScoringSettings({"srs-cutoff.threshold": 35}, [srs]), "adult") == Decimal(35)
+    assert reliable_change(ors, ScoringSettings(), "adult") == Decimal(5)
+    assert reliable_change(ors, ScoringSettings({"ors-reliable-change.threshold": 6.6}, [ors]), "adult") == Decimal(
+        "6.6"
+    )
 
 
 def test_wai_profile_bars():

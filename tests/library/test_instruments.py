@@ -1,4 +1,4 @@
-"""The measures library (MEASURES.md, SDC): every Questionnaire and terminology file is valid R4; each
+"""The measures library (questionnaires/README.md, SDC): every Questionnaire and terminology file is valid R4; each
 instrument's golden examples round-trip through the server (valid ones stored with the expected scores, invalid
 ones refused with the expected OperationOutcome naming the item); an SDC renderer's calculatedExpression gives
 the same score as the server's rules; and no licensed SRS/ORS/CSRS/CORS wording is in the repository."""

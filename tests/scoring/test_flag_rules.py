@@ -1,4 +1,5 @@
-"""MEASURES.md flag rules as the shipped data (questionnaires/*/scoring.json), evaluated on sequences of sessions:
+"""The flag rules of the measures notes (questionnaires/README.md) as the shipped data
+(questionnaires/*/scoring.json), evaluated on sequences of sessions:
 each rule raises exactly when the instrument's authors (or the site's settings) say, at the boundaries too, and
 says so in words true to the setting it ran with.  Pure functions: no server."""
 
@@ -9,9 +10,9 @@ from decimal import Decimal as D
 import pytest
 
 from fhir_server.config import PROJECT_ROOT
-from fhir_server.scoring.flags import Session, evaluate_flags, interpretations
+from fhir_server.scoring.flags import TherapySession, evaluate_flags, interpretations
 from fhir_server.scoring.rules import load_rules
-from fhir_server.scoring.settings import Settings
+from fhir_server.scoring.settings import ScoringSettings
 
 SRS = load_rules(PROJECT_ROOT / "questionnaires/srs/scoring.json")
 ORS = load_rules(PROJECT_ROOT / "questionnaires/ors/scoring.json")
@@ -20,12 +21,12 @@ ITEMS_HIGH = {n: D("9.5") for n in ("relationship", "goals", "approach", "overal
 
 
 def settings(overrides=None):
-    return Settings(overrides, [SRS, ORS, WAI])
+    return ScoringSettings(overrides, [SRS, ORS, WAI])
 
 
 def raised(total, history=(), items=ITEMS_HIGH, overrides=None, band="adult", rules=SRS, series="self"):
     """rule id → message; ``history`` newest first."""
-    sessions = [Session(f"2026-01-{20 - i:02d}", {"total": D(str(v))}) for i, v in enumerate(history)]
+    sessions = [TherapySession(f"2026-01-{20 - i:02d}", {"total": D(str(v))}) for i, v in enumerate(history)]
     flags = evaluate_flags(rules, {"total": D(str(total))}, items, sessions, band, settings(overrides), series)
     return {f.rule.id: f.message for f in flags}
 
@@ -119,7 +120,7 @@ def test_another_raters_flag_says_who_rated():
 
 
 def test_wai_sr_drop_names_every_subscale_that_fell():
-    before = Session("2026-01-01", {"bond-mean": D("4.5"), "goal-mean": D("4.25"), "task-mean": D("4")})
+    before = TherapySession("2026-01-01", {"bond-mean": D("4.5"), "goal-mean": D("4.25"), "task-mean": D("4")})
     today = {"bond-mean": D("3.5"), "goal-mean": D("3.5"), "task-mean": D("3.25"), "total": D(40)}
     (flag,) = evaluate_flags(WAI, today, {}, [before], "adult", settings())
     assert flag.score_ids == ("bond-mean", "goal-mean", "task-mean")
@@ -128,7 +129,7 @@ def test_wai_sr_drop_names_every_subscale_that_fell():
 
 
 def _interpreted(total, history=(), band="adult", overrides=None):
-    sessions = [Session("2026-01-01", {"total": D(str(v))}) for v in history]
+    sessions = [TherapySession("2026-01-01", {"total": D(str(v))}) for v in history]
     found = interpretations(ORS, "total", D(total), sessions, band, settings(overrides))
     return [(i["coding"][0]["code"], i["text"]) for i in found]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from fhir_server.scoring.ages import age_notes
-from fhir_server.scoring.flags import Session, cutoff_of, evaluate_flags, interpretations, window_depth
+from fhir_server.scoring.flags import TherapySession, cutoff_of, evaluate_flags, interpretations, window_depth
 from fhir_server.scoring.rules import RulesError, load_rules
-from fhir_server.scoring.settings import Settings, SettingsError
+from fhir_server.scoring.settings import ScoringSettings, SettingsError
 from fhir_server.scoring.settings_table import markdown, readme_block, shipped_rules
 from tests.store.secrets_support import fhir_server
 
@@ -25,13 +25,13 @@ def declared_keys() -> set[str]:
     return {f"{name}.{field}" for r in RULES for name, s in r.settings.items() for field in s.fields()}
 
 
-def _exercise(settings: Settings) -> None:
+def _exercise(settings: ScoringSettings) -> None:
     """Everything scoring computes, for every instrument, over histories and ages that reach every rule."""
     for rules in RULES:
         for low, band, depth in product((False, True), ("child", "adolescent", "adult"), range(5)):
             value = {s.id: (s.min if low else s.max) for s in rules.scores}
             items = {i.linkId: Decimal(0 if low else 10) for i in rules.itemScores}
-            history = [Session("2026-01-01", {s.id: s.max - n for s in rules.scores}) for n in range(depth)]
+            history = [TherapySession("2026-01-01", {s.id: s.max - n for s in rules.scores}) for n in range(depth)]
             evaluate_flags(rules, value, items, history, band, settings)
             for score in rules.scores:
                 interpretations(rules, score.id, value[score.id], history, band, settings)
@@ -41,7 +41,7 @@ def _exercise(settings: Settings) -> None:
 
 
 def test_every_declared_key_is_read_and_every_key_read_is_declared():
-    settings = Settings({}, RULES)
+    settings = ScoringSettings({}, RULES)
     _exercise(settings)
     assert settings.read == declared_keys()
 
@@ -50,7 +50,7 @@ def test_overridden_keys_are_the_ones_read():
     overrides = {
         key: (3 if key.endswith(".window") else "<=" if key.endswith(".comparator") else 7) for key in declared_keys()
     }
-    settings = Settings(overrides, RULES)
+    settings = ScoringSettings(overrides, RULES)
     _exercise(settings)
     assert settings.read == set(overrides)
 
@@ -72,12 +72,12 @@ def test_overridden_keys_are_the_ones_read():
 )
 def test_a_wrong_override_is_refused_naming_it(key, value, message):
     with pytest.raises(SettingsError) as refused:
-        Settings({key: value}, RULES)
+        ScoringSettings({key: value}, RULES)
     assert message in str(refused.value) and str(refused.value).startswith(f"scoring override {key!r}")
 
 
 def test_age_banded_overrides_are_read_per_band():
-    settings = Settings({"ors-cutoff.threshold": {"adult": 24, "adolescent": 27}}, RULES)
+    settings = ScoringSettings({"ors-cutoff.threshold": {"adult": 24, "adolescent": 27}}, RULES)
     ors = next(r for r in RULES if r.instrument == "ors")
     assert settings.threshold(ors, "ors-cutoff", "adolescent") == 27
     assert settings.threshold(ors, "ors-cutoff", "adult") == 24

@@ -1,4 +1,4 @@
-"""FHIR R4 §3.1.1 search, its safety checklist and ../shared/SECURITY.md: client input in values, _sort, _include,
+"""FHIR R4 §3.1.1 search, its safety checklist and docs/security.md: client input in values, _sort, _include,
 parameter names and paging cursors is a literal value or a 400 (never a 500, never SQL); no search path (parameters,
 _include/_revinclude, _has, chains, compartments, $everything) returns a deleted resource; types and parameters that
 do not exist are refused (400/404) or reported."""

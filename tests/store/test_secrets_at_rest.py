@@ -1,4 +1,4 @@
-"""Secrets at rest (SECURITY.md, "Integrity"; store/crypto.py): the EHR's access and refresh tokens, the EHR client
+"""Secrets at rest (docs/security.md, "Integrity"; store/crypto.py): the EHR's access and refresh tokens, the EHR client
 secret, the PKCE verifier and the signing keys' private parts never appear in clear in any column of any table;
 a value moved to another column or altered does not open; plain-text secrets of an earlier version are encrypted
 at start-up; without a key, secrets are refused rather than stored in clear.  Both databases, fresh per test."""

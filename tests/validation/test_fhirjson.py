@@ -1,4 +1,4 @@
-"""FHIR R4 §2.6.2 JSON representation and SECURITY.md's JSON traps, at the parser (no server needed)."""
+"""FHIR R4 §2.6.2 JSON representation and docs/security.md's JSON traps, at the parser (no server needed)."""
 
 from __future__ import annotations
 

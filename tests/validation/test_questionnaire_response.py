@@ -1,5 +1,5 @@
 """SDC / R4 Questionnaire rules for a QuestionnaireResponse, checked item by item (no server needed): each issue
-names the item with a FHIRPath expression and carries the code of SECURITY.md's table."""
+names the item with a FHIRPath expression and carries the code of docs/security.md's table."""
 
 from __future__ import annotations
 

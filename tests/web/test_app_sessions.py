@@ -1,4 +1,4 @@
-"""The SMART app's server-side session (SECURITY.md: tokens server-side, cookies ``HttpOnly; Secure; SameSite=None;
+"""The SMART app's server-side session (docs/security.md: tokens server-side, cookies ``HttpOnly; Secure; SameSite=None;
 Partitioned``, CSRF on every state change) and the form's HTTP contract, over real HTTP on both databases:
 the dev-session route exists only when switched on; the session id is 256 random bits of which only the SHA-256 is
 stored; expired, missing and forged requests write nothing; replayed and parallel submissions store one response;

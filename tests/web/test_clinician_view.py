@@ -18,7 +18,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from fhir_server.auth.launch import create_launch
+from fhir_server.auth.launch_contexts import create_launch
 from fhir_server.clinician.charts import _y
 from fhir_server.config import Settings
 from fhir_server.store import cds_store

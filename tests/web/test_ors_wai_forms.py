@@ -1,4 +1,4 @@
-"""The other measures, rendered from their own Questionnaires (MEASURES.md "ORS", "WAI-SR"): the ORS asks who is
+"""The other measures, rendered from their own Questionnaires (the measures notes: ORS, WAI-SR): the ORS asks who is
 filling it in and, for another person, their relationship (an ``enableWhen`` item that appears only then, recorded
 in the response and as its source, and scored as its own series); the WAI-SR's twelve Likert items are radio groups
 in fieldsets with legends, answerable by keyboard, required before sending, scored into Task/Bond/Goal."""

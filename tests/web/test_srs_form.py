@@ -1,4 +1,4 @@
-"""The SRS in a browser (issue 7 point 2, MEASURES.md "SRS"): a visual-analog line per item with nothing on it
+"""The SRS in a browser (issue 7 point 2; the measures notes: SRS): a visual-analog line per item with nothing on it
 until the client marks it, marked by dragging or tapping with a pointer and by keyboard (WAI-ARIA slider: arrows
 ±1 mm, Page Up/Down ±10, Home/End), required lines blocking the send with a polite message, a draft that survives a
 reload, one stored and scored response however often the form is sent, and a thank-you page afterwards."""
@@ -161,7 +161,7 @@ def test_double_tap_and_replayed_posts_store_one_response(page, open_form, patie
 
 
 def test_parallel_sends_before_any_answer_store_one_response(page, open_form, patient, fhir):
-    """The real race: several submissions of one launch in flight at once (SECURITY.md: a replayed
+    """The real race: several submissions of one launch in flight at once (docs/security.md: a replayed
     QuestionnaireResponse submission is the conditional-create race; tested with parallel requests)."""
     open_form(page, patient, "srs")
 
