@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from datetime import date
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -14,17 +15,21 @@ from starlette.responses import RedirectResponse, Response
 
 from fhir_server.auth import urls
 from fhir_server.auth.launch_contexts import LaunchError, create_launch
+from fhir_server.clinician.instruments import choosable, chooser
+from fhir_server.scoring.ages import age_on
 from fhir_server.smart.sandbox import DEMO_PASSWORD, DEMO_USER, PATIENTS
 from fhir_server.web.form_pages import message, page_headers, read_form, render
 
 router = APIRouter(include_in_schema=False)
 CSRF_COOKIE = "fit-sandbox-csrf"
-ACTIONS = {
-    "ors": ("measure", "ors"),
-    "srs": ("measure", "srs"),
-    "wai-sr": ("measure", "wai-sr"),
-    "view": ("view", "clinician"),
-}
+VIEW = "view"  # the clinician view; every other action is a measure of the library's chooser
+
+
+def _measures(request: Request) -> dict[str, list[tuple[str, str]]]:
+    """Per demo client, the measures "Choose the measure" would list for their age today: (id, abbreviation)."""
+    library = request.app.state.fhir.library
+    today = date.today().isoformat()
+    return {p.id: [(m.id, m.abbreviation) for m in chooser(library, age_on(p.birth_date, today))] for p in PATIENTS}
 
 
 def _origin(request: Request) -> str:
@@ -38,7 +43,13 @@ async def sandbox_page(request: Request) -> Response:
     response = render(
         request,
         "sandbox.html",
-        {"patients": PATIENTS, "csrf_token": token, "user": DEMO_USER, "password": DEMO_PASSWORD},
+        {
+            "patients": PATIENTS,
+            "measures": _measures(request),
+            "csrf_token": token,
+            "user": DEMO_USER,
+            "password": DEMO_PASSWORD,
+        },
     )
     response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict", path="/sandbox")
     return response
@@ -51,8 +62,11 @@ async def sandbox_launch(request: Request) -> Response:
     if not cookie or not hmac.compare_digest(cookie.encode(), fields.get("csrf_token", "").encode()):
         return message(request, "This page was out of date", "Nothing was launched. Please reload the sandbox.", 403)
     patient = fields.get("patient", "")
-    action = ACTIONS.get(fields.get("action", ""))
-    if action is None or patient not in {p.id for p in PATIENTS}:
+    chosen = fields.get("action", "")
+    action = ("view", "clinician") if chosen == VIEW else ("measure", chosen)
+    if (chosen != VIEW and chosen not in choosable(request.app.state.fhir.library)) or patient not in {
+        p.id for p in PATIENTS
+    }:
         return message(request, "Unknown choice", "Pick one of the demo clients and a measure.", 400)
     origin = _origin(request)
     state = request.app.state

@@ -197,3 +197,12 @@ def test_clinician_view_accessibility(browser, ours, twelve_sessions):
         assert axe_violations(page) == []
     finally:
         context.close()
+
+
+def test_the_sandbox_offers_the_measures_the_chooser_lists_for_each_clients_age(ours):
+    """The sandbox's launch buttons come from the library (issue 18, point 4): the adult gets the ORS, SRS and
+    WAI-SR; Sam, 16, the ORS and SRS but not the WAI-SR (made for adults)."""
+    page = httpx.get(f"{ours.root}/sandbox", timeout=30).text
+    labels = set(re.findall(r'aria-label="([^"]+)"', page))
+    assert {"ORS for Alex Rivera", "SRS for Alex Rivera", "WAI-SR for Alex Rivera"} <= labels
+    assert {"ORS for Sam Okafor", "SRS for Sam Okafor"} <= labels and "WAI-SR for Sam Okafor" not in labels
