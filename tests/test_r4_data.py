@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.foreign_ehr.harness import MODULES, require_node
+
 ROOT = Path(__file__).resolve().parent.parent
-MEDPLUM = ROOT / "tests" / "foreign_ehr" / "node_modules" / "@medplum" / "definitions"
+MEDPLUM = MODULES / "@medplum" / "definitions"
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import r4_data  # noqa: E402
 from r4_bindings import required_bindings  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not MEDPLUM.is_dir(), reason="npm ci in tests/foreign_ehr installs the definitions")
 MEDPLUM_EDITS = {"new: DeviceDefinition.classification"}
 
 
@@ -31,6 +32,7 @@ def _shipped(path: Path) -> object:
 
 @pytest.fixture(scope="module")
 def definitions() -> r4_data.Definitions:
+    require_node("definitions")  # npm ci in tests/foreign_ehr installs them (make test does)
     return r4_data.load(MEDPLUM)
 
 

@@ -3,10 +3,11 @@ store at send time, shaped for an EHR that assigns its own ids.
 
 - The results are found through the scoring Provenance (``<response id>-scoring``), whose targets are every
   Observation and Flag the scoring wrote, including earlier Flags it closed.
-- Every resource is a conditional write on a stable identifier, so a retried delivery matches what an earlier
-  attempt stored instead of duplicating it.  Resources still at version 1 are conditional creates (the EHR's copy
-  is never overwritten); resources changed since they were written (a closed Flag, an amended response) are
-  conditional updates, so the change reaches the EHR too.
+- Every resource carries a stable key, so a retried delivery matches what an earlier attempt stored instead of
+  duplicating it.  Resources still at version 1 are creates if the key is not there (the EHR's copy is never
+  overwritten); resources changed since they were written (a closed Flag, an amended response) are updates of the
+  copy the key finds, so the change reaches the EHR too.  How the key is honoured — conditional writes or a search
+  first — depends on the EHR (ehr/capabilities.py).
 - Provenance has no ``identifier`` in R4: its key travels as a ``meta.tag`` and is matched with ``_tag``.
 - References between the resources sent become ``urn:uuid:`` fullUrls; the scoring engine Device and resources the
   EHR does not take become logical (identifier) references; patient, encounter and author references are the

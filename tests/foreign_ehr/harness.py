@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +31,25 @@ MODULES = HERE / "node_modules"
 MISSING = "npm not found: the foreign-EHR tests skip; make test installs tests/foreign_ehr/node_modules with npm ci"
 
 
-def require_node() -> None:
-    """Skip (with the reason) when Node, npm or this folder's node_modules is not there."""
+def require_node(package: str = "fhir-router") -> None:
+    """Skip (with the reason) when Node, npm or this folder's node_modules (``@medplum/<package>``) is not there;
+    under CI, where make test always installs them, a missing install fails instead."""
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.skip(MISSING)
-    if not (MODULES / "@medplum" / "fhir-router").is_dir():
+    if not (MODULES / "@medplum" / package).is_dir():
         if os.environ.get("CI"):  # make test installs it wherever npm is: CI must not skip silently
             pytest.fail("tests/foreign_ehr/node_modules is missing (make test runs npm ci there)", pytrace=False)
         pytest.skip(
             "tests/foreign_ehr/node_modules is not installed: the foreign-EHR tests skip; "
             "make test installs it with npm ci"
         )
+
+
+def running(capabilities: str) -> Iterator[ForeignEhr]:
+    """For a fixture: the foreign EHR in ``capabilities`` mode for the fixture's scope (skipped without Node)."""
+    require_node()
+    with ForeignEhr(capabilities) as ehr:
+        yield ehr
 
 
 class ForeignEhr:

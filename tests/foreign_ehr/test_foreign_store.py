@@ -19,7 +19,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
-from tests.foreign_ehr.harness import ForeignEhr, require_node
+from tests.foreign_ehr.harness import ForeignEhr, running
 from tests.support.jwks_host import serve_jwks
 
 FHIR = {"Content-Type": "application/fhir+json"}
@@ -28,16 +28,12 @@ REDIRECT = "http://127.0.0.1:9/callback"  # never followed: the test reads the L
 
 @pytest.fixture(scope="module")
 def full_ehr() -> Iterator[ForeignEhr]:
-    require_node()
-    with ForeignEhr("full") as ehr:
-        yield ehr
+    yield from running("full")
 
 
 @pytest.fixture(scope="module")
 def minimal_ehr() -> Iterator[ForeignEhr]:
-    require_node()
-    with ForeignEhr("minimal") as ehr:
-        yield ehr
+    yield from running("minimal")
 
 
 @pytest.fixture(scope="module")

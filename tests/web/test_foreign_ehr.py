@@ -22,7 +22,7 @@ import pytest
 
 from fhir_server.ehr import registry
 from tests.ehr.world import HIGH, LOW, in_ehr_once, local_results, srs, submit, wait_for
-from tests.foreign_ehr.harness import ForeignEhr, require_node
+from tests.foreign_ehr.harness import ForeignEhr, running
 from tests.support.server import RunningServer, ServerThread
 from tests.web.form_driver import keys, submit_and_wait_for_thanks
 from tests.web.launch_world import launching_settings
@@ -71,17 +71,14 @@ def _patient(foreign: ForeignEhr, uid: str) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def full() -> Iterator[ForeignEhr]:
-    require_node()
-    with ForeignEhr("full") as foreign:
+    for foreign in running("full"):
         foreign.seed({"resourceType": "Practitioner", "id": PRACTITIONER, "name": [{"family": "Rivera"}]})
         yield foreign
 
 
 @pytest.fixture(scope="module")
 def minimal() -> Iterator[ForeignEhr]:
-    require_node()
-    with ForeignEhr("minimal") as foreign:
-        yield foreign
+    yield from running("minimal")
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +149,7 @@ def test_an_ehr_without_transactions_or_conditional_writes(minimal, ours, backen
     (the EHR's outage begins just after it stored it) is found by the retry's search, not created again."""
     registration = _wire(minimal, ours, backend)
     patient, encounter = _patient(minimal, f"{backend}-min")
+    minimal.clear_log()  # the EHR lives for the module: only this test's requests are judged
     minimal.lose_answer("POST", "/fhir/Provenance")
     first = submit(ours.app, registration.id, srs(patient, encounter, LOW, "2026-11-02T10:00:00+00:00", f"{backend}1"))
     wait_for(ours.app, first, "in the EHR")
