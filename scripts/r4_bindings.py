@@ -80,14 +80,20 @@ def _system(definitions: Definitions, url: str) -> dict[str, Any]:
 
 def expand(definitions: Definitions, url: str) -> tuple[list[str], list[str]]:
     """The codes of value set ``url`` in the order the definitions give them, and those marked notSelectable."""
+    pairs, abstract = expand_pairs(definitions, url)
+    return _unique(code for _, code in pairs), _unique(code for _, code in abstract)
+
+
+def expand_pairs(definitions: Definitions, url: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The (system, code) pairs of value set ``url``, and those marked notSelectable."""
     value_set = definitions.get("ValueSet", url)
     if value_set is None:
         raise External(f"value set {url} not defined in the R4 spec bundles")
-    codes: list[str] = []
-    abstract: list[str] = []
+    codes: list[tuple[str, str]] = []
+    abstract: list[tuple[str, str]] = []
     for include in value_set.get("compose", {}).get("include", ()):
         for nested in include.get("valueSet", ()):
-            more, more_abstract = expand(definitions, nested)
+            more, more_abstract = expand_pairs(definitions, nested)
             codes += more
             abstract += more_abstract
         if "system" not in include:
@@ -100,10 +106,14 @@ def expand(definitions: Definitions, url: str) -> tuple[list[str], list[str]]:
             system = _system(definitions, include["system"])
         by_code = {concept["code"]: concept for concept in _concepts(system.get("concept", []))}
         chosen = [c["code"] for c in include["concept"]] if "concept" in include else list(by_code)
-        codes += chosen
-        abstract += [code for code in chosen if code in by_code and _not_selectable(by_code[code])]
-    excluded = {c["code"] for exclude in value_set.get("compose", {}).get("exclude", ()) for c in exclude["concept"]}
-    return _unique(c for c in codes if c not in excluded), _unique(abstract)
+        codes += [(include["system"], code) for code in chosen]
+        abstract += [(include["system"], c) for c in chosen if c in by_code and _not_selectable(by_code[c])]
+    excluded = {
+        (exclude.get("system"), c["code"])
+        for exclude in value_set.get("compose", {}).get("exclude", ())
+        for c in exclude.get("concept", ())
+    }
+    return _unique(pair for pair in codes if pair not in excluded), _unique(abstract)
 
 
 def _unique(codes: Any) -> list[str]:

@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout: fhir_server's list of serv
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from r4_bindings import required_bindings  # noqa: E402
+from r4_structures import extensions, types, value_sets  # noqa: E402
 
 from fhir_server import models  # noqa: E402
 
@@ -219,12 +220,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a file would change")
     args = parser.parse_args(argv)
     definitions = load(args.source)
+    tables = types(definitions, models.R4_RESOURCE_TYPES | models.R4_TYPES_NOT_MODELLED | set(COMMON_BASES))
     outputs = {
         SEARCH_DATA / "search_parameters.json": search_parameters(definitions),
         SEARCH_DATA / "compartment_patient.json": compartment_patient(definitions),
         VALIDATION_DATA / "required_bindings.json": required_bindings(definitions),
+        VALIDATION_DATA / "r4_types.json": tables,
+        VALIDATION_DATA / "r4_valuesets.json": value_sets(definitions, tables),
+        VALIDATION_DATA / "r4_extensions.json": extensions(definitions),
     }
-    changed = [path for path, value in outputs.items() if json.loads(path.read_text()) != value]
+    changed = [path for path, value in outputs.items() if not path.exists() or json.loads(path.read_text()) != value]
     for path, value in outputs.items():
         same_bytes = path.read_text() == _dumps(value)
         state = "differs" if path in changed else ("same" if same_bytes else "same content, other formatting")

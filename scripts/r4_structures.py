@@ -1,0 +1,193 @@
+"""The validator's tables (fhir_server/validation/data/r4_*.json) from the R4 definitions (r4_data.py loads them).
+
+- ``r4_types.json``: every base type of the specification (primitive, complex, resource; ``derivation`` =
+  specialization) and the core datatype profiles (SimpleQuantity, MoneyQuantity...), each with its snapshot's
+  elements in a compact form — ``min``, ``max``, ``type`` (code, target types of a Reference/canonical, type
+  profile), ``binding`` (strength, value set), ``contentReference``, ``constraint`` keys, ``fixed``/``pattern`` —
+  and every invariant by key (severity, human text, FHIRPath expression); primitives carry their regex and
+  maximum length.
+- ``r4_valuesets.json``: the (system, code) pairs of every value set bound ``required`` or ``extensible``
+  somewhere in the types, when the specification's own code systems define it; the others are listed under
+  ``_external`` with the reason (a terminology server may know them).
+- ``r4_extensions.json``: every core extension definition: where it may be used (``context``), its value types
+  (none for a complex extension), and the URL and value types of the sub-extensions of a complex one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from r4_bindings import External, expand_pairs
+
+FHIR_TYPE = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
+REGEX = "http://hl7.org/fhir/StructureDefinition/regex"
+SD = "http://hl7.org/fhir/StructureDefinition/"
+# Element fields copied as they are (a profile's fixed or pattern value) — any fixedX / patternX key.
+VALUE_PREFIXES = ("fixed", "pattern")
+
+
+def _short(url: str) -> str:
+    return url[len(SD) :] if url.startswith(SD) else url
+
+
+def _type_code(entry: dict[str, Any]) -> str:
+    for extension in entry.get("extension", ()):
+        if extension["url"] == FHIR_TYPE:
+            return extension.get("valueUrl") or extension.get("valueUri")
+    code = entry["code"]
+    return {"http://hl7.org/fhirpath/System.String": "string"}.get(code, code)
+
+
+def _element(element: dict[str, Any], constraints: dict[str, Any], owner: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"path": element["path"], "min": element.get("min", 0), "max": element.get("max", "*")}
+    types = []
+    for entry in element.get("type", ()):
+        kind: dict[str, Any] = {"code": _type_code(entry)}
+        if entry.get("targetProfile"):
+            kind["targets"] = [_short(url) for url in entry["targetProfile"]]
+        if entry.get("profile"):
+            kind["profile"] = [_short(url) for url in entry["profile"]]
+        types.append(kind)
+    if types:
+        out["type"] = types
+    if element.get("contentReference"):
+        out["contentReference"] = element["contentReference"].lstrip("#")
+    binding = element.get("binding") or {}
+    if binding.get("valueSet") and binding.get("strength") in ("required", "extensible"):
+        out["binding"] = {"strength": binding["strength"], "valueSet": binding["valueSet"].split("|")[0]}
+    keys = []
+    for constraint in element.get("constraint", ()):
+        key = _constraint_key(constraint, constraints, owner)
+        if key is not None:
+            keys.append(key)
+    if keys:
+        out["constraint"] = keys
+    if element.get("sliceName"):
+        out["sliceName"] = element["sliceName"]
+    if element.get("maxLength"):
+        out["maxLength"] = element["maxLength"]
+    for key, value in element.items():
+        if key.startswith(VALUE_PREFIXES) and key not in ("fixed", "pattern"):
+            out[key] = value
+    return out
+
+
+def _constraint_key(constraint: dict[str, Any], constraints: dict[str, Any], owner: str) -> str | None:
+    """The invariant's key in the table; the same key with another expression (rare) gets ``key@Owner``."""
+    expression = constraint.get("expression")
+    if not expression:
+        return None
+    entry = {"severity": constraint["severity"], "human": constraint["human"], "expression": expression}
+    key = constraint["key"]
+    if key in constraints and constraints[key] != entry:
+        key = f"{key}@{owner}"
+    constraints.setdefault(key, entry)
+    return key
+
+
+def _is_core_type(definition: dict[str, Any], resource_types: frozenset[str]) -> bool:
+    if definition.get("kind") not in ("primitive-type", "complex-type", "resource"):
+        return False
+    if definition["kind"] == "resource" and definition["id"] not in resource_types:
+        return False  # a later version's resource some copies add (SubscriptionStatus), or a resource profile
+    if definition.get("kind") == "complex-type" and definition["id"] == "elementdefinition-de":
+        return False
+    if definition.get("derivation") == "specialization" or definition["name"] in ("Element", "Resource"):
+        return True
+    # the core profiles of datatypes that elements name as type profiles
+    return definition.get("kind") == "complex-type" and definition["type"] != "Extension"
+
+
+def types(definitions: Any, resource_types: frozenset[str]) -> dict[str, Any]:
+    """``resource_types``: the R4 resource types (and Resource, DomainResource)."""
+    constraints: dict[str, Any] = {}
+    out: dict[str, Any] = {}
+    for definition in definitions.of_type("StructureDefinition"):
+        if not _is_core_type(definition, resource_types):
+            continue
+        name = definition["id"]
+        entry: dict[str, Any] = {
+            "kind": definition["kind"],
+            "type": definition["type"],
+            "abstract": definition.get("abstract", False),
+        }
+        if definition.get("baseDefinition"):
+            entry["base"] = _short(definition["baseDefinition"])
+        elements = definition["snapshot"]["element"]
+        if definition["kind"] == "primitive-type":
+            value = next((e for e in elements if e["path"].endswith(".value")), None)
+            regex = next(
+                (
+                    x.get("valueString")
+                    for t in (value or {}).get("type", ())
+                    for x in t.get("extension", ())
+                    if x["url"] == REGEX
+                ),
+                None,
+            )
+            if regex:
+                entry["regex"] = regex
+            if value and value.get("maxLength"):
+                entry["maxLength"] = value["maxLength"]
+            elements = [e for e in elements if not e["path"].endswith(".value")]
+        entry["elements"] = [_element(element, constraints, name) for element in elements]
+        out[name] = entry
+    return {"types": dict(sorted(out.items())), "constraints": dict(sorted(constraints.items()))}
+
+
+def value_sets(definitions: Any, tables: dict[str, Any]) -> dict[str, Any]:
+    urls = sorted(
+        {
+            element["binding"]["valueSet"]
+            for entry in tables["types"].values()
+            for element in entry["elements"]
+            if "binding" in element
+        }
+    )
+    out: dict[str, Any] = {}
+    external: dict[str, str] = {}
+    for url in urls:
+        try:
+            pairs, abstract = expand_pairs(definitions, url)
+        except External as reason:
+            external[url] = str(reason)
+            continue
+        out[url] = {"codes": [list(pair) for pair in pairs]}
+        if abstract:
+            out[url]["notSelectable"] = [list(pair) for pair in abstract]
+    out["_external"] = external
+    return out
+
+
+def extensions(definitions: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for definition in definitions.of_type("StructureDefinition"):
+        if definition.get("type") != "Extension" or definition.get("derivation") != "constraint":
+            continue
+        elements = definition["snapshot"]["element"]
+        entry: dict[str, Any] = {
+            "context": [[c["type"], c["expression"]] for c in definition.get("context", ())],
+            "value": _value_types(elements, "Extension"),
+        }
+        children = {}
+        for element in elements:
+            if element["path"] == "Extension.extension.url" and element.get("fixedUri"):
+                prefix = element["id"].rsplit(".url", 1)[0]
+                children[element["fixedUri"]] = _value_types(elements, prefix, by_id=True)
+        if children:
+            entry["extensions"] = children
+        if definition.get("status") == "retired":
+            entry["retired"] = True
+        out[definition["url"]] = entry
+    return dict(sorted(out.items()))
+
+
+def _value_types(elements: list[dict[str, Any]], prefix: str, by_id: bool = False) -> list[str]:
+    """The value types allowed at ``prefix.value[x]``; [] when value[x] is prohibited (a complex extension)."""
+    for element in elements:
+        where = element["id"] if by_id else element["path"]
+        if where == f"{prefix}.value[x]":
+            if element.get("max") == "0":
+                return []
+            return [_type_code(entry) for entry in element.get("type", ())]
+    return []
