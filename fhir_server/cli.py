@@ -29,7 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
         from fhir_server.store.migrate import upgrade
 
         upgrade(settings.database_url)
-    problem = _secret_key_problem(settings) or _scoring_problem(settings)
+    problem = _secret_key_problem(settings) or _scoring_problem(settings) or _validation_problem(settings)
     if problem:
         print(f"fhir-server: not starting: {problem}", file=sys.stderr)
         return 1
@@ -54,6 +54,17 @@ def _driver_problem(settings: Settings) -> str | None:
             "FHIR_SERVER_DATABASE_URL is a PostgreSQL database but its driver is not installed: "
             "pip install 'fhir-server[postgres]' (or psycopg[binary])"
         )
+    return None
+
+
+def _validation_problem(settings: Settings) -> str | None:
+    """A rule family in FHIR_SERVER_VALIDATION_WARN_ONLY that does not exist or may not be downgraded."""
+    from fhir_server.validation.families import parse_warn_only
+
+    try:
+        parse_warn_only(settings.validation_warn_only)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 

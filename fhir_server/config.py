@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     load_library: bool = True
     # Per-site scoring settings, e.g. FHIR_SERVER_SCORING_OVERRIDES='{"srs-cutoff.comparator": "<="}'
     scoring_overrides: dict[str, Any] = {}
+    # Validation rule families whose errors this site stores with a warning instead of refusing, comma separated:
+    # binding, invariant, extension, reference, bundle, profile, definition (fhir_server/validation/families.py).
+    validation_warn_only: str = ""
+    # A terminology server (its FHIR base) for codes of systems and value sets this server does not hold (SNOMED CT,
+    # LOINC...): asked with $validate-code, answers cached for an hour.  Empty: such codes are not judged.
+    terminology_url: str = ""
 
     # -- authorization (SMART on FHIR) -------------------------------------------------------------------
     # Every /fhir request except /metadata needs a bearer token.  false is for local development and for tests

@@ -21,6 +21,7 @@ class Issue:
     diagnostics: str
     severity: str = "error"
     expression: list[str] = field(default_factory=list)
+    rule: str = ""  # the validator's rule family (validation/families.py); never sent to clients
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"severity": self.severity, "code": self.code, "diagnostics": self.diagnostics}

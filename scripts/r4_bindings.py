@@ -1,42 +1,13 @@
-"""The required bindings of fhir_server/validation/data/required_bindings.json, from the R4 definitions (r4_data.py
-loads them): for each element of the checked types bound with strength ``required``, its value set and the codes
-that value set holds, from the specification's own code systems.  A value set over a terminology the specification
-does not define (mime types, currencies) cannot be listed: it is named under ``_skipped`` with the reason, and the
-element is not checked.
+"""Value set expansion from the R4 definitions, for r4_structures.py's ``r4_valuesets.json``: the (system, code)
+pairs a value set holds, from the specification's own code systems.  A value set over a terminology the
+specification does not define (mime types, currencies, SNOMED CT by a filter) cannot be listed: ``External`` says
+why, and the value set is named under ``_external`` (a terminology server may judge it).
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-# The resource types whose required bindings the server checks: its own (the measures' Questionnaires, responses,
-# Observations, Flags, Provenance, Tasks, terminology) and what its flows exchange with an EHR.  A type's codes are
-# checked only once it is listed here and the file is regenerated.  Every complex datatype's are (bar
-# ElementDefinition, which only StructureDefinition uses).
-RESOURCE_TYPES = (
-    "AuditEvent",
-    "Bundle",
-    "CareTeam",
-    "CodeSystem",
-    "ConceptMap",
-    "Device",
-    "Encounter",
-    "EpisodeOfCare",
-    "Flag",
-    "Group",
-    "Observation",
-    "Patient",
-    "Practitioner",
-    "PractitionerRole",
-    "Provenance",
-    "Questionnaire",
-    "QuestionnaireResponse",
-    "RelatedPerson",
-    "Subscription",
-    "Task",
-    "ValueSet",
-)
-DATATYPES_LEFT_OUT = ("ElementDefinition",)
 NOT_SELECTABLE = "notSelectable"
 
 
@@ -48,14 +19,6 @@ class Definitions(Protocol):
 
 class External(Exception):
     """A value set whose codes come from a terminology outside the specification."""
-
-
-def _checked(definition: dict[str, Any]) -> bool:
-    if definition.get("derivation") != "specialization":
-        return False
-    if definition.get("kind") == "resource":
-        return definition["name"] in RESOURCE_TYPES
-    return definition.get("kind") == "complex-type" and definition["name"] not in DATATYPES_LEFT_OUT
 
 
 def _concepts(concepts: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -118,28 +81,3 @@ def expand_pairs(definitions: Definitions, url: str) -> tuple[list[tuple[str, st
 
 def _unique(codes: Any) -> list[str]:
     return list(dict.fromkeys(codes))
-
-
-def required_bindings(definitions: Definitions) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    skipped: dict[str, Any] = {}
-    for definition in definitions.of_type("StructureDefinition"):
-        if not _checked(definition):
-            continue
-        for element in definition.get("snapshot", {}).get("element", ()):
-            binding = element.get("binding") or {}
-            if binding.get("strength") != "required" or element["path"] in out or element["path"] in skipped:
-                continue
-            value_set = binding["valueSet"].split("|")[0]
-            try:
-                codes, abstract = expand(definitions, value_set)
-            except External as reason:
-                skipped[element["path"]] = {"valueSet": value_set, "reason": str(reason)}
-                continue
-            out[element["path"]] = {"valueSet": value_set, "codes": codes}
-            if abstract:
-                out[element["path"]][NOT_SELECTABLE] = abstract
-    result = {path: out[path] for path in sorted(out)}
-    if skipped:
-        result["_skipped"] = {path: skipped[path] for path in sorted(skipped)}
-    return result

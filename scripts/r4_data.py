@@ -16,18 +16,20 @@ It writes, from the resources whose canonical URL is the specification's own:
 - ``fhir_server/search/data/search_parameters.json``: every SearchParameter with an expression, one entry per base
   type the server serves (its expression cut to that type's alternatives), sorted by type and code;
 - ``fhir_server/search/data/compartment_patient.json``: the Patient compartment's parameters by resource type;
-- ``fhir_server/validation/data/required_bindings.json`` (r4_bindings.py): the codes of each required binding of
-  the types the server validates;
+- ``fhir_server/validation/data/r4_types.json``, ``r4_valuesets.json``, ``r4_extensions.json`` and
+  ``r4_profiles.json`` (r4_structures.py): the validator's tables and the specification's own profiles;
 - ``SOURCE.json`` beside each: which package (name, version) they were made from, and each file's SHA-256.
 
 ``--check`` writes nothing and exits 1 when a file would change (the files are compared as JSON, so a difference
-of formatting alone is not one).  Lives in scripts/: a maintainer's tool, run by hand when the definitions change;
-neither the installed package nor the tests need it.
+of formatting alone is not one).  ``--only NAME`` (repeatable, e.g. ``--only r4_profiles.json``) rebuilds just
+those files and leaves the others, SOURCE.json included, as they are.  Lives in scripts/: a maintainer's tool, run
+by hand when the definitions change; neither the installed package nor the tests need it.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import io
 import json
@@ -43,8 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout: fhir_server's list of served types, and r4_bindings beside us
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from r4_bindings import required_bindings  # noqa: E402
-from r4_structures import extensions, types, value_sets  # noqa: E402
+from r4_structures import extensions, profiles, types, value_sets  # noqa: E402
 
 from fhir_server import models  # noqa: E402
 
@@ -210,7 +211,17 @@ def differences(old: Any, new: Any) -> list[str]:
     return out
 
 
-def _dumps(value: Any) -> str:
+# Written one entry a line, without indentation: r4_profiles.json is whole StructureDefinitions, 40% bigger indented.
+COMPACT = {"r4_profiles.json"}
+
+
+def _dumps(value: Any, name: str = "") -> str:
+    if name in COMPACT and isinstance(value, dict):
+        lines = [
+            f"{json.dumps(key)}:{json.dumps(item, separators=(',', ':'), ensure_ascii=True)}"
+            for key, item in value.items()
+        ]
+        return "{\n" + ",\n".join(lines) + "\n}\n"
     return json.dumps(value, indent=2, ensure_ascii=True)
 
 
@@ -218,30 +229,52 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", type=Path, help="hl7.fhir.r4.core-4.0.1.tgz, definitions.json.zip, or a folder")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a file would change")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="rebuild only this file (e.g. r4_profiles.json), not SOURCE.json",
+    )
     args = parser.parse_args(argv)
     definitions = load(args.source)
-    tables = types(definitions, models.R4_RESOURCE_TYPES | models.R4_TYPES_NOT_MODELLED | set(COMMON_BASES))
-    outputs = {
-        SEARCH_DATA / "search_parameters.json": search_parameters(definitions),
-        SEARCH_DATA / "compartment_patient.json": compartment_patient(definitions),
-        VALIDATION_DATA / "required_bindings.json": required_bindings(definitions),
+
+    @functools.cache
+    def tables() -> dict[str, Any]:  # r4_types.json's content, which r4_valuesets.json is built from too
+        return types(definitions, models.R4_RESOURCE_TYPES | models.R4_TYPES_NOT_MODELLED | set(COMMON_BASES))
+
+    builders = {
+        SEARCH_DATA / "search_parameters.json": lambda: search_parameters(definitions),
+        SEARCH_DATA / "compartment_patient.json": lambda: compartment_patient(definitions),
         VALIDATION_DATA / "r4_types.json": tables,
-        VALIDATION_DATA / "r4_valuesets.json": value_sets(definitions, tables),
-        VALIDATION_DATA / "r4_extensions.json": extensions(definitions),
+        VALIDATION_DATA / "r4_valuesets.json": lambda: value_sets(definitions, tables()),
+        VALIDATION_DATA / "r4_extensions.json": lambda: extensions(definitions),
+        VALIDATION_DATA / "r4_profiles.json": lambda: profiles(definitions),
     }
+    if args.only:
+        unknown = set(args.only) - {path.name for path in builders}
+        if unknown:
+            raise SystemExit(f"r4_data: --only: no such output {', '.join(sorted(unknown))}")
+    outputs = {path: build() for path, build in builders.items() if not args.only or path.name in args.only}
     changed = [path for path, value in outputs.items() if not path.exists() or json.loads(path.read_text()) != value]
     for path, value in outputs.items():
-        same_bytes = path.read_text() == _dumps(value)
+        if not path.exists():
+            print(f"{path.relative_to(ROOT)}: new")
+            continue
+        same_bytes = path.read_text() == _dumps(value, path.name)
         state = "differs" if path in changed else ("same" if same_bytes else "same content, other formatting")
         print(f"{path.relative_to(ROOT)}: {state}")
         for line in differences(json.loads(path.read_text()), value)[:20]:
             print(f"  {line}")
     if args.check:
         return 1 if changed else 0
+    if args.only:  # a partial rebuild: SOURCE.json's hashes describe a full one and stay as they are
+        for path, value in outputs.items():
+            path.write_text(_dumps(value, path.name))
+        return 0
     for folder in (SEARCH_DATA, VALIDATION_DATA):
         files = {path: value for path, value in outputs.items() if path.parent == folder}
         for path, value in files.items():
-            path.write_text(_dumps(value))
+            path.write_text(_dumps(value, path.name))
         sidecar = {
             "generator": "scripts/r4_data.py",
             "source": definitions.package,

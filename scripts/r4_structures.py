@@ -11,6 +11,11 @@
   ``_external`` with the reason (a terminology server may know them).
 - ``r4_extensions.json``: every core extension definition: where it may be used (``context``), its value types
   (none for a complex extension), and the URL and value types of the sub-extensions of a complex one.
+- ``r4_profiles.json``: the specification's own profiles (every constraint StructureDefinition that is not an
+  extension definition: vitalsigns, bodytemp, bp..., SimpleQuantity, MoneyQuantity...) by canonical URL, whole
+  with their snapshot and differential, for ``validation/core_profiles.py``; the narrative and the documentation
+  fields (``text``, ``mapping``; each element's ``definition``, ``comment``, ``requirements``, ``mapping``,
+  ``short``, ``alias``, ``example``) are left out: the validator reads none of them and they are most of the size.
 """
 
 from __future__ import annotations
@@ -19,11 +24,17 @@ from typing import Any
 
 from r4_bindings import External, expand_pairs
 
+from fhir_server.validation.extensions import compact
+
 FHIR_TYPE = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
 REGEX = "http://hl7.org/fhir/StructureDefinition/regex"
+BEST_PRACTICE = "http://hl7.org/fhir/StructureDefinition/elementdefinition-bestpractice"
 SD = "http://hl7.org/fhir/StructureDefinition/"
 # Element fields copied as they are (a profile's fixed or pattern value) — any fixedX / patternX key.
 VALUE_PREFIXES = ("fixed", "pattern")
+# Documentation a profile carries that validation never reads (r4_profiles.json leaves it out).
+PROFILE_DROPPED = ("text", "mapping")
+ELEMENT_DROPPED = ("definition", "comment", "requirements", "mapping", "short", "alias", "example")
 
 
 def _short(url: str) -> str:
@@ -78,6 +89,8 @@ def _constraint_key(constraint: dict[str, Any], constraints: dict[str, Any], own
     if not expression:
         return None
     entry = {"severity": constraint["severity"], "human": constraint["human"], "expression": expression}
+    if any(x.get("url") == BEST_PRACTICE and x.get("valueBoolean") for x in constraint.get("extension", ())):
+        entry["bestPractice"] = True  # a recommendation (dom-6): HL7's validator ignores it unless asked
     key = constraint["key"]
     if key in constraints and constraints[key] != entry:
         key = f"{key}@{owner}"
@@ -164,30 +177,27 @@ def extensions(definitions: Any) -> dict[str, Any]:
     for definition in definitions.of_type("StructureDefinition"):
         if definition.get("type") != "Extension" or definition.get("derivation") != "constraint":
             continue
-        elements = definition["snapshot"]["element"]
-        entry: dict[str, Any] = {
-            "context": [[c["type"], c["expression"]] for c in definition.get("context", ())],
-            "value": _value_types(elements, "Extension"),
-        }
-        children = {}
-        for element in elements:
-            if element["path"] == "Extension.extension.url" and element.get("fixedUri"):
-                prefix = element["id"].rsplit(".url", 1)[0]
-                children[element["fixedUri"]] = _value_types(elements, prefix, by_id=True)
-        if children:
-            entry["extensions"] = children
+        entry = compact(definition)
         if definition.get("status") == "retired":
             entry["retired"] = True
         out[definition["url"]] = entry
     return dict(sorted(out.items()))
 
 
-def _value_types(elements: list[dict[str, Any]], prefix: str, by_id: bool = False) -> list[str]:
-    """The value types allowed at ``prefix.value[x]``; [] when value[x] is prohibited (a complex extension)."""
-    for element in elements:
-        where = element["id"] if by_id else element["path"]
-        if where == f"{prefix}.value[x]":
-            if element.get("max") == "0":
-                return []
-            return [_type_code(entry) for entry in element.get("type", ())]
-    return []
+def profiles(definitions: Any) -> dict[str, Any]:
+    """The core profiles by URL, without their documentation (only the top-level and element-level fields are cut:
+    a ``text`` inside a fixed or pattern value is data and stays)."""
+    out: dict[str, Any] = {}
+    for definition in definitions.of_type("StructureDefinition"):
+        if definition.get("derivation") != "constraint" or definition.get("type") == "Extension":
+            continue
+        profile = {key: value for key, value in definition.items() if key not in PROFILE_DROPPED}
+        for part in ("snapshot", "differential"):
+            if part in profile:
+                elements = [
+                    {key: value for key, value in element.items() if key not in ELEMENT_DROPPED}
+                    for element in profile[part]["element"]
+                ]
+                profile[part] = {**profile[part], "element": elements}
+        out[definition["url"]] = profile
+    return dict(sorted(out.items()))

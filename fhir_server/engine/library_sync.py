@@ -41,6 +41,7 @@ def sync_resources(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> SyncSummary:
     summary = SyncSummary()
+    fhir = fhir.without_terminology()
     for number, (path, resource) in enumerate(resources, start=1):
         resource_type = resource["resourceType"]
         if "url" not in resource or "version" not in resource:

@@ -29,6 +29,10 @@ def extract(ctx: OperationContext) -> dict[str, Any]:
     response = _response(ctx)
     validate_resource(response, "QuestionnaireResponse")
     questionnaire = ctx.fhir.check_response(None, response)
+    if questionnaire is None:
+        raise FhirError(
+            422, "not-found", "The response's Questionnaire is not known to this server: nothing to extract"
+        )
     pipeline = ctx.fhir.scoring
     rules = pipeline.rules_for(response)
     if rules is None:

@@ -7,7 +7,8 @@ R4's forms are accepted and nothing else (R4 §2.3.0.1, ref-1):
 - relative ``Type/id`` or ``Type/id/_history/vid``, Type a FHIR R4 resource type, ids ``[A-Za-z0-9\\-.]{1,64}``
 - an absolute ``http``/``https`` URL with a host
 - ``#id`` (a contained resource) or ``#`` (the container)
-- ``urn:uuid:`` with a UUID, ``urn:oid:`` with an OID
+- ``urn:oid:`` with an OID, and any other URN (``urn:uuid:``...; as HL7's validator, a URN that names nothing
+  simply does not resolve)
 
 Conditional references (``Patient?identifier=...``) exist only inside a transaction, which resolves them before any
 entry is validated, so a stored resource never holds one.
@@ -24,8 +25,8 @@ from fhir_server import models
 _ID = r"[A-Za-z0-9\-.]{1,64}"
 _RELATIVE = re.compile(rf"([A-Za-z]+)/{_ID}(?:/_history/{_ID})?")
 _LOCAL = re.compile(rf"#(?:{_ID})?")
-_UUID = re.compile(r"urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _OID = re.compile(r"urn:oid:[0-2](?:\.(?:0|[1-9][0-9]*))+")
+_URN = re.compile(r"urn:[A-Za-z0-9][A-Za-z0-9\-]{0,31}:\S+")
 _WHITESPACE = re.compile(r"\s")
 _BASE64_SPACE = re.compile(r"\s+")
 
@@ -35,10 +36,10 @@ def reference_problem(value: str) -> str | None:
         return "a reference contains no whitespace"
     if value.startswith("#"):
         return None if _LOCAL.fullmatch(value) else "a local reference is '#' followed by the contained resource's id"
-    if value.startswith("urn:uuid:"):
-        return None if _UUID.fullmatch(value) else "'urn:uuid:' must be followed by a UUID"
     if value.startswith("urn:oid:"):
         return None if _OID.fullmatch(value) else "'urn:oid:' must be followed by an OID"
+    if _URN.fullmatch(value):  # urn:uuid: and any other URN (one that names nothing here simply does not resolve)
+        return None
     match = _RELATIVE.fullmatch(value)
     if match is not None:
         if not models.is_r4_type(match.group(1)):

@@ -134,8 +134,8 @@ def test_a_number_parameter(client, uid, define):
     [
         ("Patient", "string", "!!!", "invalid"),  # does not compile
         ("Patient", "special", "Patient.name", "not-supported"),  # special parameters need code of their own
-        ("Patient", "nonsense", "Patient.name", "not-supported"),
-        ("Nonsense", "string", "Patient.name", "value"),
+        ("Patient", "nonsense", "Patient.name", "code-invalid"),  # SearchParameter.type: a required binding,
+        ("Nonsense", "string", "Patient.name", "code-invalid"),  # SearchParameter.base: a required binding
         ("Patient", "string", None, "required"),
     ],
 )

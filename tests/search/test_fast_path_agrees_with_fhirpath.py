@@ -253,7 +253,8 @@ def test_group_characteristic_value_and_molecular_sequence_variant_composites(cl
         {
             "resourceType": "MolecularSequence",
             "coordinateSystem": 0,
-            "referenceSeq": {"chromosome": {"coding": [{"system": "urn:chr", "code": uid}]}},
+            # msq-5 / msq-6: a chromosome comes with its genome build, and one reference sequence is named
+            "referenceSeq": {"chromosome": {"coding": [{"system": "urn:chr", "code": uid}]}, "genomeBuild": "GRCh38"},
             "variant": [{"start": 100, "end": 200}],
         },
     )
