@@ -4,7 +4,6 @@ against fhirpathpy, and every expression of the R4 tables compiled and evaluated
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from functools import cache
 from typing import Any, NamedTuple
@@ -274,7 +273,8 @@ def test_malformed_data_never_raises():
             assert invariants.holds(key, node, QR) in (True, False, None)
 
 
-def test_a_questionnaire_response_needs_no_fhirpathpy_and_is_fast():
+def test_a_questionnaire_response_needs_no_fhirpathpy():
+    """Every invariant a response brings has a fast path (its speed is bench/validate.py's to measure)."""
     answers = [{"valueInteger": 3}, {"valueDecimal": 2.5}, {"valueCoding": {"system": "http://x", "code": "a"}}]
     response = {
         **QR,
@@ -283,8 +283,4 @@ def test_a_questionnaire_response_needs_no_fhirpathpy_and_is_fast():
     }
     judged = [c for c in contexts(response) if c.key not in invariants.WALKER]
     assert {c.key for c in judged} <= set(FAST)
-    start = time.perf_counter()
-    for _ in range(100):
-        for c in judged:
-            assert invariants.holds(*c) is True
-    assert (time.perf_counter() - start) / 100 < 0.003  # measured ≈ 0.02 ms; a fhirpathpy fallback is ≈ 1 ms
+    assert all(invariants.holds(*c) is True for c in judged)
