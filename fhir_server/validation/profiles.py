@@ -1,19 +1,20 @@
 """Validation of a resource against a profile: a constraint StructureDefinition with a snapshot.
 
 The structure walk checks what the base R4 types say; this module checks what a profile adds (R4 profiling.html),
-walking the resource's JSON with the profile's snapshot (``slicing.py`` turns it into a tree):
+walking the resource's JSON (``profile_items.py``) with the profile's snapshot as a tree (``profile_tree.py``):
 
 - cardinality, where the profile tightens the base's (an element's ``base.min``/``base.max`` say the base's; without
   them it is always checked), including ``max = 0``;
 - types: a choice or a ``Resource`` element allowing fewer types, a Reference fewer targets (``targetProfile``);
-- ``fixed[x]`` (exactly that value) and ``pattern[x]`` (the value contains it);
-- slicing: each repetition matched to a slice by the discriminators, each slice's cardinality and its own
-  element definitions, ``rules`` closed / open / openAtEnd, ``ordered``;
+- ``fixed[x]`` (exactly that value) and ``pattern[x]`` (the value contains it; ``profile_values.py`` compares);
+- slicing: each repetition matched to a slice by the discriminators (``slicing.py``), each slice's cardinality and
+  its own element definitions, ``rules`` closed / open / openAtEnd, ``ordered``;
 - bindings a profile adds or changes, when the caller can expand the value set: ``required`` → error,
   ``extensible`` → warning;
 - the profile's own invariants (the base types' are the structure walk's), with ``invariants.compiled``;
 - type profiles (an element's ``type.profile``: SimpleQuantity, an extension's definition), recursively.
 
+What the base types already say is the structure walk's to check, and is not said twice (``profile_base.py``).
 Every issue names the element by FHIRPath (``Observation.component[1].code``) and the profile it comes from.
 What cannot be judged (a profile or value set that cannot be read, a discriminator through ``resolve()``) is a
 warning or nothing, never an error.
@@ -21,31 +22,17 @@ warning or nothing, never an error.
 
 from __future__ import annotations
 
-import json
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
-from functools import cache
 from typing import Any
 
 import fhir_server.validation.invariants as invariants
 from fhir_server.errors import Issue
-from fhir_server.validation.slicing import (
-    SD,
-    Item,
-    Node,
-    Snapshot,
-    Unsupported,
-    assign,
-    base_tables,
-    build,
-    children_named,
-    contains,
-    equal,
-    fixed_or_pattern,
-    type_code,
-)
+from fhir_server.validation.profile_base import base_element, base_invariants, base_types, core_type, is_resource
+from fhir_server.validation.profile_items import Item, children_named
+from fhir_server.validation.profile_tree import Node, Snapshot, tree, type_code
+from fhir_server.validation.profile_values import codes_shown, contains, equal, fixed_or_pattern, in_value_set, show
+from fhir_server.validation.slicing import Unsupported, assign
 
 Resolve = Callable[[str], dict[str, Any] | None]
 Expand = Callable[[str], set[tuple[str, str]] | None]
@@ -77,7 +64,7 @@ def profile_issues(
     if not (profile.get("snapshot") or {}).get("element"):
         message = f"Profile {url} has no snapshot: generating one from its differential is not supported"
         return [Issue("not-supported", message, severity="error")]
-    snapshot = _snapshot(profile)
+    snapshot = tree(profile)
     kind = resource.get("resourceType")
     if snapshot.type != kind:
         message = f"Profile {url} is for {snapshot.type}, not {kind}"
@@ -85,23 +72,6 @@ def profile_issues(
     walker = _Walker(resolve, expand, resource)
     walker.check(snapshot.root, Item(resource, None, str(kind), str(kind)))
     return list({(i.code, i.severity, i.diagnostics, tuple(i.expression)): i for i in walker.issues}.values())
-
-
-# Built trees, by the identity of the StructureDefinition (each entry keeps it alive, so an id is never reused).
-_TREES: OrderedDict[int, Snapshot] = OrderedDict()
-_TREES_LOCK = threading.Lock()
-
-
-def _snapshot(definition: dict[str, Any]) -> Snapshot:
-    with _TREES_LOCK:
-        tree = _TREES.get(id(definition))
-    if tree is None or tree.definition is not definition:
-        tree = build(definition)
-        with _TREES_LOCK:
-            _TREES[id(definition)] = tree
-            while len(_TREES) > 256:
-                _TREES.popitem(last=False)
-    return tree
 
 
 class _Walker:
@@ -121,7 +91,7 @@ class _Walker:
         if url not in self.snapshots:
             definition = self.resolve(url)
             has_snapshot = isinstance(definition, dict) and (definition.get("snapshot") or {}).get("element")
-            self.snapshots[url] = _snapshot(definition) if has_snapshot else None  # type: ignore[arg-type]
+            self.snapshots[url] = tree(definition) if has_snapshot else None  # type: ignore[arg-type]
         return self.snapshots[url]
 
     def conforms(self, snapshot: Snapshot, item: Item) -> bool:
@@ -140,7 +110,7 @@ class _Walker:
     def _sub(self, item: Item) -> _Walker | None:
         if self.depth >= MAX_DEPTH:
             return None
-        resource = item.value if item.type and _is_resource(item.type) and type(item.value) is dict else self.resource
+        resource = item.value if item.type and is_resource(item.type) and type(item.value) is dict else self.resource
         sub = _Walker(self.resolve, self.expand, resource, self.depth + 1)
         sub.snapshots, sub.value_sets = self.snapshots, self.value_sets
         return sub
@@ -194,7 +164,7 @@ class _Walker:
             return True
         if allowed <= {"BackboneElement", "Element"}:
             return True
-        base = _base_types(node)
+        base = base_types(node)
         if base is not None and item.type not in base and not base & ANY_RESOURCE:
             return False  # not a type the base allows either: the structure walk says so
         message = f"{item.where}: type {item.type} is not allowed here, only {', '.join(node.types())}"
@@ -207,10 +177,10 @@ class _Walker:
             return
         how, value = expected
         if how == "fixed" and not equal(item.value, value):
-            message = f"{item.where}: value must be exactly {_show(value)}, found {_show(item.value)}"
+            message = f"{item.where}: value must be exactly {show(value)}, found {show(item.value)}"
             self._error("value", message, node, item.where)
         elif how == "pattern" and not contains(item.value, value):
-            message = f"{item.where}: value must match the pattern {_show(value)}, found {_show(item.value)}"
+            message = f"{item.where}: value must match the pattern {show(value)}, found {show(item.value)}"
             self._error("value", message, node, item.where)
 
     def _binding(self, node: Node, item: Item) -> None:
@@ -218,15 +188,15 @@ class _Walker:
         strength, value_set = binding.get("strength"), (binding.get("valueSet") or "").split("|", 1)[0]
         if strength not in ("required", "extensible") or not value_set or self.expand is None:
             return
-        base = (_base_element(node) or {}).get("binding") or {}
+        base = (base_element(node) or {}).get("binding") or {}
         if base.get("valueSet") == value_set and base.get("strength") == strength:
             return  # the base's own binding: the structure walk's to check
         pairs = self.codes(value_set)
         if pairs is None:
             return
-        verdict = _in_value_set(item.value, pairs, strength)
+        verdict = in_value_set(item.value, pairs, strength)
         if verdict is False:
-            found = _codes_shown(item.value)
+            found = codes_shown(item.value)
             if strength == "required":
                 message = f"{item.where}: {found} is not in the value set {value_set} (required binding)"
                 self._error("code-invalid", message, node, item.where)
@@ -245,7 +215,7 @@ class _Walker:
         ]
         allowed: set[str] = set()
         for url in urls:
-            name = _core_type(url)
+            name = core_type(url)
             if name is None:
                 target = self.snapshot(url)
                 if target is None:
@@ -256,7 +226,7 @@ class _Walker:
             return
         base = {
             t
-            for entry in (_base_element(node) or {}).get("type", ())
+            for entry in (base_element(node) or {}).get("type", ())
             if entry["code"] == "Reference"
             for t in entry.get("targets", ())
         }
@@ -278,15 +248,15 @@ class _Walker:
                     return resource.get("resourceType")
             return None
         match = _REFERENCE.search(value) if type(value) is str else None
-        if match and _is_resource(match.group(1)):
+        if match and is_resource(match.group(1)):
             return match.group(1)
         declared = reference.get("type")
-        return declared if type(declared) is str and _is_resource(declared) else None
+        return declared if type(declared) is str and is_resource(declared) else None
 
     def _invariants(self, node: Node, item: Item) -> None:
         for constraint in node.element.get("constraint", ()):
             key, expression = constraint.get("key", "?"), constraint.get("expression")
-            if not expression or expression in _base_invariants().get(key, ()) or (key, item.where) in self.judged:
+            if not expression or expression in base_invariants().get(key, ()) or (key, item.where) in self.judged:
                 continue
             self.judged.add((key, item.where))
             expression = _CORRECTED.get((key, expression), expression)
@@ -374,85 +344,3 @@ def _context_type(node: Node, item: Item) -> str:
     if reference:
         return reference.split("#", 1)[-1]
     return (node.element.get("base") or {}).get("path") or node.element["path"]
-
-
-# Values and codes
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
-def _in_value_set(value: Any, pairs: set[tuple[str, str]], strength: str) -> bool | None:
-    """Whether a code, Coding, CodeableConcept or Quantity is in the value set; None when nothing is coded."""
-    if type(value) is str:
-        return value in {code for _, code in pairs}
-    if type(value) is not dict:
-        return None
-    if "coding" in value or "text" in value:  # CodeableConcept
-        codings = [c for c in value.get("coding") or () if type(c) is dict]
-        if not codings:  # text alone: an extensible binding allows it, a required one does not
-            return False if strength == "required" else None
-        return any((c.get("system"), c.get("code")) in pairs for c in codings)
-    if "code" in value:  # Coding, Quantity
-        return (value.get("system"), value.get("code")) in pairs
-    return None
-
-
-def _codes_shown(value: Any) -> str:
-    if type(value) is str:
-        return f"'{value}'"
-    if type(value) is dict and "coding" in value:
-        codings = [c for c in value["coding"] if type(c) is dict]
-        return ", ".join(f"{c.get('system')}#{c.get('code')}" for c in codings) or "no code"
-    if type(value) is dict:
-        return f"{value.get('system')}#{value.get('code')}"
-    return _show(value)
-
-
-# The base types (data/r4_types.json): what the structure walk already checks, so as not to say it twice.
-
-
-@cache
-def _base_paths(type_name: str) -> dict[str, dict[str, Any]]:
-    entry = base_tables()["types"].get(type_name) or {}
-    return {element["path"]: element for element in entry.get("elements", ())}
-
-
-def _base_element(node: Node) -> dict[str, Any] | None:
-    path = (node.element.get("base") or {}).get("path") or node.element["path"]
-    return _base_paths(path.split(".", 1)[0]).get(path)
-
-
-def _base_types(node: Node) -> set[str] | None:
-    element = _base_element(node)
-    return {entry["code"] for entry in element.get("type", ())} if element else None
-
-
-@cache
-def _base_invariants() -> dict[str, frozenset[str]]:
-    """Invariant key → its expressions in the base types (specializations: not SimpleQuantity's sqty-1)."""
-    tables = base_tables()
-    keys = {
-        key
-        for name, entry in tables["types"].items()
-        if entry.get("type") == name
-        for element in entry["elements"]
-        for key in element.get("constraint", ())
-    }
-    out: dict[str, set[str]] = {}
-    for key in keys:
-        out.setdefault(key.split("@", 1)[0], set()).add(tables["constraints"][key]["expression"])
-    return {key: frozenset(expressions) for key, expressions in out.items()}
-
-
-def _is_resource(name: str) -> bool:
-    return (base_tables()["types"].get(name) or {}).get("kind") == "resource"
-
-
-def _core_type(url: str) -> str | None:
-    """The base type a target URL names (http://hl7.org/fhir/StructureDefinition/Patient → Patient), else None."""
-    name = url.split("|", 1)[0].removeprefix(SD)
-    entry = base_tables()["types"].get(name) if url.startswith(SD) else None
-    return name if entry is not None and entry.get("type") == name else None

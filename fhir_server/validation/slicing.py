@@ -1,14 +1,12 @@
-"""A profile's snapshot as a tree, and slicing: which slice each repetition of a sliced element belongs to.
+"""Slicing: which slice of a sliced element each of its repetitions belongs to (R4 profiling.html, Slicing).
 
-``profiles.py`` walks a resource with this tree.  The snapshot is a flat list of ElementDefinitions; their ids give
-the shape (R4 elementdefinition.html, "Element Id"): ``Observation.code.coding`` is a child of
-``Observation.code``, ``Observation.code.coding:BodyTempCode`` a slice of ``Observation.code.coding`` and
-``Observation.code.coding:BodyTempCode.system`` a child of that slice; ``coding:A/B`` re-slices slice ``A``.
+``profiles.py`` checks each slice's cardinality and definitions, and the slicing's rules, with what ``assign`` says.
+A repetition is matched to a slice by the slicing's discriminators: each names a path from the sliced element, and
+the slice's own definition of that path (in the snapshot tree, ``profile_tree.py``) says what the repetition must
+have there —
 
-A repetition is matched to a slice by the slicing's discriminators (R4 profiling.html, Slicing): each names a path
-from the sliced element, and the slice's own definition of that path says what the repetition must have there —
-
-- ``value``: the fixed value (or pattern) at the path; ``pattern``: the pattern at the path, contained;
+- ``value``: the fixed value (or pattern) at the path; ``pattern``: the pattern at the path, contained
+  (``profile_values.py`` compares them);
 - ``exists``: the path present (the slice's element has min ≥ 1) or absent (max = 0);
 - ``type``: the type of the value at the path (``$this`` on ``value[x]`` slices by the choice's type);
 - ``profile``: the value at the path conforms to the type profile the slice names there.
@@ -25,16 +23,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
 from typing import Any, Protocol
 
-import orjson
+from fhir_server.validation.profile_items import Item, children_named
+from fhir_server.validation.profile_tree import Node, Snapshot
+from fhir_server.validation.profile_values import contains, equal, fixed_or_pattern
 
-SD = "http://hl7.org/fhir/StructureDefinition/"
-FHIR_TYPE = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
-_VALUE_KEY = re.compile(r"^(fixed|pattern)[A-Z]")
 _FUNCTION = re.compile(r"^(extension|ofType)\((.*)\)$")
 
 
@@ -42,185 +36,14 @@ class Unsupported(Exception):
     """A discriminator this module cannot evaluate; the message says which and why."""
 
 
-@dataclass(eq=False, slots=True)
-class Node:
-    """One ElementDefinition of a snapshot, with its children and (for a sliced element) its slices, in order."""
-
-    element: dict[str, Any]
-    profile: str  # the URL of the profile whose snapshot holds it (named in every issue)
-    children: list[Node] = field(default_factory=list)
-    slices: list[Node] = field(default_factory=list)
-    index: dict[str, Node] = field(default_factory=dict)  # its snapshot's nodes by id, shared (contentReference)
-
-    @property
-    def name(self) -> str:
-        return self.element["path"].rsplit(".", 1)[-1]
-
-    @property
-    def min(self) -> int:
-        return int(self.element.get("min", 0))
-
-    @property
-    def max(self) -> int | None:  # None: unbounded
-        value = self.element.get("max", "*")
-        return None if value == "*" else int(value)
-
-    @property
-    def label(self) -> str:  # the element as the profile names it, for messages
-        return self.element.get("id") or self.element["path"]
-
-    def kids(self) -> list[Node]:
-        """Its children; for a ``contentReference`` (``#Observation.referenceRange``), the target's."""
-        reference = self.element.get("contentReference")
-        if reference and not self.children:
-            target = self.index.get(reference.split("#", 1)[-1])
-            return target.children if target is not None else []
-        return self.children
-
-    def types(self) -> list[str]:
-        return [type_code(entry) for entry in self.element.get("type", ())]
-
-    def type_profiles(self, code: str | None = None) -> list[str]:
-        return [
-            url
-            for entry in self.element.get("type", ())
-            if code is None or type_code(entry) == code
-            for url in entry.get("profile", ())
-        ]
-
-
-@dataclass(slots=True)
-class Snapshot:
-    url: str
-    type: str
-    root: Node
-    by_id: dict[str, Node]
-    definition: dict[str, Any]  # the StructureDefinition itself (kept so that a cache entry's id stays valid)
-
-
-@dataclass(slots=True)
-class Item:
-    """One value of an element in the instance."""
-
-    value: Any  # a dict for a complex type or resource, the JSON primitive otherwise (None: only its "_" twin)
-    twin: dict[str, Any] | None  # a primitive's "_name" object (id, extension)
-    where: str  # FHIRPath of the value: Observation.component[1].code
-    type: str | None  # its FHIR type, when known (a choice's suffix, a resource's resourceType, the only type)
-
-    @property
-    def node(self) -> dict[str, Any]:
-        """The object holding its children: itself, or a primitive's twin."""
-        if type(self.value) is dict:
-            return self.value
-        return self.twin if type(self.twin) is dict else {}
-
-
 class Context(Protocol):
+    """What matching needs of the walk (``profiles.py``): type profiles, conformance to one, value sets' codes."""
+
     def snapshot(self, url: str) -> Snapshot | None: ...
 
     def conforms(self, snapshot: Snapshot, item: Item) -> bool: ...
 
     def codes(self, value_set: str) -> set[tuple[str, str]] | None: ...
-
-
-def type_code(entry: dict[str, Any]) -> str:
-    # The id elements' FHIRPath type (System.String) carries the FHIR type in an extension.
-    for extension in entry.get("extension", ()):
-        if extension.get("url") == FHIR_TYPE:
-            return extension.get("valueUrl") or extension.get("valueUri") or entry["code"]
-    code = entry["code"]
-    return code.rsplit(".", 1)[-1].lower() if code.startswith("http://hl7.org/fhirpath/System.") else code
-
-
-def build(definition: dict[str, Any]) -> Snapshot:
-    """The tree of a StructureDefinition's snapshot (which the caller has checked is there)."""
-    url = definition.get("url", "(no url)")
-    elements = definition["snapshot"]["element"]
-    by_id: dict[str, Node] = {}
-    root: Node | None = None
-    for element, element_id in zip(elements, _ids(elements), strict=True):
-        node = Node(element, url, index=by_id)
-        by_id[element_id] = node
-        head, _, last = element_id.rpartition(".")
-        if ":" in last:  # a slice of head.name, or a re-slice (name:A/B) of slice name:A
-            name, _, slice_name = last.partition(":")
-            sliced = f"{name}:{slice_name.rsplit('/', 1)[0]}" if "/" in slice_name else name
-            owner = by_id.get(f"{head}.{sliced}" if head else sliced)
-            if owner is not None:
-                owner.slices.append(node)
-        elif head:
-            parent = by_id.get(head)
-            if parent is not None:
-                parent.children.append(node)
-        elif root is None:
-            root = node
-    if root is None:
-        raise ValueError(f"{url}: the snapshot has no root element")
-    return Snapshot(url, definition.get("type") or root.element["path"], root, by_id, definition)
-
-
-def _ids(elements: list[dict[str, Any]]) -> list[str]:
-    """Each element's id; derived from path and sliceName when a (hand-written, or pre-R4) snapshot has none."""
-    out: list[str] = []
-    current: dict[str, str] = {}  # path → the id its elements get now (inside the slice last opened on it)
-    for element in elements:
-        path = element["path"]
-        if element.get("id"):
-            element_id = element["id"]
-        else:
-            head, _, name = path.rpartition(".")
-            element_id = f"{current.get(head, head)}.{name}" if head else name
-            if element.get("sliceName"):
-                element_id += f":{element['sliceName']}"
-        current = {p: i for p, i in current.items() if not p.startswith(path + ".")}
-        current[path] = element_id
-        out.append(element_id)
-    return out
-
-
-# Values: fixed[x] is exact, pattern[x] is contained (R4 ElementDefinition.fixed[x] / pattern[x]).
-
-
-def fixed_or_pattern(element: dict[str, Any]) -> tuple[str, Any] | None:
-    """("fixed" | "pattern", value) of an ElementDefinition, or None."""
-    for key, value in element.items():
-        match = _VALUE_KEY.match(key)
-        if match:
-            return match.group(1), value
-    return None
-
-
-def equal(instance: Any, fixed: Any) -> bool:
-    if type(fixed) is dict:
-        return (
-            type(instance) is dict
-            and instance.keys() == fixed.keys()
-            and all(equal(instance[k], v) for k, v in fixed.items())
-        )
-    if type(fixed) is list:
-        return (
-            type(instance) is list
-            and len(instance) == len(fixed)
-            and all(equal(a, b) for a, b in zip(instance, fixed, strict=True))
-        )
-    return _same_primitive(instance, fixed)
-
-
-def contains(instance: Any, pattern: Any) -> bool:
-    """The instance has every member of the pattern; a pattern array's every element matches one of the instance's."""
-    if type(pattern) is dict:
-        return type(instance) is dict and all(k in instance and contains(instance[k], v) for k, v in pattern.items())
-    if type(pattern) is list:
-        values = instance if type(instance) is list else [instance]
-        return all(any(contains(value, part) for value in values) for part in pattern)
-    return _same_primitive(instance, pattern)
-
-
-def _same_primitive(a: Any, b: Any) -> bool:
-    # JSON true is not 1 (Python says it is); 1 and 1.0 are the same decimal.
-    if (type(a) is bool) != (type(b) is bool):
-        return False
-    return a == b
 
 
 # Slicing: which slice each item belongs to.
@@ -413,61 +236,3 @@ def navigate(item: Item, steps: list[tuple[str, str]]) -> list[Item]:
                 following.append(value)
         current = following
     return current
-
-
-def children_named(node: dict[str, Any], name: str, where: str, only_type: str | None = None) -> list[Item]:
-    """The items of one child in an instance object, in order: ``name``, or every ``value<Type>`` key of a choice
-    ``value[x]``; a primitive's value and its ``_name`` twin make one item.  ``only_type``: the element's one type."""
-    if name.endswith("[x]"):
-        prefix = name[:-3]
-        keys = {}
-        for key in node:
-            bare = key.removeprefix("_")
-            kind = choice_type(bare[len(prefix) :]) if bare.startswith(prefix) else None
-            if kind is not None:
-                keys.setdefault(bare, kind)
-    else:
-        keys = {name: only_type} if name in node or f"_{name}" in node else {}
-    out: list[Item] = []
-    for key, kind in keys.items():
-        value, twin = node.get(key), node.get(f"_{key}")
-        if type(value) is list or type(twin) is list:
-            values = value if type(value) is list else []
-            twins = twin if type(twin) is list else []
-            for index in range(max(len(values), len(twins))):
-                v = values[index] if index < len(values) else None
-                t = twins[index] if index < len(twins) else None
-                if v is not None or t is not None:
-                    out.append(Item(v, t if type(t) is dict else None, f"{where}.{key}[{index}]", _typed(v, kind)))
-        elif value is not None or twin is not None:
-            out.append(Item(value, twin if type(twin) is dict else None, f"{where}.{key}", _typed(value, kind)))
-    return out
-
-
-def _typed(value: Any, kind: str | None) -> str | None:
-    # A resource (contained, Bundle.entry.resource) is of the type its JSON names.
-    if kind in (None, "Resource", "DomainResource") and type(value) is dict and type(value.get("resourceType")) is str:
-        return value["resourceType"]
-    return kind
-
-
-@cache
-def base_tables() -> dict[str, Any]:
-    """``data/r4_types.json``: the base types' elements and invariants (scripts/r4_structures.py writes it)."""
-    return orjson.loads(resources.files("fhir_server.validation").joinpath("data/r4_types.json").read_bytes())
-
-
-@cache
-def _type_names() -> frozenset[str]:
-    return frozenset(base_tables()["types"])
-
-
-def choice_type(suffix: str) -> str | None:
-    """The type a choice key's suffix names: ``Quantity`` → Quantity, ``DateTime`` → dateTime; None if none."""
-    if not suffix[:1].isupper():
-        return None
-    names = _type_names()
-    if suffix in names:
-        return suffix
-    lowered = suffix[0].lower() + suffix[1:]
-    return lowered if lowered in names else None
