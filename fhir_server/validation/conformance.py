@@ -119,6 +119,8 @@ def _path_exists(base: str, path: str) -> bool:
     segments = path.split(".")
     if segments[0] != base:
         return False
+    if segments[1:] == ["value"] and definitions.is_primitive(base):  # a primitive's own value (string.value)
+        return True
     owner, at = base, base
     for segment in segments[1:]:
         table = definitions.children(owner, at)

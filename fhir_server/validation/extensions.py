@@ -37,6 +37,9 @@ _ANYWHERE = frozenset({"Element", "Base"})
 _CONTEXT_ERRATA = {
     CORE + "structuredefinition-fhir-type": ("ElementDefinition.type",),
     CORE + "regex": ("ElementDefinition.type",),
+    # declared for StructureDefinition; the specification puts it on its CodeSystems, OperationDefinitions... and
+    # on the root ElementDefinition of its normative types
+    CORE + "structuredefinition-normative-version": ("Resource", "ElementDefinition"),
 }
 
 

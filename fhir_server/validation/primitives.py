@@ -57,7 +57,8 @@ def _article(name: str) -> str:
 def _regex(kind: str) -> re.Pattern[str] | None:
     info = definitions.type_info(kind)
     pattern = (info or {}).get("regex")
-    return re.compile(pattern) if pattern else None
+    # Java regex semantics (HL7 wrote them for it): \s and \S are ASCII, so a no-break space is a character
+    return re.compile(pattern, re.ASCII) if pattern else None
 
 
 def value_problem(kind: str, value: Any) -> Problem:
