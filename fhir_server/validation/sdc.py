@@ -1,5 +1,7 @@
 """SDC expression support: extension lookup and evaluation of variables and calculatedExpressions with
-fhirpathpy, exactly as an SDC renderer would (so the server's check and a renderer's score agree)."""
+fhirpathpy, exactly as an SDC renderer would (so the server's check and a renderer's score agree).  The shapes our
+Questionnaires use are evaluated natively with the same results (``sdc_fast.py``): fhirpathpy is the slow part of
+every WAI-SR submission."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from typing import Any
 
 import fhirpathpy
 from fhirpathpy.models import models
+
+from fhir_server.validation import sdc_fast
 
 VARIABLE = "http://hl7.org/fhir/StructureDefinition/variable"
 CALCULATED = "http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-calculatedExpression"
@@ -34,6 +38,12 @@ class ExpressionFailed(Exception):
 
 def evaluate(expression: str, response: dict[str, Any], questionnaire: dict[str, Any], env: dict[str, Any]) -> list:
     try:
+        fast = sdc_fast.evaluate(expression, response, questionnaire, env)
+    except sdc_fast.WouldRaise as exc:
+        raise ExpressionFailed(f"{expression[:80]}: {exc}") from None
+    if fast is not None:
+        return fast
+    try:  # a shape sdc_fast does not know, or data it leaves to fhirpathpy
         return _compiled(expression)(response, {"resource": response, "questionnaire": questionnaire, **env})
     except Exception as exc:  # fhirpathpy raises bare Exceptions on type errors
         raise ExpressionFailed(f"{expression[:80]}: {exc}") from None
