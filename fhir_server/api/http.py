@@ -134,10 +134,16 @@ def version_headers(stored: Stored, request: Request, *, location: bool = False)
 
 
 def write_response(
-    request: Request, stored: Stored, status: int, *, message: str, notes: tuple[str, ...] = ()
+    request: Request,
+    stored: Stored,
+    status: int,
+    *,
+    message: str,
+    notes: tuple[str, ...] = (),
+    warnings: tuple[dict[str, Any], ...] = (),
 ) -> Response:
     """Answer a create/update/patch honouring ``Prefer: return=``; ``notes`` become informational issues of the
-    OperationOutcome (``return=OperationOutcome``)."""
+    OperationOutcome (``return=OperationOutcome``), the validator's ``warnings`` warning ones."""
     headers = version_headers(stored, request, location=status == 201 or request.method == "POST")
     preference = prefer_return(request)
     if preference == "minimal":
@@ -145,5 +151,6 @@ def write_response(
     if preference == "OperationOutcome":
         outcome = info_outcome(message)
         outcome["issue"] += [{"severity": "information", "code": "informational", "diagnostics": n} for n in notes]
+        outcome["issue"] += list(warnings)
         return json_response(request, outcome, status, headers)
     return json_response(request, stored.content or "{}", status, headers)

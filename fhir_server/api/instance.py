@@ -73,7 +73,7 @@ async def update(resource_type: str, resource_id: str, request: Request, fhir: F
     )
     status = 201 if result.created else 200
     message = "Resource created" if status == 201 else "Resource updated"
-    return write_response(request, result.stored, status, message=message, notes=result.notes)
+    return write_response(request, result.stored, status, message=message, notes=result.notes, warnings=result.warnings)
 
 
 @router.patch("/{resource_type}/{resource_id}")
@@ -84,7 +84,7 @@ async def patch(resource_type: str, resource_id: str, request: Request, fhir: Fh
     result = await run_in_threadpool(
         fhir.repo.write, lambda s: fhir.patch(s, resource_type, resource_id, operations, if_match=if_match)
     )
-    return write_response(request, result.stored, 200, message="Resource patched")
+    return write_response(request, result.stored, 200, message="Resource patched", warnings=result.warnings)
 
 
 @router.delete("/{resource_type}/{resource_id}")

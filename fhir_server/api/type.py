@@ -72,7 +72,9 @@ async def create(resource_type: str, request: Request, fhir: FhirDep) -> Respons
     )
     if result.existing:
         return write_response(request, result.stored, 200, message="A matching resource already exists")
-    return write_response(request, result.stored, 201, message="Resource created", notes=result.notes)
+    return write_response(
+        request, result.stored, 201, message="Resource created", notes=result.notes, warnings=result.warnings
+    )
 
 
 @router.put("/{resource_type}")
@@ -88,7 +90,7 @@ async def conditional_update(resource_type: str, request: Request, fhir: FhirDep
     )
     status = 201 if result.created else 200
     message = "Resource created" if status == 201 else "Resource updated"
-    return write_response(request, result.stored, status, message=message, notes=result.notes)
+    return write_response(request, result.stored, status, message=message, notes=result.notes, warnings=result.warnings)
 
 
 @router.patch("/{resource_type}")
@@ -104,7 +106,7 @@ async def conditional_patch(resource_type: str, request: Request, fhir: FhirDep)
         return fhir.patch(session, resource_type, match.id, operations, if_match=if_match)
 
     result = await run_in_threadpool(fhir.repo.write, work)
-    return write_response(request, result.stored, 200, message="Resource patched")
+    return write_response(request, result.stored, 200, message="Resource patched", warnings=result.warnings)
 
 
 @router.delete("/{resource_type}")

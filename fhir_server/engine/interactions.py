@@ -34,10 +34,10 @@ from fhir_server.search.registry import Registry
 from fhir_server.store.records import Stored, WriteResult
 from fhir_server.store.repository import Repository, WriteSession
 from fhir_server.store.search_sql import SearchOutcome
-from fhir_server.validation import check_id, validate_resource
+from fhir_server.validation import check_id
 from fhir_server.validation.families import parse_warn_only
 from fhir_server.validation.questionnaire_response import validate_response
-from fhir_server.validation.resource import Services
+from fhir_server.validation.resource import Services, check
 from fhir_server.validation.terminology import RemoteTerminology
 
 
@@ -84,6 +84,13 @@ class Interactions:
         view = copy.copy(self)
         view.policy = policy
         return view
+
+    def _validate(self, resource: Any, resource_type: str) -> tuple[dict[str, Any], ...]:
+        """The R4 validator (400 with every issue on an error); the warnings it gives, for the client's answer."""
+        report = check(resource, resource_type, self.validation)
+        if report.errors:
+            raise FhirError(400, report.errors[0].code, report.errors[0].diagnostics, issues=report.issues)
+        return tuple(issue.to_json() for issue in report.issues if issue.severity == "warning")
 
     def without_terminology(self) -> Interactions:
         """The same engine validating without the terminology server (the library's own content: checked by its
@@ -243,12 +250,12 @@ class Interactions:
         require_type(resource_type)
         self.policy.require(resource_type, "c")
         self._admit(resource_type, resource, "c")
-        validate_resource(resource, resource_type, self.validation)
+        warnings = self._validate(resource, resource_type)
         questionnaire = self._prepare_write(session, resource_type, resource, "c")
         if if_none_exist is None and resource_type == "QuestionnaireResponse":
             replay = identifier_criteria(resource)
             if replay:
-                return self._create_once(session, resource, replay, questionnaire, resource_id)
+                return _warned(self._create_once(session, resource, replay, questionnaire, resource_id), warnings)
         if if_none_exist:
             existing = self._matches(session, resource_type, if_none_exist, "If-None-Exist", "r")
             if existing:
@@ -257,7 +264,7 @@ class Interactions:
         result = session.create({**resource}, resource_id or new_id())
         if if_none_exist:
             self._claim(session, resource_type, if_none_exist, result.stored.id, self.policy)
-        return self._finish(session, resource_type, result, questionnaire)
+        return _warned(self._finish(session, resource_type, result, questionnaire), warnings)
 
     def _create_once(
         self,
@@ -317,7 +324,7 @@ class Interactions:
         require_type(resource_type)
         check_id(resource_id)
         self._admit(resource_type, resource, "u")
-        validate_resource(resource, resource_type, self.validation)
+        warnings = self._validate(resource, resource_type)
         questionnaire = self._prepare_write(session, resource_type, resource, "u")
         if resource.get("id") is None:
             raise FhirError(400, "required", "The resource in an update must have an id", expression=["id"])
@@ -330,7 +337,7 @@ class Interactions:
         result = session.update(
             resource, resource_id, if_match=parse_etag(if_match), skip_unchanged=questionnaire is not None
         )
-        return self._finish(session, resource_type, result, questionnaire)
+        return _warned(self._finish(session, resource_type, result, questionnaire), warnings)
 
     def conditional_update(
         self, session: WriteSession, resource_type: str, criteria: str, resource: Any, *, if_match: str | None
@@ -338,7 +345,7 @@ class Interactions:
         require_type(resource_type)
         self.policy.require(resource_type, "u")
         self._admit(resource_type, resource, "u")
-        validate_resource(resource, resource_type, self.validation)
+        warnings = self._validate(resource, resource_type)
         questionnaire = self._prepare_write(session, resource_type, resource, "u")
         matches = self._matches(session, resource_type, criteria, "conditional update", "u")
         body_id = resource.get("id")
@@ -348,7 +355,7 @@ class Interactions:
             check_id(target)
             result = session.update({**resource, "id": target}, target, if_match=parse_etag(if_match))
             self._claim(session, resource_type, criteria, target, self.policy)
-            return self._finish(session, resource_type, result, questionnaire)
+            return _warned(self._finish(session, resource_type, result, questionnaire), warnings)
         if body_id is not None and body_id != matches[0].id:
             raise FhirError(400, "invalid", f"The body's id '{body_id}' is not the id of the matching resource")
         result = session.update(
@@ -357,7 +364,7 @@ class Interactions:
             if_match=parse_etag(if_match),
             skip_unchanged=questionnaire is not None,
         )
-        return self._finish(session, resource_type, result, questionnaire)
+        return _warned(self._finish(session, resource_type, result, questionnaire), warnings)
 
     def patch(
         self,
@@ -384,10 +391,10 @@ class Interactions:
         if patched.get("id") != resource_id or patched.get("resourceType") != resource_type:
             raise FhirError(400, "invalid", "A patch may not change the resource's type or id")
         self._admit(resource_type, patched, "u")
-        validate_resource(patched, resource_type, self.validation)
+        warnings = self._validate(patched, resource_type)
         questionnaire = self._prepare_write(session, resource_type, patched, "u")
         result = session.update(patched, resource_id, if_match=current.version_id, method="PATCH")
-        return self._finish(session, resource_type, result, questionnaire)
+        return _warned(self._finish(session, resource_type, result, questionnaire), warnings)
 
     def delete(self, session: WriteSession, resource_type: str, resource_id: str) -> Stored | None:
         require_type(resource_type)
@@ -452,3 +459,9 @@ class Interactions:
         if len(matches) > 1:
             raise precondition_failed(f"The {what} criteria match more than one resource", "multiple-matches")
         return matches
+
+
+def _warned(result: WriteResult, warnings: tuple[dict[str, Any], ...]) -> WriteResult:
+    """A write that validation warned about carries the warnings to the client's answer (the OperationOutcome of
+    ``Prefer: return=OperationOutcome``); they never refuse it."""
+    return dataclasses.replace(result, warnings=warnings) if warnings and not result.existing else result

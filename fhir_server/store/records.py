@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -48,6 +49,8 @@ class WriteResult:
     existing: bool = False
     # Information for the client about what the write did (a scored form given outside its ages).
     notes: tuple[str, ...] = ()
+    # The validator's warnings about the written content (OperationOutcome issues as JSON)
+    warnings: tuple[dict[str, Any], ...] = ()
 
 
 def utc_now() -> datetime:

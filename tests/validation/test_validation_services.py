@@ -190,3 +190,13 @@ def test_codes_of_systems_the_server_does_not_hold_go_to_the_terminology_server(
             loinc["code"]["coding"][0]["system"] = "http://loinc.org"
             outcome = post(client, "/Condition/$validate", loinc).json()  # a system the terminology server lacks
             assert not _errors(outcome) and any("not judged" in i["diagnostics"] for i in outcome["issue"])
+
+
+def test_a_write_the_validator_warns_about_is_stored_and_the_warning_returned(client, uid):
+    claimed = temperature(meta={"profile": [f"http://example.org/StructureDefinition/unheld-{uid}"]})
+    answer = post(client, "/Observation", claimed, Prefer="return=OperationOutcome")
+    assert answer.status_code == 201
+    warned = [i for i in answer.json()["issue"] if i["severity"] == "warning"]
+    assert warned and "unheld" in warned[0]["diagnostics"], answer.json()
+    plain = post(client, "/Observation", temperature(), Prefer="return=OperationOutcome")
+    assert not [i for i in plain.json()["issue"] if i["severity"] == "warning"]
