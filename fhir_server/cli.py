@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         "paths",
         nargs="+",
         help="a questionnaires/ or terminology/ folder, an instrument folder or file, a FHIR package .tgz "
-        "or an unpacked package folder (holding package/package.json)",
+        "or an unpacked package folder (holding package/package.json, or as npm installs one)",
     )
     load.add_argument("--content-pack", action="append", help="a content pack folder to apply (repeatable)")
     load.set_defaults(func=_load)

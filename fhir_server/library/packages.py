@@ -3,7 +3,9 @@ never from the network, and stored through the library's conditional create (``e
 
 The layout is the FHIR package specification's (confluence.hl7.org "FHIR NPM Package Spec"): ``package/package.json``
 (``name``, ``version``, ``fhirVersions``), one resource per ``package/*.json``, an optional ``package/.index.json``
-listing each file's resourceType, and examples under ``package/example/``.  Only conformance resources are stored:
+listing each file's resourceType, and examples under ``package/example/``.  A package that ``npm install`` put in
+``node_modules`` has the same files without the ``package/`` folder (npm strips the tarball's top folder), so a folder
+whose own ``package.json`` is a FHIR package's manifest is read as one too.  Only conformance resources are stored:
 they are what the validator and the terminology look up (an extension's definition, a profile, a value set);
 examples and other resources are counted as skipped, never written into the clinical data.
 """
@@ -45,7 +47,7 @@ CONFORMANCE_TYPES = frozenset(
     }
 )
 MANIFEST = "package/package.json"
-INDEX = "package/.index.json"
+TOP = "package/"  # where a tarball, or a folder it was unpacked into, holds the files; npm's installed copy: ""
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
@@ -53,7 +55,8 @@ _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 class Package:
     name: str
     version: str
-    # What to store, in order, each with its file inside the package (package/StructureDefinition-x.json)
+    # What to store, in order, each with its file inside the package (package/StructureDefinition-x.json; in
+    # npm's installed copy StructureDefinition-x.json)
     resources: list[tuple[Path, dict[str, Any]]]
     skipped: int  # examples and resources of other types
 
@@ -64,34 +67,53 @@ class Package:
 
 
 def is_package(path: Path) -> bool:
-    """A ``.tgz`` (any tarball is taken for a package), or a folder holding ``package/package.json``."""
+    """A ``.tgz`` (any tarball is taken for a package), a folder holding ``package/package.json``, or npm's
+    installed copy of a package: a folder whose ``package.json`` is a FHIR package's manifest."""
     if path.is_file():
         return path.name.endswith((".tgz", ".tar.gz"))
-    return path.is_dir() and (path / MANIFEST).is_file()
+    return path.is_dir() and ((path / MANIFEST).is_file() or _is_fhir_manifest(path / "package.json"))
+
+
+def _is_fhir_manifest(file: Path) -> bool:
+    """A ``package.json`` of a FHIR package, not of a Node project: only FHIR packages say their FHIR versions
+    (``fhir-version-list`` before ``fhirVersions`` existed).  Whether they are R4 is ``read_package``'s to say,
+    with a message, rather than this folder being taken for a library folder."""
+    try:
+        manifest = orjson.loads(file.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return False
+    return (
+        type(manifest) is dict
+        and type(manifest.get("name")) is str
+        and type(manifest.get("version")) is str
+        and ("fhirVersions" in manifest or "fhir-version-list" in manifest)
+    )
 
 
 def read_package(path: Path) -> Package:
     """The package at ``path``, checked: its manifest, its FHIR version, each conformance resource parsed."""
-    with _files(path) as (names, read):
-        if MANIFEST not in names:
-            raise LoadError(f"{path}: {MANIFEST}: not found; is this a FHIR package?")
-        manifest = _json(read(MANIFEST), str(path), MANIFEST)
+    with _files(path) as (top, names, read):
+        manifest_file, index_file, examples = f"{top}package.json", f"{top}.index.json", f"{top}example"
+        here = top.rstrip("/") or "."  # the folder of the package's resources, as PurePosixPath.parent says it
+        if manifest_file not in names:
+            raise LoadError(f"{path}: {manifest_file}: not found; is this a FHIR package?")
+        manifest = _json(read(manifest_file), str(path), manifest_file)
         name, version = manifest.get("name"), manifest.get("version")
         if type(name) is not str or type(version) is not str or not name or not version:
-            raise LoadError(f"{path}: {MANIFEST}: needs a 'name' and a 'version'")
+            raise LoadError(f"{path}: {manifest_file}: needs a 'name' and a 'version'")
         label = f"{name}#{version}"
-        _check_fhir_version(manifest, label)
-        types = _indexed_types(names, read)
+        _check_fhir_version(manifest, label, manifest_file)
+        types = _indexed_types(top, names, read)
         resources: list[tuple[Path, dict[str, Any]]] = []
         skipped = 0
         for file in names:
             parent = PurePosixPath(file).parent.as_posix()
-            if not file.endswith(".json") or file in (MANIFEST, INDEX):
+            if not file.endswith(".json") or file in (manifest_file, index_file):
                 continue
-            if parent == "package/example":
+            if parent == examples:
                 skipped += 1
                 continue
-            if parent != "package":  # other/, openapi/, xml/...: documentation, not resources
+            if parent != here:  # other/, openapi/, xml/...: documentation, not resources
                 continue
             if file in types and types[file] not in CONFORMANCE_TYPES:
                 skipped += 1  # the index says what it is: no need to parse it
@@ -106,13 +128,25 @@ def read_package(path: Path) -> Package:
 
 
 @contextmanager
-def _files(path: Path) -> Iterator[tuple[list[str], Callable[[str], bytes]]]:
-    """The package's file names (``package/...``) and a reader; a tarball is read in place, never extracted.
-    The names come in the tarball's order: reading a gzip stream backwards decompresses it again from the start
-    (hl7.fhir.r4.core read in name order took minutes instead of seconds)."""
+def _files(path: Path) -> Iterator[tuple[str, list[str], Callable[[str], bytes]]]:
+    """Where the package's files are (``TOP``, or ``""`` in npm's installed copy), their names from there, and a
+    reader; a tarball is read in place, never extracted.  The names come in the tarball's order: reading a gzip
+    stream backwards decompresses it again from the start (hl7.fhir.r4.core read in name order took minutes
+    instead of seconds)."""
     if path.is_dir():
-        names = sorted(p.relative_to(path).as_posix() for p in (path / "package").rglob("*") if p.is_file())
-        yield names, lambda name: (path / name).read_bytes()
+        # npm's copy only when the folder is not an unpacked tarball: a package/package.json says it is one
+        top = "" if not (path / MANIFEST).is_file() and (path / "package.json").is_file() else TOP
+        folder = path / top
+        # The package's own files and its examples; xml/, openapi/, other/... are never read, so not listed
+        # (npm's copy may also hold a node_modules/ of its own).
+        names = sorted(
+            f"{top}{file.relative_to(folder).as_posix()}"
+            for where in (folder, folder / "example")
+            if where.is_dir()
+            for file in where.iterdir()
+            if file.is_file()
+        )
+        yield top, names, lambda name: (path / name).read_bytes()
         return
     try:
         with tarfile.open(path, "r:*") as archive:
@@ -123,7 +157,7 @@ def _files(path: Path) -> Iterator[tuple[list[str], Callable[[str], bytes]]]:
                 handle = archive.extractfile(members[name])
                 return handle.read() if handle is not None else b""
 
-            yield list(members), read
+            yield TOP, list(members), read
     except (OSError, EOFError, zlib.error, tarfile.TarError) as exc:  # a truncated or corrupt download
         raise LoadError(f"{path}: not a readable package tarball ({exc})") from None
 
@@ -138,30 +172,31 @@ def _json(data: bytes, label: str, file: str) -> dict[str, Any]:
     return value
 
 
-def _check_fhir_version(manifest: dict[str, Any], label: str) -> None:
+def _check_fhir_version(manifest: dict[str, Any], label: str, manifest_file: str) -> None:
     """This server is R4 (4.0.x): an R5 or STU3 package's definitions would describe other elements.  Packages
     before the ``fhirVersions`` field said it in ``fhir-version-list``; a package listing several versions is
     accepted when R4 is one of them (its publisher says it works on R4)."""
     versions = manifest.get("fhirVersions") or manifest.get("fhir-version-list")
     if type(versions) is not list or not all(type(v) is str for v in versions) or not versions:
-        raise LoadError(f"{label}: {MANIFEST}: says no 'fhirVersions'; this server loads FHIR R4 (4.0.x) packages")
+        raise LoadError(f"{label}: {manifest_file}: says no 'fhirVersions'; this server loads FHIR R4 (4.0.x) packages")
     if not any(v == "4.0" or v.startswith("4.0.") for v in versions):
         raise LoadError(
-            f"{label}: {MANIFEST}: is a package for FHIR {', '.join(versions)}; "
+            f"{label}: {manifest_file}: is a package for FHIR {', '.join(versions)}; "
             "this server is FHIR R4 and loads only 4.0.x packages"
         )
 
 
-def _indexed_types(names: list[str], read: Callable[[str], bytes]) -> dict[str, str]:
-    """``package/.index.json``'s file → resourceType, when the package has one (it lets the resources of other
-    types be skipped unread; a broken index is ignored, every file is then read)."""
-    if INDEX not in names:
+def _indexed_types(top: str, names: list[str], read: Callable[[str], bytes]) -> dict[str, str]:
+    """``.index.json``'s file → resourceType, when the package has one (it lets the resources of other types be
+    skipped unread; a broken index is ignored, every file is then read)."""
+    index = f"{top}.index.json"
+    if index not in names:
         return {}
     try:
-        index = orjson.loads(read(INDEX))
+        listed = orjson.loads(read(index))
         return {
-            f"package/{entry['filename']}": entry["resourceType"]
-            for entry in index.get("files") or ()
+            f"{top}{entry['filename']}": entry["resourceType"]
+            for entry in listed.get("files") or ()
             if type(entry.get("filename")) is str and type(entry.get("resourceType")) is str
         }
     except (orjson.JSONDecodeError, AttributeError, TypeError):

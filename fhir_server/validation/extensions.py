@@ -27,6 +27,14 @@ HL7 = "http://hl7.org/fhir/"
 # R4 §2.3.1.2 / FHIR cross-version extensions: an element of another version carried as an extension, defined by
 # its URL alone (http://hl7.org/fhir/5.0/StructureDefinition/extension-ValueSet.expansion.contains.property).
 CROSS_VERSION = re.compile(r"http://hl7\.org/fhir/[0-9.]+/StructureDefinition/extension-[A-Za-z.\[\]]+")
+# Conformance resources: what an implementation guide's package holds, annotated by HL7's publishing tools.
+DEFINITIONAL = frozenset(
+    {
+        "StructureDefinition", "ImplementationGuide", "CapabilityStatement", "CodeSystem", "ValueSet", "ConceptMap",
+        "NamingSystem", "SearchParameter", "OperationDefinition", "CompartmentDefinition", "StructureMap",
+        "GraphDefinition", "MessageDefinition", "TerminologyCapabilities",
+    }
+)  # fmt: skip
 Lookup = Callable[[str], dict[str, Any] | None]
 FHIR_TYPE = CORE + "structuredefinition-fhir-type"
 # Contexts that any element matches (R4 extension contexts name a type or an element path).
@@ -104,7 +112,12 @@ def value_key(extension: dict[str, Any]) -> str | None:
 
 
 def extension_issues(
-    extension: dict[str, Any], where: str, context: frozenset[str], parent_url: str | None, lookup: Lookup | None
+    extension: dict[str, Any],
+    where: str,
+    context: frozenset[str],
+    parent_url: str | None,
+    lookup: Lookup | None,
+    resource_type: str = "",
 ) -> list[Issue]:
     """Issues of one extension object found at ``where``; ``context`` names the element that carries it (its type,
     its element path, ``Resource``/``DomainResource``/``BackboneElement`` where they apply); ``parent_url`` is the
@@ -126,7 +139,13 @@ def extension_issues(
         if CROSS_VERSION.match(url):
             return [_information(where, f"{url} is a cross-version extension (an element of another FHIR version)")]
         if url.startswith(HL7):
-            return [_error(where, f"The extension {url} could not be found so is not allowed here")]
+            message = f"The extension {url} could not be found so is not allowed here"
+            if resource_type in DEFINITIONAL:
+                # HL7's publishing tools put their own extensions (tools, the extensions pack) on every definition
+                # of an implementation guide; refusing them would refuse the guide (fhir-server load)
+                return [Issue("structure", f"{where}: {message} (a warning on a definition)", severity="warning",
+                              expression=[where])]  # fmt: skip
+            return [_error(where, message)]
         return [_information(where, f"the extension {url} is not known to this server; its content is not validated")]
     issues: list[Issue] = []
     contexts = found["context"] + [["element", extra] for extra in _CONTEXT_ERRATA.get(url, ())]

@@ -196,7 +196,8 @@ def _check_value(
     else:
         if element.children is not None:
             owner, path = element.children
-            names = frozenset({"BackboneElement", "Element", path})
+            # a contentReference (CapabilityStatement.rest.operation) is named by its own path and its target's
+            names = frozenset({"BackboneElement", "Element", path, element.path})
         else:
             owner, path = definitions.datatype_root(element.profile or kind)
             names = definitions.context_names(kind, element.path)
@@ -204,7 +205,10 @@ def _check_value(
                 if key not in element.constraints:  # ext-1 is both the element's and the Extension type's
                     walk.deferred.append(Deferred(key, value, resource, root, where))
         if kind == "Extension":
-            walk.extend(extension_issues(value, where, context, parent_extension, walk.lookup), "extension")
+            issues = extension_issues(
+                value, where, context, parent_extension, walk.lookup, resource.get("resourceType", "")
+            )
+            walk.extend(issues, "extension")
             url = value.get("url") if type(value.get("url")) is str else None
             names = context  # an extension's own extensions are in the context of the extension
             _walk_node(value, owner, path, where, walk, resource, root, names, parent_extension=url)
