@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from r4_structures import extensions, profiles, types, value_sets  # noqa: E402
 
 from fhir_server import models  # noqa: E402
+from fhir_server.search.paths import split_union  # noqa: E402
 
 SEARCH_DATA = ROOT / "fhir_server" / "search" / "data"
 VALIDATION_DATA = ROOT / "fhir_server" / "validation" / "data"
@@ -155,21 +156,10 @@ def load(source: Path) -> Definitions:
     return definitions
 
 
-def _alternatives(expression: str) -> list[str]:
-    parts, depth, start = [], 0, 0
-    for index, char in enumerate(expression):
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if char == "|" and depth == 0:
-            parts.append(expression[start:index].strip())
-            start = index + 1
-    parts.append(expression[start:].strip())
-    return [part for part in parts if part]
-
-
 def _for_base(expression: str, base: str) -> str:
     """A multi-base parameter's expression (``AllergyIntolerance.patient | CarePlan.subject...``) cut to one base's
     alternatives; kept whole when none names a type (InsurancePlan's ``name | alias``)."""
-    mine = [alt for alt in _alternatives(expression) if re.match(rf"\(?{base}(\.|\)|$)", alt)]
+    mine = [alt for alt in split_union(expression) if re.match(rf"\(?{base}(\.|\)|$)", alt)]
     return " | ".join(mine) if mine else expression
 
 

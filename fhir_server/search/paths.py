@@ -77,7 +77,8 @@ def _reference_type(node: Any) -> str | None:
     return parts[-2] if len(parts) >= 2 else None
 
 
-def _split_union(expression: str) -> list[str]:
+def split_union(expression: str) -> list[str]:
+    """The alternatives of a FHIRPath union (`a | b | (c | d)`: the top-level `|` only)."""
     parts, depth, start = [], 0, 0
     for i, ch in enumerate(expression):
         if ch == "(":
@@ -185,7 +186,7 @@ def _compile_one(expression: str) -> Evaluator:
 
 @cache
 def compile_expression(expression: str) -> Evaluator:
-    alternatives = [_compile_one(part) for part in _split_union(expression)]
+    alternatives = [_compile_one(part) for part in split_union(expression)]
     if len(alternatives) == 1:
         return alternatives[0]
 
@@ -204,7 +205,7 @@ RELATIVE_ROOT = "Node"  # not a FHIR type: relative expressions compile without 
 @cache
 def compile_relative(expression: str) -> Evaluator:
     """A composite component's expression, relative to the node its composite selected (``value.as(Quantity)``)."""
-    return compile_expression(" | ".join(f"{RELATIVE_ROOT}.{part}" for part in _split_union(expression)))
+    return compile_expression(" | ".join(f"{RELATIVE_ROOT}.{part}" for part in split_union(expression)))
 
 
 RESOURCE_VARIABLE = "%resource."
@@ -216,7 +217,7 @@ def _relative_to(composite: str, component: str) -> _Path | None:
     valueBoolean, ...), which a walk from an untyped node cannot know.  None when the composite is not a plain
     path (or its alternatives disagree), for compile_relative to take."""
     walks = set()
-    for base in _split_union(composite):
+    for base in split_union(composite):
         base = base.strip("() ")
         if not (_SIMPLE.fullmatch(base) or re.fullmatch(r"[A-Z][A-Za-z]+", base)):
             return None
@@ -234,7 +235,7 @@ def compile_component(resource_type: str, composite: str, component: str) -> Com
     ``%resource.x`` reads the resource itself (MolecularSequence's ``variant`` composites take the chromosome from
     ``%resource.referenceSeq``): the same for every element."""
     parts: list[ComponentEvaluator] = []
-    for alternative in _split_union(component):
+    for alternative in split_union(component):
         if alternative.startswith(RESOURCE_VARIABLE):
             whole = compile_expression(f"{resource_type}.{alternative[len(RESOURCE_VARIABLE) :]}")
             parts.append(lambda node, resource, evaluate=whole: evaluate(resource))

@@ -21,6 +21,7 @@ import orjson
 
 import fhir_server.validation.definitions as definitions
 from fhir_server.errors import Issue
+from fhir_server.search.paths import split_union
 
 _LEADING_NAME = re.compile(r"\(*\s*([A-Z][A-Za-z]+)\s*[.)]")
 
@@ -39,17 +40,6 @@ def _core_search_parameters() -> dict[str, tuple[str, frozenset[str]]]:
         kinds[entry["url"]] = entry["type"]
         bases.setdefault(entry["url"], set()).add(entry["base"])
     return {url: (kinds[url], frozenset(bases[url])) for url in kinds}
-
-
-def _alternatives(expression: str) -> list[str]:
-    parts, depth, start = [], 0, 0
-    for index, char in enumerate(expression):
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if char == "|" and depth == 0:
-            parts.append(expression[start:index].strip())
-            start = index + 1
-    parts.append(expression[start:].strip())
-    return [part for part in parts if part]
 
 
 def search_parameter_issues(resource: dict[str, Any], where: str) -> list[Issue]:
@@ -71,7 +61,7 @@ def search_parameter_issues(resource: dict[str, Any], where: str) -> list[Issue]
                 issues.append(_error(where, f"The resource type {base} is not a base of {derived}, derived from"))
     expression = resource.get("expression")
     if type(expression) is str and bases and not {"Resource", "DomainResource"} & set(bases):
-        for alternative in _alternatives(expression):
+        for alternative in split_union(expression):
             match = _LEADING_NAME.match(alternative)
             name = match.group(1) if match else None
             if name is not None and definitions.is_resource(name) and name not in bases:

@@ -24,7 +24,7 @@ import fhirpathpy
 from fhir_server import models
 from fhir_server.fhirjson import FhirDecimal
 from fhir_server.search.indexer import SearchIndexer, _identifier_types
-from fhir_server.search.paths import R4_MODEL, _split_union
+from fhir_server.search.paths import R4_MODEL, split_union
 from fhir_server.search.registry import Registry, SearchParam, default_registry
 from fhir_server.search.types import MODULES, token
 from tests.search.fhirpath_corpus import corpus, variants
@@ -134,7 +134,7 @@ def _oracle_rows(param: SearchParam, resource_type: str, resource: dict[str, Any
         parts = []
         for component, expression in components:
             values: list[Any] = []
-            for alternative in _split_union(expression):
+            for alternative in split_union(expression):
                 if alternative.startswith("%resource."):
                     values += _oracle(alternative, resource_type, resource)
                 elif bare_type:
