@@ -1,6 +1,7 @@
 """The FHIR RESTful interactions, independent of HTTP, shared by the REST handlers and batch/transaction.
 
-Writes take a ``WriteSession`` so that a transaction Bundle runs many of them in one database transaction.
+Writes take a ``WriteSession`` so that a transaction Bundle runs many of them in one database transaction; what a
+submitted resource must pass before it is written, and what it sets off after, is in admission.py.
 Every interaction consults ``self.policy`` (auth/policy.py) explicitly: the app's shared engine runs under
 ``Policy.server()``; a request gets a view of it under its caller's policy (``with_policy``; auth/guard.py adds
 the audit records and the answers that hide what a caller may not see).
@@ -9,7 +10,6 @@ the audit records and the answers that hide what a caller may not see).
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +18,9 @@ from urllib.parse import parse_qsl
 from fhir_server import fhirjson, models
 from fhir_server.auth.policy import Policy
 from fhir_server.config import Settings
-from fhir_server.engine import stored_definitions
+from fhir_server.engine import admission, stored_definitions
 from fhir_server.engine.conditional import identifier_criteria, normalise_criteria, parse_etag, same_submission
-from fhir_server.engine.questionnaires import UnknownQuestionnaire, resolve_questionnaire
+from fhir_server.engine.questionnaires import resolve_questionnaire
 from fhir_server.errors import FhirError, gone, not_found, precondition_failed
 from fhir_server.ids import new_id
 from fhir_server.jsonpatch import apply_patch
@@ -28,17 +28,13 @@ from fhir_server.library import Library
 from fhir_server.scoring.history import ScoringRead
 from fhir_server.scoring.pipeline import ScoringPipeline
 from fhir_server.search.compartments import compartment_clause
-from fhir_server.search.custom import CustomParameters, check_definition
+from fhir_server.search.custom import CustomParameters
 from fhir_server.search.query import SearchQuery, parse_search
 from fhir_server.search.registry import Registry
 from fhir_server.store.records import Stored, WriteResult
 from fhir_server.store.repository import Repository, WriteSession
 from fhir_server.store.search_sql import SearchOutcome
 from fhir_server.validation import check_id
-from fhir_server.validation.families import parse_warn_only
-from fhir_server.validation.questionnaire_response import validate_response
-from fhir_server.validation.resource import Services, check
-from fhir_server.validation.terminology import RemoteTerminology
 
 
 @dataclass
@@ -72,12 +68,9 @@ class Interactions:
         # The Observations and Flags the pipeline derives from a response the caller was allowed to submit are
         # written by the server itself, in the response's write session.
         self.scoring = ScoringPipeline(self.library, settings.scoring_overrides)
-        # What the validator consults beyond the R4 tables: stored StructureDefinitions, this site's rule families
-        # taken as warnings (validation/families.py), the terminology server
-        terminology = RemoteTerminology(settings.terminology_url) if settings.terminology_url else None
-        self.validation = Services(
-            self.structure_definition, parse_warn_only(settings.validation_warn_only), terminology
-        )
+        # Built once per engine and shared by its policy views (with_policy, auth/guard.py): the validator looks up
+        # StructureDefinitions as the server, whoever the caller.
+        self.validation = admission.validation_services(settings, self.structure_definition)
 
     def with_policy(self, policy: Policy) -> Interactions:
         """The same engine (repository, registry, library, scoring) consulting another caller's policy."""
@@ -85,76 +78,17 @@ class Interactions:
         view.policy = policy
         return view
 
-    def _validate(self, resource: Any, resource_type: str) -> tuple[dict[str, Any], ...]:
-        """The R4 validator (400 with every issue on an error); the warnings it gives, for the client's answer."""
-        report = check(resource, resource_type, self.validation)
-        if report.errors:
-            raise FhirError(400, report.errors[0].code, report.errors[0].diagnostics, issues=report.issues)
-        return tuple(issue.to_json() for issue in report.issues if issue.severity == "warning")
-
     def without_terminology(self) -> Interactions:
         """The same engine validating without the terminology server (the library's own content: checked by its
         tests, and a server start must not wait on, or fail with, another server)."""
         view = copy.copy(self)
-        view.validation = dataclasses.replace(self.validation, terminology=None)
+        view.validation = admission.without_terminology(self.validation)
         return view
-
-    def _admit(self, resource_type: str, resource: Any, permission: str) -> None:
-        """A write's new content, checked against the caller's policy before anything else looks at it (a write
-        naming another patient is refused as such, whatever else is wrong with it)."""
-        if self.policy.is_server:
-            return
-        try:
-            self.policy.check_write(resource_type, resource, permission)
-        except FhirError:
-            raise
-        except Exception:  # content too malformed to evaluate: validation names the fault, then we check again
-            return
-
-    def _prepare_write(
-        self, session: WriteSession, resource_type: str, resource: Any, permission: str
-    ) -> dict[str, Any] | None:
-        """Checks that go beyond structure: the caller's policy on the (validated) new content, and the content
-        of the few types the server acts on.  Returns the Questionnaire a QuestionnaireResponse answers (the
-        scoring needs it after the write)."""
-        self.policy.check_write(resource_type, resource, permission)
-        self.custom.refresh_if_stale()
-        if resource_type == "SearchParameter" and isinstance(resource, dict):
-            check_definition(resource)
-        elif resource_type == "QuestionnaireResponse":
-            return self.check_response(session, resource)
-        return None
-
-    def _finish(
-        self, session: WriteSession, resource_type: str, result: WriteResult, questionnaire: dict[str, Any] | None
-    ) -> WriteResult:
-        """After a write, in the same transaction: a new or changed QuestionnaireResponse is scored; a new or changed
-        SearchParameter makes this process look for its commit on every request (not for an unchanged one: the
-        library loads its SearchParameters on every start, and checking on every request costs a query each)."""
-        if resource_type == "SearchParameter" and not result.existing:
-            self.custom.mark_changed()
-        if questionnaire is not None and not result.existing:
-            fresh = result.created and result.stored.version_id == 1
-            scored = self.scoring.on_written(
-                session, result.stored, questionnaire, fresh=fresh, trusted=self.policy.writes_for_the_clinic
-            )
-            if scored.notes:
-                return dataclasses.replace(result, notes=scored.notes)
-        return result
 
     def check_response(self, session: WriteSession | None, response: dict[str, Any]) -> dict[str, Any] | None:
         """Validate a QuestionnaireResponse against its Questionnaire (422 naming the item); returns the
         Questionnaire, or None when the server does not hold it (the response is stored unchecked and unscored)."""
-        try:
-            questionnaire = resolve_questionnaire(self, session, response.get("questionnaire"), response)
-        except UnknownQuestionnaire:
-            return None
-        # With the measure's scoring rules: a scored response also needs a subject and must be scorable, refused
-        # here because scoring runs after the response is written.
-        issues = validate_response(response, questionnaire, self.scoring.rules_for(response))
-        if issues:
-            raise FhirError(422, issues[0].code, issues[0].diagnostics, issues=issues)
-        return questionnaire
+        return admission.check_response(self, session, response)
 
     def structure_definition(self, canonical: str) -> dict[str, Any] | None:
         """A stored StructureDefinition by canonical URL (for the validator: extension definitions, profiles)."""
@@ -249,13 +183,11 @@ class Interactions:
     ) -> WriteResult:
         require_type(resource_type)
         self.policy.require(resource_type, "c")
-        self._admit(resource_type, resource, "c")
-        warnings = self._validate(resource, resource_type)
-        questionnaire = self._prepare_write(session, resource_type, resource, "c")
+        admitted = admission.admit(self, session, resource_type, resource, "c")
         if if_none_exist is None and resource_type == "QuestionnaireResponse":
             replay = identifier_criteria(resource)
             if replay:
-                return _warned(self._create_once(session, resource, replay, questionnaire, resource_id), warnings)
+                return self._create_once(session, resource, replay, admitted, resource_id)
         if if_none_exist:
             existing = self._matches(session, resource_type, if_none_exist, "If-None-Exist", "r")
             if existing:
@@ -264,14 +196,14 @@ class Interactions:
         result = session.create({**resource}, resource_id or new_id())
         if if_none_exist:
             self._claim(session, resource_type, if_none_exist, result.stored.id, self.policy)
-        return _warned(self._finish(session, resource_type, result, questionnaire), warnings)
+        return admission.written(self, session, admitted, result)
 
     def _create_once(
         self,
         session: WriteSession,
         resource: dict[str, Any],
         replay: str,
-        questionnaire: dict[str, Any] | None,
+        admitted: admission.Admitted,
         resource_id: str | None,
     ) -> WriteResult:
         """A QuestionnaireResponse carrying an identifier: a replayed submission (same identifier, subject and
@@ -281,7 +213,7 @@ class Interactions:
         never answers with a different patient's resource, and nothing is silently dropped."""
         server = self.policy.server()
         # What scoring will read goes with the replay check (one round trip, nothing written is read by it).
-        ahead = self.scoring.scoring_read(resource) if questionnaire is not None else None
+        ahead = self.scoring.scoring_read(resource) if admitted.questionnaire is not None else None
         existing = self._matches(session, "QuestionnaireResponse", replay, "replay", "r", server, scoring_read=ahead)
         if existing:
             stored = existing[0]
@@ -296,7 +228,7 @@ class Interactions:
             )
         result = session.create({**resource}, resource_id or new_id())
         self._claim(session, "QuestionnaireResponse", replay, result.stored.id, server)
-        return self._finish(session, "QuestionnaireResponse", result, questionnaire)
+        return admission.written(self, session, admitted, result)
 
     def _claim(
         self, session: WriteSession, resource_type: str, criteria: str, resource_id: str, policy: Policy
@@ -323,30 +255,19 @@ class Interactions:
     ) -> WriteResult:
         require_type(resource_type)
         check_id(resource_id)
-        self._admit(resource_type, resource, "u")
-        warnings = self._validate(resource, resource_type)
-        questionnaire = self._prepare_write(session, resource_type, resource, "u")
-        if resource.get("id") is None:
-            raise FhirError(400, "required", "The resource in an update must have an id", expression=["id"])
-        if resource["id"] != resource_id:
-            raise FhirError(
-                400,
-                "invalid",
-                f"The body's id '{resource['id']}' does not match the URL's id '{resource_id}'",
-            )
+        admitted = admission.admit(self, session, resource_type, resource, "u")
+        admission.require_url_id(resource, resource_id)
         result = session.update(
-            resource, resource_id, if_match=parse_etag(if_match), skip_unchanged=questionnaire is not None
+            resource, resource_id, if_match=parse_etag(if_match), skip_unchanged=admitted.questionnaire is not None
         )
-        return _warned(self._finish(session, resource_type, result, questionnaire), warnings)
+        return admission.written(self, session, admitted, result)
 
     def conditional_update(
         self, session: WriteSession, resource_type: str, criteria: str, resource: Any, *, if_match: str | None
     ) -> WriteResult:
         require_type(resource_type)
         self.policy.require(resource_type, "u")
-        self._admit(resource_type, resource, "u")
-        warnings = self._validate(resource, resource_type)
-        questionnaire = self._prepare_write(session, resource_type, resource, "u")
+        admitted = admission.admit(self, session, resource_type, resource, "u")
         matches = self._matches(session, resource_type, criteria, "conditional update", "u")
         body_id = resource.get("id")
         if not matches:
@@ -355,16 +276,16 @@ class Interactions:
             check_id(target)
             result = session.update({**resource, "id": target}, target, if_match=parse_etag(if_match))
             self._claim(session, resource_type, criteria, target, self.policy)
-            return _warned(self._finish(session, resource_type, result, questionnaire), warnings)
+            return admission.written(self, session, admitted, result)
         if body_id is not None and body_id != matches[0].id:
             raise FhirError(400, "invalid", f"The body's id '{body_id}' is not the id of the matching resource")
         result = session.update(
             {**resource, "id": matches[0].id},
             matches[0].id,
             if_match=parse_etag(if_match),
-            skip_unchanged=questionnaire is not None,
+            skip_unchanged=admitted.questionnaire is not None,
         )
-        return _warned(self._finish(session, resource_type, result, questionnaire), warnings)
+        return admission.written(self, session, admitted, result)
 
     def patch(
         self,
@@ -388,13 +309,10 @@ class Interactions:
                 f"Version conflict: If-Match is {expected} but the current version is {current.version_id}"
             )
         patched = apply_patch(fhirjson.loads_stored(current.content or "{}"), operations)
-        if patched.get("id") != resource_id or patched.get("resourceType") != resource_type:
-            raise FhirError(400, "invalid", "A patch may not change the resource's type or id")
-        self._admit(resource_type, patched, "u")
-        warnings = self._validate(patched, resource_type)
-        questionnaire = self._prepare_write(session, resource_type, patched, "u")
+        admission.require_same_identity(patched, resource_type, resource_id)
+        admitted = admission.admit(self, session, resource_type, patched, "u")
         result = session.update(patched, resource_id, if_match=current.version_id, method="PATCH")
-        return _warned(self._finish(session, resource_type, result, questionnaire), warnings)
+        return admission.written(self, session, admitted, result)
 
     def delete(self, session: WriteSession, resource_type: str, resource_id: str) -> Stored | None:
         require_type(resource_type)
@@ -459,9 +377,3 @@ class Interactions:
         if len(matches) > 1:
             raise precondition_failed(f"The {what} criteria match more than one resource", "multiple-matches")
         return matches
-
-
-def _warned(result: WriteResult, warnings: tuple[dict[str, Any], ...]) -> WriteResult:
-    """A write that validation warned about carries the warnings to the client's answer (the OperationOutcome of
-    ``Prefer: return=OperationOutcome``); they never refuse it."""
-    return dataclasses.replace(result, warnings=warnings) if warnings and not result.existing else result
