@@ -29,8 +29,8 @@ from fhir_server.config import Settings
 from fhir_server.smart.sessions import COOKIE_NAME, AppSessionStore
 from fhir_server.store.engine import build_engine
 
-SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.0"
-ORS = "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.0"
+SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.1"
+ORS = "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.1"
 
 
 def response(patient: str, canonical: str, day: date, mark: int) -> dict:

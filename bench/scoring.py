@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import FsyncProbe, MachineTimes, fresh_postgres, postgres_cpu, start_server, table  # noqa: E402
 from fhir_server.store.tables import INDEX_TABLES, resource_versions, resources  # noqa: E402
 
-SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.0"
+SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.1"
 ITEMS = ("relationship", "goals", "approach", "overall")
 
 

@@ -105,7 +105,7 @@ def resources_of(number: int, plan: Plan) -> Iterator[tuple[str, str, dict]]:
             qid,
             {
                 "resourceType": "QuestionnaireResponse",
-                "questionnaire": f"{QUESTIONNAIRE.format(instrument)}|1.0.0",
+                "questionnaire": f"{QUESTIONNAIRE.format(instrument)}|1.0.1",
                 "status": "completed",
                 "subject": subject,
                 "authored": _when(minute),

@@ -98,7 +98,7 @@ def query_c(truth: Truth, rng: random.Random) -> Request:
     day = START + timedelta(minutes=WINDOW_MINUTES) - timedelta(days=rng.randint(1, 60))
     floor = int((day - START).total_seconds() // 60)
     expected = [qid for qid, minute in truth.srs_responses() if minute >= floor][:21]
-    canonical = f"{QUESTIONNAIRE.format('srs')}|1.0.0"
+    canonical = f"{QUESTIONNAIRE.format('srs')}|1.0.1"
 
     def check(bundle: dict) -> tuple[int, int]:
         got = _entries(bundle, "match")

@@ -56,3 +56,25 @@ def test_serve_answers_metadata(tmp_path):
 def test_help_lists_commands():
     done = subprocess.run([sys.executable, "-m", "fhir_server", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "serve" in done.stdout and "db" in done.stdout
+
+
+def _run(tmp_path, *args: str, database: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**_env(tmp_path), **({"FHIR_SERVER_DATABASE_URL": database} if database else {})}
+    return subprocess.run([sys.executable, "-m", "fhir_server", *args], env=env, capture_output=True, text=True)
+
+
+def test_every_command_works_on_a_new_database(tmp_path):
+    """Any command may be the first run on a new database, as ``serve`` may (``load`` and ``reindex`` used to end in
+    a stack trace: "no such table: resources"): the command line brings the schema up to date first."""
+    for number, args in enumerate((["load", "questionnaires"], ["reindex"], ["outbox", "list"], ["clients", "list"])):
+        done = _run(tmp_path, *args, database=f"sqlite:///{tmp_path / f'new-{number}.db'}")
+        assert done.returncode == 0 and "Traceback" not in done.stderr, (args, done.stderr)
+    loaded = _run(tmp_path, "load", "questionnaires", database=f"sqlite:///{tmp_path / 'new-0.db'}")
+    assert loaded.returncode == 0 and "0 resources stored" in loaded.stdout, loaded.stdout
+
+
+def test_commands_on_a_database_that_does_not_answer_say_so(tmp_path):
+    down = f"postgresql://postgres@127.0.0.1:{free_port()}/test"  # nothing listens there
+    done = _run(tmp_path, "clients", "list", database=down)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "fhir-server clients: cannot open the database: connection failed" in done.stderr, done.stderr

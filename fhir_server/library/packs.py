@@ -2,8 +2,12 @@
 
 A pack is a folder with ``pack.json`` (``name``, ``versionSuffix``, ``licensee``) and one overlay per instrument
 (``{"questionnaire": url, "version": "1.0.0", "text": {linkId: text}, "copyright": optional}``).  Applying it
-gives a new Questionnaire version (``1.0.0-<suffix>``) whose items carry the licensed text; the shipped version
-stays as it is.
+gives a new Questionnaire version (``1.0.1-<suffix>`` of the shipped 1.0.1) whose items carry the licensed text; the
+shipped version stays as it is.
+
+The shipped Questionnaires are versioned by semver (their ``versionAlgorithm``): a patch release changes no item, so
+an overlay written for 1.0.0 applies to 1.0.1 and a site's licensed wording survives the upgrade; another minor or
+major version may change items and needs an overlay of its own.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ def read_pack(folder: Path) -> ContentPack:
 
 
 def apply_pack(questionnaire: dict[str, Any], overlay: dict[str, Any], pack: ContentPack) -> dict[str, Any]:
-    if overlay.get("version") not in (None, questionnaire["version"]):
+    if overlay.get("version") is not None and not _same_release(str(overlay["version"]), questionnaire["version"]):
         raise ValueError(
             f"the overlay is for version {overlay.get('version')}, the library has {questionnaire['version']}"
         )
@@ -69,8 +73,14 @@ def apply_pack(questionnaire: dict[str, Any], overlay: dict[str, Any], pack: Con
     if unused:
         raise ValueError(f"linkIds not in the Questionnaire: {', '.join(sorted(unused))}")
     licensed["version"] = f"{questionnaire['version']}-{pack.version_suffix}"
-    licensed["id"] = f"{questionnaire.get('id', 'questionnaire')}-{pack.version_suffix}"[:64]
+    # One id per licensed version, as the shipped ones have (srs-1.0.1): an upgrade stores a resource beside the last.
+    licensed["id"] = f"{questionnaire.get('id', 'questionnaire')}-{licensed['version']}"[:64]
     if overlay.get("copyright"):
         licensed["copyright"] = overlay["copyright"]
     licensed["copyright"] = f"{licensed.get('copyright', '')} Licensed wording loaded for {pack.licensee}.".strip()
     return licensed
+
+
+def _same_release(overlay: str, shipped: str) -> bool:
+    """Semver major.minor agree (1.0.0 and 1.0.1): the items an overlay names are the same."""
+    return overlay.split(".")[:2] == shipped.split(".")[:2]

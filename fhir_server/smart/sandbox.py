@@ -29,8 +29,8 @@ APP_SCOPE = (
     "patient/Observation.crus patient/Flag.crus patient/Provenance.crus"
 )
 BACKEND_SCOPE = "system/QuestionnaireResponse.crus system/Observation.crus system/Flag.crus system/Provenance.crus"
-SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.0"
-ORS = "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.0"
+SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.1"
+ORS = "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.1"
 
 
 @dataclass(frozen=True)

@@ -46,11 +46,11 @@ def test_a_content_pack_serves_its_text_as_a_new_version(tmp_path):
     with _server(tmp_path, content_packs=str(PACK)) as server, httpx.Client(base_url=server.fhir_base) as client:
         versions = client.get("/Questionnaire", params={"url": SRS}).json()
         by_version = {e["resource"]["version"]: e["resource"] for e in versions["entry"]}
-        assert set(by_version) == {"1.0.0", "1.0.0-testpack"}
-        licensed, shipped = _texts(by_version["1.0.0-testpack"]), _texts(by_version["1.0.0"])
+        assert set(by_version) == {"1.0.1", "1.0.1-testpack"}
+        licensed, shipped = _texts(by_version["1.0.1-testpack"]), _texts(by_version["1.0.1"])
         assert licensed["relationship-lower"].startswith("TEST PACK:")
         assert not shipped["relationship-lower"].startswith("TEST PACK:")
-        assert "Test site" in by_version["1.0.0-testpack"]["copyright"]
+        assert "Test site" in by_version["1.0.1-testpack"]["copyright"]
         # A response naming only the url means the licensed version the site loaded
         answers = [
             {"linkId": n, "answer": [{"valueInteger": 90}]} for n in ("relationship", "goals", "approach", "overall")
@@ -64,6 +64,27 @@ def test_a_content_pack_serves_its_text_as_a_new_version(tmp_path):
             "item": answers,
         }
         assert post(client, "/QuestionnaireResponse", response).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("written_for", "refused"),
+    [("1.0.0", False), ("1.0.1", False), (None, False), ("1.1.0", True), ("2.0.0", True)],
+)
+def test_a_packs_overlay_applies_to_patch_releases_of_its_version(tmp_path, written_for, refused):
+    """Semver, as the Questionnaires declare: a patch release changes no item, so a site's pack written for 1.0.0
+    keeps its wording on 1.0.1; a minor or major release may change items and is refused, naming the overlay."""
+    pack = tmp_path / "pack"
+    shutil.copytree(PACK, pack)
+    overlay = json.loads((pack / "srs.json").read_text())
+    overlay["version"] = written_for
+    (pack / "srs.json").write_text(json.dumps({k: v for k, v in overlay.items() if v is not None}))
+    if refused:
+        with pytest.raises(LoadError, match=rf"srs\.json: the overlay is for version {written_for}, .* has 1\.0\.1"):
+            discover([PROJECT_ROOT / "questionnaires"], packs=[pack])
+        return
+    [(_, licensed)] = discover([PROJECT_ROOT / "questionnaires"], packs=[pack]).licensed
+    assert (licensed["id"], licensed["version"]) == ("srs-1.0.1-testpack", "1.0.1-testpack")
+    assert _texts(licensed)["relationship-lower"].startswith("TEST PACK:")
 
 
 def test_a_new_measure_is_a_folder_and_needs_no_python(tmp_path):
@@ -215,7 +236,7 @@ def test_load_command_reports_progress_and_is_idempotent(tmp_path):
 def test_validate_operation(client, uid):
     response = {
         "resourceType": "QuestionnaireResponse",
-        "questionnaire": f"{SRS}|1.0.0",
+        "questionnaire": f"{SRS}|1.0.1",
         "status": "completed",
         "subject": {"reference": f"Patient/{uid}"},
         "item": [{"linkId": "relationship", "answer": [{"valueInteger": 101}]}],
@@ -226,3 +247,36 @@ def test_validate_operation(client, uid):
     good = post(client, "/Patient/$validate", {"resourceType": "Patient", "gender": "female"}).json()
     assert good["issue"][0]["severity"] == "information"
     assert client.get("/QuestionnaireResponse", params={"subject": f"Patient/{uid}"}).json().get("entry") is None
+
+
+def test_responses_to_the_release_before_stay_accepted_and_scored_after_an_upgrade(tmp_path):
+    """A database that held SRS 1.0.0 before the upgrade to 1.0.1 keeps it: a response an EHR pinned to 1.0.0 is
+    still checked against 1.0.0 and scored (scoring reads the instrument by url), and one naming the url alone
+    means the new release."""
+    shipped = json.loads((PROJECT_ROOT / "questionnaires" / "srs" / "questionnaire.json").read_text())
+    before = {k: v for k, v in shipped.items() if k not in ("meta", "id")}  # 1.0.0 as it was released
+    before["extension"] = [e for e in shipped["extension"] if "versionAlgorithm" not in e["url"]]
+    before["version"] = "1.0.0"
+    with _server(tmp_path) as server, httpx.Client(base_url=server.fhir_base) as client:
+        assert post(client, "/Questionnaire", before).status_code == 201
+        versions = {e["resource"]["version"] for e in client.get("/Questionnaire", params={"url": SRS}).json()["entry"]}
+        assert versions == {"1.0.0", "1.0.1"}
+        for canonical in (f"{SRS}|1.0.0", SRS):
+            answers = [{"linkId": n, "answer": [{"valueInteger": 70}]} for n in ("relationship", "goals", "approach")]
+            response = {
+                "resourceType": "QuestionnaireResponse",
+                "questionnaire": canonical,
+                "status": "completed",
+                "subject": {"reference": "Patient/p1"},
+                "authored": "2026-12-01T10:00:00Z",
+                "item": [*answers, {"linkId": "overall", "answer": [{"valueInteger": 75}]}],
+            }
+            created = post(client, "/QuestionnaireResponse", response)
+            assert created.status_code == 201, created.text
+            scores = client.get(
+                "/Observation", params={"derived-from": f"QuestionnaireResponse/{created.json()['id']}"}
+            )
+            totals = [e["resource"]["valueQuantity"]["value"] for e in scores.json().get("entry", [])]
+            assert totals == [28.5], scores.text
+        wrong = {**response, "questionnaire": f"{SRS}|1.1.0"}
+        assert post(client, "/QuestionnaireResponse", wrong).status_code == 422

@@ -5,10 +5,9 @@ npm installs a FHIR package without the tarball's ``package/`` folder; ``read_pa
 first tests, on a small package written for them).  The real package comes from tests/foreign_ehr/node_modules
 (``npm ci`` there, which ``make test`` runs); without it these tests skip, and under CI they fail.
 
-The package loads as HL7 publishes it.  Our Questionnaires miss one rule of this SDC edition (sdc-2: a versioned
-Questionnaire says how its versions compare, with R5's versionAlgorithm as an extension); everything else is
-checked, the check with that extension added passes, and the test ends as an xfail that says so: adding it changes
-the measures' content, which needs new versions of them (the library refuses changed content under a version).
+The package loads as HL7 publishes it.  Our Questionnaires (1.0.1) claim the SDC profiles whose features they use
+and meet every rule of this SDC edition, sdc-2 included (a versioned Questionnaire says how its versions compare,
+with R5's versionAlgorithm as an extension: semver).
 """
 
 from __future__ import annotations
@@ -175,18 +174,32 @@ VALID = [example for example in all_examples() if example.path.name.startswith("
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.parent.name)
 @pytest.mark.parametrize("profile", QUESTIONNAIRE_PROFILES, ids=lambda url: url.rsplit("/", 1)[-1])
 def test_our_questionnaires_meet_the_sdc_profiles(sdc, path, profile):
+    """Every SDC Questionnaire profile, claimed or not: each is met (ycors/ycsrs extract nothing and do not claim
+    sdc-questionnaire-extr-obsn, which they meet all the same).  Since 1.0.1 this includes sdc-2: a versioned
+    Questionnaire says how its versions compare (semver, R5's versionAlgorithm as an extension)."""
     questionnaire = json.loads(path.read_text())
-    gaps = []
-    if VERSION_ALGORITHM not in {e.get("url") for e in questionnaire.get("extension", ())}:
-        # SDC 4.0.0-ballot's sdc-2 (sdc-questionnairecommon, under every Questionnaire profile): a Questionnaire with
-        # a version says how its versions compare.  Ours do not (yet); the check with it added shows that is all.
-        errors = profile_errors(sdc, questionnaire, profile)
-        assert [e for e in errors if "constraint sdc-2 failed" not in e] == []
-        questionnaire = {**questionnaire, "extension": [*questionnaire.get("extension", ()), SEMVER]}
-        gaps.append(f"{path.parent.name}: SDC's sdc-2: a version without the versionAlgorithm extension")
+    assert SEMVER in questionnaire["extension"]
     assert profile_errors(sdc, questionnaire, profile) == []
-    if gaps:
-        pytest.xfail(" | ".join(gaps))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.parent.name)
+def test_our_questionnaires_claim_what_they_use_and_the_claims_are_checked(sdc, path):
+    """meta.profile names the SDC profiles whose features each Questionnaire uses; with the package loaded a plain
+    $validate checks them (no "not known to this server" warning), and a copy that breaks one is refused on create."""
+    questionnaire = json.loads(path.read_text())
+    claimed = questionnaire["meta"]["profile"]
+    text = path.read_text()
+    used = [SDC_SD + "sdc-questionnaire", SDC_SD + "sdc-questionnaire-render", SDC_SD + "sdc-questionnaire-behave"]
+    used += [SDC_SD + "sdc-questionnaire-extr-obsn"] if "observationExtract" in text else []
+    assert claimed == used
+    answer = post(sdc.client, "/Questionnaire/$validate", questionnaire)
+    assert answer.status_code == 200, answer.text
+    assert [i for i in answer.json()["issue"] if i["severity"] != "information"] == [], answer.text
+
+    broken = {**questionnaire, "id": None, "url": f"{questionnaire['url']}-broken-{uuid.uuid4().hex[:8]}"}
+    broken["extension"] = [e for e in questionnaire["extension"] if e != SEMVER]  # sdc-2, of every SDC profile
+    refused = post(sdc.client, "/Questionnaire", {k: v for k, v in broken.items() if v is not None})
+    assert refused.status_code in (400, 422) and "sdc-2" in refused.text, refused.text
 
 
 @pytest.mark.parametrize("example", VALID, ids=lambda e: e.name)
