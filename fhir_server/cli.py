@@ -217,6 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.func not in (_serve, _db_upgrade):  # serve migrates unless told not to; the others need a current schema
+        from fhir_server.store.migrate import migration_problem
+
+        settings = Settings()
+        problem = _driver_problem(settings) or migration_problem(settings.database_url)
+        if problem:
+            print(f"fhir-server {args.command}: {problem} ({_redacted(settings.database_url)})", file=sys.stderr)
+            return 1
     return args.func(args)
 
 

@@ -17,16 +17,14 @@ from fhir_server.store.engine import Database
 
 
 def _admin(action: Callable[[Settings, Database], int]) -> Callable[[argparse.Namespace], int]:
-    """Runs an authorization-admin command against a migrated database; AdminError → message and exit code 1."""
+    """Runs an authorization-admin command (on a database the command line has migrated); AdminError → message and exit code 1."""
 
     def run(_: argparse.Namespace) -> int:
         from fhir_server.auth.admin import AdminError
         from fhir_server.store.crypto import SecretKeyError
         from fhir_server.store.engine import build_engine
-        from fhir_server.store.migrate import upgrade
 
         settings = Settings()
-        upgrade(settings.database_url)
         engine = build_engine(settings)
         try:
             return action(settings, engine)

@@ -14,10 +14,8 @@ from fhir_server.config import Settings
 def _run(args: argparse.Namespace) -> int:
     from fhir_server.cds_hooks import admin
     from fhir_server.store.engine import build_engine
-    from fhir_server.store.migrate import upgrade
 
     settings = Settings()
-    upgrade(settings.database_url)
     engine = build_engine(settings)
     try:
         if args.cds_command == "add":
