@@ -65,11 +65,13 @@ def type_names() -> list[str]:
     return list(_data()["types"])
 
 
+@cache  # asked of every node the structure walk visits
 def is_primitive(name: str) -> bool:
     info = type_info(name)
     return info is not None and info["kind"] == "primitive-type"
 
 
+@cache
 def is_resource(name: str) -> bool:
     info = type_info(name)
     return info is not None and info["kind"] == "resource" and not info["abstract"]
@@ -168,6 +170,7 @@ def node_constraints(owner: str, path: str) -> tuple[str, ...]:
     return element.constraints if element is not None else ()
 
 
+@cache
 def datatype_root(name: str) -> tuple[str, str]:
     """The (owner, path) whose table walks a node of datatype ``name`` (its own snapshot's root)."""
     return name, type_info(name)["type"] if type_info(name) else name

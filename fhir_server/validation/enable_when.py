@@ -8,11 +8,18 @@ from typing import Any
 from fhir_server.scoring.scores import answers_by_link_id
 
 
-def is_enabled(definition: dict[str, Any], response: dict[str, Any], questionnaire: dict[str, Any]) -> bool:
+def is_enabled(
+    definition: dict[str, Any],
+    response: dict[str, Any],
+    questionnaire: dict[str, Any],
+    answers: dict[str, list[dict[str, Any]]] | None = None,
+) -> bool:
+    """``answers``: ``answers_by_link_id(response)`` when the caller has it already (it walks the response)."""
     conditions = definition.get("enableWhen") or []
     if not conditions:
         return True
-    answers = answers_by_link_id(response)
+    if answers is None:
+        answers = answers_by_link_id(response)
     results = [_holds(c, answers.get(c.get("question", ""), [])) for c in conditions]
     return any(results) if definition.get("enableBehavior") == "any" else all(results)
 

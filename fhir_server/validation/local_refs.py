@@ -109,54 +109,116 @@ def references(resource: dict[str, Any], path: str) -> list[tuple[str, str, str]
 
 
 def local_ref_issues(resource: dict[str, Any], path: str | None = None) -> list[Issue]:
-    """Issues of ``#`` references, element ids and contained ids in ``resource`` and every resource inside it."""
-    issues: list[Issue] = []
+    """Issues of ``#`` references, element ids and contained ids in ``resource`` and every resource inside it,
+    found by this module's own walk (``check`` has the structure walk feed ``LocalRefs`` instead, and asks this
+    only when that walk left the typed one: see ``structure.Walk.refs``)."""
+    refs = LocalRefs()
     if isinstance(resource, dict):
-        _check(resource, path or str(resource.get("resourceType")), None, issues)
-    return issues
+        _feed(resource, path or str(resource.get("resourceType")), None, refs)
+    return refs.issues
 
 
-def _check(resource: dict[str, Any], path: str, container: dict[str, Any] | None, issues: list[Issue]) -> None:
-    # A contained resource's "#x" names a sibling: contained resources do not nest, so the list is the container's.
-    home = container if container is not None else resource
-    contained_ids = {c.get("id") for c in _contained(home)}
-    if container is None:
-        issues += _contained_id_issues(resource, path)
-    element_ids: set[str] = set()
-    # A StructureDefinition's snapshot repeats its differential's element ids: HL7 gives it a scope of its own.
-    snapshot = f"{path}.snapshot" if resource.get("resourceType") == "StructureDefinition" else None
-    snapshot_ids: set[str] = set()
-    anchors: set[str] | None = None  # computed only if a "#x" canonical needs it
+def _feed(resource: dict[str, Any], path: str, container: dict[str, Any] | None, refs: LocalRefs) -> None:
+    refs.enter(resource, path, container)
     for node in nodes(resource, path):
         value = node.value
         if node.type == "Resource":
-            issues += _id_issues(value, node.path)
             # a contained resource keeps its container; an entry's or a parameter's resource starts afresh
-            _check(value, node.path, resource if node.key == "contained" else None, issues)
-            continue
-        if isinstance(value, dict):
-            element_id = value.get("id")
-            if isinstance(element_id, str):
-                scope = snapshot_ids if snapshot and node.path.startswith(snapshot) else element_ids
-                if element_id in scope:
-                    issues.append(_issue("business-rule", node.path, f"Duplicate id value '{element_id}'"))
-                scope.add(element_id)
-            reference = value.get("reference") if node.type == "Reference" else None
-            # "#x" naming no contained resource is ref-1's to report (invariants.py); "#" alone, the container, only
-            # means something from inside a contained resource
-            if reference == "#" and container is None:
-                where = f"{node.path}.reference"
-                issues.append(_issue("structure", where, "Unable to resolve resource with reference '#'"))
-        elif node.type == "canonical" and isinstance(value, str) and value.startswith("#"):
-            target = value[1:]
-            if target in contained_ids or (not target and container is not None):
-                continue
-            # HL7 accepts any id inside the container as a canonical's target, as it does a narrative anchor
-            if anchors is None:
-                anchors = _anchors(home)
-            if not target or target not in anchors:
-                message = f"The URL value '{value}' is invalid because there is no matching target"
-                issues.append(_issue("invalid", node.path, message))
+            _feed(value, node.path, resource if node.key == "contained" else None, refs)
+        elif isinstance(value, dict):
+            refs.element(node.path, value, node.type == "Reference")
+        elif node.type == "canonical" and isinstance(value, str):
+            refs.canonical(node.path, value)
+    refs.leave()
+
+
+class _Scope:
+    """One resource being checked: its ids so far and what its ``#`` references may name."""
+
+    __slots__ = ("_anchors", "_contained_ids", "container", "element_ids", "resource", "snapshot", "snapshot_ids")
+
+    def __init__(self, resource: dict[str, Any], path: str, container: dict[str, Any] | None) -> None:
+        self.resource = resource
+        self.container = container
+        # A StructureDefinition's snapshot repeats its differential's element ids: HL7 gives it a scope of its own.
+        self.snapshot = f"{path}.snapshot" if resource.get("resourceType") == "StructureDefinition" else None
+        self.element_ids: set[str] = set()
+        self.snapshot_ids: set[str] = set()
+        self._contained_ids: set[str] | None = None
+        self._anchors: set[str] | None = None  # computed only if a "#x" canonical needs them
+
+    @property
+    def home(self) -> dict[str, Any]:
+        # A contained resource's "#x" names a sibling: contained resources do not nest, so the list is the container's.
+        return self.container if self.container is not None else self.resource
+
+    def contained_ids(self) -> set[str]:
+        """The ids a "#x" may name (a "#x" is a string: an id that is not one, which the structure walk reports,
+        names nothing, and as a set member it raised TypeError for an object or array)."""
+        if self._contained_ids is None:
+            self._contained_ids = {c["id"] for c in _contained(self.home) if isinstance(c.get("id"), str)}
+        return self._contained_ids
+
+    def anchors(self) -> set[str]:
+        if self._anchors is None:
+            self._anchors = _anchors(self.home)
+        return self._anchors
+
+
+class LocalRefs:
+    """The rules of this module, fed the nodes of a resource in document order: ``enter`` and ``leave`` around each
+    resource (the outermost, then each one inside it where it occurs), ``element`` for every object that is not a
+    resource (complex values, backbone elements, a primitive's ``_x`` object), ``canonical`` for every canonical
+    string.  Two walks feed it: ``_feed`` above over ``nodes()``, and the structure walk (``structure.py``), which
+    visits the same nodes in the same order when the resource is well formed; the issues come out in that order."""
+
+    def __init__(self) -> None:
+        self.issues: list[Issue] = []
+        self._scopes: list[_Scope] = []
+
+    def enter(self, resource: dict[str, Any], path: str, container: dict[str, Any] | None) -> None:
+        """``container``: the resource whose ``contained`` holds this one, else None."""
+        if self._scopes:  # the outermost resource's id is checked where it is read (resource.check_id)
+            self.issues += _id_issues(resource, path)
+        if container is None:
+            self.issues += _contained_id_issues(resource, path)
+        self._scopes.append(_Scope(resource, path, container))
+
+    def leave(self) -> None:
+        self._scopes.pop()
+
+    def element(self, path: str, value: dict[str, Any], is_reference: bool) -> None:
+        scope = self._scopes[-1]
+        element_id = value.get("id")
+        if isinstance(element_id, str):
+            ids = scope.snapshot_ids if scope.snapshot and path.startswith(scope.snapshot) else scope.element_ids
+            if element_id in ids:
+                self.issues.append(_issue("business-rule", _named(path), f"Duplicate id value '{element_id}'"))
+            ids.add(element_id)
+        # "#x" naming no contained resource is ref-1's to report (invariants.py); "#" alone, the container, only
+        # means something from inside a contained resource
+        if is_reference and scope.container is None and value.get("reference") == "#":
+            where = f"{_named(path)}.reference"
+            self.issues.append(_issue("structure", where, "Unable to resolve resource with reference '#'"))
+
+    def canonical(self, path: str, value: str) -> None:
+        if not value.startswith("#"):
+            return
+        scope = self._scopes[-1]
+        target = value[1:]
+        if target in scope.contained_ids() or (not target and scope.container is not None):
+            return
+        # HL7 accepts any id inside the container as a canonical's target, as it does a narrative anchor
+        if not target or target not in scope.anchors():
+            message = f"The URL value '{value}' is invalid because there is no matching target"
+            self.issues.append(_issue("invalid", _named(path), message))
+
+
+def _named(path: str) -> str:
+    """The FHIRPath of a node as these rules name it: the structure walk names a primitive's id and extensions by
+    their JSON key (``name[0]._given[1]``), FHIRPath and ``nodes()`` by the primitive (``name[0].given[1]``).  Only
+    those keys start with an underscore in a well-formed resource's paths."""
+    return path.replace("._", ".")
 
 
 def _contained(resource: dict[str, Any]) -> list[dict[str, Any]]:

@@ -67,6 +67,9 @@ class _Checker:
         self.questionnaire = questionnaire
         self.issues: list[Issue] = []
         self.paths: dict[str, str] = {}  # linkId → FHIRPath of its response item, for later checks
+        # Every check below reads answers by linkId: one walk of the response for all of them (it was one per
+        # enableWhen and per calculated item, 9 on a WAI-SR).
+        self.answers = answers_by_link_id(response)
 
     def add(self, code: str, path: str, message: str) -> None:
         self.issues.append(Issue(code, f"{path}: {message}", expression=[path]))
@@ -100,7 +103,7 @@ class _Checker:
             return
         if len(answers) > 1 and not definition.get("repeats"):
             self.add("structure", path, f"'{definition['linkId']}' does not repeat but has {len(answers)} answers")
-        if answers and not is_enabled(definition, self.response, self.questionnaire):
+        if answers and not is_enabled(definition, self.response, self.questionnaire, self.answers):
             self.add(
                 "invariant", path, f"'{definition['linkId']}' is not enabled by the other answers, so it takes none"
             )
@@ -147,7 +150,7 @@ class _Checker:
             if definition.get("type") == "display" or definition.get("readOnly"):
                 continue
             item = present.get(link_id)
-            if not is_enabled(definition, self.response, self.questionnaire):
+            if not is_enabled(definition, self.response, self.questionnaire, self.answers):
                 continue
             if definition.get("required") and (item is None or not (item.get("answer") or item.get("item"))):
                 self.add("required", f"{parent}.item.where(linkId='{link_id}')", f"'{link_id}' is required")
@@ -156,10 +159,10 @@ class _Checker:
 
     def calculations(self) -> None:
         """A score the client sent must equal what the Questionnaire's own calculatedExpression gives."""
-        answered = {link_id for link_id, answers in answers_by_link_id(self.response).items() if answers}
+        answered = {link_id for link_id, answers in self.answers.items() if answers}
         for link_id, expected, definition in calculated_values(self.questionnaire, self.response, only=answered):
             path = self.paths.get(link_id, f"QuestionnaireResponse.item.where(linkId='{link_id}')")
-            given = _answer_number(self.response, link_id)
+            given = _answer_number(self.answers, link_id)
             if given is None:
                 continue  # omitted scores are computed by the server; only contradictions are refused
             if expected is None:
@@ -186,8 +189,8 @@ def _less(a: Any, b: Any) -> bool:
         return False
 
 
-def _answer_number(response: dict[str, Any], link_id: str) -> Decimal | None:
-    for answer in answers_by_link_id(response).get(link_id, []):
+def _answer_number(answers: dict[str, list[dict[str, Any]]], link_id: str) -> Decimal | None:
+    for answer in answers.get(link_id, []):
         for key in ("valueDecimal", "valueInteger"):
             if isinstance(answer.get(key), int | float) and not isinstance(answer.get(key), bool):
                 return Decimal(str(answer[key]))

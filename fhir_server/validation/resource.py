@@ -23,7 +23,7 @@ from fhir_server.validation.claims import claimed_profile_issues
 from fhir_server.validation.conformance import RESOURCE_RULES
 from fhir_server.validation.extensions import Lookup
 from fhir_server.validation.families import downgrade
-from fhir_server.validation.local_refs import local_ref_issues
+from fhir_server.validation.local_refs import LocalRefs, local_ref_issues
 from fhir_server.validation.structure import MAX_ISSUES, Walk, walk_resource
 from fhir_server.validation.terminology import RemoteTerminology
 
@@ -71,12 +71,14 @@ def check(
     ``profile`` is one more profile to validate against (``$validate?profile=``)."""
     resource_type = _resource_type(resource, expected_type)
     lookup = services.lookup
-    walk = Walk(lookup=lookup, terminology=services.terminology)
+    walk = Walk(lookup=lookup, terminology=services.terminology, refs=LocalRefs())
     walk_resource(resource, resource_type, walk)
     issues = walk.issues
     for node, where in walk.resources:
         issues += _resource_issues(node, where)
-    issues += _family(local_ref_issues(resource, resource_type), "reference")
+    # The walk fed the local-reference rules as it went, unless the resource's errors made it leave the typed walk
+    refs = walk.refs.issues if walk.refs is not None else local_ref_issues(resource, resource_type)
+    issues += _family(refs, "reference")
     if any(node.get("resourceType") == "Bundle" for node, _ in walk.resources):
         issues += _family(bundle_issues(resource, resource_type), "bundle")
     # FHIRPath over a resource whose structure is wrong judges nothing useful (and names elements that are not there)

@@ -36,9 +36,16 @@ class ExpressionFailed(Exception):
     """FHIRPath could not evaluate an expression on this response (e.g. two answers where one is expected)."""
 
 
-def evaluate(expression: str, response: dict[str, Any], questionnaire: dict[str, Any], env: dict[str, Any]) -> list:
+def evaluate(
+    expression: str,
+    response: dict[str, Any],
+    questionnaire: dict[str, Any],
+    env: dict[str, Any],
+    roots: sdc_fast.Roots | None = None,
+) -> list:
+    """``roots``: shared by the expressions evaluated on the same response and Questionnaire (sdc_fast.Roots)."""
     try:
-        fast = sdc_fast.evaluate(expression, response, questionnaire, env)
+        fast = sdc_fast.evaluate(expression, response, questionnaire, env, roots)
     except sdc_fast.WouldRaise as exc:
         raise ExpressionFailed(f"{expression[:80]}: {exc}") from None
     if fast is not None:
@@ -49,15 +56,18 @@ def evaluate(expression: str, response: dict[str, Any], questionnaire: dict[str,
         raise ExpressionFailed(f"{expression[:80]}: {exc}") from None
 
 
-def variables(questionnaire: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+def variables(
+    questionnaire: dict[str, Any], response: dict[str, Any], roots: sdc_fast.Roots | None = None
+) -> dict[str, Any]:
     """Root-level variables, in order (later ones may use earlier ones)."""
+    roots = roots or sdc_fast.Roots(response, questionnaire)
     env: dict[str, Any] = {}
     for ext in questionnaire.get("extension") or ():
         if ext.get("url") == VARIABLE:
             expression = ext.get("valueExpression") or {}
             if expression.get("language") == "text/fhirpath" and expression.get("name"):
                 try:
-                    env[expression["name"]] = evaluate(expression["expression"], response, questionnaire, env)
+                    env[expression["name"]] = evaluate(expression["expression"], response, questionnaire, env, roots)
                 except ExpressionFailed:
                     env[expression["name"]] = []
     return env
@@ -83,11 +93,12 @@ def calculated_values(
     ]
     if not wanted:
         return []  # FHIRPath is the slow part: skip it when no calculated item is asked for
-    env = variables(questionnaire, response)
+    roots = sdc_fast.Roots(response, questionnaire)
+    env = variables(questionnaire, response, roots)
     out = []
     for item, expression in wanted:
         try:
-            result = evaluate(expression, response, questionnaire, env)
+            result = evaluate(expression, response, questionnaire, env, roots)
         except ExpressionFailed:
             continue
         value = result[0] if result else None

@@ -25,13 +25,18 @@ from typing import Any
 from fhirpathpy.models import models
 from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 
-# Choice types in the order fhirpathpy tries them (the first present wins), read from its own R4 model.
-# Each as (valueX, _valueX) keys, made once: spelling them per node is most of the cost of a lookup.
-Choice = tuple[tuple[str, str], ...]
+# Choice types in the order fhirpathpy tries them (the first present wins), read from its own R4 model, as
+# ``valueX`` / ``_valueX`` key → (rank, is ``_valueX``): a node is read by its own few keys, not by trying each type's
+# (valueCoding is the 10th of 12 answer types; Extension.value has 50).
+Choice = dict[str, tuple[int, bool]]
 
 
 def _value_keys(path: str) -> Choice:
-    return tuple((f"value{kind}", f"_value{kind}") for kind in models["r4"]["choiceTypePaths"][path])
+    keys: Choice = {}
+    for rank, kind in enumerate(models["r4"]["choiceTypePaths"][path]):
+        keys[f"value{kind}"] = (rank, False)
+        keys[f"_value{kind}"] = (rank, True)
+    return keys
 
 
 ANSWER_VALUE = _value_keys("QuestionnaireResponse.item.answer.value")
@@ -43,7 +48,7 @@ EXTENSION_VALUE = _value_keys("Extension.value")
 _RESERVED = frozenset({"resource", "questionnaire", "context", "ucum"})
 
 Result = list[Any]
-Evaluator = Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], Result]
+Evaluator = Callable[["Roots", dict[str, Any]], Result]
 
 
 class Unsupported(Exception):
@@ -54,14 +59,18 @@ class WouldRaise(Exception):
     """fhirpathpy raises on this input (e.g. ``+`` on a variable holding two answers)."""
 
 
-def evaluate(expression: str, response: Any, questionnaire: Any, env: dict[str, Any]) -> Result | None:
+def evaluate(
+    expression: str, response: Any, questionnaire: Any, env: dict[str, Any], roots: Roots | None = None
+) -> Result | None:
     """fhirpathpy's result for ``expression``, or None when no shape matches or the data is unusual (then ask
-    fhirpathpy).  Raises WouldRaise where fhirpathpy raises."""
+    fhirpathpy).  Raises WouldRaise where fhirpathpy raises.  ``roots``: shared with earlier expressions."""
     evaluator = compiled(expression)
     if evaluator is None or env.keys() & _RESERVED:
         return None
+    if roots is None or roots.response is not response or roots.questionnaire is not questionnaire:
+        roots = Roots(response, questionnaire)
     try:
-        return evaluator(response, questionnaire, env)
+        return evaluator(roots, env)
     except Unsupported:
         return None
 
@@ -120,19 +129,27 @@ def _root_items(resource: Any, resource_type: str) -> Result:
 
 
 def _choice(nodes: Result, keys: Choice) -> Result:
-    """``nodes.value`` on a choice element: the first ``value<Type>`` present, in the model's order."""
+    """``nodes.value`` on a choice element: the first ``value<Type>`` present, in the model's order (a
+    ``_value<Type>`` at or before it is not handled: fhirpathpy would read its extensions)."""
     out: Result = []
     for node in nodes:
         if not isinstance(node, dict):
             continue
         _typed(node)
-        for key, extension_key in keys:
-            value, extensions = node.get(key), node.get(extension_key)
-            if extensions is not None:
-                raise Unsupported
-            if value is not None:
-                _add(out, value)
-                break
+        first, value, extended = len(keys), None, len(keys)  # ranks: past the last type when absent
+        for key, item in node.items():
+            known = keys.get(key)
+            if known is None or item is None:
+                continue
+            rank, extension = known
+            if extension:
+                extended = min(extended, rank)
+            elif rank < first:
+                first, value = rank, item
+        if extended <= first and extended < len(keys):
+            raise Unsupported
+        if value is not None:
+            _add(out, value)
     return out
 
 
@@ -151,6 +168,41 @@ def _with_link_id(nodes: Result, link_id: str) -> Result:
             elif own is not None and own.__class__ is not str:
                 raise Unsupported  # ['x'] would equal 'x' there
     return out
+
+
+def _by_link_id(nodes: Result) -> dict[str, Result] | None:
+    """``nodes.where(linkId = 'x')`` for every x at once, or None when a node would make ``_with_link_id`` raise
+    (a resourceType, a linkId that is not a string or has extensions): those are left to it."""
+    index: dict[str, Result] = {}
+    for node in nodes:
+        if isinstance(node, dict):
+            if "resourceType" in node or node.get("_linkId") is not None:
+                return None
+            own = node.get("linkId")
+            if own is not None:
+                if own.__class__ is not str:
+                    return None
+                index.setdefault(own, []).append(node)
+    return index
+
+
+class Roots:
+    """``%resource`` and ``%questionnaire`` with their root items by linkId, indexed once for all the expressions
+    evaluated on them (``sdc.calculated_values``): each WAI-SR variable finds its item in both, 24 scans."""
+
+    def __init__(self, response: Any, questionnaire: Any) -> None:
+        self.response = response
+        self.questionnaire = questionnaire
+        self._indexes: dict[str, dict[str, Result] | None] = {}
+
+    def items(self, resource_type: str, link_id: str) -> Result:
+        """``%resource.item.where(linkId = 'x')`` or ``%questionnaire``'s (a shared list: read it only)."""
+        root = self.response if resource_type == "QuestionnaireResponse" else self.questionnaire
+        items = _root_items(root, resource_type)  # raises for a root fhirpathpy would read by other rules
+        if resource_type not in self._indexes:
+            self._indexes[resource_type] = _by_link_id(items)
+        index = self._indexes[resource_type]
+        return _with_link_id(items, link_id) if index is None else index.get(link_id, [])
 
 
 _SCALARS = (str, int, float)  # what JSON holds besides objects, arrays and null (bool is an int)
@@ -201,9 +253,9 @@ def _converted(value: Any) -> Any:
     return value
 
 
-def _answers(response: Any, link_id: str) -> Result:
+def _answers(roots: Roots, link_id: str) -> Result:
     """``%resource.item.where(linkId = 'x').answer``: root-level items only, as written."""
-    return _member(_with_link_id(_root_items(response, "QuestionnaireResponse"), link_id), "answer")
+    return _member(roots.items("QuestionnaireResponse", link_id), "answer")
 
 
 # --- the shapes ---------------------------------------------------------------------------------------------------
@@ -223,8 +275,8 @@ def _answer_value(groups: dict[str, str]) -> Evaluator:
     """``%resource.item.where(linkId='x').answer.value``: the answers' values (VAS millimetres, codings...)."""
     link_id = groups["link"]
 
-    def run(response: Any, questionnaire: Any, env: dict[str, Any]) -> Result:
-        return _output(_choice(_answers(response, link_id), ANSWER_VALUE))
+    def run(roots: Roots, env: dict[str, Any]) -> Result:
+        return _output(_choice(_answers(roots, link_id), ANSWER_VALUE))
 
     return run
 
@@ -233,10 +285,9 @@ def _option_extension(groups: dict[str, str]) -> Evaluator:
     """The ordinalValue (or other extension) of the answerOption whose code the answer chose."""
     option_link, answer_link, url = groups["qlink"], groups["rlink"], groups["url"]
 
-    def run(response: Any, questionnaire: Any, env: dict[str, Any]) -> Result:
-        items = _with_link_id(_root_items(questionnaire, "Questionnaire"), option_link)
-        options = _member(items, "answerOption")
-        codes = _member(_choice(_answers(response, answer_link), ANSWER_VALUE), "code")
+    def run(roots: Roots, env: dict[str, Any]) -> Result:
+        options = _member(roots.items("Questionnaire", option_link), "answerOption")
+        codes = _member(_choice(_answers(roots, answer_link), ANSWER_VALUE), "code")
         chosen = [o for o in options if _equal(_member(_choice([o], OPTION_VALUE), "code"), codes)]
         return _output(_choice(_extension(chosen, url), EXTENSION_VALUE))
 
@@ -294,7 +345,7 @@ def _iif_sum(groups: dict[str, str]) -> Evaluator | None:
     if _KEYWORDS.intersection(condition + terms):
         return None  # fhirpathpy fails to parse it
 
-    def run(response: Any, questionnaire: Any, env: dict[str, Any]) -> Result:
+    def run(roots: Roots, env: dict[str, Any]) -> Result:
         # fhirpathpy evaluates both sides of every 'and', so each variable is looked up (an undefined one raises).
         if not all([bool(_variable(env, name)) for name in condition]):
             return []  # iif's false branch, {}; the sum is not evaluated

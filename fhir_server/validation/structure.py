@@ -4,7 +4,8 @@ It checks what the StructureDefinitions say of each node — known elements, arr
 the JSON type and lexical form of every primitive, required and extensible bindings, Reference targets, core
 extensions, the narrative's XHTML, contained and nested resources — and collects the invariants whose context is
 present, with their node, for ``invariants.py`` to judge afterwards.  ele-1 (no empty elements) is checked here:
-FHIR JSON may not hold empty objects, arrays or strings (R4 §2.6.2).
+FHIR JSON may not hold empty objects, arrays or strings (R4 §2.6.2).  It also feeds ``local_refs.LocalRefs`` the
+nodes its rules read (ids, ``#`` references, nested resources), so the resource is walked once, not twice.
 
 Each issue names the node by FHIRPath (``QuestionnaireResponse.item[0].answer[0].valueInteger``).
 """
@@ -12,6 +13,7 @@ Each issue names the node by FHIRPath (``QuestionnaireResponse.item[0].answer[0]
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import fhir_server.validation.definitions as definitions
@@ -21,6 +23,7 @@ from fhir_server.validation.conformance import DATATYPE_RULES
 from fhir_server.validation.definitions import Child
 from fhir_server.validation.extensions import Lookup, extension_issues
 from fhir_server.validation.formats import reference_problem
+from fhir_server.validation.local_refs import LocalRefs
 from fhir_server.validation.narrative import narrative_problems
 from fhir_server.validation.primitives import absolute_uri_problem, json_type_problem, uuid_problem, value_problem
 from fhir_server.validation.terminology import RemoteTerminology
@@ -47,9 +50,18 @@ class Walk:
     resources: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # every resource and where it is
     lookup: Lookup | None = None  # stored StructureDefinitions by canonical URL (extension definitions, profiles)
     terminology: RemoteTerminology | None = None  # codes of systems and value sets the server does not hold
+    # The local-reference rules, fed as the walk goes.  They are exact only while the walk visits the nodes, in the
+    # order and under the paths, of local_refs.nodes() (the R4 types, as written): on a resource with errors it
+    # skips or reshapes parts (an empty array, an object where a string belongs) and stops after MAX_ISSUES.
+    # Wherever it may have, ``refs`` is dropped (None) and the caller runs local_refs' own walk instead.
+    refs: LocalRefs | None = None
 
     def add(self, code: str, where: str, message: str, severity: str = "error", rule: str = "structure") -> None:
         self.issues.append(Issue(code, f"{where}: {message}", severity=severity, expression=[where], rule=rule))
+        if severity == "error":
+            # Every departure from the typed walk is an error; the few that are not drop ``refs`` where they happen
+            # (MAX_ISSUES reached, a resourceType in a datatype's object, a datatype profile's own table).
+            self.refs = None
 
     def extend(self, issues: list[Issue], rule: str) -> None:
         for issue in issues:
@@ -57,8 +69,15 @@ class Walk:
         self.issues.extend(issues)
 
 
-def walk_resource(node: dict[str, Any], where: str, walk: Walk, root: dict[str, Any] | None = None) -> None:
-    """Walk a resource found at ``where`` (the top level, contained, a Bundle entry, a Parameters value)."""
+def walk_resource(
+    node: dict[str, Any],
+    where: str,
+    walk: Walk,
+    root: dict[str, Any] | None = None,
+    container: dict[str, Any] | None = None,
+) -> None:
+    """Walk a resource found at ``where`` (the top level, contained, a Bundle entry, a Parameters value);
+    ``container``: the resource whose ``contained`` holds it."""
     resource_type = node.get("resourceType")
     if type(resource_type) is not str:
         walk.add("structure", where, "a resource needs a 'resourceType'")
@@ -70,7 +89,11 @@ def walk_resource(node: dict[str, Any], where: str, walk: Walk, root: dict[str, 
     root = root if root is not None else node
     for key in definitions.node_constraints(resource_type, resource_type):
         walk.deferred.append(Deferred(key, node, node, root, where))
+    if walk.refs is not None:
+        walk.refs.enter(node, where, container)
     _walk_node(node, resource_type, resource_type, where, walk, node, root, _resource_context(resource_type))
+    if walk.refs is not None:
+        walk.refs.leave()
 
 
 def _resource_context(resource_type: str) -> frozenset[str]:
@@ -95,14 +118,17 @@ def _walk_node(
     table = definitions.children(owner, path)
     for key, value in node.items():
         if len(walk.issues) >= MAX_ISSUES:
+            walk.refs = None
             return
         child = table.get(key)
         if child is None:
             if key != "resourceType" or path != owner:
                 walk.add("structure", f"{where}.{key}", f"Unrecognized element '{key[:64]}' (not part of FHIR R4)")
+            elif not definitions.is_resource(owner):
+                walk.refs = None  # a datatype's object with a resourceType: local_refs.nodes() takes it for a resource
             continue
         here = f"{where}.{key}"
-        if value == [] or value == {} or value == "":
+        if isinstance(value, (list, dict, str)) and not value:
             walk.add("value" if value == "" else "structure", here, "empty values are not allowed in FHIR JSON")
             continue
         if key[0] == "_":
@@ -118,7 +144,8 @@ def _walk_node(
                 value = [value]
             elif child.element.max is not None and len(value) > child.element.max:
                 walk.add("structure", here, f"at most {child.element.max} allowed, found {len(value)}")
-            twins = node.get("_" + key) if type(node.get("_" + key)) is list else None
+            twins = node.get("_" + key)
+            twins = twins if type(twins) is list else None
             for index, item in enumerate(value):
                 if item is None:
                     if twins is None or index >= len(twins) or twins[index] is None:
@@ -130,7 +157,7 @@ def _walk_node(
         else:
             _check_value(child, value, here, walk, resource, root, context, parent_extension)
     _check_required(node, owner, path, where, walk)
-    if (path != owner or not definitions.is_resource(owner)) and all(key in ("id",) for key in node):
+    if node.keys() <= {"id"} and (path != owner or not definitions.is_resource(owner)):
         walk.add("invariant", where, "ele-1: All FHIR elements must have a @value or children")
 
 
@@ -165,6 +192,8 @@ def _walk_primitive_twins(
         if type(item) is not dict:
             walk.add("structure", here, "the extensions of a primitive are a JSON object")
             continue
+        if walk.refs is not None:
+            walk.refs.element(here, item, False)
         _walk_node(item, "Element", "Element", here, walk, resource, root, context)
 
 
@@ -182,24 +211,32 @@ def _check_value(
     element = child.element
     if definitions.is_primitive(kind):
         _check_primitive(child, value, where, walk)
+        if kind == "canonical" and walk.refs is not None:
+            walk.refs.canonical(where, value)
     elif kind == "Resource" or definitions.is_resource(kind):
         if type(value) is not dict:
             walk.add("structure", where, "a resource must be a JSON object")
-        else:
+        elif element.path.endswith(".contained"):
             # A contained resource lives in its container (%rootResource); a Bundle entry or a Parameters value is
             # a resource of its own, as HL7's validator has it.
-            walk_resource(value, where, walk, root if element.path.endswith(".contained") else None)
+            walk_resource(value, where, walk, root, container=resource)
+        else:
+            walk_resource(value, where, walk)
         return
     elif type(value) is not dict:
         walk.add("structure", where, f"{kind} must be a JSON object, not {type(value).__name__}")
         return
     else:
+        if walk.refs is not None:
+            walk.refs.element(where, value, kind == "Reference")
         if element.children is not None:
             owner, path = element.children
             # a contentReference (CapabilityStatement.rest.operation) is named by its own path and its target's
             names = frozenset({"BackboneElement", "Element", path, element.path})
         else:
             owner, path = definitions.datatype_root(element.profile or kind)
+            if element.profile and not _same_table(element.profile, kind):
+                walk.refs = None  # local_refs.nodes() reads the value with its own type's table
             names = definitions.context_names(kind, element.path)
             for key in definitions.node_constraints(owner, path):
                 if key not in element.constraints:  # ext-1 is both the element's and the Extension type's
@@ -225,6 +262,14 @@ def _check_value(
         walk.deferred.append(Deferred(key, value, resource, root, where))
     if element.binding is not None:
         walk.extend(binding_issues(kind, value, element.binding, where, walk.terminology), "binding")
+
+
+@cache
+def _same_table(profile: str, kind: str) -> bool:
+    """Whether a datatype profile's table (SimpleQuantity) types the keys as its value's own type does (Quantity)."""
+    ours = definitions.children(*definitions.datatype_root(profile))
+    theirs = definitions.children(*definitions.datatype_root(kind))
+    return {k: c.type for k, c in ours.items()} == {k: c.type for k, c in theirs.items()}
 
 
 def _check_primitive(child: Child, value: Any, where: str, walk: Walk) -> None:
