@@ -67,7 +67,8 @@ def binding_issues(
     if kind == "Coding":
         return _codings_issues([value], found, strength, severity, where, single=True)
     if kind == "CodeableConcept" and type(value) is dict:
-        codings = [c for c in value.get("coding", ()) if type(c) is dict]
+        listed = value.get("coding")
+        codings = [c for c in listed if type(c) is dict] if type(listed) is list else []  # else: the walk's to report
         return _codings_issues(codings, found, strength, severity, where, single=False)
     return []
 
@@ -75,7 +76,8 @@ def binding_issues(
 def _codings_issues(
     codings: list[dict[str, Any]], found: ValueSet, strength: str, severity: str, where: str, *, single: bool
 ) -> list[Issue]:
-    coded = [c for c in codings if type(c) is dict and "code" in c]
+    # A code or system of the wrong JSON type is the structure walk's to report; here it would not even hash.
+    coded = [c for c in codings if type(c) is dict and type(c.get("code")) is str and type(c.get("system", "")) is str]
     if any((c.get("system"), c["code"]) in found.pairs for c in coded):
         return []
     if not coded:

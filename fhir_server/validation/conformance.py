@@ -45,8 +45,10 @@ def _core_search_parameters() -> dict[str, tuple[str, frozenset[str]]]:
 def search_parameter_issues(resource: dict[str, Any], where: str) -> list[Issue]:
     issues = []
     kind = resource.get("type")
-    bases = [b for b in resource.get("base") or () if type(b) is str]
-    if kind == "composite" and len(resource.get("component") or ()) < 2:
+    # Values of the wrong JSON type are the structure walk's to report: read here as if absent.
+    listed, components = resource.get("base"), resource.get("component")
+    bases = [b for b in listed if type(b) is str] if type(listed) is list else []
+    if kind == "composite" and (len(components) if type(components) is list else 0) < 2:
         issues.append(
             _error(where, "When the SearchParameter has a type of 'composite', it must define two or more components")
         )

@@ -37,7 +37,12 @@ class ElementDef:
     binding: tuple[str, str] | None  # (strength, value set URL) of a required or extensible binding
     constraints: tuple[str, ...]  # invariant keys whose context is this element (ele-1 left out: walked natively)
     children: tuple[str, str] | None  # (owner, path) of the table for a backbone element's children
-    profile: str | None = None  # a core datatype profile the element's value must meet (SimpleQuantity)
+    # Type → the core datatype profile a value of that type must meet (Quantity → SimpleQuantity): per type, as a
+    # choice element profiles one of its types only (doseAndRate.dose[x]: a Range, or a SimpleQuantity).
+    profiles: tuple[tuple[str, str], ...] = ()
+
+    def profile_for(self, kind: str) -> str | None:
+        return next((profile for typed, profile in self.profiles if typed == kind), None)
 
     @property
     def repeats(self) -> bool:
@@ -122,13 +127,18 @@ def _element(owner: str, raw: dict[str, Any], by_path: dict[str, Any]) -> Elemen
         binding=(binding["strength"], binding["valueSet"]) if binding else None,
         constraints=tuple(key for key in keys if key != "ele-1" and not _best_practice(key)),
         children=children,
-        profile=_core_profile(raw),
+        profiles=_core_profiles(raw),
     )
 
 
-def _core_profile(raw: dict[str, Any]) -> str | None:
-    profiles = [p.rsplit("/", 1)[-1] for entry in raw.get("type", ()) for p in entry.get("profile", ())]
-    return profiles[0] if len(profiles) == 1 and type_info(profiles[0]) is not None else None
+def _core_profiles(raw: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Each type's one core datatype profile (several, or one that is not a core type: not applied here)."""
+    out = []
+    for entry in raw.get("type", ()):
+        named = [p.rsplit("/", 1)[-1] for p in entry.get("profile", ())]
+        if len(named) == 1 and type_info(named[0]) is not None:
+            out.append((entry["code"], named[0]))
+    return tuple(out)
 
 
 @cache

@@ -234,8 +234,9 @@ def _check_value(
             # a contentReference (CapabilityStatement.rest.operation) is named by its own path and its target's
             names = frozenset({"BackboneElement", "Element", path, element.path})
         else:
-            owner, path = definitions.datatype_root(element.profile or kind)
-            if element.profile and not _same_table(element.profile, kind):
+            profile = element.profile_for(kind)
+            owner, path = definitions.datatype_root(profile or kind)
+            if profile and not _same_table(profile, kind):
                 walk.refs = None  # local_refs.nodes() reads the value with its own type's table
             names = definitions.context_names(kind, element.path)
             for key in definitions.node_constraints(owner, path):

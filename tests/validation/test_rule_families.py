@@ -24,6 +24,17 @@ def observation(**extra: Any) -> dict[str, Any]:
     return {"resourceType": "Observation", "status": "final", "code": code, **extra}
 
 
+def medication_request(**dose: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationRequest",
+        "status": "active",
+        "intent": "order",
+        "medicationCodeableConcept": {"text": "sertraline 50 mg"},
+        "subject": {"reference": "Patient/p1"},
+        "dosageInstruction": [{"doseAndRate": [dose]}],
+    }
+
+
 def document(full_url: str) -> dict[str, Any]:
     composition = {
         "resourceType": "Composition",
@@ -76,6 +87,14 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         {"resourceType": "Evidence", "status": "draft", "exposureBackground": {"reference": "EvidenceVariable/e"}},
         {"resourceType": "ActivityDefinition", "status": "draft", "subjectCanonical": "http://example.org/G"},
         "ActivityDefinition.subjectCanonical",
+    ),
+    # A core datatype profile on one type of a choice (doseAndRate.dose[x]: Range, or Quantity as SimpleQuantity)
+    # applies to that type only: a Range is read as a Range, a Quantity must meet SimpleQuantity (no comparator)
+    (
+        "structure-choice-type-profile",
+        medication_request(doseRange={"low": {"value": 1}, "high": {"value": 2}}),
+        medication_request(doseQuantity={"value": 1, "comparator": "<"}),
+        "MedicationRequest.dosageInstruction[0].doseAndRate[0].doseQuantity",
     ),
     ("primitive-date", patient(birthDate="1990-02-28"), patient(birthDate="1990-02-30"), "Patient.birthDate"),
     (
