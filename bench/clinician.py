@@ -25,12 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy.engine import Engine
 
 from bench.common import fresh_postgres, progress, start_server, table
+from bench.shipped import canonical
 from fhir_server.config import Settings
 from fhir_server.smart.sessions import COOKIE_NAME, AppSessionStore
 from fhir_server.store.engine import build_engine
 
-SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.1"
-ORS = "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.1"
+SRS = canonical("srs")
+ORS = canonical("ors")
 
 
 def response(patient: str, canonical: str, day: date, mark: int) -> dict:

@@ -31,9 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import FsyncProbe, MachineTimes, fresh_postgres, postgres_cpu, start_server, table  # noqa: E402
+from bench.shipped import canonical  # noqa: E402
 from fhir_server.store.tables import INDEX_TABLES, resource_versions, resources  # noqa: E402
 
-SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.1"
+SRS = canonical("srs")
 ITEMS = ("relationship", "goals", "approach", "overall")
 
 

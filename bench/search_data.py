@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from bench.shipped import canonical
+
 START = datetime(2024, 11, 1)  # the data spans two years from here (naive UTC)
 WINDOW_MINUTES = 2 * 365 * 24 * 60
 OBS_PER_QR = 10
@@ -105,7 +107,7 @@ def resources_of(number: int, plan: Plan) -> Iterator[tuple[str, str, dict]]:
             qid,
             {
                 "resourceType": "QuestionnaireResponse",
-                "questionnaire": f"{QUESTIONNAIRE.format(instrument)}|1.0.1",
+                "questionnaire": canonical(instrument),
                 "status": "completed",
                 "subject": subject,
                 "authored": _when(minute),

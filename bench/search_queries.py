@@ -8,7 +8,6 @@ from datetime import timedelta
 
 from bench.search_data import (
     INSTRUMENTS,
-    QUESTIONNAIRE,
     SNOMED,
     START,
     WINDOW_MINUTES,
@@ -16,6 +15,7 @@ from bench.search_data import (
     observation_counts,
     plan_patient,
 )
+from bench.shipped import canonical
 
 
 class CheckFailed(Exception):
@@ -98,17 +98,17 @@ def query_c(truth: Truth, rng: random.Random) -> Request:
     day = START + timedelta(minutes=WINDOW_MINUTES) - timedelta(days=rng.randint(1, 60))
     floor = int((day - START).total_seconds() // 60)
     expected = [qid for qid, minute in truth.srs_responses() if minute >= floor][:21]
-    canonical = f"{QUESTIONNAIRE.format('srs')}|1.0.1"
+    srs = canonical("srs")
 
     def check(bundle: dict) -> tuple[int, int]:
         got = _entries(bundle, "match")
-        _expect(all(r["questionnaire"] == canonical for r in got), "a response to another Questionnaire")
+        _expect(all(r["questionnaire"] == srs for r in got), "a response to another Questionnaire")
         _expect(all(r["authored"] >= day.strftime("%Y-%m-%d") for r in got), "authored before the date")
         _expect([r["id"] for r in got] == expected[:20], "not the first 20 matching responses")
         _expect(_has_next(bundle) == (len(expected) > 20), "next link wrong")
         return len(got), 0
 
-    return "QuestionnaireResponse", [("questionnaire", canonical), ("authored", f"ge{day:%Y-%m-%d}")], check
+    return "QuestionnaireResponse", [("questionnaire", srs), ("authored", f"ge{day:%Y-%m-%d}")], check
 
 
 def query_d1(truth: Truth, rng: random.Random) -> Request:
