@@ -26,6 +26,7 @@ from fhir_server.ehr.worker import OutboxWorker
 from fhir_server.engine.composition import build_core
 from fhir_server.engine.library_sync import sync_resources
 from fhir_server.middleware import RequestContextMiddleware
+from fhir_server.operations import published_definitions
 from fhir_server.store import secret_store
 from fhir_server.store.errors import DATABASE_ERRORS
 from fhir_server.web import auth_routes
@@ -66,7 +67,9 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
         # on every token later.  `fhir-server serve` runs the same check first, to say so in one line.
         log.info(await run_in_threadpool(secret_store.check_at_startup, engine))
         if settings.load_library:
-            summary = await run_in_threadpool(sync_resources, fhir, library.resources())
+            # with the OperationDefinitions of our own operations, which the CapabilityStatement names
+            resources = [*library.resources(), *published_definitions()]
+            summary = await run_in_threadpool(sync_resources, fhir, resources)
             log.info("library: %d stored, %d already current", summary.created, summary.unchanged)
         if settings.outbox_worker:
             app.state.outbox_worker.start()  # resumes the deliveries left pending by the last run

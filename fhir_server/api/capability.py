@@ -1,11 +1,13 @@
-"""The CapabilityStatement, generated from what is implemented: the served types, the interactions the
-routers provide, and every search parameter in the registry."""
+"""The CapabilityStatement, generated from what is implemented: the served types (less those the server refuses to
+store, engine/admission.py), the interactions the routers provide, every search parameter in the registry and the
+operation registry.  ``tests/api/test_capability_contract.py`` sends a request for everything it declares."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fhir_server import FHIR_VERSION, __version__, models
+from fhir_server.engine.admission import NOT_ACCEPTED
 from fhir_server.operations import OPERATIONS
 from fhir_server.search.registry import Registry
 from fhir_server.store.records import instant, utc_now
@@ -23,6 +25,16 @@ TYPE_INTERACTIONS = [
 ]
 SYSTEM_INTERACTIONS = ["transaction", "batch", "history-system"]
 RESULT_PARAMETERS = ["_count", "_total", "_summary", "_elements", "_sort", "_include", "_revinclude"]
+# Only what the server meets in full.  SDC Form Response Manager: create, read, update and search
+# QuestionnaireResponses (its SHALLs; delete and history too).  Not (yet) Bulk Data or the Subscriptions Backport,
+# and SMART App Launch publishes no server CapabilityStatement: it is declared in rest.security below.
+INSTANTIATES = ["http://hl7.org/fhir/uv/sdc/CapabilityStatement/sdc-form-response-manager"]
+SERVED_TYPES = sorted(t for t in models.R4_RESOURCE_TYPES if t not in NOT_ACCEPTED)
+BINARY_DOCUMENTATION = (
+    "Read answers the content itself with its contentType unless FHIR is asked for (an `Accept` of "
+    "application/fhir+json, or `_format`); create and update take raw content of any other Content-Type, "
+    "`X-Security-Context` naming its securityContext."
+)
 
 
 def security(authorize_base: str) -> dict[str, Any]:
@@ -60,48 +72,58 @@ def security(authorize_base: str) -> dict[str, Any]:
     }
 
 
-def capability_statement(registry: Registry, base_url: str, auth_base: str | None = None) -> dict[str, Any]:
-    resources = []
-    for resource_type in sorted(models.R4_RESOURCE_TYPES):
-        all_params = registry.for_type(resource_type)
-        params = [
-            {"name": p.code, "definition": p.url, "type": p.type} if p.url else {"name": p.code, "type": p.type}
-            for p in all_params
-            if p.type != "special"
-        ]
-        references = [f"{resource_type}:{p.code}" for p in all_params if p.type == "reference"]
-        operations = [
-            {"name": op.name, "definition": op.definition["url"]}
-            for op in OPERATIONS.values()
-            if resource_type in op.resource_types and op.levels & {"type", "instance"}
-        ]
-        entry: dict[str, Any] = {
-            "type": resource_type,
-            "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
-            "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
-            "versioning": "versioned",
-            "readHistory": True,
-            "updateCreate": True,
-            "conditionalCreate": True,
-            "conditionalRead": "not-supported",
-            "conditionalUpdate": True,
-            "conditionalDelete": "single",
-            "searchInclude": ["*", *references],
-            "searchRevInclude": ["*"],
-            "searchParam": params,
-        }
-        if operations:
-            entry["operation"] = operations
-        resources.append(entry)
-    system_operations = [
-        {"name": op.name, "definition": op.definition["url"]} for op in OPERATIONS.values() if "system" in op.levels
+def _operations(resource_type: str | None) -> list[dict[str, Any]]:
+    """The operations routed for the type (None: at system level), each naming its OperationDefinition."""
+    if resource_type is None:
+        routed = [op for op in OPERATIONS.values() if "system" in op.levels]
+    else:
+        routed = [op for op in OPERATIONS.values() if resource_type in op.resources and op.levels - {"system"}]
+    return [
+        {"name": op.name, "definition": op.canonical(resource_type), "documentation": op.documentation} for op in routed
     ]
+
+
+def _resource(registry: Registry, resource_type: str) -> dict[str, Any]:
+    all_params = registry.for_type(resource_type)
+    params = [
+        {"name": p.code, "definition": p.url, "type": p.type} if p.url else {"name": p.code, "type": p.type}
+        for p in all_params
+        if p.type != "special"  # Location's near is not implemented
+    ]
+    entry: dict[str, Any] = {
+        "type": resource_type,
+        "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
+        "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
+        "versioning": "versioned-update",  # If-Match is honoured (412 when stale)
+        "readHistory": True,
+        "updateCreate": True,
+        "conditionalCreate": True,
+        "conditionalRead": "full-support",  # If-Modified-Since and If-None-Match answer 304
+        "conditionalUpdate": True,
+        "conditionalDelete": "single",  # several matches answer 412
+        "searchInclude": ["*", *(f"{resource_type}:{p.code}" for p in all_params if p.type == "reference")],
+        "searchRevInclude": ["*"],
+        "searchParam": params,
+    }
+    if resource_type == "Binary":
+        entry["documentation"] = BINARY_DOCUMENTATION
+    operations = _operations(resource_type)
+    if operations:
+        entry["operation"] = operations
+    return entry
+
+
+def capability_statement(registry: Registry, base_url: str, auth_base: str | None = None) -> dict[str, Any]:
+    """The statement for this server at ``base_url``; ``auth_base`` (the authorization server) when tokens are
+    required."""
+    system_operations = _operations(None)
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": instant(utc_now()),
         "publisher": "fhir-server project",
         "kind": "instance",
+        "instantiates": INSTANTIATES,
         "software": {"name": "fhir-server", "version": __version__},
         "implementation": {
             "description": "FHIR server for feedback-informed treatment measures",
@@ -114,7 +136,7 @@ def capability_statement(registry: Registry, base_url: str, auth_base: str | Non
             {
                 "mode": "server",
                 **({"security": security(auth_base)} if auth_base else {}),
-                "resource": resources,
+                "resource": [_resource(registry, resource_type) for resource_type in SERVED_TYPES],
                 "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
                 "searchParam": [{"name": name, "type": "special"} for name in RESULT_PARAMETERS],
                 # R4 JSON has no empty arrays: the element is left out while no operation is system-level.

@@ -1,4 +1,5 @@
-"""Instance-level interactions: read, vread, update, patch, delete, instance history."""
+"""Instance-level interactions: read, vread, update, patch, delete, instance history (a Binary's content itself:
+api/binary.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from fhir_server.api import binary, result_bundles
 from fhir_server.api import history as history_api
-from fhir_server.api import result_bundles
 from fhir_server.api.http import (
     PATCH_TYPE,
     json_response,
@@ -26,8 +27,12 @@ router = APIRouter()
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}")
 def vread(resource_type: str, resource_id: str, version_id: str, request: Request, fhir: FhirDep) -> Response:
-    response_media_type(request)
+    content = binary.wants_content(request, resource_type)
+    if not content:
+        response_media_type(request)
     stored = fhir.vread(resource_type, resource_id, version_id)
+    if content:
+        return binary.content_response(stored, version_headers(stored, request))
     return json_response(request, stored.content or "{}", headers=version_headers(stored, request))
 
 
@@ -51,7 +56,9 @@ def compartment_search(
 
 @router.get("/{resource_type}/{resource_id}")
 def read(resource_type: str, resource_id: str, request: Request, fhir: FhirDep) -> Response:
-    response_media_type(request)
+    content = binary.wants_content(request, resource_type)
+    if not content:
+        response_media_type(request)
     stored = fhir.read(resource_type, resource_id)
     headers = version_headers(stored, request)
     tags = {t.strip() for t in request.headers.get("if-none-match", "").split(",") if t.strip()}
@@ -60,13 +67,15 @@ def read(resource_type: str, resource_id: str, request: Request, fhir: FhirDep) 
     since = parse_http_date(request.headers.get("if-modified-since", ""))
     if since is not None and stored.last_updated.replace(microsecond=0) <= since:
         return Response(status_code=304, headers=headers)
+    if content:
+        return binary.content_response(stored, headers)
     return json_response(request, stored.content or "{}", headers=headers)
 
 
 @router.put("/{resource_type}/{resource_id}")
 async def update(resource_type: str, resource_id: str, request: Request, fhir: FhirDep) -> Response:
     response_media_type(request)
-    body = await read_json(request)
+    body = await binary.read_resource(request, resource_type, resource_id)
     if_match = request.headers.get("if-match")
     result = await run_in_threadpool(
         fhir.repo.write, lambda s: fhir.update(s, resource_type, resource_id, body, if_match=if_match)

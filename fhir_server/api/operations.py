@@ -21,7 +21,7 @@ def _find(name: str, level: str, resource_type: str | None) -> Operation:
     operation = OPERATIONS.get(name)
     if operation is None or level not in operation.levels:
         raise FhirError(404, "not-supported", f"Operation ${name[:64]} is not supported at {level} level")
-    if resource_type is not None and resource_type not in operation.resource_types:
+    if resource_type is not None and resource_type not in operation.resources:
         raise FhirError(404, "not-supported", f"Operation ${name} is not defined for {resource_type}")
     return operation
 

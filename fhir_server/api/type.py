@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from fhir_server.api import binary, result_bundles
 from fhir_server.api import history as history_api
-from fhir_server.api import result_bundles
 from fhir_server.api.http import (
     PATCH_TYPE,
     json_response,
@@ -64,7 +64,7 @@ def search(resource_type: str, request: Request, fhir: FhirDep) -> Response:
 async def create(resource_type: str, request: Request, fhir: FhirDep) -> Response:
     require_type(resource_type)
     response_media_type(request)
-    body = await read_json(request)
+    body = await binary.read_resource(request, resource_type)
     if_none_exist = request.headers.get("if-none-exist")
     # optimistic: on SQLite the work runs before the writer's turn (Repository.write); elsewhere it changes nothing.
     result = await run_in_threadpool(
@@ -82,7 +82,7 @@ async def conditional_update(resource_type: str, request: Request, fhir: FhirDep
     require_type(resource_type)
     response_media_type(request)
     criteria = _criteria(request, "conditional update")
-    body = await read_json(request)
+    body = await binary.read_resource(request, resource_type)
     if_match = request.headers.get("if-match")
     result = await run_in_threadpool(
         fhir.repo.write,

@@ -28,6 +28,11 @@ from fhir_server.search.registry import Registry
 from fhir_server.search.types import reference, token
 
 ACTIONS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+# Outside R4's Patient compartment, yet a patient's record: a Binary says whose it is by ``securityContext`` (R4
+# binary.html).  A patient token reaches one whose securityContext is its Patient, by id (read, vread, history, a
+# write naming it); none without one or naming anything else (a DocumentReference's would need a second lookup).  R4
+# gives Binary no search parameter on it, so a patient-context search of Binary cannot be confined and is refused.
+SECURITY_CONTEXT_TYPES = frozenset({"Binary"})
 
 
 def forbidden(caller: Caller, resource_type: str, permission: str) -> FhirError:
@@ -45,7 +50,11 @@ class AccessPolicy:
         self._compartment = COMPARTMENTS["Patient"]()
 
     def is_patient_data(self, resource_type: str) -> bool:
-        return resource_type == "Patient" or bool(self._compartment.get(resource_type))
+        return (
+            resource_type == "Patient"
+            or resource_type in SECURITY_CONTEXT_TYPES
+            or bool(self._compartment.get(resource_type))
+        )
 
     # -- per interaction ------------------------------------------------------------------------------------
     def scopes(self, caller: Caller, resource_type: str, permission: str) -> list[ResourceScope]:
@@ -98,6 +107,12 @@ class AccessPolicy:
         """Every patient the resource names through the compartment's parameters (an absolute URL ending in
         ``Patient/{id}`` is kept whole: another server's patient is never the token's)."""
         found = [resource["id"]] if resource_type == "Patient" and isinstance(resource.get("id"), str) else []
+        if resource_type in SECURITY_CONTEXT_TYPES:
+            context = resource.get("securityContext")
+            named = context.get("reference") if isinstance(context, dict) else None
+            kind, _, target = named.rpartition("/") if isinstance(named, str) else ("", "", "")
+            # a relative Patient/{id}; any other reference (another type, another server's patient) kept whole
+            found += [target] if kind == "Patient" else [named] if isinstance(named, str) else []
         for code in self._compartment.get(resource_type, ()):
             param = self.registry.get(resource_type, code)
             if param is None or param.evaluator is None:
@@ -142,6 +157,8 @@ class AccessPolicy:
             return None
         alternatives: list[AnyClause] = []
         for scope in scopes:
+            if scope.context == "patient" and resource_type in SECURITY_CONTEXT_TYPES:
+                continue  # no SQL confines it (SECURITY_CONTEXT_TYPES): the scope grants no search
             parts: list[AnyClause] = []
             if scope.query:
                 try:

@@ -1,8 +1,9 @@
 """A submitted resource's way into the store, the same for every write (create, update, conditional update, patch,
-and so a transaction's entries).  Before the write: the caller's policy, the R4 validator (its warnings kept for
-the client's answer), the policy again on the validated content, and the content of the few types the server acts
-on.  After it, in the same transaction: what the admitted content sets off (a QuestionnaireResponse scored against
-the Questionnaire found while checking it, a SearchParameter searched by).
+and so a transaction's entries).  Before the write: the caller's policy, the types the server takes in at all
+(``NOT_ACCEPTED``: 422), the R4 validator (its warnings kept for the client's answer), the policy again on the
+validated content, and the content of the few types the server acts on.  After it, in the same transaction: what
+the admitted content sets off (a QuestionnaireResponse scored against the Questionnaire found while checking it, a
+SearchParameter searched by).
 
 A module of its own so that interactions.py says only what each REST interaction does, and what the checks find
 reaches the write's aftermath in one place (``Admitted``).  The operations that check without writing ($validate,
@@ -43,6 +44,16 @@ def without_terminology(services: Services) -> Services:
     return dataclasses.replace(services, terminology=None)
 
 
+# Types this server does not take in, and why; the CapabilityStatement leaves them out (api/capability.py).  Storing
+# one would answer 201 and then do nothing the specification expects of it.
+NOT_ACCEPTED = {
+    "Subscription": "Topic-based subscriptions are not available on this server yet: a Subscription would be stored "
+    "and nothing would ever be sent",
+    "Parameters": "Parameters carries an operation's input and output; R4 gives it no RESTful endpoint and it is "
+    "not stored",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Admitted:
     """A write's new content that passed every check, with what the checks found that the write's answer and
@@ -56,6 +67,8 @@ class Admitted:
 def admit(fhir: Interactions, session: WriteSession, resource_type: str, resource: Any, permission: str) -> Admitted:
     """Every check a write's new content must pass, in order; raises the FhirError of the first that fails."""
     _policy_first(fhir.policy, resource_type, resource, permission)
+    if resource_type in NOT_ACCEPTED:
+        raise FhirError(422, "not-supported", NOT_ACCEPTED[resource_type])
     warnings = _validate(fhir.validation, resource, resource_type)
     questionnaire = _content_checks(fhir, session, resource_type, resource, permission)
     return Admitted(resource_type, warnings, questionnaire)

@@ -1,6 +1,11 @@
-"""The operation registry: one module per $operation, each declaring its OperationDefinition beside its code."""
+"""The operation registry: one module per $operation, each declaring beside its code where it is routed and the
+OperationDefinition the CapabilityStatement names (HL7's for a standard operation, its own otherwise)."""
 
 from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
 
 from fhir_server.operations import alliance_summary, everything, extract, terminology, validate
 from fhir_server.operations.base import Operation, OperationContext
@@ -18,4 +23,15 @@ OPERATIONS: dict[str, Operation] = {
     )
 }
 
-__all__ = ["OPERATIONS", "Operation", "OperationContext"]
+
+def published_definitions() -> list[tuple[Path, dict[str, Any]]]:
+    """Our own OperationDefinitions, stored on start with the library (engine/library_sync.py) so that the
+    canonical the CapabilityStatement names resolves here; each with the module that declares it, for messages."""
+    return [
+        (Path(inspect.getsourcefile(op.handler) or __file__), op.definition)
+        for op in OPERATIONS.values()
+        if op.definition
+    ]
+
+
+__all__ = ["OPERATIONS", "Operation", "OperationContext", "published_definitions"]

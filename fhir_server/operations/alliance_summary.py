@@ -7,7 +7,7 @@ from typing import Any
 
 from fhir_server import fhirjson
 from fhir_server.errors import FhirError
-from fhir_server.operations.base import Operation, OperationContext, definition, param
+from fhir_server.operations.base import OperationContext, definition, own, param
 from fhir_server.scoring.summary import AllianceSummary, build_summary, to_parameters
 
 MAX_SESSIONS = 1000
@@ -49,8 +49,7 @@ def alliance_summary(ctx: OperationContext) -> dict[str, Any]:
     return to_parameters(load_summary(ctx.fhir, ctx.resource_id))
 
 
-OPERATION = Operation(
-    "alliance-summary",
+OPERATION = own(
     definition(
         "alliance-summary",
         title="Alliance and outcome summary",

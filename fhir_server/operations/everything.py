@@ -1,5 +1,7 @@
-"""Patient/{id}/$everything (FHIR R4 Patient $everything): the patient and every resource in its compartment,
-optionally only since ``_since`` and of the types in ``_type``, paged by ``_count``."""
+"""Patient/{id}/$everything (FHIR R4 Patient-everything): the patient and every resource in its compartment,
+optionally only since ``_since`` and of the types in ``_type``, paged by ``_count``.  At type level
+(``Patient/$everything``) the patient is the access token's launch patient; any other caller is asked to name one,
+as the definition allows ("the server may choose to return an error rather than all the records")."""
 
 from __future__ import annotations
 
@@ -9,33 +11,23 @@ from urllib.parse import urlencode
 import orjson
 
 from fhir_server.errors import FhirError
-from fhir_server.operations.base import Operation, OperationContext, definition, param
+from fhir_server.operations.base import HL7, OperationContext, standard
 from fhir_server.search.compartments import compartment_clause, compartment_types
 from fhir_server.search.query import Clause, SearchQuery
 from fhir_server.search.types.date import parse as parse_date
 from fhir_server.store.records import instant, utc_now
 from fhir_server.store.search_sql import decode_cursor, encode_cursor
 
-DEFINITION = definition(
-    "everything",
-    title="Patient everything",
-    description="The patient and every resource in the patient's compartment (R4 Patient-everything).",
-    resources=["Patient"],
-    instance=True,
-    parameters=[
-        param("_since", "in", "instant", doc="Only resources updated since this instant"),
-        param("_type", "in", "code", max_="*", doc="Only these resource types (comma-separated)"),
-        param("_count", "in", "integer", doc="Page size"),
-        param("return", "out", "Bundle", min_=1, doc="A searchset Bundle, paged"),
-    ],
-)
-
 
 def everything(ctx: OperationContext) -> dict[str, Any]:
     fhir = ctx.fhir
-    if ctx.resource_type != "Patient" or ctx.resource_id is None:
-        raise FhirError(400, "not-supported", "$everything is defined on Patient instances")
-    patient = fhir.read("Patient", ctx.resource_id)  # 404/410 as for a read
+    if ctx.resource_type != "Patient":
+        raise FhirError(400, "not-supported", "$everything is defined on Patient")
+    unsupported = sorted({k for k, _ in ctx.params} & {"start", "end", "_offset"})
+    if unsupported:  # refused rather than ignored: the caller would take the whole record for the range it asked
+        raise FhirError(400, "not-supported", f"$everything does not support {', '.join(unsupported)} here")
+    patient_id = ctx.resource_id or _launch_patient(ctx)
+    patient = fhir.read("Patient", patient_id)  # 404/410 as for a read
     types = _types(ctx)
     count = _count(ctx, fhir.settings.default_page_size, fhir.settings.max_page_size)
     since = ctx.one("_since")
@@ -69,7 +61,7 @@ def everything(ctx: OperationContext) -> dict[str, Any]:
         member = members[type_index]
         query = SearchQuery(
             member,
-            clauses=[compartment_clause(registry, "Patient", ctx.resource_id, member), *since_clause],
+            clauses=[compartment_clause(registry, "Patient", patient_id, member), *since_clause],
             count=count - len(entries),
             cursor=inner_cursor,
         )
@@ -97,6 +89,18 @@ def everything(ctx: OperationContext) -> dict[str, Any]:
     if entries:
         bundle["entry"] = entries
     return bundle
+
+
+def _launch_patient(ctx: OperationContext) -> str:
+    patient = ctx.fhir.policy.patient
+    if patient is None:
+        raise FhirError(
+            400,
+            "too-costly",
+            "Patient/$everything without a patient is every patient's record: name the patient "
+            "(Patient/[id]/$everything); at type level it answers for a patient-context token's own patient",
+        )
+    return patient
 
 
 def _types(ctx: OperationContext) -> set[str]:
@@ -130,4 +134,14 @@ def _entry(base: str, resource_type: str, resource_id: str, content: str | None)
     }
 
 
-OPERATION = Operation("everything", DEFINITION, everything, reveals=("Patient",))
+OPERATION = standard(
+    "everything",
+    everything,
+    canonicals={"*": f"{HL7}/Patient-everything"},
+    resources=["Patient"],
+    levels={"type", "instance"},
+    documentation="`_since`, `_type` and `_count` (paged: follow the `next` link); `start`, `end` and `_offset` "
+    "are refused (not supported).  At type level only for a patient-context token (its own patient); any other "
+    "caller names the patient.  Types the token cannot search are left out, and so are AuditEvents.",
+    reveals=("Patient",),
+)

@@ -9,7 +9,7 @@ from typing import Any
 
 from fhir_server import fhirjson
 from fhir_server.errors import FhirError
-from fhir_server.operations.base import Operation, OperationContext, definition, param
+from fhir_server.operations.base import SDC, OperationContext, standard
 from fhir_server.validation import validate_resource
 
 
@@ -60,21 +60,14 @@ def extract(ctx: OperationContext) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
-OPERATION = Operation(
+OPERATION = standard(
     "extract",
-    definition(
-        "extract",
-        title="Extract scored Observations and Flags",
-        description="The transaction Bundle of Observations (totals, subscales, items as components) and Flags "
-        "that scoring this QuestionnaireResponse produces, without storing anything (SDC $extract).",
-        resources=["QuestionnaireResponse"],
-        type_level=True,
-        instance=True,
-        parameters=[
-            param("questionnaire-response", "in", "QuestionnaireResponse"),
-            param("return", "out", "Bundle", min_=1),
-        ],
-    ),
     extract,
+    canonicals={"*": f"{SDC}/QuestionnaireResponse-extract"},
+    resources=["QuestionnaireResponse"],
+    levels={"type", "instance"},
+    documentation="Observation-based extraction as this server scores: for a completed or amended response to one "
+    "of the library's scored measures (posted as `questionnaire-response`, or stored), the transaction Bundle of the "
+    "Observations and Flags scoring writes, as conditional creates on their identifiers.  Nothing is stored.",
     reveals=("Observation", "Flag"),
 )

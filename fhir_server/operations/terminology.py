@@ -7,7 +7,7 @@ from typing import Any
 
 from fhir_server import fhirjson
 from fhir_server.errors import FhirError
-from fhir_server.operations.base import Operation, OperationContext, definition, param
+from fhir_server.operations.base import HL7, OperationContext, standard
 from fhir_server.terminology.service import Terminology
 
 
@@ -68,56 +68,31 @@ def expand(ctx: OperationContext) -> dict[str, Any]:
     )
 
 
-_CODE_PARAMS = [
-    param("code", "in", "code"),
-    param("system", "in", "uri"),
-    param("version", "in", "string"),
-    param("display", "in", "string"),
-    param("coding", "in", "Coding"),
-]
-
-LOOKUP = Operation(
+_OVER_OURS = "over the CodeSystems and ValueSets stored on this server; others answer 404"
+LOOKUP = standard(
     "lookup",
-    definition(
-        "lookup",
-        title="Concept look-up",
-        description="Details of a code in one of this server's CodeSystems (R4 CodeSystem-lookup).",
-        resources=["CodeSystem"],
-        type_level=True,
-        instance=True,
-        parameters=[*_CODE_PARAMS, param("return", "out", "Parameters", min_=1)],
-    ),
     lookup,
+    canonicals={"*": f"{HL7}/CodeSystem-lookup"},
+    resources=["CodeSystem"],
+    levels={"type", "instance"},
+    documentation=f"`code` with `system` (and `version`), or `coding`; also on a stored CodeSystem; {_OVER_OURS}.",
 )
-VALIDATE_CODE = Operation(
+VALIDATE_CODE = standard(
     "validate-code",
-    definition(
-        "validate-code",
-        title="Validate a code",
-        description="Whether a code is in a CodeSystem or ValueSet held here (R4 ValueSet/CodeSystem-validate-code).",
-        resources=["CodeSystem", "ValueSet"],
-        type_level=True,
-        instance=True,
-        parameters=[param("url", "in", "uri"), *_CODE_PARAMS, param("result", "out", "boolean", min_=1)],
-    ),
     validate_code,
+    canonicals={
+        "CodeSystem": f"{HL7}/CodeSystem-validate-code",
+        "ValueSet": f"{HL7}/ValueSet-validate-code",
+    },
+    resources=["CodeSystem", "ValueSet"],
+    levels={"type", "instance"},
+    documentation=f"`url` (and `valueSetVersion`), `code` with `system` and `display`, or `coding`; {_OVER_OURS}.",
 )
-EXPAND = Operation(
+EXPAND = standard(
     "expand",
-    definition(
-        "expand",
-        title="Expand a value set",
-        description="The codes of a ValueSet over this server's CodeSystems, filtered and paged (R4 ValueSet-expand).",
-        resources=["ValueSet"],
-        type_level=True,
-        instance=True,
-        parameters=[
-            param("url", "in", "uri"),
-            param("filter", "in", "string"),
-            param("count", "in", "integer"),
-            param("offset", "in", "integer"),
-            param("return", "out", "ValueSet", min_=1),
-        ],
-    ),
     expand,
+    canonicals={"*": f"{HL7}/ValueSet-expand"},
+    resources=["ValueSet"],
+    levels={"type", "instance"},
+    documentation=f"`url` (and `valueSetVersion`), `filter`, `count`, `offset`; {_OVER_OURS}.",
 )

@@ -8,7 +8,7 @@ from typing import Any
 
 from fhir_server import fhirjson, models
 from fhir_server.errors import FhirError, Issue, operation_outcome
-from fhir_server.operations.base import Operation, OperationContext, definition, param
+from fhir_server.operations.base import HL7, OperationContext, standard
 from fhir_server.validation.resource import check
 
 OPERATION_PARAMETERS = frozenset({"resource", "mode", "profile"})
@@ -79,29 +79,14 @@ def _answers(ctx: OperationContext, response: dict[str, Any]) -> list[Issue]:
     return []
 
 
-OPERATION = Operation(
+OPERATION = standard(
     "validate",
-    definition(
-        "validate",
-        title="Validate a resource",
-        description="Validation against the FHIR R4 definitions (structure, cardinality, primitives, bindings, "
-        "invariants, extensions, references, Bundle rules), the profiles the resource claims or the 'profile' "
-        "parameter names; a QuestionnaireResponse is also checked against its Questionnaire (linkIds, answer types, "
-        "ranges, options, required and enabled items, calculated scores).",
-        resources=sorted(models.R4_RESOURCE_TYPES),
-        type_level=True,
-        instance=True,
-        parameters=[
-            param("resource", "in", "Resource"),
-            param("mode", "in", "code", doc="create | update | delete: accepted; the same rules apply to each"),
-            param(
-                "profile",
-                "in",
-                "uri",
-                doc="a profile the server holds (core or stored); an unknown one is an error (not-supported)",
-            ),
-            param("return", "out", "OperationOutcome", min_=1),
-        ],
-    ),
     validate,
+    canonicals={"*": f"{HL7}/Resource-validate"},
+    resources=sorted(models.R4_RESOURCE_TYPES),
+    levels={"type", "instance"},
+    documentation="Against the R4 definitions (structure, cardinality, primitives, bindings, invariants, extensions, "
+    "references, Bundle rules), the profiles the resource claims or `profile` names (one the server holds; any other "
+    "is an error, `not-supported`); `mode` create, update or delete is accepted and checked alike.  A "
+    "QuestionnaireResponse is also checked against its Questionnaire.  Nothing is stored.",
 )

@@ -69,7 +69,8 @@ def value_problem(kind: str, value: Any) -> Problem:
         if problem is not None:
             return problem
     if type(value) is str:
-        if len(value) > MAX_STRING:
+        # R4 limits strings, not base64Binary (a Binary's content: bounded by the request size limit alone)
+        if len(value) > MAX_STRING and kind != "base64Binary":
             return f"value is longer than permitted maximum length of 1 MB ({MAX_STRING} bytes)"
         if kind in ("xhtml", "base64Binary"):  # judged by narrative.py and base64_problem
             return None

@@ -18,10 +18,30 @@ def test_capability_statement_declares_r4_and_what_is_implemented(client):
     by_type = {r["type"]: r for r in rest["resource"]}
     assert "Questionnaire" in by_type and "QuestionnaireResponse" in by_type
     assert "MedicinalProduct" not in by_type  # not modelled by the R4B classes: not claimed
+    assert "Subscription" not in by_type and "Parameters" not in by_type  # refused, not stored and ignored
     patient = by_type["Patient"]
     assert {i["code"] for i in patient["interaction"]} >= {"read", "vread", "update", "patch", "delete", "create"}
-    assert patient["conditionalDelete"] == "single" and patient["versioning"] == "versioned"
+    assert patient["conditionalDelete"] == "single" and patient["versioning"] == "versioned-update"
+    assert patient["conditionalRead"] == "full-support"
     params = {p["name"]: p for p in patient["searchParam"]}
     assert params["identifier"]["type"] == "token"
     assert params["_lastUpdated"]["type"] == "date"
     assert params["birthdate"]["definition"] == "http://hl7.org/fhir/SearchParameter/individual-birthdate"
+
+
+def test_standard_operations_name_hl7s_definitions_and_ours_resolve_here(client):
+    rest = client.get("/metadata").json()["rest"][0]
+    operations = {(r["type"], o["name"]): o["definition"] for r in rest["resource"] for o in r.get("operation", [])}
+    assert operations[("Patient", "everything")] == "http://hl7.org/fhir/OperationDefinition/Patient-everything"
+    assert (
+        operations[("CodeSystem", "validate-code")]
+        == "http://hl7.org/fhir/OperationDefinition/CodeSystem-validate-code"
+    )
+    assert operations[("ValueSet", "validate-code")] == "http://hl7.org/fhir/OperationDefinition/ValueSet-validate-code"
+    assert operations[("QuestionnaireResponse", "extract")] == (
+        "http://hl7.org/fhir/uv/sdc/OperationDefinition/QuestionnaireResponse-extract"
+    )
+    own = operations[("Patient", "alliance-summary")]
+    found = client.get("/OperationDefinition", params={"url": own}).json()["entry"]
+    assert len(found) == 1 and found[0]["resource"]["code"] == "alliance-summary"
+    validate_resource(found[0]["resource"])

@@ -133,6 +133,20 @@ def test_own_records_are_visible(guarded, records):
     assert summary.status_code == 200, summary.text
 
 
+def test_type_level_everything_is_the_launch_patients_own_record(guarded, records):
+    """Patient/$everything (R4 Patient-everything at type level): the token's patient, never anyone else's; a
+    caller without a launch patient is asked to name one (too-costly) instead of getting every patient."""
+    a, b = records
+    with client_for(guarded, mint(guarded, SCOPES["v2"], patient=a.patient)) as c:
+        own = c.get("/Patient/$everything", params={"_count": "1000"})
+    assert own.status_code == 200, own.text
+    assert a.ids["Observation"] | {a.patient} <= returned_ids(own.json())
+    assert not returned_ids(own.json()) & b.all_ids()
+    with client_for(guarded, mint(guarded, "system/*.rs")) as c:
+        everyone = c.get("/Patient/$everything")
+    assert everyone.status_code == 400 and everyone.json()["issue"][0]["code"] == "too-costly"
+
+
 def test_paging_links_are_bound_to_the_token(guarded, records):
     a, _ = records
     first = mint(guarded, SCOPES["v2"], patient=a.patient)

@@ -3,6 +3,7 @@ syntax row by row, the parser resolves no entity, and nothing the library ships 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import time
@@ -200,3 +201,6 @@ def test_a_string_over_one_megabyte_is_refused():
     assert [e.expression for e in errors] == [["Patient.name[0].family"]]
     assert "1 MB" in errors[0].diagnostics
     assert not check({"resourceType": "Patient", "name": [{"family": "x" * 1024 * 1024}]}).errors
+    # a Binary's content is not a string: R4 sets it no limit (the request size limit bounds it)
+    content = base64.b64encode(b"%PDF" * (300 * 1024)).decode()  # 1.2 MB of PDF, 1.6 MB as base64
+    assert not check({"resourceType": "Binary", "contentType": "application/pdf", "data": content}).errors
