@@ -17,7 +17,8 @@ from fhir_server.store.engine import Database
 
 
 def _admin(action: Callable[[Settings, Database], int]) -> Callable[[argparse.Namespace], int]:
-    """Runs an authorization-admin command (on a database the command line has migrated); AdminError → message and exit code 1."""
+    """Runs an authorization-admin command (on a database the command line has migrated); AdminError → message and
+    exit code 1."""
 
     def run(_: argparse.Namespace) -> int:
         from fhir_server.auth.admin import AdminError
