@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from fhir_server import __version__
+from fhir_server.api import export as export_api
 from fhir_server.api import instance, operations, system
 from fhir_server.api import type as type_api
 from fhir_server.api.error_handlers import install_error_handlers
@@ -25,6 +26,8 @@ from fhir_server.ehr.outbox import queue_write_back
 from fhir_server.ehr.worker import OutboxWorker
 from fhir_server.engine.composition import build_core
 from fhir_server.engine.library_sync import sync_resources
+from fhir_server.export.storage import DirectoryStorage
+from fhir_server.export.worker import ExportWorker
 from fhir_server.middleware import RequestContextMiddleware
 from fhir_server.operations import published_definitions
 from fhir_server.store import secret_store
@@ -73,10 +76,13 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
             log.info("library: %d stored, %d already current", summary.created, summary.unchanged)
         if settings.outbox_worker:
             app.state.outbox_worker.start()  # resumes the deliveries left pending by the last run
+        if settings.export_worker:
+            app.state.export_worker.start()  # resumes the export jobs the last run left unfinished
         if owns_process:
             freeze_startup_objects()
         yield
         app.state.outbox_worker.stop()
+        app.state.export_worker.stop()  # a running job is given back, to be resumed from its last finished type
         audit.close()  # stores the audit records still queued
         core.close()
 
@@ -107,6 +113,7 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
     # and the one other route there, the SMART discovery document, goes before /{type}/{id}, which would take it.
     # Among them /metadata, /_history and /{type}/_search must win over /{type}/{id}.
     app.include_router(system.router, prefix="/fhir")
+    app.include_router(export_api.router, prefix="/fhir")  # a Bulk Data export's status URL and files
     app.include_router(operations.router, prefix="/fhir")
     app.include_router(type_api.router, prefix="/fhir")
     app.include_router(auth_routes.fhir_discovery)
@@ -118,6 +125,9 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
     # it with the launch's token while that session lives, else with a Backend Services token.
     app.state.after_submission = queue_write_back(app.state.app_sessions)
     app.state.outbox_worker = OutboxWorker(repository, app.state.keys, settings, app.state.app_sessions)
+    # Bulk Data $export: jobs in the database, run by a worker in this process, files in the export folder.
+    app.state.export_storage = DirectoryStorage(settings.export_dir)
+    app.state.export_worker = ExportWorker(repository, registry, app.state.export_storage, settings, audit)
     install_launch(app, settings)  # /app/launch, /app/callback (and /sandbox when switched on)
     app.add_middleware(RequestContextMiddleware)
     return app

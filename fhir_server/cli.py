@@ -1,4 +1,5 @@
-"""Command line: ``fhir-server serve | db upgrade | load | reindex | clients | users | token | keys | ehr | outbox``."""
+"""Command line: ``fhir-server serve | db upgrade | load | reindex | clients | users | token | keys | ehr | outbox |
+export``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from fhir_server.cds_hooks.commands import add_cds_commands
 from fhir_server.config import Settings
 from fhir_server.console import progress_bar
 from fhir_server.ehr.admin import add_commands as add_ehr_commands
+from fhir_server.export.admin import add_commands as add_export_commands
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -212,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_auth_commands(commands)
     add_cds_commands(commands)
     add_ehr_commands(commands)  # ehr add|list|remove, outbox list|retry
+    add_export_commands(commands)  # export list|cancel
     return parser
 
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import PositiveFloat, PositiveInt, SecretStr, field_validator
+from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite:///./fhir-server.db"
@@ -136,6 +136,25 @@ class Settings(BaseSettings):
     # A claimed row is not claimed again for this long; it must outlast one delivery (a few requests, each up to
     # the timeout), and is how a row claimed by a worker that died becomes due again.
     outbox_lease_seconds: PositiveFloat = 120.0
+
+    # -- Bulk Data $export (fhir_server/export, README "Bulk export") -------------------------------------------
+    # Jobs run in the server process, one at a time per process; off for processes that must not run them (the
+    # jobs wait, queued, for a process that does).
+    export_worker: bool = True
+    # Where the NDJSON files are written (a folder every server process sharing the database can read).
+    export_dir: str = "./fhir-exports"
+    export_poll_seconds: PositiveFloat = 1.0  # how often an idle worker looks for queued jobs and expired files
+    # Jobs not finished yet (queued or running) across all clients; more kick-offs answer 429 with Retry-After.
+    export_max_active_jobs: PositiveInt = 4
+    export_file_lifetime_seconds: PositiveInt = 24 * 3600  # files (and the job) are removed after this
+    export_page_size: PositiveInt = 1000  # resources per keyset page: each page is its own short read
+    # A pause between pages, to spread a large export's load on a busy clinical database (0: none).
+    export_page_pause_seconds: NonNegativeFloat = 0.0
+    export_retry_after_seconds: PositiveInt = 5  # the Retry-After of a status answer while a job runs
+    # A claimed job is not claimed by another process while its worker renews this lease (after every page);
+    # a worker that died leaves it to be resumed, from its last finished type, once the lease has run out.
+    export_lease_seconds: PositiveFloat = 60.0
+    export_max_attempts: PositiveInt = 3  # attempts that end in an unexpected error before the job has failed
 
     # -- secrets at rest (store/crypto.py, docs/security.md) ------------------------------------------------------
     # The key that encrypts stored secrets (an EHR's tokens and client secret, the signing keys): 32 random bytes,

@@ -7,6 +7,7 @@ the run says so at the end; with it set but unreachable, the tests fail rather t
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 
@@ -26,6 +27,10 @@ os.environ.setdefault("FHIR_SERVER_AUTH_REQUIRED", "false")
 # Nor do they deliver EHR write-back: tests/ehr starts its own server process with the worker on, and a second
 # worker in this process on the same database would take some of its rows.
 os.environ.setdefault("FHIR_SERVER_OUTBOX_WORKER", "false")
+# Nor do they run Bulk Data exports: tests/export starts its servers with the export worker on, and a worker in
+# another server on the same database would take their jobs (with its own export folder).
+os.environ.setdefault("FHIR_SERVER_EXPORT_WORKER", "false")
+os.environ.setdefault("FHIR_SERVER_EXPORT_DIR", os.path.join(tempfile.gettempdir(), f"fhir-test-exports-{os.getpid()}"))
 # Stored secrets are encrypted (store/crypto.py): every server and command of the run uses this key, a new one per
 # run (each pytest-xdist worker has its own databases); processes started by tests get it from process.environment.
 os.environ.setdefault("FHIR_SERVER_SECRET_KEY", generate_key())

@@ -66,7 +66,9 @@ def _run(tmp_path, *args: str, database: str | None = None) -> subprocess.Comple
 def test_every_command_works_on_a_new_database(tmp_path):
     """Any command may be the first run on a new database, as ``serve`` may (``load`` and ``reindex`` used to end in
     a stack trace: "no such table: resources"): the command line brings the schema up to date first."""
-    for number, args in enumerate((["load", "questionnaires"], ["reindex"], ["outbox", "list"], ["clients", "list"])):
+    for number, args in enumerate(
+        (["load", "questionnaires"], ["reindex"], ["outbox", "list"], ["clients", "list"], ["export", "list"])
+    ):
         done = _run(tmp_path, *args, database=f"sqlite:///{tmp_path / f'new-{number}.db'}")
         assert done.returncode == 0 and "Traceback" not in done.stderr, (args, done.stderr)
     loaded = _run(tmp_path, "load", "questionnaires", database=f"sqlite:///{tmp_path / 'new-0.db'}")

@@ -26,9 +26,13 @@ TYPE_INTERACTIONS = [
 SYSTEM_INTERACTIONS = ["transaction", "batch", "history-system"]
 RESULT_PARAMETERS = ["_count", "_total", "_summary", "_elements", "_sort", "_include", "_revinclude"]
 # Only what the server meets in full.  SDC Form Response Manager: create, read, update and search
-# QuestionnaireResponses (its SHALLs; delete and history too).  Not (yet) Bulk Data or the Subscriptions Backport,
+# QuestionnaireResponses (its SHALLs; delete and history too).  Bulk Data Access 2.0 (STU2): $export at system,
+# Patient and Group level (operations/export.py), Group read and search.  Not (yet) the Subscriptions Backport,
 # and SMART App Launch publishes no server CapabilityStatement: it is declared in rest.security below.
-INSTANTIATES = ["http://hl7.org/fhir/uv/sdc/CapabilityStatement/sdc-form-response-manager"]
+INSTANTIATES = [
+    "http://hl7.org/fhir/uv/sdc/CapabilityStatement/sdc-form-response-manager",
+    "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data|2.0.0",
+]
 SERVED_TYPES = sorted(t for t in models.R4_RESOURCE_TYPES if t not in NOT_ACCEPTED)
 BINARY_DOCUMENTATION = (
     "Read answers the content itself with its contentType unless FHIR is asked for (an `Accept` of "

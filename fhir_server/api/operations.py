@@ -12,7 +12,7 @@ from fhir_server.api.http import base_url, json_response, read_json, response_me
 from fhir_server.deps import FhirDep
 from fhir_server.engine.interactions import require_type
 from fhir_server.errors import FhirError
-from fhir_server.operations import OPERATIONS, Operation, OperationContext
+from fhir_server.operations import OPERATIONS, Answer, Operation, OperationContext
 
 router = APIRouter()
 
@@ -53,8 +53,15 @@ async def _invoke(
     fhir.check_operation(name, operation.reveals, body)
     params = list(request.query_params.multi_items()) + _parameters(body)
     path = "/".join(p for p in (resource_type, resource_id, f"${name}") if p)
-    context = OperationContext(fhir, base_url(request), resource_type, resource_id, params, body, path)
+    base = base_url(request)
+    query = f"?{request.url.query}" if request.url.query else ""
+    prefer, request_url = request.headers.get("prefer", ""), f"{base}/{path}{query}"
+    context = OperationContext(
+        fhir, base, resource_type, resource_id, params, body, path, prefer=prefer, request_url=request_url
+    )
     result = await run_in_threadpool(operation.handler, context)
+    if isinstance(result, Answer):
+        return json_response(request, result.body, result.status, result.headers)
     return json_response(request, result)
 
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from datetime import datetime, timedelta
 
 from fhir_server.auth.keys import KeyStore
+from fhir_server.background import BackgroundWorker
 from fhir_server.config import Settings
 from fhir_server.ehr import registry
 from fhir_server.ehr.client import DeliveryError, EhrHttp, RateLimits
@@ -38,44 +38,24 @@ def backoff(attempts: int, base: float, ceiling: float) -> float:
     return random.uniform(0.0, min(ceiling, base * 2 ** max(0, attempts - 1)))
 
 
-class OutboxWorker:
+class OutboxWorker(BackgroundWorker):
+    name = "outbox-worker"
+
     def __init__(
         self, repo: Repository, keys: KeyStore, settings: Settings, launch_tokens: TokenSource | None = None
     ) -> None:
+        # stop() waits for the attempt in progress, bounded by the request timeout
+        super().__init__(settings.outbox_poll_seconds, settings.outbox_timeout_seconds * 3 + 5, log)
         self.repo = repo
         self.settings = settings
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.limits = RateLimits(self._stop)
         self.http = EhrHttp(settings.outbox_timeout_seconds, self.limits)
         backend = BackendServicesTokens(keys, self.http, SmartDiscovery(self.http))
         self.delivery = Delivery(repo, self.http, launch_tokens or NoLaunchTokens(), backend)
 
-    # -- lifecycle ------------------------------------------------------------------------------------------------
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="outbox-worker", daemon=True)
-        self._thread.start()
-
     def stop(self) -> None:
-        """Let the current attempt finish (bounded by the request timeout) and end the thread."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.settings.outbox_timeout_seconds * 3 + 5)
-            self._thread = None
+        super().stop()
         self.http.close()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                worked = self.run_once()
-            except Exception as exc:  # the database may be down: keep going, say what kind of failure only
-                log.warning("outbox worker: %s; trying again shortly", type(exc).__name__)
-                worked = False
-            if not worked:
-                self._stop.wait(self.settings.outbox_poll_seconds)
 
     # -- one row ------------------------------------------------------------------------------------------------
     def run_once(self) -> bool:
@@ -97,7 +77,7 @@ class OutboxWorker:
             self._failed(row, lease, DeliveryError("the EHR registration was removed", retryable=False))
             return
         waiting = self.limits.blocked_for(ehr.id)
-        if waiting > 0 or self._stop.is_set():  # the EHR asked us to wait, or we are shutting down
+        if waiting > 0 or self.stopping:  # the EHR asked us to wait, or we are shutting down
             later = utc_now() + timedelta(seconds=waiting)
             self.repo.write(lambda s: ehr_store.release(s, row.id, lease, later))
             return

@@ -7,8 +7,8 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from fhir_server.operations import alliance_summary, everything, extract, terminology, validate
-from fhir_server.operations.base import Operation, OperationContext
+from fhir_server.operations import alliance_summary, everything, export, extract, terminology, validate
+from fhir_server.operations.base import Answer, Operation, OperationContext
 
 OPERATIONS: dict[str, Operation] = {
     op.name: op
@@ -20,6 +20,7 @@ OPERATIONS: dict[str, Operation] = {
         terminology.EXPAND,
         extract.OPERATION,
         alliance_summary.OPERATION,
+        export.OPERATION,
     )
 }
 
@@ -34,4 +35,4 @@ def published_definitions() -> list[tuple[Path, dict[str, Any]]]:
     ]
 
 
-__all__ = ["OPERATIONS", "Operation", "OperationContext", "published_definitions"]
+__all__ = ["OPERATIONS", "Answer", "Operation", "OperationContext", "published_definitions"]

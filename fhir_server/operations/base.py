@@ -37,6 +37,8 @@ class OperationContext:
     params: list[tuple[str, str]] = field(default_factory=list)
     body: Any = None  # the POSTed resource (a Parameters, or the resource itself for some operations)
     path: str = ""  # the request path below the FHIR base, for paging links
+    prefer: str = ""  # the Prefer header (an asynchronous operation's respond-async, handling=lenient)
+    request_url: str = ""  # the full URL the operation was invoked at (a Bulk Data manifest's ``request``)
 
     def one(self, name: str) -> str | None:
         values = [v for k, v in self.params if k == name]
@@ -46,9 +48,19 @@ class OperationContext:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """A handler's answer other than 200 with a resource: an asynchronous operation's 202 Accepted with its
+    ``Content-Location`` (FHIR async pattern)."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Operation:
     name: str  # without the '$'
-    handler: Callable[[OperationContext], Any]  # returns a resource (dict) to answer with
+    handler: Callable[[OperationContext], Any]  # returns a resource (dict) to answer with, or an Answer
     resources: tuple[str, ...]  # the types it is routed for
     levels: frozenset[str]  # of "system", "type", "instance"
     # The OperationDefinition the CapabilityStatement names, per resource type ("*": every type).

@@ -167,6 +167,21 @@ class Repository:
             row = conn.execute(READ_VERSION, {"rtype": resource_type, "rid": resource_id, "vid": version_id}).first()
         return stored_from_row(row, row.method) if row else None
 
+    def version_at(self, resource_type: str, resource_id: str, at: datetime) -> Stored | None:
+        """The version that was current at ``at`` (a deletion, when it was deleted then), or None when the
+        resource did not exist yet: what a Bulk Data export with transactionTime ``at`` holds of a resource
+        written since."""
+        v = resource_versions.c
+        query = (
+            select(v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.content, v.method)
+            .where(v.resource_type == resource_type, v.id == resource_id, v.last_updated <= at)
+            .order_by(v.version_id.desc())
+            .limit(1)
+        )
+        with self.read_engine.connect() as conn:
+            row = conn.execute(query).first()
+        return stored_from_row(row, row.method) if row else None
+
     def type_stamp(self, resource_type: str) -> tuple[int, Any]:
         """Changes to a type show here: (number of versions, newest write)."""
         v = resource_versions.c

@@ -31,8 +31,8 @@ def clause_sql(resource_type: str, clause: AnyClause, rows: Any = resources) -> 
     """A condition on ``rows`` (the resources table or an alias of it) for one clause."""
     if isinstance(clause, OrClause):
         return or_(*(clause_sql(resource_type, alt, rows) for alt in clause.alternatives))
-    if isinstance(clause, AllClause):
-        return and_(*(clause_sql(resource_type, part, rows) for part in clause.parts))
+    if isinstance(clause, AllClause):  # no parts: every resource (an export's "any patient")
+        return and_(true(), *(clause_sql(resource_type, part, rows) for part in clause.parts))
     if isinstance(clause, ChainClause):
         target = resources.alias()
         matching_targets = select(target.c.id).where(

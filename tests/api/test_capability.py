@@ -41,6 +41,10 @@ def test_standard_operations_name_hl7s_definitions_and_ours_resolve_here(client)
     assert operations[("QuestionnaireResponse", "extract")] == (
         "http://hl7.org/fhir/uv/sdc/OperationDefinition/QuestionnaireResponse-extract"
     )
+    bulk = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition"  # Bulk Data Access 2.0's, per level
+    assert operations[("Patient", "export")] == f"{bulk}/patient-export"
+    assert operations[("Group", "export")] == f"{bulk}/group-export"
+    assert [o["definition"] for o in rest["operation"] if o["name"] == "export"] == [f"{bulk}/export"]
     own = operations[("Patient", "alliance-summary")]
     found = client.get("/OperationDefinition", params={"url": own}).json()["entry"]
     assert len(found) == 1 and found[0]["resource"]["code"] == "alliance-summary"

@@ -27,6 +27,7 @@ from tests.support.minimal_resources import minimal
 from tests.support.server import ServerThread
 
 HL7 = "http://hl7.org/fhir/OperationDefinition"
+BULK = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition"
 # The levels of the HL7 OperationDefinitions the statement may name, as their definitions declare them (R4 4.0.1
 # profiles-resources.json; SDC 4.0.0's OperationDefinition-QuestionnaireResponse-extract.json).  Ours are read from
 # the server, where their canonical URL must resolve.
@@ -38,13 +39,29 @@ HL7_LEVELS = {
     f"{HL7}/ValueSet-validate-code": {"type", "instance"},
     f"{HL7}/ValueSet-expand": {"type", "instance"},
     "http://hl7.org/fhir/uv/sdc/OperationDefinition/QuestionnaireResponse-extract": {"type", "instance"},
+    # Bulk Data Access 2.0.0 (STU2): OperationDefinition-export, -patient-export, -group-export
+    f"{BULK}/export": {"system"},
+    f"{BULK}/patient-export": {"type"},
+    f"{BULK}/group-export": {"instance"},
 }
-# What each statement we claim to instantiate requires (its SHALL interactions), checked against ours.
+# What each statement we claim to instantiate requires (its SHALL interactions, and for Bulk Data the operations
+# its server CapabilityStatement expects: $export at system, Patient and Group level, Group read and search),
+# checked against ours.
 INSTANTIATED = {
     "http://hl7.org/fhir/uv/sdc/CapabilityStatement/sdc-form-response-manager": {
         "QuestionnaireResponse": {"create", "update", "search-type", "read"},
     },
+    "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data|2.0.0": {"Group": {"read", "search-type"}},
 }
+INSTANTIATED_OPERATIONS = {
+    "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data|2.0.0": {
+        None: f"{BULK}/export",
+        "Patient": f"{BULK}/patient-export",
+        "Group": f"{BULK}/group-export",
+    },
+}
+# Asynchronous operations (the FHIR async pattern): kicked off with this header; each job is cancelled at once.
+ASYNC = {"export": {"Prefer": "respond-async"}}
 FIT = "http://fit-fhir.org/fhir"
 RESPONDENT = (f"{FIT}/CodeSystem/fit-respondent", f"{FIT}/ValueSet/fit-respondent", "self")
 SEARCH_VALUES = {
@@ -118,6 +135,11 @@ def test_the_statement_is_valid_r4_and_claims_only_what_is_met(contract):
     for required in INSTANTIATED.values():
         for resource_type, interactions in required.items():
             assert interactions <= declared[resource_type], resource_type
+    operations = {r["type"]: {o["definition"] for o in r.get("operation", [])} for r in rest["resource"]}
+    operations[None] = {o["definition"] for o in rest.get("operation", [])}
+    for required in INSTANTIATED_OPERATIONS.values():
+        for resource_type, definition in required.items():
+            assert definition in operations[resource_type], (resource_type, definition)
     assert "Subscription" not in declared and "Parameters" not in declared
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system"}
 
@@ -246,8 +268,11 @@ def test_every_declared_operation_answers_at_its_levels(contract):
                 failures.append(f"{resource_type} ${op['name']} at {level} level: no request known to try it")
                 continue
             method, path, body, expected = request
-            response = c.request(method, path, json=body, headers=FHIR_JSON if body is not None else None)
+            headers = {**(FHIR_JSON if body is not None else {}), **ASYNC.get(op["name"], {})}
+            response = c.request(method, path, json=body, headers=headers)
             _check(failures, f"{method} {path}", response, expected)
+            if response.status_code == 202 and "Content-Location" in response.headers:
+                _check(failures, "cancel", c.delete(response.headers["Content-Location"]), {202})
     assert not failures, "\n".join(failures)
 
 
@@ -294,7 +319,11 @@ def _operation_request(
     patient, response = f"/Patient/{ctx['patient']}", f"/QuestionnaireResponse/{ctx['response']}"
     cs, vs = f"/CodeSystem/{ctx['code_system']}", f"/ValueSet/{ctx['value_set']}"
     requests = {
-        ("validate", "type", resource_type): ("POST", f"/{resource_type}/$validate", minimal(resource_type or "")),
+        ("validate", "type", resource_type): (
+            "POST",
+            f"/{resource_type}/$validate",
+            minimal(resource_type) if resource_type else None,
+        ),
         ("validate", "instance", resource_type): ("GET", f"{seed}/$validate", None),
         ("everything", "instance", "Patient"): ("GET", f"{patient}/$everything", None),
         ("everything", "type", "Patient"): ("GET", "/Patient/$everything", None),
@@ -312,12 +341,15 @@ def _operation_request(
         ("expand", "instance", "ValueSet"): ("GET", f"{vs}/$expand", None),
         ("extract", "type", "QuestionnaireResponse"): ("POST", "/QuestionnaireResponse/$extract", _srs(ctx["patient"])),
         ("extract", "instance", "QuestionnaireResponse"): ("GET", f"{response}/$extract", None),
+        ("export", "system", None): ("GET", "/$export", None),
+        ("export", "type", "Patient"): ("GET", "/Patient/$export", None),
+        ("export", "instance", "Group"): ("GET", f"/Group/{seeds['Group']}/$export", None),
     }
     request = requests.get((name, level, resource_type))
     if request is None:
         return None
     # Without a launch patient, Patient/$everything asks for one: the definition allows an error there.
-    expected = {400} if (name, level) == ("everything", "type") else {200}
+    expected = {400} if (name, level) == ("everything", "type") else {202} if name == "export" else {200}
     return (*request, expected)
 
 

@@ -1,0 +1,55 @@
+"""The worker machinery of the server process: a daemon thread that does one unit of durable work at a time (an
+EHR outbox row, a Bulk Data export job), and sleeps when there is none.
+
+The work itself lives in the database, so a thread that dies with its process loses nothing: what it held was
+claimed under a lease, and becomes due again when the lease runs out, for this process after a restart or for
+another one meanwhile.  Subclasses say what one unit is (``run_once``); this class only runs the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+
+class BackgroundWorker:
+    name = "worker"
+
+    def __init__(self, poll_seconds: float, join_seconds: float, log: logging.Logger) -> None:
+        self.poll_seconds = poll_seconds
+        self.join_seconds = join_seconds  # how long stop() waits for the unit in progress
+        self.log = log
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Let the unit in progress finish (or give it back) and end the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.join_seconds)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = self.run_once()
+            except Exception as exc:  # the database may be down: keep going, say what kind of failure only
+                self.log.warning("%s: %s; trying again shortly", self.name, type(exc).__name__)
+                worked = False
+            if not worked:
+                self._stop.wait(self.poll_seconds)
+
+    def run_once(self) -> bool:
+        """Do one unit of work; False when there was none (the loop then waits ``poll_seconds``)."""
+        raise NotImplementedError
