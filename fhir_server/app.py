@@ -32,6 +32,7 @@ from fhir_server.middleware import RequestContextMiddleware
 from fhir_server.operations import published_definitions
 from fhir_server.store import secret_store
 from fhir_server.store.errors import DATABASE_ERRORS
+from fhir_server.subscriptions.worker import SubscriptionWorker
 from fhir_server.web import auth_routes
 from fhir_server.web.cds_routes import router as cds_router
 from fhir_server.web.form_routes import install_form
@@ -78,11 +79,14 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
             app.state.outbox_worker.start()  # resumes the deliveries left pending by the last run
         if settings.export_worker:
             app.state.export_worker.start()  # resumes the export jobs the last run left unfinished
+        if settings.subscription_worker:
+            app.state.subscription_worker.start()  # resumes the notifications the last run left undelivered
         if owns_process:
             freeze_startup_objects()
         yield
         app.state.outbox_worker.stop()
         app.state.export_worker.stop()  # a running job is given back, to be resumed from its last finished type
+        app.state.subscription_worker.stop()
         audit.close()  # stores the audit records still queued
         core.close()
 
@@ -128,6 +132,8 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
     # Bulk Data $export: jobs in the database, run by a worker in this process, files in the export folder.
     app.state.export_storage = DirectoryStorage(settings.export_dir)
     app.state.export_worker = ExportWorker(repository, registry, app.state.export_storage, settings, audit)
+    # Topic-based subscriptions: events queued with the writes (engine/admission.py), notified by this worker.
+    app.state.subscription_worker = SubscriptionWorker(repository, registry, settings)
     install_launch(app, settings)  # /app/launch, /app/callback (and /sandbox when switched on)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -1,5 +1,5 @@
 """The worker machinery of the server process: a daemon thread that does one unit of durable work at a time (an
-EHR outbox row, a Bulk Data export job), and sleeps when there is none.
+EHR outbox row, a Bulk Data export job, a subscription's notification), and sleeps when there is none.
 
 The work itself lives in the database, so a thread that dies with its process loses nothing: what it held was
 claimed under a lease, and becomes due again when the lease runs out, for this process after a restart or for

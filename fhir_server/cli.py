@@ -1,5 +1,5 @@
 """Command line: ``fhir-server serve | db upgrade | load | reindex | clients | users | token | keys | ehr | outbox |
-export``."""
+export | subscriptions``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from fhir_server.config import Settings
 from fhir_server.console import progress_bar
 from fhir_server.ehr.admin import add_commands as add_ehr_commands
 from fhir_server.export.admin import add_commands as add_export_commands
+from fhir_server.subscriptions.admin import add_commands as add_subscription_commands
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -215,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cds_commands(commands)
     add_ehr_commands(commands)  # ehr add|list|remove, outbox list|retry
     add_export_commands(commands)  # export list|cancel
+    add_subscription_commands(commands)  # subscriptions list|retry
     return parser
 
 

@@ -137,6 +137,22 @@ class Settings(BaseSettings):
     # the timeout), and is how a row claimed by a worker that died becomes due again.
     outbox_lease_seconds: PositiveFloat = 120.0
 
+    # -- Topic-based subscriptions (fhir_server/subscriptions, README "Subscriptions") ---------------------------
+    # The notification worker runs in the server process; off for processes that must never send anything (the
+    # events wait, queued, for a process that sends them).
+    subscription_worker: bool = True
+    # Endpoints on this machine (localhost, 127.0.0.0/8, ::1) and link-local addresses are refused unless the operator
+    # allows them (a receiver beside the server, development, tests): otherwise any client allowed to write a
+    # Subscription could make the server POST to services that trust its machine.
+    subscription_local_endpoints: bool = False
+    subscription_poll_seconds: PositiveFloat = 1.0  # how often an idle worker looks for work
+    subscription_base_delay_seconds: PositiveFloat = 2.0  # backoff, full jitter, as the outbox's
+    subscription_max_delay_seconds: PositiveFloat = 300.0
+    # Consecutive failed notifications before the Subscription goes to ``error`` (its events are kept, and sent
+    # in order after ``fhir-server subscriptions retry``); with the defaults, about half an hour of retrying.
+    subscription_max_attempts: PositiveInt = 12
+    subscription_lease_seconds: PositiveFloat = 120.0  # must outlast one notification (its timeout is at most 60 s)
+
     # -- Bulk Data $export (fhir_server/export, README "Bulk export") -------------------------------------------
     # Jobs run in the server process, one at a time per process; off for processes that must not run them (the
     # jobs wait, queued, for a process that does).

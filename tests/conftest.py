@@ -30,6 +30,10 @@ os.environ.setdefault("FHIR_SERVER_OUTBOX_WORKER", "false")
 # Nor do they run Bulk Data exports: tests/export starts its servers with the export worker on, and a worker in
 # another server on the same database would take their jobs (with its own export folder).
 os.environ.setdefault("FHIR_SERVER_EXPORT_WORKER", "false")
+# Nor do they send subscription notifications: tests/subscriptions starts its servers with the worker on.
+os.environ.setdefault("FHIR_SERVER_SUBSCRIPTION_WORKER", "false")
+# Their receivers listen on loopback, which a server refuses as an endpoint unless told otherwise.
+os.environ.setdefault("FHIR_SERVER_SUBSCRIPTION_LOCAL_ENDPOINTS", "true")
 os.environ.setdefault("FHIR_SERVER_EXPORT_DIR", os.path.join(tempfile.gettempdir(), f"fhir-test-exports-{os.getpid()}"))
 # Stored secrets are encrypted (store/crypto.py): every server and command of the run uses this key, a new one per
 # run (each pytest-xdist worker has its own databases); processes started by tests get it from process.environment.

@@ -11,6 +11,8 @@ from fhir_server.engine.admission import NOT_ACCEPTED
 from fhir_server.operations import OPERATIONS
 from fhir_server.search.registry import Registry
 from fhir_server.store.records import instant, utc_now
+from fhir_server.subscriptions.checks import PROFILE as SUBSCRIPTION_PROFILE
+from fhir_server.subscriptions.topics import topics
 
 TYPE_INTERACTIONS = [
     "read",
@@ -27,17 +29,31 @@ SYSTEM_INTERACTIONS = ["transaction", "batch", "history-system"]
 RESULT_PARAMETERS = ["_count", "_total", "_summary", "_elements", "_sort", "_include", "_revinclude"]
 # Only what the server meets in full.  SDC Form Response Manager: create, read, update and search
 # QuestionnaireResponses (its SHALLs; delete and history too).  Bulk Data Access 2.0 (STU2): $export at system,
-# Patient and Group level (operations/export.py), Group read and search.  Not (yet) the Subscriptions Backport,
-# and SMART App Launch publishes no server CapabilityStatement: it is declared in rest.security below.
+# Patient and Group level (operations/export.py), Group read and search.  Subscriptions Backport STU 1.1 (R4
+# server): Subscription with the backport profile, rest-hook, the topics declared below, $status and $events.  SMART
+# App Launch publishes no server CapabilityStatement: it is declared in rest.security below.
 INSTANTIATES = [
     "http://hl7.org/fhir/uv/sdc/CapabilityStatement/sdc-form-response-manager",
     "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data|2.0.0",
+    "http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server-r4",
 ]
+# R4 has no SubscriptionTopic resource: the backport has servers name each topic's canonical on the Subscription
+# resource entry with this extension (the topics themselves are data: subscriptions/topics.json).
+TOPIC_CANONICAL = (
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/capabilitystatement-subscriptiontopic-canonical"
+)
 SERVED_TYPES = sorted(t for t in models.R4_RESOURCE_TYPES if t not in NOT_ACCEPTED)
 BINARY_DOCUMENTATION = (
     "Read answers the content itself with its contentType unless FHIR is asked for (an `Accept` of "
     "application/fhir+json, or `_format`); create and update take raw content of any other Content-Type, "
     "`X-Security-Context` naming its securityContext."
+)
+
+SUBSCRIPTION_DOCUMENTATION = (
+    "Topic-based (Subscriptions Backport STU 1.1): criteria is one of the topic canonicals of this entry's "
+    "extensions, filters in _criteria's backport-filter-criteria; rest-hook to https (http on loopback only); "
+    "payload content empty, id-only or full-resource; created with status requested, active after the handshake. "
+    "A subscriber receives only resources its creator's token could read."
 )
 
 
@@ -111,6 +127,10 @@ def _resource(registry: Registry, resource_type: str) -> dict[str, Any]:
     }
     if resource_type == "Binary":
         entry["documentation"] = BINARY_DOCUMENTATION
+    if resource_type == "Subscription":
+        entry["extension"] = [{"url": TOPIC_CANONICAL, "valueCanonical": url} for url in sorted(topics())]
+        entry["supportedProfile"] = [SUBSCRIPTION_PROFILE]
+        entry["documentation"] = SUBSCRIPTION_DOCUMENTATION
     operations = _operations(resource_type)
     if operations:
         entry["operation"] = operations

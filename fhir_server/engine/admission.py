@@ -3,7 +3,7 @@ and so a transaction's entries).  Before the write: the caller's policy, the typ
 (``NOT_ACCEPTED``: 422), the R4 validator (its warnings kept for the client's answer), the policy again on the
 validated content, and the content of the few types the server acts on.  After it, in the same transaction: what
 the admitted content sets off (a QuestionnaireResponse scored against the Questionnaire found while checking it, a
-SearchParameter searched by).
+SearchParameter searched by, a Subscription registered for delivery, subscribers' events queued).
 
 A module of its own so that interactions.py says only what each REST interaction does, and what the checks find
 reaches the write's aftermath in one place (``Admitted``).  The operations that check without writing ($validate,
@@ -23,6 +23,9 @@ from fhir_server.errors import FhirError
 from fhir_server.search.custom import check_definition
 from fhir_server.store.records import WriteResult
 from fhir_server.store.repository import WriteSession
+from fhir_server.subscriptions.checks import Settings as SubscriptionSettings
+from fhir_server.subscriptions.checks import read_settings
+from fhir_server.subscriptions.events import register as register_subscription
 from fhir_server.validation.extensions import Lookup
 from fhir_server.validation.families import parse_warn_only
 from fhir_server.validation.questionnaire_response import validate_response
@@ -47,8 +50,6 @@ def without_terminology(services: Services) -> Services:
 # Types this server does not take in, and why; the CapabilityStatement leaves them out (api/capability.py).  Storing
 # one would answer 201 and then do nothing the specification expects of it.
 NOT_ACCEPTED = {
-    "Subscription": "Topic-based subscriptions are not available on this server yet: a Subscription would be stored "
-    "and nothing would ever be sent",
     "Parameters": "Parameters carries an operation's input and output; R4 gives it no RESTful endpoint and it is "
     "not stored",
 }
@@ -62,6 +63,7 @@ class Admitted:
     resource_type: str
     warnings: tuple[dict[str, Any], ...]  # the validator's, as OperationOutcome issues
     questionnaire: dict[str, Any] | None  # the one a QuestionnaireResponse answers, for its scoring
+    subscription: SubscriptionSettings | None = None  # a Subscription's delivery settings, registered with it
 
 
 def admit(fhir: Interactions, session: WriteSession, resource_type: str, resource: Any, permission: str) -> Admitted:
@@ -71,6 +73,11 @@ def admit(fhir: Interactions, session: WriteSession, resource_type: str, resourc
         raise FhirError(422, "not-supported", NOT_ACCEPTED[resource_type])
     warnings = _validate(fhir.validation, resource, resource_type)
     questionnaire = _content_checks(fhir, session, resource_type, resource, permission)
+    if resource_type == "Subscription":
+        interaction = "create" if permission == "c" else "update"
+        local = fhir.settings.subscription_local_endpoints
+        settings = read_settings(resource, fhir.registry, interaction, local_endpoints=local)
+        return Admitted(resource_type, warnings, None, settings)
     return Admitted(resource_type, warnings, questionnaire)
 
 
@@ -141,7 +148,9 @@ def require_same_identity(patched: dict[str, Any], resource_type: str, resource_
 
 
 def written(fhir: Interactions, session: WriteSession, admitted: Admitted, result: WriteResult) -> WriteResult:
-    """After the write, in the same transaction: a new or changed QuestionnaireResponse is scored; a new or changed
+    """After the write, in the same transaction: a Subscription is registered for delivery; the written resource
+    and what its scoring wrote become subscribers' events (subscriptions/events.py); a new or changed
+    QuestionnaireResponse is scored; a new or changed
     SearchParameter makes this process look for its commit on every request (not for an unchanged one: the library
     loads its SearchParameters on every start, and checking on every request costs a query each).  The validator's
     warnings go to the client's answer (the OperationOutcome of ``Prefer: return=OperationOutcome``); they never
@@ -150,11 +159,17 @@ def written(fhir: Interactions, session: WriteSession, admitted: Admitted, resul
         return result
     if admitted.resource_type == "SearchParameter":
         fhir.custom.mark_changed()
+    if admitted.subscription is not None:
+        register_subscription(session, result.stored, admitted.subscription, fhir.policy.caller)
+        fhir.subscriptions.live.changed()
+    stored = [result.stored]
     if admitted.questionnaire is not None:
         fresh = result.created and result.stored.version_id == 1
         scored = fhir.scoring.on_written(
             session, result.stored, admitted.questionnaire, fresh=fresh, trusted=fhir.policy.writes_for_the_clinic
         )
+        stored += scored.written
         if scored.notes:
             result = dataclasses.replace(result, notes=scored.notes)
+    fhir.subscriptions.on_written(session, stored)  # subscribers' events, queued with the write
     return dataclasses.replace(result, warnings=admitted.warnings) if admitted.warnings else result

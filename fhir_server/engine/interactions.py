@@ -34,6 +34,7 @@ from fhir_server.search.registry import Registry
 from fhir_server.store.records import Stored, WriteResult
 from fhir_server.store.repository import Repository, WriteSession
 from fhir_server.store.search_sql import SearchOutcome
+from fhir_server.subscriptions.events import EventQueue, LiveTypes
 from fhir_server.validation import check_id
 
 
@@ -71,6 +72,8 @@ class Interactions:
         # Built once per engine and shared by its policy views (with_policy, auth/guard.py): the validator looks up
         # StructureDefinitions as the server, whoever the caller.
         self.validation = admission.validation_services(settings, self.structure_definition)
+        # Topic-based subscriptions: the events a write sets off are queued in its transaction (admission.written).
+        self.subscriptions = EventQueue(registry, LiveTypes(repo.read_engine))
 
     def with_policy(self, policy: Policy) -> Interactions:
         """The same engine (repository, registry, library, scoring) consulting another caller's policy."""

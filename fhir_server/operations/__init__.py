@@ -7,7 +7,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from fhir_server.operations import alliance_summary, everything, export, extract, terminology, validate
+from fhir_server.operations import alliance_summary, everything, export, extract, subscriptions, terminology, validate
 from fhir_server.operations.base import Answer, Operation, OperationContext
 
 OPERATIONS: dict[str, Operation] = {
@@ -21,6 +21,8 @@ OPERATIONS: dict[str, Operation] = {
         extract.OPERATION,
         alliance_summary.OPERATION,
         export.OPERATION,
+        subscriptions.STATUS,
+        subscriptions.EVENTS,
     )
 }
 

@@ -1,9 +1,10 @@
 """Extensions against their definitions: the core extensions of R4 (``data/r4_extensions.json``, generated from the
 specification's extension definitions) are checked for where they are used (``context``) and their value type.
 
-Definitions come from R4 itself, from the SDC extensions the shipped measures use (``data/sdc_extensions.json``)
-and from the extension StructureDefinitions stored on the server (``fhir-server load`` of an implementation guide,
-or a POST), which the caller's ``lookup`` finds.  An extension under HL7's namespace (``http://hl7.org/fhir/``,
+Definitions come from R4 itself, from the SDC extensions the shipped measures use (``data/sdc_extensions.json``),
+from the Subscriptions Backport's that topic-based Subscriptions use (``data/backport_extensions.json``) and from
+the extension StructureDefinitions stored on the server (``fhir-server load`` of an implementation guide, or a
+POST), which the caller's ``lookup`` finds.  An extension under HL7's namespace (``http://hl7.org/fhir/``,
 the specification's and its implementation guides') that none of these defines is refused, as HL7's validator
 does.  An extension of any other namespace is accepted with an informational issue: EHRs send their own (Epic's,
 Cerner's, a national profile's), and a server that refused them would refuse their records — HAPI FHIR's validator
@@ -55,9 +56,8 @@ _CONTEXT_ERRATA = {
 def _definitions() -> dict[str, Any]:
     folder = resources.files("fhir_server.validation").joinpath("data")
     out = orjson.loads(folder.joinpath("r4_extensions.json").read_bytes())
-    out.update(
-        {k: v for k, v in orjson.loads(folder.joinpath("sdc_extensions.json").read_bytes()).items() if k[0] != "_"}
-    )
+    for shipped in ("sdc_extensions.json", "backport_extensions.json"):
+        out.update({k: v for k, v in orjson.loads(folder.joinpath(shipped).read_bytes()).items() if k[0] != "_"})
     return out
 
 

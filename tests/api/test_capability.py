@@ -18,7 +18,9 @@ def test_capability_statement_declares_r4_and_what_is_implemented(client):
     by_type = {r["type"]: r for r in rest["resource"]}
     assert "Questionnaire" in by_type and "QuestionnaireResponse" in by_type
     assert "MedicinalProduct" not in by_type  # not modelled by the R4B classes: not claimed
-    assert "Subscription" not in by_type and "Parameters" not in by_type  # refused, not stored and ignored
+    assert "Parameters" not in by_type  # refused, not stored and ignored
+    topics = {e["valueCanonical"] for e in by_type["Subscription"]["extension"]}  # Subscriptions Backport discovery
+    assert "http://fit-fhir.org/fhir/SubscriptionTopic/flag-raised-or-closed" in topics and len(topics) == 3
     patient = by_type["Patient"]
     assert {i["code"] for i in patient["interaction"]} >= {"read", "vread", "update", "patch", "delete", "create"}
     assert patient["conditionalDelete"] == "single" and patient["versioning"] == "versioned-update"

@@ -28,6 +28,7 @@ from tests.support.server import ServerThread
 
 HL7 = "http://hl7.org/fhir/OperationDefinition"
 BULK = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition"
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition"
 # The levels of the HL7 OperationDefinitions the statement may name, as their definitions declare them (R4 4.0.1
 # profiles-resources.json; SDC 4.0.0's OperationDefinition-QuestionnaireResponse-extract.json).  Ours are read from
 # the server, where their canonical URL must resolve.
@@ -43,6 +44,9 @@ HL7_LEVELS = {
     f"{BULK}/export": {"system"},
     f"{BULK}/patient-export": {"type"},
     f"{BULK}/group-export": {"instance"},
+    # Subscriptions Backport 1.1.0 (STU 1.1): OperationDefinition-backport-subscription-status, -events
+    f"{BACKPORT}/backport-subscription-status": {"type", "instance"},
+    f"{BACKPORT}/backport-subscription-events": {"instance"},
 }
 # What each statement we claim to instantiate requires (its SHALL interactions, and for Bulk Data the operations
 # its server CapabilityStatement expects: $export at system, Patient and Group level, Group read and search),
@@ -52,12 +56,18 @@ INSTANTIATED = {
         "QuestionnaireResponse": {"create", "update", "search-type", "read"},
     },
     "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data|2.0.0": {"Group": {"read", "search-type"}},
+    "http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server-r4": {
+        "Subscription": {"create", "update", "read", "delete"},
+    },
 }
 INSTANTIATED_OPERATIONS = {
     "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data|2.0.0": {
         None: f"{BULK}/export",
         "Patient": f"{BULK}/patient-export",
         "Group": f"{BULK}/group-export",
+    },
+    "http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server-r4": {
+        "Subscription": f"{BACKPORT}/backport-subscription-status",
     },
 }
 # Asynchronous operations (the FHIR async pattern): kicked off with this header; each job is cancelled at once.
@@ -140,7 +150,7 @@ def test_the_statement_is_valid_r4_and_claims_only_what_is_met(contract):
     for required in INSTANTIATED_OPERATIONS.values():
         for resource_type, definition in required.items():
             assert definition in operations[resource_type], (resource_type, definition)
-    assert "Subscription" not in declared and "Parameters" not in declared
+    assert "Parameters" not in declared
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system"}
 
 
@@ -344,6 +354,9 @@ def _operation_request(
         ("export", "system", None): ("GET", "/$export", None),
         ("export", "type", "Patient"): ("GET", "/Patient/$export", None),
         ("export", "instance", "Group"): ("GET", f"/Group/{seeds['Group']}/$export", None),
+        ("status", "type", "Subscription"): ("GET", "/Subscription/$status", None),
+        ("status", "instance", "Subscription"): ("GET", f"/Subscription/{seeds['Subscription']}/$status", None),
+        ("events", "instance", "Subscription"): ("GET", f"/Subscription/{seeds['Subscription']}/$events", None),
     }
     request = requests.get((name, level, resource_type))
     if request is None:
@@ -379,7 +392,7 @@ def _bundle(kind: str, resource: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("resource_type", ["Subscription", "Parameters"])
+@pytest.mark.parametrize("resource_type", ["Parameters"])
 def test_what_is_not_declared_is_refused_clearly(contract, resource_type):
     c = contract["client"]
     resource = minimal(resource_type)

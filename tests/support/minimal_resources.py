@@ -70,6 +70,13 @@ _SMALL: dict[str, Any] = {
 # What some types' invariants or the server's own checks need beyond the required elements.
 _PATIENT = {"reference": "Patient/seed"}
 _COMPLETIONS: dict[str, dict[str, Any]] = {
+    # A topic-based Subscription this server takes in: one of its topics, a rest-hook to loopback (never reached
+    # while no notification worker runs), created as requested.
+    "Subscription": {
+        "status": "requested",
+        "criteria": "http://fit-fhir.org/fhir/SubscriptionTopic/response-completed",
+        "channel": {"type": "rest-hook", "endpoint": "http://127.0.0.1:9/notifications"},
+    },
     "AllergyIntolerance": {
         "clinicalStatus": {
             "coding": [
