@@ -60,7 +60,7 @@ def send(http: Outbound, row: dict[str, Any], base: str, kind: str, events: list
     """POST one notification Bundle; a ``Failure`` unless the endpoint answered 2xx."""
     if any(not e.focus for e in events):
         row = {**row, "content": "empty"}  # an unreadable focus: the whole notification goes out without ids
-    body = orjson.dumps(bundle(row, base, kind, events, status=status))
+    body = fhirjson.dumps(bundle(row, base, kind, events, status=status))  # stored decimals keep their digits
     headers = {"Content-Type": "application/fhir+json"}
     for header in orjson.loads(row["headers"]):
         name, _, value = header.partition(":")

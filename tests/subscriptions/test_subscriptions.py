@@ -100,8 +100,10 @@ def test_each_topic_with_its_filter_and_payload(server, receiver):
         scores = create(
             c, subscription(SCORES, receiver.url, content="id-only", filters=(f"Observation?patient={mine}",))
         )
+        # full-resource of a score: its decimals as stored (a notification of one once failed to serialise)
+        scores_full = create(c, subscription(SCORES, receiver.url, filters=(f"Observation?patient={mine}",)))
         responses = create(c, subscription(RESPONSES, receiver.url, content="empty"))
-        for sid in (flags, scores, responses):
+        for sid in (flags, scores, scores_full, responses):
             wait_status(c, sid, "active")
         submit(c, other, LOW)  # another client: only the unfiltered response topic hears of it
         response_id = submit(c, mine, LOW)
@@ -110,7 +112,11 @@ def test_each_topic_with_its_filter_and_payload(server, receiver):
             return [b for b in receiver.bundles("event-notification")
                     if status_of(b)["subscription"]["reference"].endswith(sid)]  # fmt: skip
 
-        receiver.wait_for(lambda: of(flags) and of(scores) and len(event_numbers(of(responses))) == 2)
+        receiver.wait_for(
+            lambda: of(flags) and of(scores) and of(scores_full) and len(event_numbers(of(responses))) == 2
+        )
+        full = [e["resource"] for b in of(scores_full) for e in b["entry"][1:]]
+        assert full and all(r["resourceType"] == "Observation" and "valueQuantity" in r for r in full), full
         flag_entries = [e for b in of(flags) for e in b["entry"][1:]]
         assert flag_entries and all(e["resource"]["resourceType"] == "Flag" for e in flag_entries)
         assert all(e["resource"]["subject"]["reference"] == f"Patient/{mine}" for e in flag_entries)
