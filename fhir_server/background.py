@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 
 
-class BackgroundWorker:
+class BackgroundWorker(ABC):
     name = "worker"
 
     def __init__(self, poll_seconds: float, join_seconds: float, log: logging.Logger) -> None:
@@ -50,6 +51,6 @@ class BackgroundWorker:
             if not worked:
                 self._stop.wait(self.poll_seconds)
 
+    @abstractmethod
     def run_once(self) -> bool:
         """Do one unit of work; False when there was none (the loop then waits ``poll_seconds``)."""
-        raise NotImplementedError
