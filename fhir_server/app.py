@@ -127,13 +127,14 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
     install_form(app, settings)  # the SMART app's rating form under /app
     # EHR write-back: a submission from an EHR launch queues its delivery in its own transaction; the worker sends
     # it with the launch's token while that session lives, else with a Backend Services token.
-    app.state.after_submission = queue_write_back(app.state.app_sessions)
     app.state.outbox_worker = OutboxWorker(repository, app.state.keys, settings, app.state.app_sessions)
+    app.state.after_submission = queue_write_back(app.state.app_sessions, app.state.outbox_worker.wake)
     # Bulk Data $export: jobs in the database, run by a worker in this process, files in the export folder.
     app.state.export_storage = DirectoryStorage(settings.export_dir)
     app.state.export_worker = ExportWorker(repository, registry, app.state.export_storage, settings, audit)
     # Topic-based subscriptions: events queued with the writes (engine/admission.py), notified by this worker.
     app.state.subscription_worker = SubscriptionWorker(repository, registry, settings)
+    fhir.subscriptions.wake = app.state.subscription_worker.wake  # delivery starts when the write commits
     install_launch(app, settings)  # /app/launch, /app/callback (and /sandbox when switched on)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt, SecretStr, field_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite:///./fhir-server.db"
@@ -166,6 +166,9 @@ class Settings(BaseSettings):
     export_page_size: PositiveInt = 1000  # resources per keyset page: each page is its own short read
     # A pause between pages, to spread a large export's load on a busy clinical database (0: none).
     export_page_pause_seconds: NonNegativeFloat = 0.0
+    # While this process answers requests, an export takes at most this share of one thread's time (it pauses after
+    # a page for the rest); alone it runs at full speed.  Reads and submissions come first (bench/export.py).
+    export_busy_share: Annotated[float, Field(gt=0, le=1)] = 0.25
     export_retry_after_seconds: PositiveInt = 5  # the Retry-After of a status answer while a job runs
     # A claimed job is not claimed by another process while its worker renews this lease (after every page);
     # a worker that died leaves it to be resumed, from its last finished type, once the lease has run out.

@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fhir_server.activity import REQUESTS
 from fhir_server.api.error_handlers import internal_error_response
 
 access_log = logging.getLogger("fhir_server.access")
@@ -32,6 +33,7 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status: dict[str, Any] = {"code": 500}
+        REQUESTS.begin()  # background work yields while requests are being answered (activity.py)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -47,6 +49,7 @@ class RequestContextMiddleware:
                 raise
             await internal_error_response(request_id, exc)(scope, receive, send_with_id)
         finally:
+            REQUESTS.end()
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     "request",

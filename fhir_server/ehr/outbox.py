@@ -83,9 +83,12 @@ def enqueue(session: WriteSession, ehr_id: int, response_reference: str, token_r
     return ehr_store.enqueue(session, ehr_id, response_id, token_ref)
 
 
-def queue_write_back(sessions: AppSessionStore) -> Callable[[AppSession, WriteSession, dict[str, Any]], None]:
+def queue_write_back(
+    sessions: AppSessionStore, wake: Callable[[], None] | None = None
+) -> Callable[[AppSession, WriteSession, dict[str, Any]], None]:
     """The form's ``after_submission`` hook: a response submitted in an EHR launch is queued for that EHR, in the
-    transaction that stores it, with the launch session as the row's token reference."""
+    transaction that stores it, with the launch session as the row's token reference; ``wake`` (the outbox
+    worker's) runs once that transaction has committed, so the write-back starts then, not at the next poll."""
 
     def after_submission(session: AppSession, write: WriteSession, response: dict[str, Any]) -> None:
         if session.ehr_id is None:  # not launched from an EHR (a development session): nothing to write back
@@ -95,6 +98,8 @@ def queue_write_back(sessions: AppSessionStore) -> Callable[[AppSession, WriteSe
             log.warning("submission not queued: EHR registration %s no longer exists", session.ehr_id)
             return
         enqueue(write, session.ehr_id, f"QuestionnaireResponse/{response['id']}", sessions.token_ref(session))
+        if wake is not None:
+            write.after_commit(wake)
 
     return after_submission
 

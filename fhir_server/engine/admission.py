@@ -162,6 +162,7 @@ def written(fhir: Interactions, session: WriteSession, admitted: Admitted, resul
     if admitted.subscription is not None:
         register_subscription(session, result.stored, admitted.subscription, fhir.policy.caller)
         fhir.subscriptions.live.changed()
+        fhir.subscriptions.woken_after(session)  # its handshake
     stored = [result.stored]
     if admitted.questionnaire is not None:
         fresh = result.created and result.stored.version_id == 1

@@ -7,6 +7,8 @@
 - ``transactionTime`` holds: a resource written after it goes out as the version current then (if that version
   is still the client's to see), and one created after it not at all.  (A resource deleted after it is not in the
   output: the search reads current resources.)
+- Requests come first: while the process answers some, the runner pauses after each page so that it takes at
+  most ``export_busy_share`` of a thread (activity.py); alone it runs flat out.
 - A finished type is recorded with its file; a job resumed after a restart starts again at the first type not
   finished, rewriting that type's file from the start (storage.py), so nothing is written twice.
 """
@@ -22,6 +24,7 @@ from typing import Any
 import orjson
 
 from fhir_server import fhirjson
+from fhir_server.activity import REQUESTS
 from fhir_server.auth.access import AccessPolicy
 from fhir_server.auth.audit import Access, AuditWriter
 from fhir_server.auth.caller import Caller
@@ -115,6 +118,7 @@ class ExportRunner:
         self, job: ExportJob, policy: Policy, queries: ExportQueries, resource_type: str, before: int
     ) -> tuple[str | None, int]:
         size = self.settings.export_page_size
+        page_began, requests_before = time.monotonic(), REQUESTS.started
         page = self.repo.search(queries.query(resource_type, size))
         if not page.matches:
             return None, 0  # Bulk Data 2.0: no output item for a type with nothing in it
@@ -123,41 +127,49 @@ class ExportRunner:
         elements = queries.elements(resource_type)
         with self.storage.writer(job.id, name) as out:
             while True:
-                count += self._write_page(out, job, policy, page.matches, elements)
+                count += self._write_page(out, self._as_at(job, policy, page.matches), elements)
                 self._renew({"resources_written": before + count})
                 if not page.next_cursor:
                     break
-                self._pause()
+                self._pause(time.monotonic() - page_began, requests_before)
+                page_began, requests_before = time.monotonic(), REQUESTS.started
                 page = self.repo.search(queries.query(resource_type, size, page.next_cursor))
         log.info("export type written", extra={"export_job": job.id, "type": resource_type, "resources": count})
         return (name if count else None), count  # none left as of the transaction time: no output item
 
-    def _write_page(
-        self, out: FileWriter, job: ExportJob, policy: Policy, matches: list[Stored], elements: list[str]
-    ) -> int:
-        lines = []
-        for stored in matches:
-            content = self._as_at(job, policy, stored)
-            if content is None:
-                continue
-            if elements:
-                content = fhirjson.dumps(shape_resource(fhirjson.loads_stored(content), None, elements)).decode()
-            lines.append(content.encode())
-        if lines:
-            out.write(b"\n".join(lines) + b"\n")
-        return len(lines)
+    @staticmethod
+    def _write_page(out: FileWriter, contents: list[str], elements: list[str]) -> int:
+        if elements:
+            contents = [
+                fhirjson.dumps(shape_resource(fhirjson.loads_stored(c), None, elements)).decode() for c in contents
+            ]
+        if contents:
+            out.write("\n".join(contents).encode() + b"\n")
+        return len(contents)
 
-    def _as_at(self, job: ExportJob, policy: Policy, stored: Stored) -> str | None:
-        """The stored JSON as it was at the job's transaction time; None for a resource that did not exist then,
-        was deleted then, or whose version then the client may not see."""
+    def _as_at(self, job: ExportJob, policy: Policy, page: list[Stored]) -> list[str]:
+        """The page's stored JSON as it was at the job's transaction time.  A resource written since goes out as
+        the version current then, looked up for the whole page in one query (beside a busy server each page
+        holds some); one that did not exist then, was deleted then, or whose version then the client may not
+        see is left out."""
         at = job.transaction_time
         assert at is not None
-        if stored.last_updated <= at:
-            return stored.content
-        earlier = self.repo.version_at(stored.resource_type, stored.id, at)
-        if earlier is None or earlier.deleted or not earlier.content:
-            return None
-        return earlier.content if policy.sees(stored.resource_type, earlier.content, "r") else None
+        since = [s.id for s in page if s.last_updated > at]
+        earlier = self.repo.versions_at(page[0].resource_type, since, at) if since else {}
+        contents = []
+        for stored in page:
+            if stored.last_updated <= at:
+                contents.append(stored.content or "")
+                continue
+            version = earlier.get(stored.id)
+            if (
+                version
+                and not version.deleted
+                and version.content
+                and policy.sees(stored.resource_type, version.content, "r")
+            ):
+                contents.append(version.content)
+        return contents
 
     # -- the job's parts ----------------------------------------------------------------------------------------
     def _queries(self, job: ExportJob, policy: Policy) -> ExportQueries:
@@ -210,11 +222,17 @@ class ExportRunner:
         """The lease the runner holds now (renewed after every page)."""
         return self._lease
 
-    def _pause(self) -> None:
+    def _pause(self, page_seconds: float, requests_before: int) -> None:
+        """Between pages: the configured pause, and, if requests were being answered meanwhile, as long as keeps
+        the export to its ``export_busy_share`` of a thread (a Python thread working flat out makes every request
+        thread of the process wait for the interpreter, and takes a CPU from the other processes)."""
         pause = self.settings.export_page_pause_seconds
+        share = self.settings.export_busy_share
+        if share < 1 and REQUESTS.busy_since(requests_before):
+            pause += page_seconds * (1 - share) / share
         deadline = time.monotonic() + pause
         while pause > 0 and time.monotonic() < deadline and not self.stopping():
-            time.sleep(min(0.05, pause))
+            time.sleep(min(0.05, deadline - time.monotonic()))
 
     def _audit(self, job: ExportJob, description: str) -> None:
         if self.audit is None or not job.claims:  # authorization off: nothing is audited

@@ -77,6 +77,7 @@ class Repository:
                     session.flush(last=True)  # the commit follows (leaving the ExitStack)
                 if self._sqlite is not None:
                     self._sqlite.after_write()  # committed, out of the writers' queue
+                _committed(session)
                 return result
             except (IntegrityError, RetryTransaction) as exc:
                 if attempt == self.write_retries:
@@ -113,6 +114,7 @@ class Repository:
             return (result,)  # nothing to write (a replay found its earlier submission)
         if not self._group.send(session):  # sent with the others prepared meanwhile (write_group.py)
             return None
+        _committed(session)
         return (session.restamped(result),)
 
     def _begin(self, stack: contextlib.ExitStack) -> Connection:
@@ -167,20 +169,25 @@ class Repository:
             row = conn.execute(READ_VERSION, {"rtype": resource_type, "rid": resource_id, "vid": version_id}).first()
         return stored_from_row(row, row.method) if row else None
 
-    def version_at(self, resource_type: str, resource_id: str, at: datetime) -> Stored | None:
-        """The version that was current at ``at`` (a deletion, when it was deleted then), or None when the
-        resource did not exist yet: what a Bulk Data export with transactionTime ``at`` holds of a resource
-        written since."""
+    def versions_at(self, resource_type: str, ids: Sequence[str], at: datetime) -> dict[str, Stored]:
+        """The version of each resource that was current at ``at`` (a deletion, when it was deleted then); a
+        resource that did not exist yet is not in the answer.  One query for a page of ids: what a Bulk Data
+        export with transactionTime ``at`` holds of the resources written since."""
+        if not ids:
+            return {}
         v = resource_versions.c
-        query = (
-            select(v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.content, v.method)
-            .where(v.resource_type == resource_type, v.id == resource_id, v.last_updated <= at)
-            .order_by(v.version_id.desc())
-            .limit(1)
+        newest = (
+            select(v.id, func.max(v.version_id).label("version_id"))
+            .where(v.resource_type == resource_type, v.id.in_(list(ids)), v.last_updated <= at)
+            .group_by(v.id)
+            .subquery()
+        )
+        query = select(v.resource_type, v.id, v.version_id, v.last_updated, v.deleted, v.content, v.method).join(
+            newest,
+            and_(v.resource_type == resource_type, v.id == newest.c.id, v.version_id == newest.c.version_id),
         )
         with self.read_engine.connect() as conn:
-            row = conn.execute(query).first()
-        return stored_from_row(row, row.method) if row else None
+            return {row.id: stored_from_row(row, row.method) for row in conn.execute(query)}
 
     def type_stamp(self, resource_type: str) -> tuple[int, Any]:
         """Changes to a type show here: (number of versions, newest write)."""
@@ -259,3 +266,12 @@ def _current_during(period: tuple[datetime, datetime]) -> Any:
         .exists()
     )
     return and_(v.last_updated <= end, ~superseded_before_start, v.deleted.is_(False))
+
+
+def _committed(session: WriteSession) -> None:
+    """The session's after-commit callbacks; one that fails is logged, never undoes the committed write."""
+    for callback in session.committed:
+        try:
+            callback()
+        except Exception:
+            log.exception("after-commit callback failed")

@@ -129,6 +129,7 @@ class WriteSession:
         # A scoring read asked ahead, with the replay check (find_by_token): answered once, if asked again before
         # this transaction writes anything it reads.
         self._read_ahead: tuple[ScoringRead, ScoringContext] | None = None
+        self.committed: list[Callable[[], None]] = []  # run by Repository.write once the transaction committed
 
     @property
     def conn(self) -> Connection:
@@ -216,6 +217,12 @@ class WriteSession:
 
     def has_pending(self) -> bool:
         return bool(self._pending)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once this transaction has committed (not if it rolls back or is retried): waking a
+        worker for what the transaction queued, which it could not see before the commit."""
+        if callback not in self.committed:
+            self.committed.append(callback)
 
     def flush(self, *, last: bool = False) -> None:
         """Send the queued writes.  ``last``: the transaction commits right after (PostgreSQL then needs no

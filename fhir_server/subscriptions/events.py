@@ -8,14 +8,14 @@
 
 Which types have live subscriptions is read outside the transaction and kept a second (``LiveTypes``), so the hot
 path (a scored submission with no subscriber) costs no query; a Subscription created in another process is seen
-within that second, and well before its handshake makes it active.
+within that second, and the handshake that makes it active waits that second (worker.py).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -98,6 +98,14 @@ class EventQueue:
         self.registry = registry
         self.access = AccessPolicy(registry)
         self.live = live
+        # The notification worker's wake-up (app.py), run when a transaction that queued events has committed:
+        # delivery starts then, not at the worker's next poll.
+        self.wake: Callable[[], None] | None = None
+
+    def woken_after(self, session: WriteSession) -> None:
+        """Wake the notification worker once ``session`` commits (events queued, a Subscription to greet)."""
+        if self.wake is not None:
+            session.after_commit(self.wake)
 
     def on_written(self, session: WriteSession, written: Iterable[Stored]) -> int:
         """Queue an event per (live subscription, written resource) that fires its topic; returns how many."""
@@ -116,6 +124,8 @@ class EventQueue:
                     subscription_store.add_event(session, row["id"], (stored.resource_type, stored.id,
                                                                       stored.version_id))  # fmt: skip
                     queued += 1
+        if queued:
+            self.woken_after(session)
         return queued
 
     def _is_event(

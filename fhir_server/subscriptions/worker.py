@@ -30,6 +30,7 @@ from fhir_server.store import subscription_store as store
 from fhir_server.store.records import utc_now
 from fhir_server.store.repository import Repository, WriteSession
 from fhir_server.subscriptions.delivery import Failure, load_events, send
+from fhir_server.subscriptions.events import CACHE_SECONDS
 
 log = logging.getLogger("fhir_server.subscriptions")
 
@@ -89,6 +90,12 @@ class SubscriptionWorker(BackgroundWorker):
 
     def _work_for(self, row: dict[str, Any], now: datetime) -> str | None:
         if row["status"] == store.REQUESTED:
+            # Not before every process's writes queue events for it (each reads which types have subscriptions
+            # at most CACHE_SECONDS old, events.py): once active, no change committed anywhere is missed.
+            wait = (row["created_at"] + timedelta(seconds=CACHE_SECONDS + 0.1) - now).total_seconds()
+            if wait > 0:
+                self.come_back_in(wait)
+                return None
             return "handshake"
         if store.has_pending(self.repo.read_engine, row["id"]):
             return "event-notification"

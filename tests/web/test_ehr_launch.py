@@ -41,7 +41,9 @@ def ehr() -> Iterator[EhrProcess]:
 
 @pytest.fixture(scope="module")
 def world(ehr: EhrProcess, database_url: str, backend: str) -> Iterator[Launchable]:
-    settings = launching_settings(database_url)
+    # An hour between the outbox worker's polls: every write-back here starts because the submission's commit woke
+    # the worker (nothing in this module fails a delivery, which would wait for a poll to be retried).
+    settings = launching_settings(database_url, outbox_poll_seconds=3600)
     with ServerThread(settings, backend) as ours:
         yield wire(ehr, ours, app_client=f"fit-app-{backend}", backend_client=f"fit-write-back-{backend}")
 
