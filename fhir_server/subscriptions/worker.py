@@ -19,6 +19,8 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
 from fhir_server import fhirjson
 from fhir_server.auth.access import AccessPolicy
 from fhir_server.background import BackgroundWorker
@@ -26,7 +28,9 @@ from fhir_server.config import Settings
 from fhir_server.ehr.worker import backoff
 from fhir_server.outbound import Outbound
 from fhir_server.search.registry import Registry
+from fhir_server.store import oauth_store
 from fhir_server.store import subscription_store as store
+from fhir_server.store.engine import Database
 from fhir_server.store.records import utc_now
 from fhir_server.store.repository import Repository, WriteSession
 from fhir_server.subscriptions.delivery import Failure, load_events, send
@@ -110,6 +114,10 @@ class SubscriptionWorker(BackgroundWorker):
         if current is None or current.deleted:  # deleted since: nothing more is sent
             self.repo.write(lambda s: store.set_status(s, sid, store.OFF, "the Subscription was deleted"))
             return
+        gone = creator_gone(self.repo.read_engine, row)
+        if gone is not None:  # a subscription lives no longer than its creator's registration
+            self._stopped(sid, gone)
+            return
         pending = store.pending_events(self.repo.read_engine, sid, row["max_count"]) if kind != "handshake" else []
         events = load_events(self.repo, self.access, row, pending)
         try:
@@ -127,6 +135,14 @@ class SubscriptionWorker(BackgroundWorker):
 
             self.repo.write(record)
             log.info("subscription notified", extra={"subscription": sid, "kind": kind, "events": len(ids)})
+
+    def _stopped(self, sid: str, reason: str) -> None:
+        def record(session: WriteSession) -> None:
+            store.set_status(session, sid, store.ERROR, reason)
+            set_resource_status(session, sid, store.ERROR, reason)
+
+        self.repo.write(record)
+        log.warning("subscription in error: %s", reason, extra={"subscription": sid})
 
     def _failed(self, row: dict[str, Any], kind: str, failure: Failure) -> None:
         sid, failures = row["id"], row["failures"] + 1
@@ -147,3 +163,19 @@ class SubscriptionWorker(BackgroundWorker):
         self.repo.write(record)
         log.warning("subscription %s: %s", "in error" if gives_up else "will be retried", reason,
                     extra={"subscription": sid, "attempt": failures})  # fmt: skip
+
+
+def creator_gone(engine: Database, row: dict[str, Any]) -> str | None:
+    """Why the client or user that created the subscription may no longer receive anything through it: its
+    client registration or user account removed (``fhir-server clients remove`` / ``users remove``).  A token of
+    theirs still live would be refused within its lifetime; the subscription, which outlives tokens, stops now."""
+    if not row["authenticated"]:
+        return None
+    claims = orjson.loads(row["caller"])
+    client = claims.get("client_id") or claims.get("azp")
+    if isinstance(client, str) and oauth_store.get_client(engine, client) is None:
+        return f"its creator's client ({client}) is no longer registered here"
+    user = claims.get("sub")
+    if "fhirUser" in claims and isinstance(user, str) and oauth_store.get_user(engine, user) is None:
+        return "its creator's user account was removed"
+    return None

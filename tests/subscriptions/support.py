@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from fhir_server.auth.admin import add_client
 from fhir_server.config import Settings
 from tests.support.databases import postgres_admin_url, postgres_database, sqlite_database
 from tests.support.server import RunningServer, ServerThread
@@ -34,7 +35,17 @@ def subscription_server(backend: str, **settings: Any) -> Iterator[RunningServer
         **settings,
     }
     with database as url, ServerThread(Settings(database_url=url, _env_file=None, **values), backend) as running:
+        register_clients(running, *CLIENTS)
         yield running
+
+
+CLIENTS = ("admin", "app", "obs-only")  # the clients the tests' tokens name (a subscription needs its creator's)
+
+
+def register_clients(server: RunningServer, *client_ids: str) -> None:
+    for client_id in client_ids:
+        add_client(server.app.state.engine, name=client_id, kind="public", redirect_uris=["https://app.example/cb"],
+                   client_id=client_id)  # fmt: skip
 
 
 def admin(server: RunningServer) -> httpx.Client:

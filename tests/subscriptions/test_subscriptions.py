@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from fhir_server.auth.admin import remove_client
+from fhir_server.store import subscription_store
 from tests.api.fhir import assert_outcome
 from tests.subscriptions.receiver import Receiver, event_numbers, notification_type, status_of
 from tests.subscriptions.support import (
@@ -23,6 +25,7 @@ from tests.subscriptions.support import (
     admin,
     create,
     patient,
+    register_clients,
     subscription,
     subscription_server,
     wait_status,
@@ -30,6 +33,7 @@ from tests.subscriptions.support import (
 from tests.support.access_data import srs
 from tests.support.process import cli
 from tests.support.server import RunningServer
+from tests.support.tokens import client_for, mint
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +219,22 @@ def test_switched_off_or_deleted_it_sends_nothing_more(server, receiver):
         assert not [b for b in receiver.bundles("event-notification")
                     if not status_of(b)["subscription"]["reference"].endswith(witness)]  # fmt: skip
         assert c.get(f"/Subscription/{off}").json()["status"] == "off"
+
+
+def test_removing_its_creators_client_stops_it(server, receiver):
+    register_clients(server, "leaver")
+    with admin(server) as c, client_for(server, mint(server, "system/*.cruds", client_id="leaver", sub="leaver")) as lc:
+        sid = create(lc, subscription(RESPONSES, receiver.url, content="id-only"))
+        wait_status(c, sid, "active")
+        submit(c, patient(c), HIGH)
+        receiver.wait_for(lambda: receiver.bundles("event-notification"))
+        remove_client(server.app.state.engine, "leaver")
+        submit(c, patient(c), HIGH)
+        stopped = wait_status(c, sid, "error")
+        assert "client (leaver) is no longer registered" in stopped["error"]
+        assert event_numbers(receiver.bundles("event-notification")) == [1]  # the second event was never sent
+        resumed = cli(server.settings.database_url, "subscriptions", "retry", sid)
+        assert resumed.returncode == 0 and resumed.stdout.startswith("1 subscription(s) resumed"), resumed.stderr
+        engine = server.app.state.engine
+        receiver.wait_for(lambda: subscription_store.get(engine, sid)["status"] == "error")  # and stopped again
+        assert len(receiver.bundles("handshake")) == 1 and event_numbers(receiver.bundles("event-notification")) == [1]

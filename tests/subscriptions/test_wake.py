@@ -17,6 +17,7 @@ from tests.subscriptions.support import (
     admin,
     create,
     patient,
+    register_clients,
     subscription,
     subscription_server,
     wait_status,
@@ -65,6 +66,7 @@ def test_once_active_it_hears_of_changes_committed_in_another_process(backend: s
         receiver.up()
         try:
             with a as at_a, b as at_b, admin(at_a) as ca, admin(at_b) as cb:
+                register_clients(at_a, "admin")
                 submit = srs(patient(cb), HIGH, "2026-11-20T16:45:00Z", uuid.uuid4().hex)
                 assert cb.post("/QuestionnaireResponse", json=submit).status_code == 201  # B: no subscriber yet
                 sid = create(ca, subscription(RESPONSES, receiver.url))
