@@ -12,6 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from fhir_server.store.records import utc_now
+from fhir_server.store.repository import Repository, WriteSession
 
 
 class BackgroundWorker(ABC):
@@ -69,3 +75,18 @@ class BackgroundWorker(ABC):
     @abstractmethod
     def run_once(self) -> bool:
         """Do one unit of work; False when there was none (the loop then waits ``poll_seconds``)."""
+
+    @staticmethod
+    def claim(
+        repo: Repository,
+        any_due: Callable[[Any, datetime], bool],
+        claim_due: Callable[[WriteSession, datetime, datetime], dict[str, Any] | None],
+        lease_seconds: float,
+    ) -> dict[str, Any] | None:
+        """The next due unit, claimed under a lease of ``lease_seconds``: None when nothing is due or another
+        worker took it first.  ``any_due`` is asked outside a write transaction, so an idle poll takes no lock."""
+        now = utc_now()
+        if not any_due(repo.read_engine, now):
+            return None
+        lease = now + timedelta(seconds=lease_seconds)
+        return repo.write(lambda s: claim_due(s, now, lease))

@@ -33,7 +33,6 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status: dict[str, Any] = {"code": 500}
-        REQUESTS.begin()  # background work yields while requests are being answered (activity.py)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -49,7 +48,7 @@ class RequestContextMiddleware:
                 raise
             await internal_error_response(request_id, exc)(scope, receive, send_with_id)
         finally:
-            REQUESTS.end()
+            REQUESTS.ended(time.perf_counter() - started)  # background work yields to requests (activity.py)
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     "request",

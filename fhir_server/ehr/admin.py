@@ -6,15 +6,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from fhir_server.config import Settings
+from fhir_server.console import database_command
 from fhir_server.ehr import outbox, registry
 from fhir_server.store import ehr_store
 from fhir_server.store.crypto import SecretKeyError
-from fhir_server.store.engine import build_engine
-from fhir_server.store.errors import DATABASE_ERRORS
+
+EXPECTED = (registry.RegistrationError, outbox.OutboxError, SecretKeyError)  # said in one line, exit status 1
 
 
 def add_commands(commands: Any) -> None:
@@ -39,12 +39,13 @@ def add_commands(commands: Any) -> None:
     add.add_argument("--backend-client-id", help="Backend Services client id at the EHR, when no launch token can")
     add.add_argument("--rate", type=float, help="at most this many requests per second to the EHR")
     add.add_argument("--name", help="a name for lists (default: the issuer's host)")
-    add.set_defaults(func=_guarded(_ehr_add))
-    ehr_commands.add_parser("list", help="list registered EHRs").set_defaults(func=_guarded(_ehr_list))
+    add.set_defaults(func=database_command(_ehr_add, EXPECTED))
+    ehr_list = ehr_commands.add_parser("list", help="list registered EHRs")
+    ehr_list.set_defaults(func=database_command(_ehr_list, EXPECTED))
     remove = ehr_commands.add_parser("remove", help="remove an EHR registration")
     remove.add_argument("id", type=int)
     remove.add_argument("--force", action="store_true", help="even while deliveries to it are pending")
-    remove.set_defaults(func=_guarded(_ehr_remove))
+    remove.set_defaults(func=database_command(_ehr_remove, EXPECTED))
 
     box = commands.add_parser("outbox", help="deliveries of results to EHRs")
     box_commands = box.add_subparsers(dest="outbox_command", required=True)
@@ -52,35 +53,12 @@ def add_commands(commands: Any) -> None:
     which = listing.add_mutually_exclusive_group()
     which.add_argument("--dead", action="store_true", help="only deliveries that stopped being retried")
     which.add_argument("--status", choices=outbox.STATUSES)
-    listing.set_defaults(func=_guarded(_outbox_list))
+    listing.set_defaults(func=database_command(_outbox_list, EXPECTED))
     retry = box_commands.add_parser("retry", help="send dead deliveries again")
     target = retry.add_mutually_exclusive_group(required=True)
     target.add_argument("id", nargs="?", type=int, help="an outbox row id from 'outbox list --dead'")
     target.add_argument("--all-dead", action="store_true", help="every dead delivery")
-    retry.set_defaults(func=_guarded(_outbox_retry))
-
-
-def _guarded(command: Callable[[argparse.Namespace, Any], int]) -> Callable[[argparse.Namespace], int]:
-    """Run with an engine; bad input and database trouble become one clear line on stderr and exit status 1."""
-
-    def run(args: argparse.Namespace) -> int:
-        engine = build_engine(Settings())
-        try:
-            return command(args, engine)
-        except (registry.RegistrationError, outbox.OutboxError, SecretKeyError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        except DATABASE_ERRORS as exc:
-            print(
-                f"error: the database refused the command ({type(exc).__name__}); "
-                "is it reachable and migrated (fhir-server db upgrade)?",
-                file=sys.stderr,
-            )
-            return 1
-        finally:
-            engine.dispose()
-
-    return run
+    retry.set_defaults(func=database_command(_outbox_retry, EXPECTED))
 
 
 def _client_secret(args: argparse.Namespace) -> str | None:

@@ -60,12 +60,8 @@ class OutboxWorker(BackgroundWorker):
     # -- one row ------------------------------------------------------------------------------------------------
     def run_once(self) -> bool:
         """Claim and process one due row; False when none was due."""
-        now = utc_now()
-        if not ehr_store.any_due(self.repo.read_engine, now):
-            return False
-        lease = now + timedelta(seconds=self.settings.outbox_lease_seconds)
-        claimed = self.repo.write(lambda s: ehr_store.claim_due(s, now, lease))
-        if claimed is None:  # another worker took it
+        claimed = self.claim(self.repo, ehr_store.any_due, ehr_store.claim_due, self.settings.outbox_lease_seconds)
+        if claimed is None:
             return False
         self.process(row_from(claimed))
         return True

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from fhir_server.config import Settings
-from fhir_server.console import bar
+from fhir_server.console import bar, database_command
 from fhir_server.export import jobs
 from fhir_server.export.storage import DirectoryStorage
-from fhir_server.store.engine import build_engine
-from fhir_server.store.errors import DATABASE_ERRORS
 
 
 def add_commands(commands: Any) -> None:
@@ -21,31 +18,10 @@ def add_commands(commands: Any) -> None:
     export = commands.add_parser("export", help="Bulk Data export jobs")
     export_commands = export.add_subparsers(dest="export_command", required=True)
     listing = export_commands.add_parser("list", help="list export jobs (a progress bar for running ones)")
-    listing.set_defaults(func=_guarded(_list))
+    listing.set_defaults(func=database_command(_list))
     cancel = export_commands.add_parser("cancel", help="stop an export and remove its files")
     cancel.add_argument("id", help="a job id from 'export list'")
-    cancel.set_defaults(func=_guarded(_cancel))
-
-
-def _guarded(command: Callable[[argparse.Namespace, Settings, Any], int]) -> Callable[[argparse.Namespace], int]:
-    """Run with an engine; database trouble becomes one clear line on stderr and exit status 1."""
-
-    def run(args: argparse.Namespace) -> int:
-        settings = Settings()
-        engine = build_engine(settings)
-        try:
-            return command(args, settings, engine)
-        except DATABASE_ERRORS as exc:
-            print(
-                f"error: the database refused the command ({type(exc).__name__}); "
-                "is it reachable and migrated (fhir-server db upgrade)?",
-                file=sys.stderr,
-            )
-            return 1
-        finally:
-            engine.dispose()
-
-    return run
+    cancel.set_defaults(func=database_command(_cancel))
 
 
 def describe(job: jobs.ExportJob) -> str:
@@ -64,7 +40,7 @@ def describe(job: jobs.ExportJob) -> str:
     return f"{head}  {detail}"
 
 
-def _list(args: argparse.Namespace, settings: Settings, engine: Any) -> int:
+def _list(args: argparse.Namespace, engine: Any) -> int:
     found = jobs.listing(engine)
     if not found:
         print("no export jobs")
@@ -74,13 +50,13 @@ def _list(args: argparse.Namespace, settings: Settings, engine: Any) -> int:
     return 0
 
 
-def _cancel(args: argparse.Namespace, settings: Settings, engine: Any) -> int:
+def _cancel(args: argparse.Namespace, engine: Any) -> int:
     job = jobs.get(engine, args.id)
     if job is None:
         print(f"error: there is no export job {args.id[:40]}", file=sys.stderr)
         return 1
     # The row goes first: the server running the job stops at its next page and removes what it wrote (and any
     # server's sweep removes files left in a folder this command cannot see).
-    jobs.remove(engine, DirectoryStorage(settings.export_dir), job.id)
+    jobs.remove(engine, DirectoryStorage(Settings().export_dir), job.id)
     print(f"export job {job.id} {'cancelled' if job.active else 'removed'}; its files are removed")
     return 0

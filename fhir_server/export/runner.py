@@ -118,7 +118,7 @@ class ExportRunner:
         self, job: ExportJob, policy: Policy, queries: ExportQueries, resource_type: str, before: int
     ) -> tuple[str | None, int]:
         size = self.settings.export_page_size
-        page_began, requests_before = time.monotonic(), REQUESTS.started
+        page_began, requests_before = time.monotonic(), REQUESTS.request_seconds
         page = self.repo.search(queries.query(resource_type, size))
         if not page.matches:
             return None, 0  # Bulk Data 2.0: no output item for a type with nothing in it
@@ -131,8 +131,8 @@ class ExportRunner:
                 self._renew({"resources_written": before + count})
                 if not page.next_cursor:
                     break
-                self._pause(time.monotonic() - page_began, requests_before)
-                page_began, requests_before = time.monotonic(), REQUESTS.started
+                self._pause(page_began, requests_before)
+                page_began, requests_before = time.monotonic(), REQUESTS.request_seconds
                 page = self.repo.search(queries.query(resource_type, size, page.next_cursor))
         log.info("export type written", extra={"export_job": job.id, "type": resource_type, "resources": count})
         return (name if count else None), count  # none left as of the transaction time: no output item
@@ -222,14 +222,16 @@ class ExportRunner:
         """The lease the runner holds now (renewed after every page)."""
         return self._lease
 
-    def _pause(self, page_seconds: float, requests_before: int) -> None:
-        """Between pages: the configured pause, and, if requests were being answered meanwhile, as long as keeps
-        the export to its ``export_busy_share`` of a thread (a Python thread working flat out makes every request
-        thread of the process wait for the interpreter, and takes a CPU from the other processes)."""
+    def _pause(self, page_began: float, request_seconds_before: float) -> None:
+        """Between pages: the configured pause, and, as far as the process was answering requests meanwhile, as
+        long as keeps the export to its ``export_busy_share`` of a thread (a Python thread working flat out makes
+        every request thread of its process wait for the interpreter, and takes a CPU from the other processes).
+        A client polling its status now and then barely slows it; a busy clinic gets three quarters back."""
         pause = self.settings.export_page_pause_seconds
         share = self.settings.export_busy_share
-        if share < 1 and REQUESTS.busy_since(requests_before):
-            pause += page_seconds * (1 - share) / share
+        load = REQUESTS.load_since(request_seconds_before, page_began)
+        if share < 1 and load > 0:
+            pause += (time.monotonic() - page_began) * (1 - share) / share * load
         deadline = time.monotonic() + pause
         while pause > 0 and time.monotonic() < deadline and not self.stopping():
             time.sleep(min(0.05, deadline - time.monotonic()))

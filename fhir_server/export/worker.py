@@ -53,12 +53,10 @@ class ExportWorker(BackgroundWorker):
         if time.monotonic() - self._swept >= self.settings.export_poll_seconds:
             self.sweep()
             self._swept = time.monotonic()
-        now = utc_now()
-        if not export_store.any_due(self.repo.read_engine, now):
-            return False
-        lease = now + timedelta(seconds=self.settings.export_lease_seconds)
-        claimed = self.repo.write(lambda s: export_store.claim_due(s, now, lease))
-        if claimed is None:  # another worker took it
+        claimed = self.claim(
+            self.repo, export_store.any_due, export_store.claim_due, self.settings.export_lease_seconds
+        )
+        if claimed is None:
             return False
         self.process(jobs.job_from(claimed))
         return True

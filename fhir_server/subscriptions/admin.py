@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from fhir_server.config import Settings
+from fhir_server.console import database_command
 from fhir_server.store import subscription_store as store
-from fhir_server.store.engine import build_engine
-from fhir_server.store.errors import DATABASE_ERRORS
 
 STATUSES = (store.REQUESTED, store.ACTIVE, store.ERROR, store.OFF)
 
@@ -24,26 +21,12 @@ def add_commands(commands: Any) -> None:
     sub = parser.add_subparsers(dest="subscriptions_command", required=True)
     listing = sub.add_parser("list", help="list subscriptions with their status and undelivered events")
     listing.add_argument("--status", choices=STATUSES)
-    listing.set_defaults(func=_guarded(_list))
+    listing.set_defaults(func=database_command(_list))
     retry = sub.add_parser("retry", help="resume subscriptions in error: a new handshake, then their events in order")
     target = retry.add_mutually_exclusive_group(required=True)
     target.add_argument("id", nargs="?", help="a Subscription id from 'subscriptions list --status error'")
     target.add_argument("--all-errors", action="store_true", help="every subscription in error")
-    retry.set_defaults(func=_guarded(_retry))
-
-
-def _guarded(command: Callable[[argparse.Namespace, Any], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        engine = build_engine(Settings())
-        try:
-            return command(args, engine)
-        except DATABASE_ERRORS as exc:
-            print(f"error: the database refused the command ({type(exc).__name__})", file=sys.stderr)
-            return 1
-        finally:
-            engine.dispose()
-
-    return run
+    retry.set_defaults(func=database_command(_retry))
 
 
 def _list(args: argparse.Namespace, engine: Any) -> int:

@@ -18,18 +18,10 @@ from tests.subscriptions.support import (
     create,
     patient,
     subscription,
-    subscription_server,
     wait_status,
 )
 from tests.support.access_data import srs
-from tests.support.server import RunningServer
 from tests.support.tokens import client_for, mint
-
-
-@pytest.fixture(scope="module")
-def server(backend: str) -> Iterator[RunningServer]:
-    with subscription_server(backend) as running:
-        yield running
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ and payload kinds, heartbeats, a receiver down for a while (every event arrives,
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -27,27 +26,11 @@ from tests.subscriptions.support import (
     patient,
     register_clients,
     subscription,
-    subscription_server,
     wait_status,
 )
 from tests.support.access_data import srs
 from tests.support.process import cli
-from tests.support.server import RunningServer
 from tests.support.tokens import client_for, mint
-
-
-@pytest.fixture(scope="module")
-def server(backend: str) -> Iterator[RunningServer]:
-    with subscription_server(backend) as running:
-        yield running
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    r.up()
-    yield r
-    r.down()
 
 
 def submit(c, patient_id: str, marks: tuple[int, int, int, int]) -> str:

@@ -33,23 +33,18 @@ def server(backend: str) -> Iterator[RunningServer]:
         yield running
 
 
-def test_a_commit_wakes_the_worker_instead_of_its_next_poll(server):
-    receiver = Receiver()
-    receiver.up()
-    try:
-        with admin(server) as c:
-            sid = create(c, subscription(RESPONSES, receiver.url))
-            wait_status(c, sid, "active")  # the handshake: the Subscription's own write woke the worker
-            for _ in range(3):
-                answers = srs(patient(c), HIGH, "2026-11-20T16:45:00Z", uuid.uuid4().hex)
-                notified = len(receiver.bundles("event-notification"))
-                assert c.post("/QuestionnaireResponse", json=answers).status_code == 201
-                receiver.wait_for(lambda n=notified: len(receiver.bundles("event-notification")) > n)
-            bundles = receiver.bundles("event-notification")
-            assert event_numbers(bundles) == [1, 2, 3]
-            assert all(status_of(b)["subscription"]["reference"].endswith(sid) for b in bundles)
-    finally:
-        receiver.down()
+def test_a_commit_wakes_the_worker_instead_of_its_next_poll(server, receiver):
+    with admin(server) as c:
+        sid = create(c, subscription(RESPONSES, receiver.url))
+        wait_status(c, sid, "active")  # the handshake: the Subscription's own write woke the worker
+        for _ in range(3):
+            answers = srs(patient(c), HIGH, "2026-11-20T16:45:00Z", uuid.uuid4().hex)
+            notified = len(receiver.bundles("event-notification"))
+            assert c.post("/QuestionnaireResponse", json=answers).status_code == 201
+            receiver.wait_for(lambda n=notified: len(receiver.bundles("event-notification")) > n)
+        bundles = receiver.bundles("event-notification")
+        assert event_numbers(bundles) == [1, 2, 3]
+        assert all(status_of(b)["subscription"]["reference"].endswith(sid) for b in bundles)
 
 
 def test_once_active_it_hears_of_changes_committed_in_another_process(backend: str):
