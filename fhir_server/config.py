@@ -6,6 +6,7 @@ import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -145,6 +146,23 @@ class Settings(BaseSettings):
     # allows them (a receiver beside the server, development, tests): otherwise any client allowed to write a
     # Subscription could make the server POST to services that trust its machine.
     subscription_local_endpoints: bool = False
+    # When set (a JSON list of URL prefixes, e.g. ["https://integration.hospital.org/fhir-hooks/"]), a Subscription's
+    # endpoint must start with one of them: written otherwise it is refused, and one written before the list changed
+    # goes to error at its next notification.  Empty: any endpoint the checks above allow.
+    subscription_endpoints: list[str] = []
+
+    @field_validator("subscription_endpoints")
+    @classmethod
+    def _endpoint_prefixes(cls, value: list[str]) -> list[str]:
+        prefixes = []
+        for entry in value:
+            parts = urlsplit(entry)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+                raise ValueError(f"FHIR_SERVER_SUBSCRIPTION_ENDPOINTS: '{entry}' is not an http(s) URL prefix")
+            # a prefix ends at a path boundary: https://a.org must not allow https://a.org.evil.example
+            prefixes.append(entry if entry.endswith("/") else entry + "/")
+        return prefixes
+
     subscription_poll_seconds: PositiveFloat = 1.0  # how often an idle worker looks for work
     subscription_base_delay_seconds: PositiveFloat = 2.0  # backoff, full jitter, as the outbox's
     subscription_max_delay_seconds: PositiveFloat = 300.0

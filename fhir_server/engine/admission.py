@@ -76,7 +76,8 @@ def admit(fhir: Interactions, session: WriteSession, resource_type: str, resourc
     if resource_type == "Subscription":
         interaction = "create" if permission == "c" else "update"
         local = fhir.settings.subscription_local_endpoints
-        settings = read_settings(resource, fhir.registry, interaction, local_endpoints=local)
+        allowed = fhir.settings.subscription_endpoints
+        settings = read_settings(resource, fhir.registry, interaction, local_endpoints=local, allowed_endpoints=allowed)
         return Admitted(resource_type, warnings, None, settings)
     return Admitted(resource_type, warnings, questionnaire)
 

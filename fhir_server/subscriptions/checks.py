@@ -4,6 +4,7 @@ and the delivery settings read from it.  Every refusal is a 422 OperationOutcome
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -59,10 +60,16 @@ def _one_value(element: Any, url: str, kind: str) -> Any:
 
 
 def read_settings(
-    resource: dict[str, Any], registry: Registry, interaction: str, *, local_endpoints: bool = False
+    resource: dict[str, Any],
+    registry: Registry,
+    interaction: str,
+    *,
+    local_endpoints: bool = False,
+    allowed_endpoints: Sequence[str] = (),
 ) -> Settings:
     """The delivery settings of a valid Subscription; 422 naming the first thing this server cannot honour.
-    ``local_endpoints``: the operator allows endpoints on this machine (FHIR_SERVER_SUBSCRIPTION_LOCAL_ENDPOINTS)."""
+    ``local_endpoints``: the operator allows endpoints on this machine (FHIR_SERVER_SUBSCRIPTION_LOCAL_ENDPOINTS);
+    ``allowed_endpoints``: the operator's URL prefixes (FHIR_SERVER_SUBSCRIPTION_ENDPOINTS), if any."""
     status = resource.get("status")
     if status not in CLIENT_STATUSES[interaction]:
         allowed = " or ".join(CLIENT_STATUSES[interaction])
@@ -77,6 +84,9 @@ def read_settings(
     if channel.get("type") != "rest-hook":
         raise _refuse("Only the rest-hook channel is supported", "Subscription.channel.type")
     endpoint = _endpoint(channel.get("endpoint"), local_endpoints)
+    if not endpoint_allowed(endpoint, allowed_endpoints):
+        raise _refuse("channel.endpoint is not among the endpoints this server's operator allows subscriptions to "
+                      "notify", "Subscription.channel.endpoint")  # fmt: skip
     payload = channel.get("payload")
     if payload is not None and payload not in PAYLOAD_TYPES:
         raise _refuse(f"channel.payload must be one of {', '.join(PAYLOAD_TYPES)}", "Subscription.channel.payload")
@@ -136,6 +146,12 @@ def _endpoint(endpoint: Any, local_endpoints: bool) -> str:
     if parts.username or parts.password:
         raise _refuse("channel.endpoint may not carry credentials; use channel.header", "Subscription.channel.endpoint")
     return str(endpoint)
+
+
+def endpoint_allowed(endpoint: str, prefixes: Sequence[str]) -> bool:
+    """Whether ``endpoint`` starts with one of the operator's prefixes (each ending in '/', config.py), or is one
+    without its last '/'; every endpoint when there are none."""
+    return not prefixes or any(endpoint.startswith(p) or endpoint == p[:-1] for p in prefixes)
 
 
 def _link_local(host: str) -> bool:

@@ -33,6 +33,7 @@ from fhir_server.store import subscription_store as store
 from fhir_server.store.engine import Database
 from fhir_server.store.records import utc_now
 from fhir_server.store.repository import Repository, WriteSession
+from fhir_server.subscriptions.checks import endpoint_allowed
 from fhir_server.subscriptions.delivery import Failure, load_events, send
 from fhir_server.subscriptions.events import CACHE_SECONDS
 
@@ -117,6 +118,9 @@ class SubscriptionWorker(BackgroundWorker):
         gone = creator_gone(self.repo.read_engine, row)
         if gone is not None:  # a subscription lives no longer than its creator's registration
             self._stopped(sid, gone)
+            return
+        if not endpoint_allowed(row["endpoint"], self.settings.subscription_endpoints):
+            self._stopped(sid, "its endpoint is no longer among those the server's operator allows")
             return
         pending = store.pending_events(self.repo.read_engine, sid, row["max_count"]) if kind != "handshake" else []
         events = load_events(self.repo, self.access, row, pending)

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from fhir_server.config import Settings
+from tests.api.fhir import assert_outcome
 from tests.subscriptions.receiver import Receiver, event_numbers, status_of
 from tests.subscriptions.support import (
     FLAGS,
@@ -17,10 +19,13 @@ from tests.subscriptions.support import (
     admin,
     create,
     patient,
+    register_clients,
     subscription,
     wait_status,
 )
 from tests.support.access_data import srs
+from tests.support.databases import postgres_admin_url, postgres_database, sqlite_database
+from tests.support.server import ServerThread
 from tests.support.tokens import client_for, mint
 
 
@@ -76,3 +81,29 @@ def test_a_subscriber_never_receives_what_its_creator_could_not_read(server, rec
             "name": "events-since-subscription-start",
             "valueString": "0",
         }
+
+
+def test_the_operators_endpoint_list_is_kept_when_written_and_when_sending(backend: str, receivers):
+    """FHIR_SERVER_SUBSCRIPTION_ENDPOINTS: an endpoint outside the list is refused on write; a Subscription whose
+    endpoint the list no longer holds (the server restarted with another list) goes to error, sending nothing."""
+    allowed, elsewhere, _ = receivers
+    database = sqlite_database() if backend == "sqlite" else postgres_database(postgres_admin_url() or "")
+    with database as url:
+
+        def started(endpoints: list[str]) -> ServerThread:
+            settings = Settings(database_url=url, _env_file=None, auth_required=True, subscription_poll_seconds=0.05,
+                                subscription_local_endpoints=True, subscription_endpoints=endpoints)  # fmt: skip
+            return ServerThread(settings, backend)
+
+        with started([allowed.url.rstrip("/")]) as first, admin(first) as c:
+            register_clients(first, "admin")
+            refused = c.post("/Subscription", json=subscription(RESPONSES, elsewhere.url))
+            assert "not among the endpoints" in assert_outcome(refused, 422, "value")["issue"][0]["diagnostics"]
+            sid = create(c, subscription(RESPONSES, allowed.url))
+            wait_status(c, sid, "active")
+        with started([elsewhere.url]) as second, admin(second) as c:
+            answers = srs(patient(c), LOW, "2026-11-20T16:45:00Z", uuid.uuid4().hex)
+            assert c.post("/QuestionnaireResponse", json=answers).status_code == 201
+            stopped = wait_status(c, sid, "error")
+            assert "no longer among those the server's operator allows" in stopped["error"]
+        assert allowed.bundles("event-notification") == [] and elsewhere.bundles("event-notification") == []
