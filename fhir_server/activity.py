@@ -27,4 +27,12 @@ class RequestActivity:
         return min(1.0, (self.request_seconds - request_seconds_before) / wall)
 
 
+def yield_seconds(work_seconds: float, load: float, share: float) -> float:
+    """How long background work that just took ``work_seconds`` pauses, so that under full ``load`` it takes
+    ``share`` of a thread's time (and the rest in proportion to the load; no pause when idle)."""
+    if share >= 1 or load <= 0:
+        return 0.0
+    return work_seconds * (1 - share) / share * min(load, 1.0)
+
+
 REQUESTS = RequestActivity()

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from fhir_server import fhirjson
-from fhir_server.activity import REQUESTS
+from fhir_server.activity import REQUESTS, yield_seconds
 from fhir_server.auth.access import AccessPolicy
 from fhir_server.auth.audit import Access, AuditWriter
 from fhir_server.auth.caller import Caller
@@ -227,11 +227,11 @@ class ExportRunner:
         long as keeps the export to its ``export_busy_share`` of a thread (a Python thread working flat out makes
         every request thread of its process wait for the interpreter, and takes a CPU from the other processes).
         A client polling its status now and then barely slows it; a busy clinic gets three quarters back."""
-        pause = self.settings.export_page_pause_seconds
-        share = self.settings.export_busy_share
         load = REQUESTS.load_since(request_seconds_before, page_began)
-        if share < 1 and load > 0:
-            pause += (time.monotonic() - page_began) * (1 - share) / share * load
+        page_seconds = time.monotonic() - page_began
+        pause = self.settings.export_page_pause_seconds + yield_seconds(
+            page_seconds, load, self.settings.export_busy_share
+        )
         deadline = time.monotonic() + pause
         while pause > 0 and time.monotonic() < deadline and not self.stopping():
             time.sleep(min(0.05, deadline - time.monotonic()))
