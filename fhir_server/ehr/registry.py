@@ -20,9 +20,10 @@ from fhir_server.store.records import utc_now
 
 AUTH_METHODS = ("none", "client_secret_basic", "private_key_jwt")
 DEFAULT_RESOURCE_TYPES = ("QuestionnaireResponse", "Observation", "Flag", "Provenance")
-# What a launch asks for unless told otherwise: the context, the patient for the banner, and writing the results.
+# What a launch asks for unless told otherwise: the context, the patient for the banner, the encounter (its
+# clinician and program, scoring/attribution.py), and writing the results.
 DEFAULT_SCOPE = " ".join(
-    ["launch", "openid", "fhirUser", "patient/Patient.r"]
+    ["launch", "openid", "fhirUser", "patient/Patient.r", "patient/Encounter.r"]
     + [f"patient/{t}.crus" for t in ("QuestionnaireResponse", "Observation", "Flag", "Provenance")]
 )
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fhir_server import fhirjson
 from fhir_server.canonical import FLAGS_CODESYSTEM, MEASURES_CODESYSTEM, SCORED_AT_SOURCE, WRITE_BACK_TAG
 from fhir_server.errors import FhirError
+from fhir_server.scoring import attribution
 from fhir_server.scoring import resources as build
 from fhir_server.scoring.ages import age_band, age_notes
 from fhir_server.scoring.flags import TherapySession, cutoff_of, evaluate_flags, interpretations, window_depth
@@ -115,6 +116,11 @@ class ScoringPipeline:
         )
         raised = evaluate_flags(rules, scores, items, history, band, self.settings, series)
         flags = [build.flag(response, rules, r, series) for r in raised]
+        # Who and where, resolved now and kept with the results: a clinician's later move does not rewrite them.
+        stamp = attribution.resolve(response, lambda ref: _read_local(session, ref)).extensions()
+        for result in (*observations, *flags):
+            if stamp:
+                result["extension"] = [*result.get("extension", ()), *stamp]
         # An amended response re-states an earlier session: it does not speak for the client's present.
         ended = [] if status == "amended" else _earlier_active(rules, response, series, context.active_flags)
         return observations, flags, ended, notes
@@ -383,3 +389,10 @@ def _derived_from(observation: dict[str, Any]) -> str | None:
         if ref.startswith("QuestionnaireResponse/"):
             return ref.split("/", 1)[1]
     return None
+
+
+def _read_local(session: ScoringSession, ref: str) -> dict[str, Any] | None:
+    """``Type/id`` in this server's store, as the scoring transaction sees it (None when absent or deleted)."""
+    kind, _, resource_id = ref.partition("/")
+    stored = session.peek(kind, resource_id)
+    return None if stored is None or stored.deleted else fhirjson.loads_stored(stored.content or "{}")

@@ -17,7 +17,9 @@ from fhir_server import fhirjson
 from fhir_server.canonical import BASE
 from fhir_server.engine.interactions import Interactions
 from fhir_server.errors import FhirError
+from fhir_server.scoring import attribution
 from fhir_server.smart.calculated import with_calculated
+from fhir_server.smart.ehr_reads import read_from_ehr
 from fhir_server.smart.form_model import (
     Form,
     build_form,
@@ -32,6 +34,7 @@ from fhir_server.store.records import instant, utc_now
 from fhir_server.store.repository import WriteSession
 
 SUBMISSION_SYSTEM = f"{BASE}/app-submission"
+EHR_READ_SECONDS = 3.0  # each read of the session's Encounter (and its role or episode) at the EHR
 # The project's convention for "who is filling it in" (ORS, CORS; the scoring's respondent series reads the same).
 RESPONDENT, RELATIONSHIP = "respondent", "respondent-relationship"
 
@@ -122,6 +125,24 @@ class FormService:
             self._forms[canonical] = build_form(questionnaire)
         return self._forms[canonical]
 
+    def attribution(self, session: AppSession, response: dict[str, Any]) -> attribution.Attribution:
+        """The clinician and program of the session, from what the launch gave (scoring/attribution.py): read at
+        the EHR with the launch's token, or here for a session started on this server (the sandbox).  Before the
+        write transaction: an EHR that does not answer costs the client a few seconds, never the submission."""
+        if session.launch_iss and session.access_token:
+            iss, token = session.launch_iss, session.access_token
+
+            def read(ref: str) -> dict[str, Any] | None:
+                return read_from_ehr(iss, token, ref, timeout=EHR_READ_SECONDS)
+        else:
+
+            def read(ref: str) -> dict[str, Any] | None:
+                kind, _, resource_id = ref.partition("/")
+                stored = self.fhir.repo.read(kind, resource_id)
+                return fhirjson.loads_stored(stored.content or "{}") if stored and not stored.deleted else None
+
+        return attribution.resolve(response, read, context=session.fhir_context, user=session.fhir_user)
+
     def save_draft(self, session: AppSession, draft: Any) -> bool:
         """ValueError for a draft the form cannot take; False when the session was submitted meanwhile."""
         if not isinstance(draft, dict):
@@ -140,6 +161,9 @@ class FormService:
         if errors:
             return Submitted(errors=errors, answers=answers)
         response = build_response(form, session, answers)
+        stamp = self.attribution(session, response).extensions()
+        if stamp:
+            response["extension"] = stamp
 
         def work(write: WriteSession) -> str:
             result = self.fhir.create(write, "QuestionnaireResponse", response)

@@ -236,6 +236,14 @@ class WriteSession:
             self._settle_claim(claim)
 
     # -- reads inside the transaction -------------------------------------------------------------------
+    def peek(self, resource_type: str, resource_id: str) -> Stored | None:
+        """The current version of a resource this transaction does not write (the scoring's look at the
+        session's Encounter): answered from the reads connection too, so it keeps SQLite's optimistic path."""
+        if (resource_type, resource_id) in self._pending.keys:
+            return self.current(resource_type, resource_id)
+        row = self._reader().execute(_CURRENT, {"rtype": resource_type, "rid": resource_id}).first()
+        return stored_from_row(row) if row else None
+
     def current(self, resource_type: str, resource_id: str, *, lock: bool = False) -> Stored | None:
         if (resource_type, resource_id) in self._pending.keys:
             self.flush()

@@ -23,6 +23,10 @@ LOW = (85, 88, 80, 88)  # total 34.1: below the cutoff, an item below 9 → two 
 HIGH = (95, 95, 95, 95)  # total 38.0: no Flag; closes the earlier ones
 
 
+PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+SESSION_CLINICIAN, SESSION_PROGRAM = "Practitioner/ehr-therapist", "Organization/ehr-program"
+
+
 def new_patient(ehr: EhrProcess, uid: str) -> tuple[str, str]:
     """A patient and an encounter in the EHR: the launch context a submission refers to."""
     with ehr.client() as client:
@@ -38,6 +42,14 @@ def new_patient(ehr: EhrProcess, uid: str) -> tuple[str, str]:
                     "status": "finished",
                     "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
                     "subject": {"reference": f"Patient/{patient.json()['id']}"},
+                    # who and where (scoring/attribution.py): the app reads them with the launch's token
+                    "participant": [
+                        {
+                            "type": [{"coding": [{"code": "PPRF", "system": PARTICIPATION}]}],
+                            "individual": {"reference": SESSION_CLINICIAN},
+                        }
+                    ],
+                    "serviceProvider": {"reference": SESSION_PROGRAM},
                 }
             ),
         )

@@ -22,7 +22,8 @@ from tests.support.server import RunningServer
 
 APP_CLIENT, BACKEND_CLIENT = "fit-app", "fit-write-back"
 APP_SCOPE = (
-    "openid fhirUser launch launch/patient online_access patient/Patient.rs patient/Questionnaire.rs "
+    "openid fhirUser launch launch/patient online_access patient/Patient.rs patient/Encounter.rs "
+    "patient/Questionnaire.rs "
     "patient/QuestionnaireResponse.cru "
     "patient/Observation.cru patient/Flag.cru patient/Provenance.cru"
 )

@@ -16,8 +16,20 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fhir_server import fhirjson
+from fhir_server.scoring.attribution import Attribution, declared
 from tests.ehr.harness import EhrProcess, temp_folder
-from tests.ehr.world import HIGH, LOW, SRS_QUESTIONNAIRE, in_ehr_once, new_patient, srs, wait_for
+from tests.ehr.world import (
+    HIGH,
+    LOW,
+    SESSION_CLINICIAN,
+    SESSION_PROGRAM,
+    SRS_QUESTIONNAIRE,
+    in_ehr_once,
+    new_patient,
+    srs,
+    wait_for,
+)
 from tests.support.server import RunningServer, ServerThread
 from tests.support.tokens import client_for, mint
 from tests.web.conftest import AXE
@@ -89,6 +101,13 @@ def test_ehr_launch_fill_by_drag_and_keyboard_written_back_once(browser, world: 
     assert response["questionnaire"].startswith("http://fit-fhir.org/fhir/Questionnaire/srs|")
     kinds = sorted(key.split("/")[0] for key in copies)
     assert kinds.count("Flag") >= 1 and kinds.count("Observation") >= 1 and kinds.count("Provenance") == 1
+    # who and where: the clinician and program of the EHR's Encounter, read with the launch's token, on the
+    # response and on every result, here and in the EHR
+    said = Attribution(SESSION_CLINICIAN, SESSION_PROGRAM)
+    for key, copy in copies.items():
+        if not key.startswith("Provenance/"):
+            assert declared(copy) == said, key
+    assert declared(fhirjson.loads_stored(mine[0].content or "{}")) == said
 
 
 def test_standalone_launch_with_the_patient_picked_at_the_ehr(browser, world: Launchable):
