@@ -126,3 +126,18 @@ def resolve(
         role = read(found.clinician)
         found = found.filled_from(Attribution(None, reference((role or {}).get("organization"), ("Organization",))))
     return found
+
+
+def declared_issues(resource: dict[str, Any]) -> list[str]:
+    """What is wrong with the attribution a submitted response declares (each extension at most once, a
+    valueReference of its types): said clearly instead of being ignored, since a report would count the session
+    under no one."""
+    problems = []
+    for url, types in ((CLINICIAN, CLINICIAN_TYPES), (PROGRAM, ("Organization",))):
+        found = [e for e in resource.get("extension") or () if isinstance(e, dict) and e.get("url") == url]
+        name = url.rsplit("/", 1)[1]
+        if len(found) > 1:
+            problems.append(f"{name} is given {len(found)} times; a session has one")
+        elif found and reference(found[0].get("valueReference"), types) is None:
+            problems.append(f"{name} must be a valueReference to {' or '.join(types)}/[id]")
+    return problems

@@ -17,6 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from fhir_server.errors import Issue
+from fhir_server.scoring import attribution
 from fhir_server.scoring.rules import ScoringRules
 from fhir_server.scoring.scores import answers_by_link_id
 from fhir_server.validation.enable_when import is_enabled
@@ -52,6 +53,12 @@ def validate_response(
     checker = _Checker(response, questionnaire)
     if rules is not None:
         checker.issues += subject_issues(response, questionnaire)
+        checker.issues += [
+            Issue(
+                "value", f"QuestionnaireResponse.extension: {problem}", expression=["QuestionnaireResponse.extension"]
+            )
+            for problem in attribution.declared_issues(response)
+        ]
     checker.items(response.get("item") or [], questionnaire.get("item") or [], "QuestionnaireResponse")
     if response.get("status") in FINISHED:
         checker.required(questionnaire.get("item") or [], response.get("item") or [], "QuestionnaireResponse")

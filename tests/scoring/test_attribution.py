@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_server.scoring.attribution import CLINICIAN, PROGRAM, Attribution, from_encounter, reference, resolve
-from tests.api.fhir import put
+from tests.api.fhir import assert_outcome, post, put
 from tests.scoring.test_pipeline import srs, submit
 
 AMBULATORY = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"}
@@ -143,3 +143,16 @@ def test_what_the_response_declares_wins_and_a_session_without_context_has_none(
     plain.pop("encounter")
     bare = submit(client, plain)
     assert {stamped(r) for r in results_of(client, bare)} == {(None, None)}
+
+
+def test_a_declared_attribution_that_cannot_be_counted_is_refused(client, uid):
+    wrong_type = [{"url": PROGRAM, "valueReference": {"reference": f"Practitioner/{uid}"}}]
+    twice = Attribution(f"Practitioner/{uid}").extensions() * 2
+    for extension, said in ((wrong_type, "session-program must be a valueReference to Organization"),
+                            (twice, "session-clinician is given 2 times")):  # fmt: skip
+        refused = post(
+            client, "/QuestionnaireResponse", srs(uid, LOW, "2026-11-02T10:00:00+00:00", extension=extension)
+        )
+        outcome = assert_outcome(refused, 422, "value")
+        assert any(said in issue["diagnostics"] for issue in outcome["issue"]), outcome
+    assert client.get("/QuestionnaireResponse", params={"subject": f"Patient/{uid}"}).json().get("total") == 0
