@@ -159,6 +159,8 @@ class SearchParser:
         for key, raw in params:
             if "\x00" in key or "\x00" in raw:  # PostgreSQL refuses NUL and SQLite cuts strings at it
                 raise FhirError(400, "value", f"Search parameter '{key[:64]!r}' contains a NUL character")
+            if raw == "":
+                continue  # R4 (search.html#errors): "Empty parameters are not an error - they are just ignored"
             name = key.partition(":")[0]
             if name in RESULT_PARAMS:
                 self._result_param(query, key, raw, max_count)
@@ -170,6 +172,8 @@ class SearchParser:
                 query.clauses.append(clause)
         if len(query.clauses) > MAX_CLAUSES:
             raise FhirError(400, "too-costly", f"At most {MAX_CLAUSES} search parameters may be combined")
+        if query.count == 0 and query.summary is None:
+            query.summary = "count"  # R4 (search.html#count): "_count=0 ... treated as _summary=count"
         return query
 
     # -- selection clauses --------------------------------------------------------------------------------

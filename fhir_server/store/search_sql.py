@@ -18,6 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from fhir_server.errors import FhirError
 from fhir_server.search.fhirdate import MAX_DATE, MIN_DATE
 from fhir_server.search.query import SearchQuery, SortKey
+from fhir_server.search.types.string import PART as STRING_PART
 from fhir_server.store.records import Stored
 from fhir_server.store.search_clauses import clause_sql
 from fhir_server.store.search_includes import run_includes
@@ -86,15 +87,14 @@ def _sort_expression(resource_type: str, key: SortKey) -> ColumnElement[Any]:
         column = table.c[_SORT_COLUMNS[kind]]
         aggregate = func.max if key.descending else func.min
     missing = _SENTINELS.get(kind, (_MAX_STR, _MIN_STR))[1 if key.descending else 0]
-    value = (
-        select(aggregate(column))
-        .where(
-            table.c.resource_type == resource_type,
-            table.c.resource_id == resources.c.id,
-            table.c.param.in_(key.param.row_params),
-        )
-        .scalar_subquery()
-    )
+    where = [
+        table.c.resource_type == resource_type,
+        table.c.resource_id == resources.c.id,
+        table.c.param.in_(key.param.row_params),
+    ]
+    if kind == "string":  # whole strings only, not their word starts (search/types/string.py)
+        where.append(table.c.value_exact != STRING_PART)
+    value = select(aggregate(column)).where(*where).scalar_subquery()
     return func.coalesce(value, missing)
 
 

@@ -119,7 +119,10 @@ def muller(shared_client, shared_uid):
         {
             "resourceType": "Patient",
             "identifier": [{"system": "urn:test", "value": uid}],
-            "name": [{"family": "Müller", "given": ["Jürgen", "Karl"], "prefix": ["Dr"]}],
+            "name": [
+                {"family": "Müller", "given": ["Jürgen", "Karl"], "prefix": ["Dr"]},
+                {"family": "van der Berg-Öztürk", "given": ["  Anna"]},
+            ],
             "address": [{"line": ["12 Bahnhofstraße"], "city": "Zürich", "postalCode": "8001", "country": "CH"}],
         },
     )
@@ -144,16 +147,34 @@ def muller(shared_client, shared_uid):
         ("name", "muller", True),
         ("address", "zurich", True),  # address covers every part of the Address
         ("address", "12 bahnhof", True),
-        ("address", "bahnhof", False),
+        ("address", "bahnhof", True),  # a word of it starts so (R4: a SHOULD for the parts of strings)
+        ("address", "hofstr", False),  # ... but not the middle of a word
         ("address-city", "zur", True),
         ("address-city", "8001", False),
         ("address-postalcode", "800", True),
         ("address-country", "ch", True),
+        ("family", "berg", True),  # a part of a family name (R4: a SHOULD)
+        ("family", "der berg", True),
+        ("family", "ozturk", True),  # after a hyphen
+        ("family", "van der", True),
+        ("family", "erg", False),
+        ("family:exact", "Berg", False),  # :exact is the whole string
+        ("family:exact", "van der Berg-Öztürk", True),
+        ("given", "anna", True),  # leading whitespace ignored (R4: a SHOULD)
     ],
 )
 def test_string_matching(shared_client, muller, param, value, matches):
     scope, pid = muller
     assert found(shared_client, "/Patient", {**scope, param: value}) == ({pid} if matches else set())
+
+
+def test_a_string_sorts_by_the_whole_string_not_by_its_word_starts(client, uid):
+    ident = [{"system": "urn:test", "value": uid}]
+    for family in ("Zeta Alpha", "Beta", "Mid"):
+        create(client, {"resourceType": "Patient", "identifier": ident, "name": [{"family": family}]})
+    for sort, expected in (("family", ["Beta", "Mid", "Zeta Alpha"]), ("-family", ["Zeta Alpha", "Mid", "Beta"])):
+        bundle = client.get("/Patient", params={"identifier": f"urn:test|{uid}", "_sort": sort}).json()
+        assert [e["resource"]["name"][0]["family"] for e in bundle["entry"]] == expected, sort
 
 
 def test_string_rejects_an_unknown_modifier(client, muller):
@@ -295,7 +316,9 @@ def weighed(shared_client, shared_uid):
         "100.5mg": create(client, observation(system, valueQuantity=quantity(100.5))),
         "100g": create(client, observation(system, valueQuantity=quantity(100, "g"))),
         "7tabs": create(client, observation(system, valueQuantity={"value": 7, "unit": "tabs", "system": "urn:local"})),
-    }
+        "80kg": create(client, observation(system, valueQuantity={"value": 80, "unit": "kilogram", "code": "kg",
+                                                                  "system": "http://unitsofmeasure.org"})),
+    }  # fmt: skip
     return system, made
 
 
@@ -312,13 +335,17 @@ def weighed(shared_client, shared_uid):
         ("100.0", {"100g"}),  # [99.95, 100.05)
         ("gt100", {"100.4mg", "100.5mg"}),
         ("ge100.5", {"100.5mg"}),
-        ("lt99.6", {"5.4mg", "99.5mg", "7tabs"}),
+        ("lt99.6", {"5.4mg", "99.5mg", "7tabs", "80kg"}),
         ("le5.4", {"5.4mg"}),
         ("ne100||mg", {"5.4mg", "100.5mg"}),
         ("sa100.4", {"100.5mg"}),
         ("eb6", {"5.4mg"}),
         ("gt5|http://unitsofmeasure.org|mg", {"5.4mg", "99.5mg", "100.4mg", "100.5mg"}),
         ("7||tabs", {"7tabs"}),  # the unit stands in for a missing code
+        ("80||kilogram", {"80kg"}),  # without a system: the code or the stated human unit (R4)
+        ("80||kg", {"80kg"}),
+        ("80|http://unitsofmeasure.org|kilogram", set()),  # with one: the system's code only
+        ("80|http://unitsofmeasure.org|kg", {"80kg"}),
     ],
 )
 def test_quantity_prefixes_units_and_precision(shared_client, weighed, value, expected):

@@ -1,4 +1,5 @@
-"""quantity: ``[prefix]number|system|code`` (system and code optional); unit matched by code or unit."""
+"""quantity: ``[prefix]number|system|code`` (system and code optional); without a system, the code matches the
+Quantity's code or its unit."""
 
 from __future__ import annotations
 
@@ -21,16 +22,13 @@ def index(values: list[Any]) -> list[dict[str, Any]]:
         if bounds is None:
             continue
         number, low, high = bounds
-        code = value.get("code") or value.get("unit")
-        rows.append(
-            {
-                "system": clip(value.get("system")),
-                "code": clip(code),
-                "value": number,
-                "low": low,
-                "high": high,
-            }
-        )
+        code, unit = value.get("code"), value.get("unit")
+        rows.append({"system": clip(value.get("system")), "code": clip(code or unit), "value": number, "low": low,
+                     "high": high})  # fmt: skip
+        if code and isinstance(unit, str) and unit and unit != code:
+            # R4: a search without a system matches "either the code or the stated human unit": the unit gets a
+            # row of its own, with no system, so ``||kg`` finds it and ``http://unitsofmeasure.org|kg`` does not.
+            rows.append({"system": None, "code": clip(unit), "value": number, "low": low, "high": high})
     return rows
 
 
