@@ -1,8 +1,11 @@
-"""Canonical URLs of the project's own artifacts: one base, documented in terminology/README.md.
+"""Canonical URLs of the project's own artifacts: one base, documented in terminology/README.md; and the order of
+a canonical resource's versions.
 
 Changing BASE changes the identity of every Questionnaire, CodeSystem and ValueSet the project publishes, so it
 never changes once sites use them.
 """
+
+from __future__ import annotations
 
 BASE = "http://fit-fhir.org/fhir"
 MEASURES_CODESYSTEM = f"{BASE}/CodeSystem/fit-measures"
@@ -14,3 +17,9 @@ WRITE_BACK_TAG = f"{BASE}/write-back"
 SCORED_AT_SOURCE = "scored-at-source"
 SNOMED = "http://snomed.info/sct"
 UCUM = "http://unitsofmeasure.org"
+
+
+def version_key(version: str) -> tuple[tuple[int, int, str], ...]:
+    """Order versions numerically where they are numbers (1.10.0 after 1.9.0): a canonical without a version
+    means the newest."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in version.replace("-", ".").split("."))

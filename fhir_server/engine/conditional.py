@@ -38,11 +38,6 @@ def _escape(text: str) -> str:
     return "".join("\\" + ch if ch in "\\|,$" else ch for ch in str(text))
 
 
-def version_key(version: str) -> tuple[tuple[int, int, str], ...]:
-    """Order versions numerically where they are numbers (1.10.0 after 1.9.0)."""
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in version.replace("-", ".").split("."))
-
-
 def parse_etag(value: str | None) -> int | None:
     """``W/"3"`` or ``"3"`` → 3.  A malformed If-Match can never match, so it is a 412 like a stale one."""
     if value is None:

@@ -11,7 +11,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from fhir_server import fhirjson
-from fhir_server.engine.conditional import version_key
+from fhir_server.canonical import version_key
 from fhir_server.errors import FhirError
 from fhir_server.store.repository import WriteSession
 from fhir_server.validation import definitions

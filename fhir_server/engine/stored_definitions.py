@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fhir_server import fhirjson
-from fhir_server.engine.conditional import version_key
+from fhir_server.canonical import version_key
 
 if TYPE_CHECKING:
     from fhir_server.engine.interactions import Interactions

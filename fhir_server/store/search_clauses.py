@@ -134,6 +134,12 @@ def _plain(resource_type: str, clause: Clause, rows: Any) -> ColumnElement[bool]
         missing = [cond for cond in clause.conditions if isinstance(cond, c.MissingMatch)]
         if missing:
             has_value = rows.c.id.in_(select(table.c.resource_id).where(base))
+            if param.type == "reference":
+                # A Reference with only an identifier has a value too; it is indexed as "<code>:identifier" tokens.
+                tokens = INDEX_TABLES["token"].alias()
+                identified = [f"{name}:identifier" for name in param.row_params]
+                has_value = or_(has_value, rows.c.id.in_(select(tokens.c.resource_id).where(
+                    tokens.c.resource_type == resource_type, tokens.c.param.in_(identified))))  # fmt: skip
             return not_(has_value) if missing[0].missing else has_value
         matches = or_(*(_value_sql(table, cond) for cond in clause.conditions))
         expr = rows.c.id.in_(select(table.c.resource_id).where(base, matches))

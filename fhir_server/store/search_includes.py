@@ -8,9 +8,10 @@ from __future__ import annotations
 from sqlalchemy import and_, or_, select
 from sqlalchemy.engine import Connection
 
+from fhir_server.canonical import version_key
 from fhir_server.search.query import Include
 from fhir_server.store.records import Stored
-from fhir_server.store.tables import idx_reference, resources
+from fhir_server.store.tables import idx_reference, idx_token, idx_uri, resources
 
 MAX_ROUNDS = 4
 MAX_INCLUDED = 1000
@@ -51,6 +52,8 @@ def _follow(conn: Connection, inc: Include, frontier: list[Stored]) -> list[tupl
         if inc.target_type:
             conditions.append(ref.target_type == inc.target_type)
         query = select(ref.target_type, ref.target_id).where(*conditions)
+        found = [(row[0], row[1]) for row in conn.execute(query.limit(MAX_INCLUDED + 1))]
+        return found + _canonical_targets(conn, inc, sources)
     else:
         targets = frontier if inc.target_type is None else [s for s in frontier if s.resource_type == inc.target_type]
         if not targets:
@@ -62,6 +65,46 @@ def _follow(conn: Connection, inc: Include, frontier: list[Stored]) -> list[tupl
             conditions.append(ref.param == inc.param.code)
         query = select(ref.resource_type, ref.resource_id).where(*conditions)
     return [(row[0], row[1]) for row in conn.execute(query.limit(MAX_INCLUDED + 1))]
+
+
+def _canonical_targets(conn: Connection, inc: Include, sources: list[Stored]) -> list[tuple[str, str]]:
+    """The resources a page's canonical references name (``QuestionnaireResponse:questionnaire``): by ``url``, and
+    by ``version`` when the reference has one, else the newest version held."""
+    if inc.param is None or inc.param.type != "reference":
+        return []
+    types = [inc.target_type] if inc.target_type else list(inc.param.targets)
+    ref = idx_reference.c
+    canonicals = conn.execute(
+        select(ref.url, ref.version)
+        .where(
+            _rows_of(ref.resource_type, ref.resource_id, sources),
+            ref.param == inc.param.code,
+            ref.target_id.is_(None),
+            ref.url.is_not(None),
+        )
+        .distinct()
+        .limit(MAX_INCLUDED + 1)
+    ).all()
+    if not canonicals or not types:
+        return []
+    tokens = idx_token.alias("canonical_version")
+    uri, version = idx_uri.c, tokens.c
+    held = and_(version.resource_type == uri.resource_type, version.resource_id == uri.resource_id,
+                version.param == "version")  # fmt: skip
+    found: list[tuple[str, str]] = []
+    for url, wanted in canonicals:
+        query = (
+            select(uri.resource_type, uri.resource_id, version.code)
+            .select_from(idx_uri.outerjoin(tokens, held))
+            .where(uri.param == "url", uri.value == url, uri.resource_type.in_(types))
+        )
+        if wanted:
+            query = query.where(version.code == wanted)
+        rows = conn.execute(query.limit(MAX_INCLUDED + 1)).all()
+        if rows and not wanted:  # a canonical without a version means the newest one held
+            rows = [max(rows, key=lambda r: version_key(r[2] or ""))]
+        found.extend((row[0], row[1]) for row in rows)
+    return found
 
 
 def _rows_of(type_column, id_column, stored: list[Stored]):  # type: ignore[no-untyped-def]

@@ -281,3 +281,23 @@ def test_the_number_of_includes_is_capped(shared_client, world):
     response = shared_client.get("/Observation", params=[("_id", world["kid_a"]), *many])
     assert response.status_code == 400
     assert response.json()["issue"][0]["code"] == "too-costly"
+
+
+def test_include_follows_a_canonical_reference_to_that_version_or_the_newest(client, uid):
+    """QuestionnaireResponse:questionnaire is a canonical: ``url|version`` includes that version, a bare ``url``
+    the newest held (as the server resolves a response's Questionnaire)."""
+    url = f"http://example.org/Questionnaire/{uid}"
+    made = {}
+    for version in ("1.9.0", "1.10.0", "1.2.0"):
+        item = [{"linkId": "a", "type": "string", "text": "A"}]
+        questionnaire = {"resourceType": "Questionnaire", "url": url, "version": version, "status": "active"}
+        made[version] = create(client, {**questionnaire, "item": item})
+    answered = {}
+    for canonical in (f"{url}|1.9.0", url):
+        answered[canonical] = create(client, {"resourceType": "QuestionnaireResponse", "questionnaire": canonical,
+                                              "status": "in-progress"})  # fmt: skip
+    for canonical, expected in ((f"{url}|1.9.0", "1.9.0"), (url, "1.10.0")):
+        bundle = search(client, "/QuestionnaireResponse",
+                        {"_id": answered[canonical], "_include": "QuestionnaireResponse:questionnaire"})  # fmt: skip
+        included = [(kind, found_id) for kind, found_id, mode in entries(bundle) if mode == "include"]
+        assert included == [("Questionnaire", made[expected])], canonical
