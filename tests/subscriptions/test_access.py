@@ -91,8 +91,9 @@ def test_the_operators_endpoint_list_is_kept_when_written_and_when_sending(backe
     with database as url:
 
         def started(endpoints: list[str]) -> ServerThread:
-            settings = Settings(database_url=url, _env_file=None, auth_required=True, subscription_poll_seconds=0.05,
-                                subscription_local_endpoints=True, subscription_endpoints=endpoints)  # fmt: skip
+            settings = Settings(database_url=url, _env_file=None, auth_required=True, subscription_worker=True,
+                                subscription_poll_seconds=0.05, subscription_local_endpoints=True,
+                                subscription_endpoints=endpoints)  # fmt: skip
             return ServerThread(settings, backend)
 
         with started([allowed.url.rstrip("/")]) as first, admin(first) as c:
