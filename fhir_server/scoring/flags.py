@@ -10,12 +10,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from fhir_server.canonical import BASE
 from fhir_server.scoring import texts
 from fhir_server.scoring.rules import FlagRule, ScoringRules
 from fhir_server.scoring.settings import ScoringSettings
 
 _COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 V3 = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+# HL7's B/W cannot tell reliable change from clinically significant change; reports must (terminology/README.md)
+FIT_INTERPRETATION = f"{BASE}/CodeSystem/fit-interpretation"
 
 
 @dataclass(frozen=True)
@@ -200,15 +203,17 @@ def interpretations(
         intake, change = earlier[-1], value - earlier[-1]
         if abs(change) < settings.threshold(rules, rule.setting, age_band):
             continue
-        out.append(
-            {"coding": [{"system": V3, "code": "B" if change > 0 else "W"}], "text": texts.change_from_intake(change)}
-        )
+        kind = "reliable-improvement" if change > 0 else "reliable-deterioration"
+        coding = [{"system": V3, "code": "B" if change > 0 else "W"}, {"system": FIT_INTERPRETATION, "code": kind}]
+        out.append({"coding": coding, "text": texts.change_from_intake(change)})
         if change > 0 and rule.cutoff is not None:
             # Jacobson-Truax: from the clinical range (the cutoff's comparison held at intake) to outside it.
             cutoff = settings.threshold(rules, rule.cutoff, age_band)
             compare = _COMPARE[settings.comparator(rules, rule.cutoff)]
             if compare(intake, cutoff) and not compare(value, cutoff):
-                out.append({"coding": [{"system": V3, "code": "B"}], "text": texts.CLINICALLY_SIGNIFICANT})
+                coding = [{"system": V3, "code": "B"},
+                          {"system": FIT_INTERPRETATION, "code": "clinically-significant-improvement"}]  # fmt: skip
+                out.append({"coding": coding, "text": texts.CLINICALLY_SIGNIFICANT})
     return out
 
 

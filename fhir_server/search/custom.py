@@ -9,6 +9,7 @@ parameter to resources stored before it existed.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from typing import Any
@@ -20,6 +21,7 @@ from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
 from fhir_server import fhirjson, models
 from fhir_server.errors import FhirError
+from fhir_server.search.paths import split_union
 from fhir_server.search.registry import Registry, SearchParam
 from fhir_server.search.types import MODULES
 
@@ -75,7 +77,7 @@ def from_resource(resource: dict[str, Any]) -> list[SearchParam]:
             code=resource["code"],
             base=base,
             type=resource["type"],
-            expression=resource.get("expression"),
+            expression=own_alternatives(resource.get("expression"), base),
             targets=tuple(resource.get("target", ())),
             url=resource.get("url", ""),
             components=tuple(resource.get("component", ())),
@@ -83,6 +85,25 @@ def from_resource(resource: dict[str, Any]) -> list[SearchParam]:
         for base in resource.get("base", [])
         if models.is_resource_type(base)
     ]
+
+
+def own_alternatives(expression: str | None, base: str) -> str | None:
+    """The alternatives of a union that can select anything on ``base`` (``Flag.code`` for Flag, not
+    ``Observation.code``): each is evaluated on every write of the type, so the others are only cost.  Alternatives
+    not headed by a resource type (``Resource.meta``, ``extension(...)``) stay."""
+    if not expression:
+        return expression
+    kept = []
+    for part in split_union(expression):
+        head = re.match(r"\(?([A-Z][A-Za-z]+)\b", part)
+        if (
+            head is None
+            or head[1] == base
+            or head[1] in ("Resource", "DomainResource")
+            or not models.is_resource_type(head[1])
+        ):
+            kept.append(part)
+    return " | ".join(kept) if kept else expression
 
 
 class CustomParameters:

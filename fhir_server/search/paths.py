@@ -29,6 +29,7 @@ _AS_THEN = re.compile(
     r"\((?P<path>[A-Za-z]+(?:\.[a-zA-Z][A-Za-z0-9]*)+) as (?P<type>[A-Za-z]+)\)(?P<rest>(?:\.[a-zA-Z]+)+)"
 )
 _EXISTS_NOT_FALSE = re.compile(r"(?P<path>[A-Za-z]+(?:\.[a-zA-Z][A-Za-z0-9]*)+)\.exists\(\) and (?P=path) != false")
+_EXTENSION_VALUE = re.compile(r"(?P<type>[A-Z][A-Za-z]+)\.extension\('(?P<url>[^'\\]+)'\)\.value")
 _WHERE_EQ = re.compile(
     r"(?P<path>[A-Za-z]+(?:\.[a-zA-Z][A-Za-z0-9]*)+)\.where\((?P<key>[a-zA-Z]+) ?= ?'(?P<value>[^']*)'\)"
 )
@@ -173,6 +174,9 @@ def _compile_one(expression: str) -> Evaluator:
     match = _WHERE_EQ.fullmatch(bare)
     if match:
         return _Path(_steps(match["path"]), where_equals=(match["key"], match["value"]))
+    match = _EXTENSION_VALUE.fullmatch(bare)
+    if match:  # a project's own search parameter on an extension (terminology/searchparameter-session-*.json)
+        return _extension_values(match["type"], match["url"])
     compiled = fhirpathpy.compile(expression, model=R4_MODEL)  # the model resolves choice types (value → valueString)
 
     def evaluate(resource: dict[str, Any]) -> list[Any]:
@@ -180,6 +184,21 @@ def _compile_one(expression: str) -> Evaluator:
             return [v for v in compiled(resource) if v is not None]
         except Exception:  # a data-dependent FHIRPath failure indexes nothing rather than failing the write
             return []
+
+    return evaluate
+
+
+def _extension_values(resource_type: str, url: str) -> Evaluator:
+    """``Type.extension('url').value``: the value[x] of the resource's own extensions with that url."""
+
+    def evaluate(resource: dict[str, Any]) -> list[Any]:
+        if resource.get("resourceType") != resource_type:
+            return []
+        found = []
+        for extension in resource.get("extension") or ():
+            if isinstance(extension, dict) and extension.get("url") == url:
+                found.extend(v for k, v in extension.items() if k.startswith("value") and v is not None)
+        return found
 
     return evaluate
 

@@ -218,12 +218,16 @@ def test_load_command_reports_progress_and_is_idempotent(tmp_path):
         "--content-pack",
         str(PACK),
     ]
+    # every terminology file, every instrument, the pack's licensed versions
+    files = len(list((PROJECT_ROOT / "terminology").glob("*.json")))
+    instruments = len(list((PROJECT_ROOT / "questionnaires").glob("*/questionnaire.json")))
+    expected = files + instruments + len(list(PACK.rglob("*.json"))) - 1  # the pack's manifest is no resource
     first = subprocess.run(command, env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
-    assert "21 resources stored, 0 already current" in first.stdout
+    assert f"{expected} resources stored, 0 already current" in first.stdout
     assert "loading [" in first.stderr
     again = subprocess.run(command, env=env, capture_output=True, text=True)
-    assert "0 resources stored, 21 already current" in again.stdout
+    assert f"0 resources stored, {expected} already current" in again.stdout
     broken = subprocess.run(
         [sys.executable, "-m", "fhir_server", "load", str(tmp_path / "missing")],
         env=env,

@@ -377,3 +377,22 @@ def test_intake_is_the_first_session_however_many_came_after(client, uid):
     latest = client.get("/Observation", params={"patient": uid, "_sort": "-date", "_count": "1"}).json()["entry"][0]
     assert not any("since intake" in i["text"] for i in latest["resource"].get("interpretation", []))
     assert "ors-deterioration" not in active_flags(client, uid)
+
+
+def test_change_from_intake_is_coded_so_that_reports_can_count_it(client, uid):
+    """HL7's B and W cannot tell reliable improvement from clinically significant change; fit-interpretation codes
+    can, and Observation?interpretation finds them (terminology/codesystem-fit-interpretation.json)."""
+    fit = "http://fit-fhir.org/fhir/CodeSystem/fit-interpretation"
+    submit(client, _ors(uid, 50, "2026-09-01T10:00:00Z"))  # 20.0 at intake: in the clinical range (below 25)
+    submit(client, _ors(uid, 68, "2026-09-08T10:00:00Z"))  # 27.2: +7.2, and out of the clinical range
+    submit(client, _ors(uid, 35, "2026-09-15T10:00:00Z"))  # 14.0: -6 since intake
+
+    def dates(code: str) -> list[str]:
+        found = client.get("/Observation", params={"patient": uid, "interpretation": f"{fit}|{code}"}).json()
+        return sorted(e["resource"]["effectiveDateTime"][:10] for e in found.get("entry", []))
+
+    assert dates("reliable-improvement") == ["2026-09-08"]
+    assert dates("clinically-significant-improvement") == ["2026-09-08"]
+    assert dates("reliable-deterioration") == ["2026-09-15"]
+    below = client.get("/Observation", params={"patient": uid, "interpretation": "L"}).json()
+    assert sorted(e["resource"]["effectiveDateTime"][:10] for e in below["entry"]) == ["2026-09-01", "2026-09-15"]
