@@ -260,3 +260,35 @@ def test_group_characteristic_value_and_molecular_sequence_variant_composites(cl
     )
     params = {"chromosome-variant-coordinate": f"urn:chr|{uid}$gt50$lt300"}
     assert found(client, "/MolecularSequence", params) == {sequence}
+
+
+def test_the_extension_fast_path_and_own_alternatives_agree_with_fhirpathpy():
+    """The project's own parameters on an extension (terminology/searchparameter-session-*.json), evaluated per
+    base type on its own alternatives by the fast path, select what fhirpathpy selects with that alternative, and
+    the other types' alternatives select nothing there.  The oracle spells ``extension('u')`` as
+    ``extension.where(url = 'u')`` (FHIRPath's definition of it): fhirpathpy's ``extension('u')`` returns only the
+    first matching extension."""
+    import json
+    from pathlib import Path
+
+    from fhir_server.search.custom import own_alternatives
+    from fhir_server.search.paths import compile_expression
+
+    url = "http://fit-fhir.org/fhir/StructureDefinition/session-program"
+    stamped = [
+        {"url": "http://example.org/other", "valueString": "x"},
+        {"url": url, "valueReference": {"reference": "Organization/p"}},
+        {"url": url, "valueReference": {"reference": "Organization/q"}},
+    ]
+    for name in ("searchparameter-session-program.json", "searchparameter-session-clinician.json"):
+        definition = json.loads((Path(__file__).parents[2] / "terminology" / name).read_text())
+        for base in definition["base"]:
+            for extension in ([], stamped, [{"url": url}]):
+                resource = {"resourceType": base, "extension": extension} if extension else {"resourceType": base}
+                own = own_alternatives(definition["expression"], base)
+                assert own is not None and own.startswith(f"{base}.") and "|" not in own
+                spelled = own.replace(".extension('", ".extension.where(url = '")
+                expected = fhirpathpy.evaluate(resource, spelled, model=R4_MODEL)
+                assert compile_expression(own)(resource) == expected, (name, base, extension)
+                others = [p for p in definition["expression"].split(" | ") if not p.startswith(f"{base}.")]
+                assert all(fhirpathpy.evaluate(resource, p, model=R4_MODEL) == [] for p in others)
