@@ -5,7 +5,9 @@ Bounded: iterate follows at most MAX_ROUNDS hops and the whole include set is ca
 
 from __future__ import annotations
 
-from sqlalchemy import and_, or_, select
+from typing import Any
+
+from sqlalchemy import and_, false, or_, select
 from sqlalchemy.engine import Connection
 
 from fhir_server.canonical import version_key
@@ -64,6 +66,8 @@ def _follow(conn: Connection, inc: Include, frontier: list[Stored]) -> list[tupl
         if inc.param is not None:
             conditions.append(ref.param == inc.param.code)
         query = select(ref.resource_type, ref.resource_id).where(*conditions)
+        found = [(row[0], row[1]) for row in conn.execute(query.limit(MAX_INCLUDED + 1))]
+        return found + _canonical_sources(conn, inc, targets)
     return [(row[0], row[1]) for row in conn.execute(query.limit(MAX_INCLUDED + 1))]
 
 
@@ -74,7 +78,7 @@ def _canonical_targets(conn: Connection, inc: Include, sources: list[Stored]) ->
         return []
     types = [inc.target_type] if inc.target_type else list(inc.param.targets)
     ref = idx_reference.c
-    canonicals = conn.execute(
+    named = conn.execute(
         select(ref.url, ref.version)
         .where(
             _rows_of(ref.resource_type, ref.resource_id, sources),
@@ -85,17 +89,14 @@ def _canonical_targets(conn: Connection, inc: Include, sources: list[Stored]) ->
         .distinct()
         .limit(MAX_INCLUDED + 1)
     ).all()
-    if not canonicals or not types:
+    if not named or not types:
         return []
-    tokens = idx_token.alias("canonical_version")
-    uri, version = idx_uri.c, tokens.c
-    held = and_(version.resource_type == uri.resource_type, version.resource_id == uri.resource_id,
-                version.param == "version")  # fmt: skip
+    canonicals, uri, version = _urls_and_versions()
     found: list[tuple[str, str]] = []
-    for url, wanted in canonicals:
+    for url, wanted in named:
         query = (
             select(uri.resource_type, uri.resource_id, version.code)
-            .select_from(idx_uri.outerjoin(tokens, held))
+            .select_from(canonicals)
             .where(uri.param == "url", uri.value == url, uri.resource_type.in_(types))
         )
         if wanted:
@@ -105,6 +106,63 @@ def _canonical_targets(conn: Connection, inc: Include, sources: list[Stored]) ->
             rows = [max(rows, key=lambda r: version_key(r[2] or ""))]
         found.extend((row[0], row[1]) for row in rows)
     return found
+
+
+def _canonical_sources(conn: Connection, inc: Include, targets: list[Stored]) -> list[tuple[str, str]]:
+    """``_revinclude`` over canonical references: what names a page's canonical resources by ``url|version``, or by
+    ``url`` alone when it is the newest version held (what a bare ``url`` means, as ``_include`` reads it)."""
+    if inc.param is not None and inc.param.type != "reference":
+        return []
+    canonicals, uri, version = _urls_and_versions()
+    named = conn.execute(
+        select(uri.value, version.code)
+        .select_from(canonicals)
+        .where(_rows_of(uri.resource_type, uri.resource_id, targets), uri.param == "url")
+        .limit(MAX_INCLUDED + 1)
+    ).all()
+    if not named:
+        return []
+    newest = _newest_versions(conn, {url for url, _ in named})
+    ref = idx_reference.c
+    by_url = []
+    for url, held_version in named:
+        if not held_version:
+            by_url.append(ref.url == url)
+            continue
+        versionless = ref.version.is_(None) if held_version == newest.get(url) else false()  # the newest only
+        by_url.append(and_(ref.url == url, or_(ref.version == held_version, versionless)))
+    conditions = [ref.target_id.is_(None), or_(*by_url)]
+    if inc.source_type != "*":
+        conditions.append(ref.resource_type == inc.source_type)
+    if inc.param is not None:
+        conditions.append(ref.param == inc.param.code)
+    query = select(ref.resource_type, ref.resource_id).where(*conditions).limit(MAX_INCLUDED + 1)
+    return [(row[0], row[1]) for row in conn.execute(query)]
+
+
+def _urls_and_versions() -> tuple[Any, Any, Any]:
+    """Canonical resources' ``url`` index rows, each beside its resource's ``version`` token (none if unversioned):
+    (the join, the url columns, the version columns)."""
+    tokens = idx_token.alias("canonical_version")
+    uri, version = idx_uri.c, tokens.c
+    held = and_(version.resource_type == uri.resource_type, version.resource_id == uri.resource_id,
+                version.param == "version")  # fmt: skip
+    return idx_uri.outerjoin(tokens, held), uri, version
+
+
+def _newest_versions(conn: Connection, urls: set[str]) -> dict[str, str]:
+    canonicals, uri, version = _urls_and_versions()
+    rows = conn.execute(
+        select(uri.value, version.code)
+        .select_from(canonicals)
+        .where(uri.param == "url", uri.value.in_(urls), version.code.is_not(None))
+        .limit(MAX_INCLUDED + 1)
+    ).all()
+    newest: dict[str, str] = {}
+    for url, code in rows:
+        if url not in newest or version_key(code) > version_key(newest[url]):
+            newest[url] = code
+    return newest
 
 
 def _rows_of(type_column, id_column, stored: list[Stored]):  # type: ignore[no-untyped-def]

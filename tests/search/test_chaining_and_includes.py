@@ -301,3 +301,26 @@ def test_include_follows_a_canonical_reference_to_that_version_or_the_newest(cli
                         {"_id": answered[canonical], "_include": "QuestionnaireResponse:questionnaire"})  # fmt: skip
         included = [(kind, found_id) for kind, found_id, mode in entries(bundle) if mode == "include"]
         assert included == [("Questionnaire", made[expected])], canonical
+
+
+def test_revinclude_follows_canonical_references_back(client, uid):
+    """The same rule the other way: a Questionnaire revincludes the responses naming it by ``url|version``, and the
+    newest version also those naming the bare ``url``."""
+    url = f"http://example.org/Questionnaire/{uid}"
+    item = [{"linkId": "a", "type": "string", "text": "A"}]
+    made = {
+        version: create(client, {"resourceType": "Questionnaire", "url": url, "version": version, "status": "active",
+                                 "item": item})
+        for version in ("1.9.0", "1.10.0")
+    }  # fmt: skip
+    answers = {
+        canonical: create(client, {"resourceType": "QuestionnaireResponse", "questionnaire": canonical,
+                                   "status": "in-progress"})
+        for canonical in (f"{url}|1.9.0", f"{url}|1.10.0", url)
+    }  # fmt: skip
+    expected = {"1.9.0": {answers[f"{url}|1.9.0"]}, "1.10.0": {answers[f"{url}|1.10.0"], answers[url]}}
+    for version, responses in expected.items():
+        bundle = search(client, "/Questionnaire",
+                        {"_id": made[version], "_revinclude": "QuestionnaireResponse:questionnaire"})  # fmt: skip
+        included = {found_id for kind, found_id, mode in entries(bundle) if mode == "include"}
+        assert included == responses, version
