@@ -15,9 +15,8 @@ DEFAULT_SQLITE_URL = "sqlite:///./fhir-server.db"
 # Beside the default SQLite database, for development: `make serve` creates it on first start (docs/security.md).
 DEFAULT_SECRET_KEY_FILE = "fhir-server.key"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_LIBRARY = os.pathsep.join(
-    str(PROJECT_ROOT / name) for name in ("terminology", "questionnaires") if (PROJECT_ROOT / name).is_dir()
-)
+LIBRARY_FOLDERS = ("terminology", "questionnaires", "indicators")  # codes, instruments, supervisors' indicators
+DEFAULT_LIBRARY = os.pathsep.join(str(PROJECT_ROOT / n) for n in LIBRARY_FOLDERS if (PROJECT_ROOT / n).is_dir())
 
 
 class Settings(BaseSettings):
@@ -192,6 +191,8 @@ class Settings(BaseSettings):
     # a worker that died leaves it to be resumed, from its last finished type, once the lease has run out.
     export_lease_seconds: PositiveFloat = 60.0
     export_max_attempts: PositiveInt = 3  # attempts that end in an unexpected error before the job has failed
+    # Supervisors' reports: the early-dropout indicator's "no session in the last N days" (indicators/early-dropout).
+    dropout_days: PositiveInt = 30
 
     # -- secrets at rest (store/crypto.py, docs/security.md) ------------------------------------------------------
     # The key that encrypts stored secrets (an EHR's tokens and client secret, the signing keys): 32 random bytes,

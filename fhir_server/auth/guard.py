@@ -119,6 +119,9 @@ class GuardedInteractions(Interactions):
             self._record(Access("operation", OUTCOME_MINOR_FAILURE, f"${name} outside access"), None)
             raise
 
+    def record_operation(self, name: str, description: str, request_url: str) -> None:
+        self._record(Access("operation", description=description, query=request_url), None)
+
     # -- reads ----------------------------------------------------------------------------------------------
     def read(self, resource_type: str, resource_id: str) -> Stored:
         self._require(resource_type, "r")

@@ -170,6 +170,10 @@ class Interactions:
         """Versions newest first, as (history_id, version); see Repository.history."""
         return self.repo.history(**criteria)
 
+    def record_operation(self, name: str, description: str, request_url: str) -> None:
+        """An operation's run, for the audit trail.  The server acting for itself is not audited; the caller's
+        engine (auth/guard.py) records it."""
+
     def check_operation(self, name: str, reveals: Sequence[str], body: Any) -> None:
         """Before an operation runs: may the caller see the types its result reveals, and post this body?"""
         self.policy.check_operation(name, reveals, body)

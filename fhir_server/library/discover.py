@@ -7,6 +7,7 @@ measure is adding a folder: no Python.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from fhir_server import fhirjson
 from fhir_server.errors import FhirError
 from fhir_server.library.errors import LoadError
 from fhir_server.library.packs import ContentPack, apply_pack, read_pack
+from fhir_server.reporting.indicators import Indicator, check_codes, read_indicator
 from fhir_server.scoring.rules import RulesError, ScoringRules, load_rules
 from fhir_server.validation import validate_resource
 
@@ -41,6 +43,8 @@ class Library:
     terminology: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
     # Questionnaires rewritten by content packs, served as versions of their own (url|version-suffix).
     licensed: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
+    # Supervisors' indicators: FHIR Measures with how each is counted (reporting/indicators.py)
+    indicators: list[Indicator] = field(default_factory=list)
 
     def rules_for(self, url: str) -> ScoringRules | None:
         return next((i.rules for i in self.instruments if i.url == url), None)
@@ -67,7 +71,26 @@ class Library:
     def resources(self) -> list[tuple[Path, dict[str, Any]]]:
         """Everything to store, terminology first (the Questionnaires' codes refer to it)."""
         shipped = [(i.folder / "questionnaire.json", i.questionnaire) for i in self.instruments]
-        return [*self.terminology, *shipped, *self.licensed]
+        measures = [(i.folder / "measure.json", i.measure) for i in self.indicators]
+        return [*self.terminology, *shipped, *self.licensed, *measures]
+
+    def indicator(self, key: str) -> Indicator | None:
+        """By id (its folder), by url, or by url|version."""
+        return next((i for i in self.indicators if key in (i.id, i.url, f"{i.url}|{i.version}")), None)
+
+    def scored_codes(self) -> dict[str, str]:
+        """Every fit-measures code a scored instrument writes and fit-flags code it raises → its abbreviation."""
+        found: dict[str, str] = {}
+        for instrument in self.instruments:
+            if instrument.rules is None:
+                continue
+            rules = instrument.rules
+            short = re.search(r"\(([^)]+)\)\s*$", str(instrument.questionnaire.get("title") or ""))
+            name = short.group(1) if short else instrument.id.upper()  # "Outcome Rating Scale (ORS)": ORS
+            for code in [*(i.code for i in rules.itemScores), *(s.code for s in rules.scores),
+                         *(f.code for f in rules.flags)]:  # fmt: skip
+                found.setdefault(code, name)
+        return found
 
 
 def _read_resource(path: Path) -> dict[str, Any]:
@@ -82,7 +105,9 @@ def _read_resource(path: Path) -> dict[str, Any]:
     return resource
 
 
-_CANONICAL_TYPES = {"Questionnaire", "CodeSystem", "ValueSet", "ConceptMap", "SearchParameter", "OperationDefinition"}
+_CANONICAL_TYPES = {
+    "Questionnaire", "CodeSystem", "ValueSet", "ConceptMap", "SearchParameter", "OperationDefinition", "Measure",
+}  # fmt: skip
 
 
 def _instrument(folder: Path) -> Instrument:
@@ -125,12 +150,15 @@ def discover(folders: list[Path], packs: list[Path] | None = None) -> Library:
         for path in paths:
             if path.is_dir() and (path / "questionnaire.json").exists():
                 library.instruments.append(_instrument(path))
+            elif path.is_dir() and (path / "measure.json").exists():
+                library.indicators.append(read_indicator(path, _read_resource(path / "measure.json")))
             elif path.is_file() and path.suffix == ".json":
                 library.terminology.append((path, _read_resource(path)))
     urls = [i.url for i in library.instruments]
     duplicates = {u for u in urls if urls.count(u) > 1}
     if duplicates:
         raise LoadError(f"the same Questionnaire url is in two folders: {', '.join(sorted(duplicates))}")
+    check_codes(library.indicators, set(library.scored_codes()))
     for pack_folder in packs or []:
         pack: ContentPack = read_pack(pack_folder)
         for overlay_path, overlay in pack.overlays:

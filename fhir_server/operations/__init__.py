@@ -7,7 +7,16 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from fhir_server.operations import alliance_summary, everything, export, extract, subscriptions, terminology, validate
+from fhir_server.operations import (
+    alliance_summary,
+    evaluate_measure,
+    everything,
+    export,
+    extract,
+    subscriptions,
+    terminology,
+    validate,
+)
 from fhir_server.operations.base import Answer, Operation, OperationContext
 
 OPERATIONS: dict[str, Operation] = {
@@ -23,6 +32,7 @@ OPERATIONS: dict[str, Operation] = {
         export.OPERATION,
         subscriptions.STATUS,
         subscriptions.EVENTS,
+        evaluate_measure.OPERATION,
     )
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhir_server.reporting.facts import report_rows
 from fhir_server.scoring.series_index import series_rows
 from fhir_server.search.paths import compile_component
 from fhir_server.search.registry import Registry, SearchParam
@@ -46,7 +47,7 @@ class SearchIndexer:
         """Index tables this type's parameters can write to (token too: :identifier and :of-type rows)."""
         kinds = {"token"}
         if resource_type in SERIES_TYPES:
-            kinds.add("series")
+            kinds.update(("series", "report"))
         for param in self.registry.indexed_for(resource_type):
             if param.type == "composite":
                 kinds.update(component.type for component, _ in self.registry.components(param))
@@ -72,6 +73,8 @@ class SearchIndexer:
         if resource_type in SERIES_TYPES:  # the clinical series index, replaced with the search rows
             for row in series_rows(resource_type, resource):
                 rows.setdefault("series", []).append({**row, "element": None})
+            for row in report_rows(resource_type, resource):  # the reporting index, likewise
+                rows.setdefault("report", []).append({**row, "element": None})
         return rows
 
     def _composite(self, param: SearchParam, resource: dict[str, Any], rows: dict[str, list[dict[str, Any]]]) -> None:

@@ -158,6 +158,35 @@ idx_series = Table(
     Index("ix_idx_series_value", "resource_type", "param", "subject_id", "subject_type", "code", "series", "at"),
 )
 
+# Not a search parameter's either: the reporting index (reporting/facts.py).  Supervisors' indicators are SQL over
+# it: one row per scored number (a total, an item, a subscale mean) and per raised Flag, with the attribution and
+# the interpretations decided when the session was scored.
+idx_report = Table(
+    "idx_report",
+    metadata,
+    Column("resource_type", String(TYPE_LEN), nullable=False),
+    Column("resource_id", String(ID_LEN), nullable=False),
+    Column("param", String(16), nullable=False),  # score | flag
+    Column("element", Integer, nullable=True),
+    Column("code", String(128), nullable=False),  # fit-measures (score) or fit-flags (flag) code
+    Column("subject_id", String(ID_LEN), nullable=False),  # the Patient
+    Column("series", String(200), nullable=False),  # the rater series ("self", or "other:<who>")
+    Column("at", DateTime, nullable=False),  # effective (score) or raised (flag), naive UTC
+    Column("month", String(7), nullable=False),  # YYYY-MM of ``at``
+    Column("session", String(140), nullable=False),  # Encounter/x, else day:YYYY-MM-DD
+    Column("encounter", String(140), nullable=True),
+    Column("clinician", String(140), nullable=True),  # Practitioner/x or PractitionerRole/x
+    Column("program", String(140), nullable=True),  # Organization/x
+    Column("value", Float, nullable=True),
+    Column("below", Boolean, nullable=True),  # below the cutoff as scored (totals with a cutoff)
+    Column("change", String(128), nullable=True),  # " reliable-improvement ... " (fit-interpretation codes)
+    Column("status", String(32), nullable=True),  # a Flag's
+    Column("acknowledged_at", DateTime, nullable=True),  # a Flag's acknowledgement in the clinician view
+    Index("ix_idx_report_resource", "resource_id", "resource_type"),
+    Index("ix_idx_report_value", "param", "code", "at"),
+    Index("ix_idx_report_subject", "param", "subject_id", "series", "at"),
+)
+
 INDEX_TABLES = {
     "token": idx_token,
     "string": idx_string,
@@ -167,6 +196,7 @@ INDEX_TABLES = {
     "number": idx_number,
     "uri": idx_uri,
     "series": idx_series,
+    "report": idx_report,
 }
 
 # The authorization server's token-signing keys (JWK JSON with the private part, encrypted: store/crypto.py).  The
@@ -217,6 +247,15 @@ oauth_users = Table(
     Column("external_issuer", String(500), nullable=True),
     Column("external_subject", String(255), nullable=True),
     UniqueConstraint("external_issuer", "external_subject", name="uq_oauth_users_external"),
+)
+
+# The organisations a supervisor (an oauth_users row) may report on: each with every program nested in it
+# (Organization.partOf).  ``fhir-server users add ... --supervises Organization/x``.
+supervised_organizations = Table(
+    "supervised_organizations",
+    metadata,
+    Column("user_id", String(64), primary_key=True),
+    Column("organization", String(140), primary_key=True),  # Organization/x
 )
 
 oauth_codes = Table(

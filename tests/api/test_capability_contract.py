@@ -32,6 +32,7 @@ BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition"
 # The levels of the HL7 OperationDefinitions the statement may name, as their definitions declare them (R4 4.0.1
 # profiles-resources.json; SDC 4.0.0's OperationDefinition-QuestionnaireResponse-extract.json).  Ours are read from
 # the server, where their canonical URL must resolve.
+PERIOD = "periodStart=2026-01&periodEnd=2026-12"
 HL7_LEVELS = {
     f"{HL7}/Resource-validate": {"type", "instance"},
     f"{HL7}/Patient-everything": {"type", "instance"},
@@ -40,6 +41,7 @@ HL7_LEVELS = {
     f"{HL7}/ValueSet-validate-code": {"type", "instance"},
     f"{HL7}/ValueSet-expand": {"type", "instance"},
     "http://hl7.org/fhir/uv/sdc/OperationDefinition/QuestionnaireResponse-extract": {"type", "instance"},
+    f"{HL7}/Measure-evaluate-measure": {"type", "instance"},
     # Bulk Data Access 2.0.0 (STU2): OperationDefinition-export, -patient-export, -group-export
     f"{BULK}/export": {"system"},
     f"{BULK}/patient-export": {"type"},
@@ -357,6 +359,13 @@ def _operation_request(
         ("status", "type", "Subscription"): ("GET", "/Subscription/$status", None),
         ("status", "instance", "Subscription"): ("GET", f"/Subscription/{seeds['Subscription']}/$status", None),
         ("events", "instance", "Subscription"): ("GET", f"/Subscription/{seeds['Subscription']}/$events", None),
+        ("evaluate-measure", "type", "Measure"): ("GET", f"/Measure/$evaluate-measure?{PERIOD}", None),
+        # a Measure of the library's (an indicator): a Measure created by a client has nothing to count with
+        ("evaluate-measure", "instance", "Measure"): (
+            "GET",
+            f"/Measure/srs-mean-1.0.0/$evaluate-measure?{PERIOD}",
+            None,
+        ),
     }
     request = requests.get((name, level, resource_type))
     if request is None:
