@@ -185,36 +185,47 @@ def acknowledge(
     ehr_id: int | None,
     token_ref: str | None,
 ) -> None:
-    """Close an active Flag of this patient as acknowledged by ``who`` (a Practitioner reference)."""
+    """Close an active Flag of this patient as acknowledged by ``who`` (a Practitioner reference), now."""
     now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    fhir.repo.write(lambda session: acknowledge_in(fhir, session, patient_id, flag_id, who, now, ehr_id, token_ref))
 
-    def work(session: WriteSession) -> None:
-        current = session.current("Flag", flag_id, lock=True)
-        flag = fhirjson.loads_stored(current.content or "{}") if current and not current.deleted else None
-        subject = f"Patient/{patient_id}"
-        if flag is None or flag.get("status") != "active" or flag.get("subject", {}).get("reference") != subject:
-            raise FlagNotOpen(flag_id)
-        code = flag_code(flag)
-        query = fhir.parse_query("Flag", [("subject", subject), ("status", "active"), ("_count", "200")])
-        series = series_of(flag)
-        same_kind = [  # the same concern by the same rater: another rater's concern is acknowledged on its own
-            (stored.id, body)
-            for stored in session.search(query).matches
-            if stored.id != flag_id
-            and flag_code(body := fhirjson.loads_stored(stored.content or "{}")) == code
-            and series_of(body) == series
-        ]
-        responses = set()
-        for closing_id, body in [(flag_id, flag), *same_kind]:  # the concern is acknowledged, not one session of it
-            _close(fhir, session, closing_id, body, who, now)
-            response_id = _response_behind(session, _flag_detail(body))
-            if response_id:
-                responses.add(response_id)
-        if ehr_id is not None:  # the EHR gets the closed Flags with their responses' results
-            for response_id in sorted(responses):
-                outbox.enqueue(session, ehr_id, f"QuestionnaireResponse/{response_id}", token_ref)
 
-    fhir.repo.write(work)
+def acknowledge_in(
+    fhir: Interactions,
+    session: WriteSession,
+    patient_id: str,
+    flag_id: str,
+    who: str,
+    at: str,
+    ehr_id: int | None = None,
+    token_ref: str | None = None,
+) -> None:
+    """``acknowledge`` in the caller's transaction, at the instant ``at``: the sandbox's practice history
+    acknowledges its concerns between two past sessions, in the transaction that writes them."""
+    current = session.current("Flag", flag_id, lock=True)
+    flag = fhirjson.loads_stored(current.content or "{}") if current and not current.deleted else None
+    subject = f"Patient/{patient_id}"
+    if flag is None or flag.get("status") != "active" or flag.get("subject", {}).get("reference") != subject:
+        raise FlagNotOpen(flag_id)
+    code = flag_code(flag)
+    query = fhir.parse_query("Flag", [("subject", subject), ("status", "active"), ("_count", "200")])
+    series = series_of(flag)
+    same_kind = [  # the same concern by the same rater: another rater's concern is acknowledged on its own
+        (stored.id, body)
+        for stored in session.search(query).matches
+        if stored.id != flag_id
+        and flag_code(body := fhirjson.loads_stored(stored.content or "{}")) == code
+        and series_of(body) == series
+    ]
+    responses = set()
+    for closing_id, body in [(flag_id, flag), *same_kind]:  # the concern is acknowledged, not one session of it
+        _close(fhir, session, closing_id, body, who, at)
+        response_id = _response_behind(session, _flag_detail(body))
+        if response_id:
+            responses.add(response_id)
+    if ehr_id is not None:  # the EHR gets the closed Flags with their responses' results
+        for response_id in sorted(responses):
+            outbox.enqueue(session, ehr_id, f"QuestionnaireResponse/{response_id}", token_ref)
 
 
 def _close(fhir: Interactions, session: WriteSession, flag_id: str, flag: dict[str, Any], who: str, now: str) -> None:

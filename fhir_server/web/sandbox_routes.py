@@ -18,6 +18,7 @@ from fhir_server.auth.launch_contexts import LaunchError, create_launch
 from fhir_server.clinician.instruments import choosable, chooser
 from fhir_server.scoring.ages import age_on
 from fhir_server.smart.sandbox import DEMO_PASSWORD, DEMO_USER, PATIENTS
+from fhir_server.smart.sandbox_practice import CLIENTS, CLINICIANS, PROGRAMS
 from fhir_server.web.form_pages import message, page_headers, read_form, render
 
 router = APIRouter(include_in_schema=False)
@@ -49,6 +50,7 @@ async def sandbox_page(request: Request) -> Response:
             "csrf_token": token,
             "user": DEMO_USER,
             "password": DEMO_PASSWORD,
+            "practice": {"programs": len(PROGRAMS), "clinicians": len(CLINICIANS), "clients": len(CLIENTS)},
         },
     )
     response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict", path="/sandbox")
