@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ DEFAULT_APP_SCOPE = "openid fhirUser launch launch/patient offline_access online
 DEFAULT_BACKEND_SCOPE = "system/*.rs"
 USERNAME = re.compile(r"[A-Za-z0-9._@+-]{1,128}")
 FHIR_USER = re.compile(r"(Practitioner|PractitionerRole|Patient|RelatedPerson|Person)/[A-Za-z0-9\-.]{1,64}")
+ORGANIZATION = re.compile(r"Organization/[A-Za-z0-9\-.]{1,64}")
 MAX_CLI_TOKEN_LIFETIME = 3600
 MIN_PASSWORD = 8
 
@@ -162,9 +164,12 @@ def add_user(
     display_name: str = "",
     external_subject: str | None = None,
     external_issuer: str | None = None,
+    supervises: Sequence[str] = (),
 ) -> str:
     """``password`` None: the user signs in only through the external identity provider ``external_issuer``, as
-    the identity whose configured claim (FHIR_SERVER_OIDC_USER_CLAIM) is ``external_subject``."""
+    the identity whose configured claim (FHIR_SERVER_OIDC_USER_CLAIM) is ``external_subject``.  ``supervises``:
+    the organisations whose reports the user may run (reporting/access.py)."""
+    _check_organizations(supervises)
     if not USERNAME.fullmatch(username):
         raise AdminError("username must be 1-128 characters of A-Z a-z 0-9 . _ @ + -")
     if not FHIR_USER.fullmatch(fhir_user):
@@ -191,14 +196,34 @@ def add_user(
         "external_subject": external_subject,
     }
     try:
-        oauth_store.add_user(engine, values)
+        oauth_store.add_user(engine, values, supervises)
     except oauth_store.AlreadyExists as exc:
         raise AdminError(str(exc)) from None
     return user_id
 
 
 def list_users(engine: Database) -> list[dict[str, Any]]:
-    return [{k: v for k, v in row.items() if k != "password_hash"} for row in oauth_store.list_users(engine)]
+    return [
+        {**{k: v for k, v in row.items() if k != "password_hash"}, "supervises": supervised(engine, row["user_id"])}
+        for row in oauth_store.list_users(engine)
+    ]
+
+
+def supervised(engine: Database, user_id: str, fhir_user: str | None = None) -> list[str]:
+    return oauth_store.supervised(engine, user_id, fhir_user)
+
+
+def set_supervised(engine: Database, username: str, organizations: Sequence[str]) -> None:
+    """Replaces the organisations a user supervises (none: the user runs no reports)."""
+    _check_organizations(organizations)
+    if not oauth_store.set_supervised(engine, username, organizations):
+        raise AdminError(f"unknown user '{username}'")
+
+
+def _check_organizations(organizations: Sequence[str]) -> None:
+    for organization in organizations:
+        if not ORGANIZATION.fullmatch(organization):
+            raise AdminError(f"--supervises must be like Organization/123, not '{organization[:80]}'")
 
 
 def remove_user(engine: Database, username: str) -> None:

@@ -92,8 +92,11 @@ def _users_add(args: argparse.Namespace) -> Callable[[Settings, Database], int]:
             display_name=args.name,
             external_subject=args.external_subject,
             external_issuer=settings.oidc_issuer or None,
+            supervises=args.supervises or [],
         )
         print(f"user {args.username} ({args.fhir_user}) added, sub {user_id}")
+        if args.supervises:
+            print(f"runs reports for {', '.join(args.supervises)} and the programs nested in them")
         if args.external_subject is not None:
             print(f"signs in at {settings.oidc_issuer} as {settings.oidc_user_claim}={args.external_subject}")
         return 0
@@ -107,8 +110,21 @@ def _users_list(_: Settings, engine: Database) -> int:
     for u in admin.list_users(engine):
         picker = "may pick patients" if u["may_pick_patient"] else "-"
         linked = f"external={u['external_subject']}" if u["external_subject"] else "-"
-        print(f"{u['username']}\t{u['fhir_user']}\t{picker}\t{linked}\t{u['display_name']}")
+        supervises = ",".join(u["supervises"]) or "-"
+        print(f"{u['username']}\t{u['fhir_user']}\t{picker}\t{linked}\tsupervises={supervises}\t{u['display_name']}")
     return 0
+
+
+def _users_supervise(args: argparse.Namespace) -> Callable[[Settings, Database], int]:
+    def action(_: Settings, engine: Database) -> int:
+        from fhir_server.auth import admin
+
+        admin.set_supervised(engine, args.username, args.organizations)
+        what = ", ".join(args.organizations) or "no organisation (runs no reports)"
+        print(f"{args.username} now supervises {what}")
+        return 0
+
+    return action
 
 
 def _token(args: argparse.Namespace) -> Callable[[Settings, Database], int]:
@@ -241,7 +257,18 @@ def add_auth_commands(commands: Any) -> None:
         help="sign-in through the identity provider (FHIR_SERVER_OIDC_ISSUER): the value of its user claim "
         "(FHIR_SERVER_OIDC_USER_CLAIM) for this user; without --password-stdin the user gets no local password",
     )
+    add_user.add_argument(
+        "--supervises",
+        action="append",
+        metavar="Organization/ID",
+        help="runs supervisors' reports ($evaluate-measure, /app/supervision) for this organisation and every "
+        "program nested in it (repeatable)",
+    )
     add_user.set_defaults(func=lambda a: _admin(_users_add(a))(a))
+    supervise = user_commands.add_parser("supervise", help="set the organisations a user runs reports for")
+    supervise.add_argument("username")
+    supervise.add_argument("organizations", nargs="*", metavar="Organization/ID", help="none: no reports")
+    supervise.set_defaults(func=lambda a: _admin(_users_supervise(a))(a))
     user_commands.add_parser("list", help="users").set_defaults(func=_admin(_users_list))
     remove_user = user_commands.add_parser("remove", help="delete a user, their sessions and refresh tokens")
     remove_user.add_argument("username")

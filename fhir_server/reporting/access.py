@@ -21,8 +21,9 @@ from sqlalchemy import and_, select
 from fhir_server.auth.policy import Policy
 from fhir_server.errors import FhirError
 from fhir_server.reporting.units import Scope
+from fhir_server.store import oauth_store
 from fhir_server.store.engine import Database
-from fhir_server.store.tables import idx_reference, oauth_users, resources, supervised_organizations
+from fhir_server.store.tables import idx_reference, resources
 
 MAX_DEPTH = 12  # organisation → clinic → program → team: real hierarchies are a handful of levels deep
 
@@ -34,7 +35,7 @@ def reachable(policy: Policy, engine: Database) -> frozenset[str] | None:
         return None
     if caller.patient is not None or not caller.grant.allows("MeasureReport", "r", "user"):
         raise FhirError(403, "forbidden", "Reports need a user/ or system/ read scope on MeasureReport")
-    organizations = supervised(engine, caller.subject, caller.fhir_user)
+    organizations = oauth_store.supervised(engine, caller.subject, caller.fhir_user or "") if caller.subject else []
     if not organizations:
         raise FhirError(
             403,
@@ -43,21 +44,6 @@ def reachable(policy: Policy, engine: Database) -> frozenset[str] | None:
             "'fhir-server users add ... --supervises Organization/<id>'",
         )
     return descendants(engine, organizations)
-
-
-def supervised(engine: Database, user_id: str | None, fhir_user: str | None) -> list[str]:
-    """The organisations a user of this server's authorization server supervises (the token's ``sub`` and
-    ``fhirUser`` must both be the user's: another issuer's subject never matches one of ours by chance)."""
-    if not user_id:
-        return []
-    statement = (
-        select(supervised_organizations.c.organization)
-        .join(oauth_users, oauth_users.c.user_id == supervised_organizations.c.user_id)
-        .where(supervised_organizations.c.user_id == user_id, oauth_users.c.fhir_user == (fhir_user or ""))
-        .order_by(supervised_organizations.c.organization)
-    )
-    with engine.connect() as connection:
-        return [row[0] for row in connection.execute(statement)]
 
 
 def descendants(engine: Database, organizations: list[str] | frozenset[str]) -> frozenset[str]:

@@ -7,6 +7,7 @@ UPDATE or a primary key, so two concurrent requests can never both win.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from fhir_server.store.tables import (
     oauth_revoked_grants,
     oauth_revoked_tokens,
     oauth_users,
+    supervised_organizations,
 )
 
 Row = dict[str, Any]
@@ -85,10 +87,11 @@ def client_origins(engine: Engine) -> list[str]:
 
 
 # -- users --------------------------------------------------------------------------------------------------
-def add_user(engine: Engine, values: Row) -> None:
+def add_user(engine: Engine, values: Row, supervises: Sequence[str] = ()) -> None:
     try:
         with engine.begin() as conn:
             conn.execute(insert(oauth_users).values(**values))
+            _supervise(conn, values["user_id"], supervises)
     except IntegrityError:
         linked = values.get("external_subject")
         if linked and get_user_by_external(engine, values["external_issuer"], linked):
@@ -126,8 +129,42 @@ def remove_user(engine: Engine, username: str) -> bool:
             return False
         conn.execute(update(oauth_refresh_tokens).where(oauth_refresh_tokens.c.user_id == user_id).values(revoked=True))
         conn.execute(delete(oauth_login_sessions).where(oauth_login_sessions.c.user_id == user_id))
+        conn.execute(delete(supervised_organizations).where(supervised_organizations.c.user_id == user_id))
         conn.execute(delete(oauth_users).where(oauth_users.c.user_id == user_id))
     return True
+
+
+# -- supervisors' organisations (reporting/access.py) ---------------------------------------------------------
+def _supervise(conn: Connection, user_id: str, organizations: Sequence[str]) -> None:
+    conn.execute(delete(supervised_organizations).where(supervised_organizations.c.user_id == user_id))
+    rows = [{"user_id": user_id, "organization": o} for o in sorted(set(organizations))]
+    if rows:
+        conn.execute(insert(supervised_organizations), rows)
+
+
+def set_supervised(engine: Engine, username: str, organizations: Sequence[str]) -> bool:
+    """Replaces the organisations the user supervises; False for an unknown user."""
+    with engine.begin() as conn:
+        user_id = conn.execute(select(oauth_users.c.user_id).where(oauth_users.c.username == username)).scalar()
+        if user_id is None:
+            return False
+        _supervise(conn, user_id, organizations)
+    return True
+
+
+def supervised(engine: Engine, user_id: str, fhir_user: str | None = None) -> list[str]:
+    """The organisations a user supervises; with ``fhir_user``, only if it is the user's (a token's ``sub`` and
+    ``fhirUser`` must both be this user's: another issuer's subject never matches one of ours by chance)."""
+    statement = (
+        select(supervised_organizations.c.organization)
+        .join(oauth_users, oauth_users.c.user_id == supervised_organizations.c.user_id)
+        .where(supervised_organizations.c.user_id == user_id)
+        .order_by(supervised_organizations.c.organization)
+    )
+    if fhir_user is not None:
+        statement = statement.where(oauth_users.c.fhir_user == fhir_user)
+    with engine.connect() as conn:
+        return [row[0] for row in conn.execute(statement)]
 
 
 # -- authorization codes ------------------------------------------------------------------------------------

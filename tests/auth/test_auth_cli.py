@@ -168,3 +168,25 @@ def test_keys_rotate_publishes_the_new_key(database_url):
 def test_help_lists_the_authorization_commands():
     done = subprocess.run([sys.executable, "-m", "fhir_server", "--help"], capture_output=True, text=True, timeout=60)
     assert all(word in done.stdout for word in ("clients", "users", "token", "keys"))
+
+
+def test_a_supervisor_is_registered_with_the_organisations_they_report_on(database_url):
+    username = unique("supervisor")
+    added = run(
+        database_url,
+        *("users", "add", username, "--fhir-user", "Practitioner/7", "--password-stdin"),
+        *("--supervises", "Organization/clinic-1", "--supervises", "Organization/program-2"),
+        stdin="a long enough password\n",
+    )
+    assert added.returncode == 0, added.stderr
+    assert "Organization/clinic-1, Organization/program-2" in added.stdout
+    listed = [line for line in run(database_url, "users", "list").stdout.splitlines() if line.startswith(username)]
+    assert listed and "supervises=Organization/clinic-1,Organization/program-2" in listed[0]
+    assert run(database_url, "users", "supervise", username, "Organization/clinic-3").returncode == 0
+    listed = [line for line in run(database_url, "users", "list").stdout.splitlines() if line.startswith(username)]
+    assert "supervises=Organization/clinic-3\t" in listed[0]
+    assert run(database_url, "users", "supervise", username).returncode == 0  # none: runs no reports
+    assert "supervises=-" in run(database_url, "users", "list").stdout.split(username, 1)[1].splitlines()[0]
+    wrong = run(database_url, "users", "supervise", username, "Practitioner/1")
+    assert wrong.returncode == 1 and "--supervises must be like Organization/123" in wrong.stderr
+    assert run(database_url, "users", "supervise", unique("nobody"), "Organization/1").returncode == 1
