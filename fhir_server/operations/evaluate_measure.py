@@ -23,7 +23,7 @@ from fhir_server.operations.base import OperationContext, standard
 from fhir_server.reporting.access import scope_for
 from fhir_server.reporting.evaluate import Request, evaluate
 from fhir_server.reporting.indicators import Indicator
-from fhir_server.reporting.units import Window
+from fhir_server.reporting.scope import Window
 from fhir_server.search.fhirdate import DateFormatError, parse_range
 
 HL7 = "http://hl7.org/fhir/OperationDefinition"

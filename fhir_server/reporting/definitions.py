@@ -2,7 +2,7 @@
 
 An indicator is a FHIR ``Measure`` (``measure.json``: what it means, its populations and stratifiers, in words)
 and this file: how each of the Measure's groups is counted, as one of a closed set of **rules** over the reporting
-index (reporting/facts.py; each rule's SQL is in reporting/units.py).  Adding an indicator is adding a folder; a
+index (reporting/facts.py; each rule's SQL is in store/report_units.py).  Adding an indicator is adding a folder; a
 new kind of counting is a new rule.
 
 Rules (``unit``: what one member of the population is):

@@ -1,6 +1,6 @@
-"""An indicator evaluated for a period and a scope: one SQL statement per group over the reporting index (the
-members of its population, reporting/units.py, counted overall and per stratum in one ``UNION ALL``), turned into
-an R4 ``MeasureReport``.
+"""An indicator evaluated for a period and a scope: one SQL statement per group over the reporting index
+(store/report_counts.py: the members of its population counted overall and per stratum), turned into an R4
+``MeasureReport``.
 
 Per group and per stratum the report carries the population counts, the measure score (a proportion, or the mean
 of a continuous variable, with its unit), and two extensions of ours: the number of distinct clients the cell
@@ -14,47 +14,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, case, extract, func, literal, select, union_all
-
 from fhir_server.canonical import BASE
 from fhir_server.fhirjson import FhirDecimal
 from fhir_server.reporting.definitions import Group
 from fhir_server.reporting.indicators import Indicator
 from fhir_server.reporting.intervals import mean_interval, wilson
-from fhir_server.reporting.units import Scope, Window, members
-from fhir_server.store.tables import idx_date
+from fhir_server.reporting.scope import Scope, Window
+from fhir_server.store.report_counts import ALL, Cell, count_group
 
 POPULATION = "http://terminology.hl7.org/CodeSystem/measure-population"
 CLIENTS = f"{BASE}/StructureDefinition/measurereport-clients"
 INTERVAL = f"{BASE}/StructureDefinition/measurereport-interval"
 # R4's MeasureReport.subject cannot name an Organization; R5's can: the cross-version extension carries it.
 R5_SUBJECT = "http://hl7.org/fhir/5.0/StructureDefinition/extension-MeasureReport.subject"
-AGE_BANDS = (
-    (0, 5, "under 6"),
-    (6, 12, "6-12"),
-    (13, 17, "13-17"),
-    (18, 25, "18-25"),
-    (26, 64, "26-64"),
-    (65, 200, "65 and over"),
-)
-UNKNOWN = "unknown"
-ALL = ""
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One row of counts: a group overall (stratifier ``ALL``) or one stratum of one stratifier."""
-
-    stratifier: str
-    stratum: str
-    members: int
-    denominator: int
-    exclusions: int
-    numerator: int
-    clients: int
-    total: float | None
-    squares: float | None
-    observed: int
 
 
 @dataclass(frozen=True)
@@ -70,9 +42,10 @@ class Request:
 def evaluate(connection: Any, indicator: Indicator, request: Request) -> dict[str, Any]:
     groups = []
     for group, measure_group in zip(indicator.definition.groups, indicator.measure["group"], strict=True):
-        units = members(group.count, request.window, request.scope).cte(f"units_{group.code.replace('-', '_')}")
-        rows = [Cell(*row) for row in connection.execute(_counts(units, indicator.definition.stratifiers))]
-        subjects = _subjects(connection, units, group) if request.report_type == "subject-list" else {}
+        rows, subjects = count_group(
+            connection, group, request.window, request.scope, indicator.definition.stratifiers,
+            subjects=request.report_type == "subject-list",
+        )  # fmt: skip
         groups.append(_group(group, measure_group, rows, request, subjects))
     report: dict[str, Any] = {
         "resourceType": "MeasureReport",
@@ -92,80 +65,6 @@ def evaluate(connection: Any, indicator: Indicator, request: Request) -> dict[st
     if any(g.get("contained") for g in groups):
         report["contained"] = [item for g in groups for item in g.pop("contained", [])]
     return report
-
-
-def _counts(units: Any, stratifiers: tuple[str, ...]) -> Select:
-    """Overall and per stratum, in one statement (the members are selected once)."""
-    arms = [_arm(units, ALL, literal(ALL), None)]
-    for name in stratifiers:
-        if name == "age-band":
-            aged = _with_age(units)
-            arms.append(_arm(aged, name, _age_band(aged.c.age), None))
-        else:
-            column = {
-                "program": units.c.program,
-                "clinician": units.c.clinician,
-                "month": units.c.month,
-                "instrument": units.c.code,
-            }[name]
-            arms.append(_arm(units, name, func.coalesce(column, UNKNOWN), None))
-    return union_all(*arms)
-
-
-def _arm(units: Any, stratifier: str, stratum: Any, source: Any) -> Select:
-    """One stratifier's counts (``ALL``: the group's, ungrouped)."""
-    value = units.c.value
-    statement = select(
-        literal(stratifier).label("stratifier"),
-        stratum.label("stratum"),
-        func.count().label("members"),
-        func.coalesce(func.sum(units.c.den), 0),
-        func.coalesce(func.sum(units.c.excl), 0),
-        func.coalesce(func.sum(units.c.num), 0),
-        func.count(units.c.subject_id.distinct()),
-        func.sum(value),
-        func.sum(value * value),
-        func.count(value),
-    ).select_from(source if source is not None else units)
-    return statement if stratifier == ALL else statement.group_by(stratum)
-
-
-def _with_age(units: Any) -> Any:
-    """The members with the client's age in whole years on the day counted (NULL: no birth date here)."""
-    born = idx_date.alias("born")
-    at, low = units.c.at, born.c.low
-    had_birthday = extract("month", at) * 100 + extract("day", at) >= extract("month", low) * 100 + extract("day", low)
-    age = extract("year", at) - extract("year", low) - case((had_birthday, 0), else_=1)
-    joined = units.outerjoin(
-        born,
-        and_(born.c.resource_type == "Patient", born.c.param == "birthdate", born.c.resource_id == units.c.subject_id),
-    )
-    return select(units, age.label("age")).select_from(joined).subquery("aged")
-
-
-def _age_band(age: Any) -> Any:
-    bands = [((age >= low) & (age <= high), label) for low, high, label in AGE_BANDS]
-    return case(*bands, else_=UNKNOWN)
-
-
-def _subjects(connection: Any, units: Any, group: Group) -> dict[str, list[str]]:
-    """The clients behind each population (reportType subject-list)."""
-    wanted = {
-        "initial-population": None,
-        "denominator": units.c.den == 1,
-        "numerator": units.c.num == 1,
-        "denominator-exclusion": units.c.excl == 1,
-        "measure-population": None,
-    }
-    found = {}
-    for code in group.populations:
-        if code not in wanted:
-            continue
-        statement = select(units.c.subject_id).distinct().order_by(units.c.subject_id)
-        if wanted[code] is not None:
-            statement = statement.where(wanted[code])
-        found[code] = [row[0] for row in connection.execute(statement)]
-    return found
 
 
 def _group(

@@ -3,7 +3,7 @@
 A rule's statement yields the members of its population, one row each, in the same columns whatever the rule:
 ``subject_id``, ``program``, ``clinician``, ``month``, ``at`` (for the age band), ``code`` (for the instrument),
 ``den`` / ``excl`` / ``num`` (0 or 1: in the denominator, excluded from it, in the numerator) and ``value`` (the
-measure observation of a continuous-variable group).  reporting/evaluate.py aggregates them per stratum.
+measure observation of a continuous-variable group).  store/report_counts.py counts them per stratum.
 
 Only the client's own rater series counts (``self``): another rater's view of the same client is another series.
 A member's attribution (program, clinician, month) is that of the result, Flag or session it stands for: for a
@@ -12,8 +12,7 @@ client, of their first session (early dropout) or of their last result in the pe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import (
     ColumnElement,
@@ -41,27 +40,13 @@ from fhir_server.reporting.definitions import (
     SessionHas,
 )
 from fhir_server.reporting.facts import FLAG, SCORE
+from fhir_server.reporting.scope import Scope, Window
 from fhir_server.store.tables import idx_report
 
 SELF = "self"
 # Inline constants, not bound parameters: PostgreSQL cannot type a parameter that only a SUM() later reads
 _ONE, _ZERO = literal_column("1", Integer), literal_column("0", Integer)
 _NO_VALUE, _NO_CODE = cast(null(), Float), cast(null(), String)  # typed: an untyped NULL is text to PostgreSQL
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Whose sessions: None is everyone's; a set keeps members attributed to one of its references."""
-
-    programs: frozenset[str] | None = None
-    clinicians: frozenset[str] | None = None
-
-
-@dataclass(frozen=True)
-class Window:
-    start: datetime  # inclusive, naive UTC
-    end: datetime  # exclusive
-    dropout_days: int = 30  # the site's FHIR_SERVER_DROPOUT_DAYS
 
 
 def members(rule: Rule, window: Window, scope: Scope) -> Select:

@@ -1,0 +1,129 @@
+"""An indicator group's counts in SQL (reporting/evaluate.py turns them into a MeasureReport): the members of its
+population (store/report_units.py) counted overall and per stratum in one ``UNION ALL`` statement, so the members
+are selected once per group; and, for a subject-list report, the clients behind each population.
+
+Strata: the member's program, clinician, month and instrument (its code), and its client's age band on the day
+counted, from the Patient's birthDate in the search index (``unknown`` without one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, and_, case, extract, func, literal, select, union_all
+
+from fhir_server.reporting.definitions import Group
+from fhir_server.reporting.scope import Scope, Window
+from fhir_server.store.report_units import members
+from fhir_server.store.tables import idx_date
+
+AGE_BANDS = (
+    (0, 5, "under 6"),
+    (6, 12, "6-12"),
+    (13, 17, "13-17"),
+    (18, 25, "18-25"),
+    (26, 64, "26-64"),
+    (65, 200, "65 and over"),
+)
+UNKNOWN = "unknown"
+ALL = ""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row of counts: a group overall (stratifier ``ALL``) or one stratum of one stratifier."""
+
+    stratifier: str
+    stratum: str
+    members: int
+    denominator: int
+    exclusions: int
+    numerator: int
+    clients: int
+    total: float | None
+    squares: float | None
+    observed: int
+
+
+def _counts(units: Any, stratifiers: tuple[str, ...]) -> Select:
+    """Overall and per stratum, in one statement (the members are selected once)."""
+    arms = [_arm(units, ALL, literal(ALL), None)]
+    for name in stratifiers:
+        if name == "age-band":
+            aged = _with_age(units)
+            arms.append(_arm(aged, name, _age_band(aged.c.age), None))
+        else:
+            column = {
+                "program": units.c.program,
+                "clinician": units.c.clinician,
+                "month": units.c.month,
+                "instrument": units.c.code,
+            }[name]
+            arms.append(_arm(units, name, func.coalesce(column, UNKNOWN), None))
+    return union_all(*arms)
+
+
+def _arm(units: Any, stratifier: str, stratum: Any, source: Any) -> Select:
+    """One stratifier's counts (``ALL``: the group's, ungrouped)."""
+    value = units.c.value
+    statement = select(
+        literal(stratifier).label("stratifier"),
+        stratum.label("stratum"),
+        func.count().label("members"),
+        func.coalesce(func.sum(units.c.den), 0),
+        func.coalesce(func.sum(units.c.excl), 0),
+        func.coalesce(func.sum(units.c.num), 0),
+        func.count(units.c.subject_id.distinct()),
+        func.sum(value),
+        func.sum(value * value),
+        func.count(value),
+    ).select_from(source if source is not None else units)
+    return statement if stratifier == ALL else statement.group_by(stratum)
+
+
+def _with_age(units: Any) -> Any:
+    """The members with the client's age in whole years on the day counted (NULL: no birth date here)."""
+    born = idx_date.alias("born")
+    at, low = units.c.at, born.c.low
+    had_birthday = extract("month", at) * 100 + extract("day", at) >= extract("month", low) * 100 + extract("day", low)
+    age = extract("year", at) - extract("year", low) - case((had_birthday, 0), else_=1)
+    joined = units.outerjoin(
+        born,
+        and_(born.c.resource_type == "Patient", born.c.param == "birthdate", born.c.resource_id == units.c.subject_id),
+    )
+    return select(units, age.label("age")).select_from(joined).subquery("aged")
+
+
+def _age_band(age: Any) -> Any:
+    bands = [((age >= low) & (age <= high), label) for low, high, label in AGE_BANDS]
+    return case(*bands, else_=UNKNOWN)
+
+
+def _subjects(connection: Any, units: Any, group: Group) -> dict[str, list[str]]:
+    """The clients behind each population (reportType subject-list)."""
+    wanted = {
+        "initial-population": None,
+        "denominator": units.c.den == 1,
+        "numerator": units.c.num == 1,
+        "denominator-exclusion": units.c.excl == 1,
+        "measure-population": None,
+    }
+    found = {}
+    for code in group.populations:
+        if code not in wanted:
+            continue
+        statement = select(units.c.subject_id).distinct().order_by(units.c.subject_id)
+        if wanted[code] is not None:
+            statement = statement.where(wanted[code])
+        found[code] = [row[0] for row in connection.execute(statement)]
+    return found
+
+
+def count_group(
+    connection: Any, group: Group, window: Window, scope: Scope, stratifiers: tuple[str, ...], *, subjects: bool
+) -> tuple[list[Cell], dict[str, list[str]]]:
+    """The group's cells, and (``subjects``) the clients of each of its populations."""
+    units = members(group.count, window, scope).cte(f"units_{group.code.replace('-', '_')}")
+    cells = [Cell(*row) for row in connection.execute(_counts(units, stratifiers))]
+    return cells, (_subjects(connection, units, group) if subjects else {})
