@@ -187,6 +187,8 @@ class SearchParser:
         param = self.registry.get(resource_type, name)
         if param is not None and param.type == "composite":
             return self._composite(param, modifier or None, raw, key)
+        if param is None and (declined := self.registry.declined(resource_type, name)):
+            raise FhirError(400, "not-supported", declined)
         if param is None or (param.type not in MODULES and param.code != "_id"):
             return self._unknown(key, resource_type)
         if dot:

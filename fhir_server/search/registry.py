@@ -33,6 +33,15 @@ UNION_PARAMETERS: dict[tuple[str, str], tuple[str, str]] = {
         "code-value-concept",
     )
 }
+
+# Types whose records are written far more often than searched, indexed only for the searches their readers run.
+# AuditEvent: one per access to patient data (a read, a search, a report); audit reviews ask who (agent) saw
+# whose record (patient, entity), when (date), doing what (type, subtype, action), with what outcome, from where
+# (source).  Its other R4 parameters would add index rows to every read for no reader; a search by one is a 400
+# saying so, never a search that silently matches nothing (issue 23).
+INDEXED_ONLY: dict[str, frozenset[str]] = {
+    "AuditEvent": frozenset({"action", "agent", "date", "entity", "outcome", "patient", "source", "subtype", "type"}),
+}
 COMMON_BASES = ("Resource", "DomainResource")
 
 
@@ -97,6 +106,16 @@ class Registry:
         else:
             self._by_type.setdefault(param.base, {})[param.code] = param
         self._indexed_cache: dict[str, list[SearchParam]] = {}
+
+    def declined(self, resource_type: str, code: str) -> str | None:
+        """Why an R4 parameter of the type is not searched here (INDEXED_ONLY), or None."""
+        kept = INDEXED_ONLY.get(resource_type)
+        if kept is None or code in kept or not any(p.base == resource_type and p.code == code for p in _declined()):
+            return None
+        return (
+            f"{resource_type} is indexed only for the searches audit reviews run ({', '.join(sorted(kept))} and "
+            f"the common parameters such as _id and _lastUpdated): '{code}' is not searched on this server"
+        )
 
     def get(self, resource_type: str, code: str) -> SearchParam | None:
         found = self._by_type.get(resource_type, {}).get(code)
@@ -169,15 +188,28 @@ _BUILT_IN = [
 
 
 @cache
-def spec_parameters() -> tuple[SearchParam, ...]:
+def _r4_parameters() -> tuple[SearchParam, ...]:
     path = resources.files("fhir_server.search").joinpath("data/search_parameters.json")
     raw = orjson.loads(path.read_bytes())
-    served = [
+    return tuple(
         _from_json(item)
         for item in raw
         if (item["base"] in COMMON_BASES or models.is_resource_type(item["base"])) and item["code"] not in COLUMN_PARAMS
-    ]
-    return (*_BUILT_IN, *served)
+    )
+
+
+def _kept(param: SearchParam) -> bool:
+    return param.base not in INDEXED_ONLY or param.code in INDEXED_ONLY[param.base]
+
+
+@cache
+def _declined() -> tuple[SearchParam, ...]:
+    return tuple(p for p in _r4_parameters() if not _kept(p))
+
+
+@cache
+def spec_parameters() -> tuple[SearchParam, ...]:
+    return (*_BUILT_IN, *(p for p in _r4_parameters() if _kept(p)))
 
 
 def default_registry() -> Registry:

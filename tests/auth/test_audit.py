@@ -119,3 +119,26 @@ def test_audit_trail_needs_its_own_scope(guarded, records):
     assert answer.status_code == 403
     with admin(guarded) as c:
         assert c.get("/AuditEvent", params={"patient": a.patient}).status_code == 200
+
+
+def test_audit_records_are_indexed_only_for_the_searches_audit_reviews_run(guarded, records):
+    """Issue 23: an AuditEvent is written for every read; its index rows are those of the parameters audit reviews
+    search by, and a search by another R4 parameter is a 400 that says so (never a silent empty result)."""
+    from fhir_server.search.indexer import SearchIndexer
+    from fhir_server.search.registry import INDEXED_ONLY, default_registry
+
+    a, _ = records
+    events = _eventually(guarded, lambda e: True, patient=a.patient)
+    assert events
+    rows = SearchIndexer(default_registry()).index_rows("AuditEvent", events[0])
+    params = {row["param"].partition(":")[0] for table in rows.values() for row in table}
+    assert params <= INDEXED_ONLY["AuditEvent"] | {"_tag", "_profile", "_security", "_source"}
+    assert {"agent", "date", "patient", "entity", "type"} <= params
+    with client_for(guarded, mint(guarded, "system/AuditEvent.rs")) as c:
+        refused = c.get("/AuditEvent", params={"agent-name": "someone"})
+        assert refused.status_code == 400 and "indexed only for the searches audit reviews run" in refused.text
+        assert c.get("/AuditEvent", params={"outcome": "0", "_count": "1"}).status_code == 200
+        statement = c.get("/metadata").json()
+    audit = next(r for r in statement["rest"][0]["resource"] if r["type"] == "AuditEvent")
+    declared = {p["name"] for p in audit.get("searchParam", [])}
+    assert "agent-name" not in declared and {"agent", "patient", "date"} <= declared
