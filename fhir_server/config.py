@@ -193,6 +193,9 @@ class Settings(BaseSettings):
     export_max_attempts: PositiveInt = 3  # attempts that end in an unexpected error before the job has failed
     # Supervisors' reports: the early-dropout indicator's "no session in the last N days" (indicators/early-dropout).
     dropout_days: PositiveInt = 30
+    # The supervision page (and its CSV) shows a cell counting fewer distinct clients than this as "< N", with no
+    # value, interval or counts: a rate of two clients' sessions says little and may point at who they are.
+    report_min_clients: PositiveInt = 5
 
     # -- secrets at rest (store/crypto.py, docs/security.md) ------------------------------------------------------
     # The key that encrypts stored secrets (an EHR's tokens and client secret, the signing keys): 32 random bytes,

@@ -13,7 +13,8 @@ and Flag ids, and only when they look like names), and the launch goes on as wit
 - ``measure``: only with the form view; a name or canonical ``resolve_measure`` knows, else ignored.
 - ``flag``: only with the clinician view; ``Flag/<FHIR id>``, else ignored.
 
-Without ``view`` the keys are checked against the view the launch URL asked for.
+Without ``view`` the keys are checked against the view the launch URL asked for.  A launch of the supervision page
+ignores any appContext: it is no patient's, and its token was asked for reports, not for a form or a chart.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from fhir_server.smart.submission import MeasureUnavailable
 
 log = logging.getLogger("fhir_server.smart")
 
-VIEWS = ("form", "clinician")
+CONTEXT_VIEWS = ("form", "clinician")  # what a CDS card's appContext may open
+VIEWS = (*CONTEXT_VIEWS, "supervision")  # what a launch URL's ``view`` may open
 KEYS = frozenset({"view", "measure", "flag"})
 MAX_CHARS = 4096  # our cards' contexts are a few dozen characters; an EHR allows 4 KB on its launches
 FLAG = re.compile(r"Flag/([A-Za-z0-9\-.]{1,64})")
@@ -41,7 +43,7 @@ _LOGGABLE = re.compile(r"[A-Za-z0-9_.:/|\-]{1,100}")  # names and ids; no spaces
 class AppContext:
     """The valid part of an appContext; all None when there was none, or nothing valid in it."""
 
-    view: str | None = None  # form | clinician
+    view: str | None = None  # form | clinician (never supervision)
     measure: str | None = None  # the canonical url|version of the measure the form shows
     flag: str | None = None  # the id of the Flag the clinician view points at
 
@@ -52,6 +54,9 @@ def read_app_context(value: Any, *, launch_view: str, resolve_measure: Callable[
     raising ``MeasureUnavailable`` for one this server does not know."""
     if value is None:
         return AppContext()
+    if launch_view not in CONTEXT_VIEWS:
+        log.warning("appContext ignored: the %s view takes none", _shown(launch_view))
+        return AppContext()
     data = _parsed(value)
     if data is None:
         return AppContext()
@@ -59,7 +64,7 @@ def read_app_context(value: Any, *, launch_view: str, resolve_measure: Callable[
     if unknown:
         log.warning("appContext: unknown keys ignored: %s", _shown_all(unknown))
     view = data.get("view")
-    if view is not None and view not in VIEWS:
+    if view is not None and view not in CONTEXT_VIEWS:
         log.warning("appContext ignored: unknown view %s", _shown(view))
         return AppContext()
     shown = view or launch_view

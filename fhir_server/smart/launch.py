@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,8 +57,11 @@ def pkce_pair() -> tuple[str, str]:
 
 def launch_scope(ehr: EhrRegistration, config: dict[str, Any], *, ehr_launch: bool, view: str) -> str:
     """The registration's scopes in the EHR's syntax (v2 ``.cru`` when it announces permission-v2, else v1), with
-    the launch scope for the kind of launch and the identity scopes the EHR supports."""
+    the launch scope for the kind of launch and the identity scopes the EHR supports.  The supervision page asks
+    for reports only (``supervision_scope``)."""
     v2 = "permission-v2" in (config.get("capabilities") or [])
+    if view == "supervision":
+        return supervision_scope(ehr, config, ehr_launch=ehr_launch, v2=v2)
     wanted: list[str] = []
     for scope in ehr.scope.split():
         if scope in ("launch", "launch/patient"):
@@ -71,6 +75,18 @@ def launch_scope(ehr: EhrRegistration, config: dict[str, Any], *, ehr_launch: bo
     supported = set(config.get("scopes_supported") or [])
     wanted += [s for s in IDENTITY_SCOPES if not supported or s in supported]
     return " ".join(dict.fromkeys(wanted))
+
+
+def supervision_scope(ehr: EhrRegistration, config: dict[str, Any], *, ehr_launch: bool, v2: bool) -> str:
+    """A user's read access to reports, no patient: none of the registration's patient/ scopes (the page is no
+    patient's), its ``online_access`` when it has it (so the page outlives the access token's few minutes), the
+    launch scope of an EHR launch and the identity scopes (whose user: reporting/access.py decides what they see)."""
+    wanted = ["launch"] if ehr_launch else []
+    wanted += [s for s in ehr.scope.split() if s == "online_access"]
+    wanted.append("user/MeasureReport.r" if v2 else "user/MeasureReport.read")
+    supported = set(config.get("scopes_supported") or [])
+    wanted += [s for s in IDENTITY_SCOPES if not supported or s in supported]
+    return " ".join(wanted)
 
 
 def _as_v1(scope: str) -> list[str]:
@@ -93,6 +109,7 @@ class SmartLauncher:
         self.sessions = sessions
         self.discovery = discovery
         self._id_token_keys: dict[str, RemoteKeys] = {}
+        self._refreshing = threading.Lock()
 
     def _configuration(self, ehr: EhrRegistration) -> dict[str, Any]:
         try:
@@ -214,24 +231,49 @@ class SmartLauncher:
             raise LaunchRefused("This launch has expired", "Please open the app again from the EHR.", 400)
         return new_id, updated
 
+    def refresh(self, session: AppSession) -> AppSession | None:
+        """The session with a new access token from its refresh token (granted with ``online_access``), or None
+        when it has none or the EHR refuses: the page then asks for a new launch.  One refresh at a time in this
+        process, and a request that finds the token replaced meanwhile takes the new one: a refresh token is good
+        once (this server rotates them, and revokes the grant of one presented twice)."""
+        with self._refreshing:
+            current = self.sessions.get(session.session_hash)
+            if current is None or not current.refresh_token or current.ehr_id is None:
+                return None
+            if current.access_token != session.access_token:
+                return current
+            ehr = registry.get(self.engine, current.ehr_id)
+            if ehr is None:
+                return None
+            try:
+                grant = {"grant_type": "refresh_token", "refresh_token": current.refresh_token}
+                tokens = self._token_request(ehr, self._configuration(ehr), grant)
+            except LaunchRefused:
+                return None
+            return self.sessions.update(
+                current,
+                access_token=tokens["access_token"],
+                refresh_token=_text(tokens.get("refresh_token")) or current.refresh_token,
+                token_expires_at=utc_now() + timedelta(seconds=int(tokens.get("expires_in") or 300)),
+                scope=str(tokens.get("scope") or current.scope or ""),
+            )
+
     def _exchange(
         self, ehr: EhrRegistration, config: dict[str, Any], code: str, verifier: str, redirect_uri: str
     ) -> dict[str, Any]:
+        grant = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+        return self._token_request(ehr, config, {**grant, "code_verifier": verifier})
+
+    def _token_request(self, ehr: EhrRegistration, config: dict[str, Any], grant: dict[str, str]) -> dict[str, Any]:
         endpoint = config.get("token_endpoint")
         if not isinstance(endpoint, str):
             raise LaunchRefused("The EHR cannot launch this app", "Its SMART configuration has no token endpoint")
         fields, auth = client_authentication(ehr, self.keys, endpoint)
-        data = {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": redirect_uri,
-            "code_verifier": verifier,
-            **fields,
-        }
         try:
             answer = OUTBOUND.request(
-                "POST", endpoint, form=data, basic_auth=auth, timeout=15.0, headers={"Accept": "application/json"}
-            )
+                "POST", endpoint, form={**grant, **fields}, basic_auth=auth, timeout=15.0,
+                headers={"Accept": "application/json"},
+            )  # fmt: skip
             tokens = answer.json() if answer.status_code == 200 else None
         except (OutboundError, ValueError):
             tokens = None

@@ -2,8 +2,9 @@
 run.  It registers, once per origin and idempotently, exactly what an administrator registers for a real EHR —
 the app as a SMART client of this server's authorization server, this server's FHIR base as the EHR the app
 writes back to (with a Backend Services client signed by this server's own key) — plus demo clients (patients),
-a little history for the clinician view, and a demo clinician to sign in as.  A launch then goes through the
-same authorization server, token exchange and write-back as with an external EHR.
+a little history for the clinician view, a demo clinician to sign in as, and a demo supervisor who runs the
+supervision page's reports for the practice below.  A launch then goes through the same authorization server, token
+exchange and write-back as with an external EHR.
 
 Also a small practice with four months of history for the supervisors' reports (sandbox_practice.py), written
 with the rest on the first request: about 1.2 s of scoring on SQLite, 2 s on PostgreSQL (measured on two cores),
@@ -30,9 +31,12 @@ from fhir_server.store.engine import Database
 
 DEMO_USER, DEMO_PASSWORD = "demo", "sandbox-demo"
 DEMO_CLINICIAN = "Practitioner/sandbox-therapist"
+SUPERVISOR_USER, SUPERVISOR_PASSWORD = "supervisor", "sandbox-supervisor"
+SUPERVISOR = ("sandbox-supervisor", "Robin", "Ellis")  # Practitioner id, given and family name
+SUPERVISED = "Organization/sandbox-org"  # the practice's organisation: its clinic and both programs
 APP_SCOPE = (
     "openid fhirUser launch launch/patient online_access patient/Patient.rs patient/QuestionnaireResponse.crus "
-    "patient/Observation.crus patient/Flag.crus patient/Provenance.crus"
+    "patient/Observation.crus patient/Flag.crus patient/Provenance.crus user/MeasureReport.rs"
 )
 BACKEND_SCOPE = "system/QuestionnaireResponse.crus system/Observation.crus system/Flag.crus system/Provenance.crus"
 SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.1"
@@ -87,11 +91,16 @@ class Sandbox:
             self._demo_user()
             self._demo_records()
             create_practice(self.fhir, datetime.now(UTC).date())  # once per database: the marker says so
+            self._supervisor()
             self._ready.add(origin)
 
     def _register_clients(self, origin: str) -> None:
         key = origin_key(origin)
-        if oauth_store.get_client(self.engine, self.app_client_id(origin)) is None:
+        existing = oauth_store.get_client(self.engine, self.app_client_id(origin))
+        if existing is not None and existing["scope"] != APP_SCOPE:
+            # a sandbox database from before the supervision page: its app client may now ask for reports too
+            oauth_store.set_client_scope(self.engine, self.app_client_id(origin), APP_SCOPE)
+        elif existing is None:
             _tolerate_race(
                 lambda: admin.add_client(
                     self.engine,
@@ -145,6 +154,31 @@ class Sandbox:
                 ),
                 lambda: oauth_store.get_user_by_name(self.engine, DEMO_USER) is not None,
             )
+
+    def _supervisor(self) -> None:
+        """The demo supervisor: a user who supervises the practice's organisation, and their Practitioner."""
+        practitioner_id, given, family = SUPERVISOR
+        if oauth_store.get_user_by_name(self.engine, SUPERVISOR_USER) is None:
+            _tolerate_race(
+                lambda: admin.add_user(
+                    self.engine,
+                    SUPERVISOR_USER,
+                    SUPERVISOR_PASSWORD,
+                    f"Practitioner/{practitioner_id}",
+                    may_pick_patient=False,
+                    display_name="Demo supervisor",
+                    supervises=[SUPERVISED],
+                ),
+                lambda: oauth_store.get_user_by_name(self.engine, SUPERVISOR_USER) is not None,
+            )
+
+        def work(session: Any) -> None:
+            if session.current("Practitioner", practitioner_id) is None:
+                name = {"text": f"{given} {family}", "given": [given], "family": family}
+                resource = {"resourceType": "Practitioner", "id": practitioner_id, "active": True, "name": [name]}
+                self.fhir.create(session, "Practitioner", resource, resource_id=practitioner_id)
+
+        self.fhir.repo.write(work)
 
     def _demo_records(self) -> None:
         def work(session: Any) -> None:

@@ -66,6 +66,12 @@ def get_client(engine: Engine, client_id: str) -> Row | None:
     return _one(engine, select(oauth_clients).where(oauth_clients.c.client_id == client_id))
 
 
+def set_client_scope(engine: Engine, client_id: str, scope: str) -> bool:
+    with engine.begin() as conn:
+        changed = conn.execute(update(oauth_clients).where(oauth_clients.c.client_id == client_id).values(scope=scope))
+        return changed.rowcount == 1
+
+
 def list_clients(engine: Engine) -> list[Row]:
     with engine.connect() as conn:
         rows = conn.execute(select(oauth_clients).order_by(oauth_clients.c.created_at)).mappings().all()

@@ -1,6 +1,7 @@
 """SMART launch endpoints of the app (thin; the logic is in smart/launch.py).
 
-``GET /app/launch?iss=…&launch=…[&measure=srs][&view=clinician]``  EHR launch (standalone without ``launch``)
+``GET /app/launch?iss=…&launch=…[&measure=srs][&view=clinician|supervision]``  EHR launch (standalone without
+                                                                  ``launch``)
 ``GET /app/callback?code=…&state=…``                              the EHR's answer; its token response's
                                                                   ``appContext`` (a CDS card's link) may choose
                                                                   the view, the measure or a Flag to point at
@@ -88,6 +89,8 @@ async def callback(request: Request) -> Response:
         )
     except LaunchRefused as refused:
         return _refused(request, refused)
+    if session.app_view == "supervision":
+        return _go(request, "/app/supervision", session_id)
     if session.app_view == "clinician":  # the fragment scrolls to the Flag a card pointed at (a checked FHIR id)
         fragment = f"#flag-{session.app_flag}" if session.app_flag else ""
         return _go(request, f"/app/clinician{fragment}", session_id)
@@ -127,13 +130,14 @@ async def chosen(request: Request) -> Response:
 
 def install_launch(app: FastAPI, settings: Settings) -> None:
     """Needs app.state.app_sessions, .rating_form and .outbox_worker (whose HTTP client and limits it shares)."""
-    from fhir_server.web import clinician_routes, sandbox_routes
+    from fhir_server.web import clinician_routes, sandbox_routes, supervision_routes
 
     state = app.state
     discovery = SmartDiscovery(state.outbox_worker.http)
     state.smart_launcher = SmartLauncher(state.engine, state.keys, state.app_sessions, discovery)
     app.include_router(router)
     app.include_router(clinician_routes.router)
+    app.include_router(supervision_routes.router)
     if settings.sandbox:
         state.sandbox = Sandbox(state.engine, state.fhir)
         app.include_router(sandbox_routes.router)

@@ -41,6 +41,11 @@ def session_cookie(value: str, request: Request, settings: Settings) -> str:
     return "; ".join(parts)
 
 
+def clear_session_cookie(request: Request, settings: Settings) -> str:
+    """The Set-Cookie that signs the browser out of the authorization server (same name, path and partition)."""
+    return session_cookie("", request, settings).replace(f"Max-Age={settings.login_session_seconds}", "Max-Age=0")
+
+
 def render(request: Request, outcome: Outcome) -> Response:
     result = outcome.response
     response: Response

@@ -138,3 +138,11 @@ def test_the_log_carries_no_patient_data(resolve, caplog):
     read('{"view":"clinician","flag":"Flag/Jane Doe"}', resolve)
     assert len(warnings(caplog)) == 3
     assert "Jane" not in caplog.text and "1990" not in caplog.text
+
+
+def test_a_supervision_launch_takes_no_app_context(resolve, caplog):
+    """The supervision page is no patient's and its token was asked for reports: a card's view, measure or Flag
+    cannot turn it into a form or a chart (nor does any appContext open the supervision page)."""
+    assert read('{"view":"form","measure":"srs"}', resolve, launch_view="supervision") == AppContext()
+    assert warnings(caplog) == ["appContext ignored: the 'supervision' view takes none"]
+    assert read('{"view":"supervision"}', resolve) == AppContext()

@@ -5,6 +5,7 @@ the EHR lists."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from fhir_server.ehr.registry import EhrRegistration
@@ -46,6 +47,16 @@ def test_identity_scopes_only_when_supported_and_clinician_view_reads_flags():
     ).split()  # fmt: skip
     assert "openid" in scope and "fhirUser" not in scope
     assert "patient/Flag.rs" in scope
+
+
+def test_the_supervision_page_asks_for_reports_and_no_patient():
+    """A user's read of MeasureReports, the registration's online_access (so the page can refresh its token), the
+    launch scope of an EHR launch and the identity scopes; none of the registration's patient/ scopes."""
+    ehr = replace(EHR, scope=f"{EHR.scope} online_access")
+    v2 = launch_scope(ehr, {"capabilities": ["permission-v2"]}, ehr_launch=True, view="supervision").split()
+    assert v2 == ["launch", "online_access", "user/MeasureReport.r", "openid", "fhirUser"]
+    v1 = launch_scope(EHR, {"capabilities": ["permission-v1"]}, ehr_launch=False, view="supervision").split()
+    assert v1 == ["user/MeasureReport.read", "openid", "fhirUser"]  # standalone: no launch, no launch/patient
 
 
 def test_pkce_pair_is_s256():

@@ -1,5 +1,6 @@
 """A stand-in for the EHR's page in browser tests: a tiny HTTP server on another origin that opens a form session
-(POST /app/dev-session) either top-level or inside an 800 px iframe, the way an EHR embeds the app.
+(POST /app/dev-session) either top-level or inside an 800 px iframe, the way an EHR embeds the app; or (``/embed``)
+shows any page of the app in that iframe, such as a SMART launch.
 
 Browsers let a public or unknown origin reach loopback addresses only with a permission prompt (Local Network
 Access), so the stand-in is a real server on 127.0.0.1, addressed as ``localhost``: a different *site* from the
@@ -41,6 +42,14 @@ def _page(path: str, params: dict[str, str]) -> str | None:
             "background:#fff}</style>"
             "<header>Sandbox EHR &middot; client chart &middot; session rating</header>"
             f"<iframe name='app' title='Rating form'></iframe>{_launch_form(params, 'app')}{submit}</html>"
+        )
+    if path == "/embed" and params.get("path", "").startswith("/app/"):  # an app page (a launch) in the iframe
+        source = html.escape(params["app"] + params["path"])
+        return (
+            "<!doctype html><html lang='en'><title>EHR chart</title>"
+            f"<style>body{{margin:0;background:#dfe6ee}}iframe{{display:block;margin:16px;width:{FRAME_WIDTH}px;"
+            "height:1100px;border:1px solid #8a99ab;background:#fff}</style>"
+            f"<iframe name='app' title='FIT app' src='{source}'></iframe></html>"
         )
     return None
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from fhir_server.config import Settings
-from fhir_server.smart.sandbox import ALEX_HISTORY, PATIENTS, Sandbox
+from fhir_server.smart.sandbox import ALEX_HISTORY, PATIENTS, SUPERVISOR, Sandbox
 from fhir_server.smart.sandbox_practice import CLIENTS, CLINICIANS, PROGRAMS
 from tests.support.databases import postgres_admin_url, postgres_database, sqlite_database
 from tests.support.server import RunningServer, ServerThread
@@ -91,7 +91,7 @@ def test_organisation_clinic_and_programs_nest_by_part_of(fhir):
 
 def test_four_clinicians_two_per_program(fhir):
     practitioners = {p["id"]: p for p in everything(fhir, "Practitioner")}
-    assert set(practitioners) == {c.id for c in CLINICIANS} and "sandbox-therapist" in practitioners
+    assert set(practitioners) == {c.id for c in CLINICIANS} | {SUPERVISOR[0]} and "sandbox-therapist" in practitioners
     assert all(p["name"][0]["text"] for p in practitioners.values())
     roles = everything(fhir, "PractitionerRole")
     assert len(roles) == 4
