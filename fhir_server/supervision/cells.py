@@ -5,7 +5,9 @@ number of distinct clients it counts (extension ``measurereport-clients``).
 
 Small cells are suppressed here, once, for the page and the CSV alike: a cell counting fewer distinct clients than
 ``FHIR_SERVER_REPORT_MIN_CLIENTS`` keeps only that it is small — no score, no interval and no counts (a numerator
-and a denominator would give the score back).  A cell of no client at all is not suppressed: it is empty.
+and a denominator would give the score back).  A cell of no client at all is not suppressed: it is empty.  When a
+stratifier has exactly one small cell, its smallest sibling is suppressed with it (``complement``): otherwise the
+overall counts less the siblings' would give the small cell back.
 """
 
 from __future__ import annotations
@@ -109,6 +111,17 @@ def read_cell(key: str, part: dict[str, Any], *, proportion: bool, minimum: int)
         numerator=numerator,
         n=n,
     )
+
+
+def complement(cells: dict[str, Cell]) -> dict[str, Cell]:
+    """Complementary suppression: one suppressed cell among siblings that add up to the shown overall can be
+    worked out by subtraction, so the sibling with the fewest clients is suppressed too."""
+    small = [c for c in cells.values() if c.suppressed]
+    shown = [c for c in cells.values() if not c.suppressed and not c.empty]
+    if len(small) != 1 or not shown:
+        return cells
+    partner = min(shown, key=lambda c: (c.clients, c.key))
+    return {key: Cell(key, c.clients, suppressed=True) if c is partner else c for key, c in cells.items()}
 
 
 def _extension(part: dict[str, Any], url: str) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from fhir_server.reporting.access import reachable, scope_for
 from fhir_server.reporting.evaluate import Request, evaluate
 from fhir_server.reporting.indicators import Indicator
 from fhir_server.reporting.scope import Window
-from fhir_server.supervision.cells import Cell, Style, read_cell, style_for
+from fhir_server.supervision.cells import Cell, Style, complement, read_cell, style_for
 from fhir_server.supervision.charts import month_chart, month_label
 from fhir_server.supervision.names import Option, name_of, names, options
 
@@ -242,10 +242,10 @@ def _group(
 
     def cells(stratifier: str) -> dict[str, Cell]:
         strata = next((s for s in found.get("stratifier", []) if s["code"][0]["coding"][0]["code"] == stratifier), {})
-        return {
+        return complement({
             s["value"]["text"]: read_cell(s["value"]["text"], s, proportion=proportion, minimum=page.minimum)
             for s in strata.get("stratum", [])
-        }
+        })  # fmt: skip
 
     overall = read_cell("", found, proportion=proportion, minimum=page.minimum)
     months, programs, clinicians = cells("month"), cells("program"), cells("clinician")

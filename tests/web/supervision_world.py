@@ -7,7 +7,9 @@ The practice (tests/reporting/practice.py; period January to June 2026) — SRS 
 
 - program A (clinician ca): a1 2026-02-02 (38.0) and 2026-03-02 (38.0), a2 02-03 (36.0), a3 02-04 (34.0);
 - program B (clinician cb): b1 2026-03-03 (31.2), B's only client: every cell of B, of cb and of March (a1 and b1)
-  counts fewer than three clients and is suppressed, so 31.2 — B's mean SRS — is nowhere on the page.
+  counts fewer than three clients and is suppressed, so 31.2 — B's mean SRS — is nowhere on the page;
+- program C (clinician cc): c1 2026-04-06 (35.2), small too: with two small cells in each breakdown, none of A's
+  has to be suppressed with them (a lone small cell takes its smallest sibling along: supervision/cells.py).
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ def practising(ours: RunningServer) -> Iterator[Practice]:
         p.session(a3, "2026-02-04", p.ca, p.program_a, ors=50, srs=(85,) * 4)
         p.session(a1, "2026-03-02", p.ca, p.program_a, ors=60, srs=(95,) * 4)
         p.session(b1, "2026-03-03", p.cb, p.program_b, ors=40, srs=(78,) * 4)
+        program_c, cc = f"Organization/{p.uid}-c", f"Practitioner/{p.uid}-cc"
+        p._put(program_c, {"name": "Family", "partOf": {"reference": p.org}})
+        p._put(cc, {"name": [{"text": "cc"}]})
+        p.session(p.patient("c1", "1980-01-01"), "2026-04-06", cc, program_c, ors=50, srs=(88,) * 4)
         yield p
 
 

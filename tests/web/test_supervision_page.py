@@ -98,8 +98,8 @@ def test_charts_and_side_by_side_cells_with_values_intervals_and_counts(browser,
         assert february.locator("path.interval").count() == 1
         assert "95 % interval" in february.locator("title").text_content()
         cells = shown_cells(page.content())
-        assert cells["overall", SRS_MEAN, ""].startswith("35.4 95 % interval")  # five ratings of four clients
-        assert "5 ratings, 4 clients" in cells["overall", SRS_MEAN, ""]
+        assert cells["overall", SRS_MEAN, ""].startswith("35.4 95 % interval")  # 6 ratings of 5 clients
+        assert "6 ratings, 5 clients" in cells["overall", SRS_MEAN, ""]
         low, high = mean_interval(4, 38 + 36 + 34 + 38, 38**2 + 36**2 + 34**2 + 38**2)  # type: ignore[misc]
         adults = cells["program", SRS_MEAN, practice.program_a]
         assert adults == f"36.5 95 % interval {low:.1f} to {high:.1f} 4 ratings, 3 clients"
@@ -108,7 +108,7 @@ def test_charts_and_side_by_side_cells_with_values_intervals_and_counts(browser,
         assert below == f"25 % 95 % interval {low * 100:.0f} to {high * 100:.0f} % 1 of 4 ratings, 3 clients"
         assert cells["clinician", SRS_MEAN, practice.ca] == adults  # ca saw every client of A
         names = page.locator("table.programs thead th").all_inner_texts()
-        assert names == ["Indicator", "Adults", "Youth"]  # Organization.name from the store, not the reference
+        assert names == ["Indicator", "Adults", "Family", "Youth"]  # Organization.name from the store, by name
         definition = page.locator("#ind-srs-mean details.definition")
         assert "Mean of the SRS/CSRS totals" in definition.text_content()  # the Measure's words, in the page
 
@@ -157,7 +157,7 @@ def test_the_csv_holds_exactly_what_the_page_shows(browser, ours, practice):
             assert counted in shown, (key, shown)
         if row["counted"] not in ("clients", "") and row["clients"] != "0":
             assert f"{row['clients']} client" in shown, (key, shown)
-    assert {r["name"] for r in rows if r["breakdown"] == "program"} == {"Adults", "Youth"}
+    assert {r["name"] for r in rows if r["breakdown"] == "program"} == {"Adults", "Youth", "Family"}
 
 
 def test_the_page_is_axe_clean_with_every_section_open(browser, ours, practice):
