@@ -78,6 +78,25 @@ class Library:
         """By id (its folder), by url, or by url|version."""
         return next((i for i in self.indicators if key in (i.id, i.url, f"{i.url}|{i.version}")), None)
 
+    def repeated_codes(self) -> frozenset[str]:
+        """Codes the scoring engine writes in more than one Observation of a response (a WAI-SR item or subscale
+        mean is a component of its subscale's Observation and of the total's): reports count such a number once."""
+        seen: dict[str, int] = {}
+        for instrument in self.instruments:
+            rules = instrument.rules
+            if rules is None:
+                continue
+            by_id = {s.id: s for s in rules.scores}
+            items = {i.linkId: i.code for i in rules.itemScores}
+            for score in rules.scores:
+                if score.observation != "own":
+                    continue
+                held = {score.code, *(items[i] for i in score.items if i in items)}
+                held |= {by_id[c].code for c in score.components if c in by_id}
+                for code in held:
+                    seen[code] = seen.get(code, 0) + 1
+        return frozenset(code for code, count in seen.items() if count > 1)
+
     def scored_codes(self) -> dict[str, str]:
         """Every fit-measures code a scored instrument writes and fit-flags code it raises → its abbreviation."""
         found: dict[str, str] = {}

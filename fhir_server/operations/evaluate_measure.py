@@ -21,7 +21,7 @@ from fhir_server.errors import FhirError
 from fhir_server.ids import new_id
 from fhir_server.operations.base import OperationContext, standard
 from fhir_server.reporting.access import scope_for
-from fhir_server.reporting.evaluate import Request, evaluate
+from fhir_server.reporting.evaluate import Request, evaluate, make_request
 from fhir_server.reporting.indicators import Indicator
 from fhir_server.reporting.scope import Window
 from fhir_server.search.fhirdate import DateFormatError, parse_range
@@ -88,7 +88,7 @@ def _request(ctx: OperationContext) -> Request:
     subject = _subject(ctx)
     scope = scope_for(ctx.fhir.policy, ctx.fhir.repo.engine, subject)
     window = Window(low, high, ctx.fhir.settings.dropout_days)
-    return Request(window, (start, end), scope, subject, report_type, ctx.fhir.library.scored_codes())
+    return make_request(ctx.fhir.library, window, (start, end), scope, subject, report_type)
 
 
 def _subject(ctx: OperationContext) -> str | None:

@@ -37,6 +37,14 @@ class Request:
     subject: str | None  # Organization/x or Practitioner/x
     report_type: str  # summary | subject-list
     instruments: dict[str, str]  # fit-measures code → the instrument's abbreviation (the instrument stratum)
+    repeated: frozenset[str] = frozenset()  # codes written in several Observations of one response (Library)
+
+
+def make_request(
+    library: Any, window: Window, period: tuple[str, str], scope: Scope, subject: str | None, report_type: str
+) -> Request:
+    """A request with what the library says about its codes (the instrument of each, which ones repeat)."""
+    return Request(window, period, scope, subject, report_type, library.scored_codes(), library.repeated_codes())
 
 
 def evaluate(connection: Any, indicator: Indicator, request: Request) -> dict[str, Any]:
@@ -44,7 +52,7 @@ def evaluate(connection: Any, indicator: Indicator, request: Request) -> dict[st
     for group, measure_group in zip(indicator.definition.groups, indicator.measure["group"], strict=True):
         rows, subjects = count_group(
             connection, group, request.window, request.scope, indicator.definition.stratifiers,
-            subjects=request.report_type == "subject-list",
+            repeated=request.repeated, subjects=request.report_type == "subject-list",
         )  # fmt: skip
         groups.append(_group(group, measure_group, rows, request, subjects))
     report: dict[str, Any] = {

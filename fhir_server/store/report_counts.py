@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, case, extract, func, literal, select, union_all
+from sqlalchemy import Select, and_, case, extract, func, literal, select, text, union_all
 
 from fhir_server.reporting.definitions import Group
 from fhir_server.reporting.scope import Scope, Window
@@ -28,6 +28,7 @@ AGE_BANDS = (
 )
 UNKNOWN = "unknown"
 ALL = ""
+REPORT_WORK_MEM = "64MB"
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,15 @@ class Cell:
     total: float | None
     squares: float | None
     observed: int
+
+
+def _analytic(connection: Any) -> None:
+    """PostgreSQL settings for this transaction's report statements: no JIT (compiling a report's expressions took
+    longer than running them: 1.3 s of a 3 s statement at 500,000 Observations, bench/reporting.py) and room to
+    sort and count distinct clients in memory instead of on disk."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SET LOCAL jit = off"))
+        connection.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))
 
 
 def _counts(units: Any, stratifiers: tuple[str, ...]) -> Select:
@@ -121,9 +131,17 @@ def _subjects(connection: Any, units: Any, group: Group) -> dict[str, list[str]]
 
 
 def count_group(
-    connection: Any, group: Group, window: Window, scope: Scope, stratifiers: tuple[str, ...], *, subjects: bool
+    connection: Any,
+    group: Group,
+    window: Window,
+    scope: Scope,
+    stratifiers: tuple[str, ...],
+    *,
+    repeated: frozenset[str] = frozenset(),
+    subjects: bool,
 ) -> tuple[list[Cell], dict[str, list[str]]]:
     """The group's cells, and (``subjects``) the clients of each of its populations."""
-    units = members(group.count, window, scope).cte(f"units_{group.code.replace('-', '_')}")
+    _analytic(connection)
+    units = members(group.count, window, scope, repeated).cte(f"units_{group.code.replace('-', '_')}")
     cells = [Cell(*row) for row in connection.execute(_counts(units, stratifiers))]
     return cells, (_subjects(connection, units, group) if subjects else {})

@@ -49,7 +49,10 @@ _ONE, _ZERO = literal_column("1", Integer), literal_column("0", Integer)
 _NO_VALUE, _NO_CODE = cast(null(), Float), cast(null(), String)  # typed: an untyped NULL is text to PostgreSQL
 
 
-def members(rule: Rule, window: Window, scope: Scope) -> Select:
+def members(rule: Rule, window: Window, scope: Scope, repeated: frozenset[str] = frozenset()) -> Select:
+    """``repeated``: codes written in several Observations of one response (Library.repeated_codes)."""
+    if isinstance(rule, ScoreShare | ScoreMean):
+        return _score_rows(rule, window, scope, once=bool(repeated & set(rule.codes)))
     builder = _BUILDERS[type(rule)]
     return builder(rule, window, scope)  # type: ignore[operator]
 
@@ -71,10 +74,10 @@ def _scores(table, codes: tuple[str, ...] | list[str]) -> list[ColumnElement]:  
     return [table.c.param == SCORE, table.c.series == SELF, table.c.code.in_(sorted(codes))]
 
 
-def _score_rows(rule: ScoreShare | ScoreMean, window: Window, scope: Scope) -> Select:
-    """One member per rating: a number the scoring engine repeats in two Observations of one response (a WAI-SR
-    subscale mean is a component of its subscale's Observation and of the total's) is one row per client, code
-    and instant here."""
+def _score_rows(rule: ScoreShare | ScoreMean, window: Window, scope: Scope, *, once: bool) -> Select:
+    """One member per rating.  ``once``: a code the scoring engine repeats in two Observations of one response (a
+    WAI-SR subscale mean is a component of its subscale's Observation and of the total's) is counted once per
+    client, code and instant; other codes need no grouping (and save a sort of every rating of the period)."""
     r = idx_report.alias("r")
     if isinstance(rule, ScoreMean):
         num: ColumnElement = _ONE
@@ -84,6 +87,10 @@ def _score_rows(rule: ScoreShare | ScoreMean, window: Window, scope: Scope) -> S
         num = _one(r.c.value >= rule.atLeast)
     else:
         num = _one(r.c.change.like(f"% {rule.change} %"))
+    where = [*_scores(r, rule.codes), r.c.at >= window.start, r.c.at < window.end, *_scoped(r, scope)]
+    if not once:
+        columns = [r.c.subject_id, r.c.program, r.c.clinician, r.c.month, r.c.at, r.c.code]
+        return select(*columns, _ONE.label("den"), _ZERO.label("excl"), num.label("num"), r.c.value).where(*where)
     return (
         select(
             r.c.subject_id,
@@ -97,7 +104,7 @@ def _score_rows(rule: ScoreShare | ScoreMean, window: Window, scope: Scope) -> S
             func.max(num).label("num"),
             func.max(r.c.value).label("value"),
         )
-        .where(*_scores(r, rule.codes), r.c.at >= window.start, r.c.at < window.end, *_scoped(r, scope))
+        .where(*where)
         .group_by(r.c.subject_id, r.c.code, r.c.at)
     )
 
@@ -286,8 +293,6 @@ def _change(rule: ChangeFromIntake, window: Window, scope: Scope) -> Select:
 
 
 _BUILDERS = {
-    ScoreShare: _score_rows,
-    ScoreMean: _score_rows,
     SessionHas: _sessions,
     FlagFollowedUp: _flags,
     EarlyDropout: _dropouts,

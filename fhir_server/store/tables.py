@@ -161,6 +161,10 @@ idx_series = Table(
 # Not a search parameter's either: the reporting index (reporting/facts.py).  Supervisors' indicators are SQL over
 # it: one row per scored number (a total, an item, a subscale mean) and per raised Flag, with the attribution and
 # the interpretations decided when the session was scored.
+REPORT_COUNTED = (
+    "subject_id", "series", "value", "below", "change", "program", "clinician", "month", "session", "encounter",
+    "acknowledged_at", "resource_id",
+)  # fmt: skip
 idx_report = Table(
     "idx_report",
     metadata,
@@ -183,8 +187,11 @@ idx_report = Table(
     Column("status", String(32), nullable=True),  # a Flag's
     Column("acknowledged_at", DateTime, nullable=True),  # a Flag's acknowledgement in the clinician view
     Index("ix_idx_report_resource", "resource_id", "resource_type"),
-    Index("ix_idx_report_value", "param", "code", "at"),
-    Index("ix_idx_report_subject", "param", "subject_id", "series", "at"),
+    # A report reads a period of one code's rows: on PostgreSQL from the index alone (the columns counted are
+    # included), not from heap pages where a year's ratings lie scattered among items and other measures.
+    Index("ix_idx_report_value", "param", "code", "at", postgresql_include=list(REPORT_COUNTED)),
+    # A client's next rating after a Flag, their intake and last rating: one index range each.
+    Index("ix_idx_report_subject", "param", "subject_id", "series", "code", "at", postgresql_include=["below"]),
 )
 
 INDEX_TABLES = {

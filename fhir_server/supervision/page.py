@@ -26,7 +26,7 @@ from fhir_server.auth.audit import OUTCOME_MINOR_FAILURE, Access
 from fhir_server.auth.guard import GuardedInteractions
 from fhir_server.errors import FhirError
 from fhir_server.reporting.access import reachable, scope_for
-from fhir_server.reporting.evaluate import Request, evaluate
+from fhir_server.reporting.evaluate import evaluate, make_request
 from fhir_server.reporting.indicators import Indicator
 from fhir_server.reporting.scope import Window
 from fhir_server.supervision.cells import Cell, Style, complement, read_cell, style_for
@@ -179,7 +179,7 @@ def build_page(
         raise
     window = window_of(choice, now, dropout_days)
     period = (window.start.date().isoformat(), window.end.date().isoformat())
-    request = Request(window, period, scope, choice.scope, "summary", fhir.library.scored_codes())
+    request = make_request(fhir.library, window, period, scope, choice.scope, "summary")
     indicators = list(fhir.library.indicators)
     with fhir.repo.read_engine.connect() as connection:
         reports = [(indicator, evaluate(connection, indicator, request)) for indicator in indicators]

@@ -48,8 +48,14 @@ def upgrade() -> None:
         sa.Column("acknowledged_at", sa.DateTime, nullable=True),
     )
     op.create_index("ix_idx_report_resource", "idx_report", ["resource_id", "resource_type"])
-    op.create_index("ix_idx_report_value", "idx_report", ["param", "code", "at"])
-    op.create_index("ix_idx_report_subject", "idx_report", ["param", "subject_id", "series", "at"])
+    # on PostgreSQL the value index covers what reports count (index-only scans); SQLite ignores INCLUDE
+    counted = ["subject_id", "series", "value", "below", "change", "program", "clinician", "month", "session",
+               "encounter", "acknowledged_at", "resource_id"]  # fmt: skip
+    op.create_index("ix_idx_report_value", "idx_report", ["param", "code", "at"], postgresql_include=counted)
+    op.create_index(
+        "ix_idx_report_subject", "idx_report", ["param", "subject_id", "series", "code", "at"],
+        postgresql_include=["below"],
+    )  # fmt: skip
     op.create_table(
         "supervised_organizations",
         sa.Column("user_id", sa.String(64), primary_key=True),
