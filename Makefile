@@ -14,7 +14,7 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD = 1
 # behind a SMART stand-in, run with the machine's Node.js.
 FOREIGN_EHR = tests/foreign_ehr
 
-.PHONY: serve test lint format screenshots bench-core bench-search bench-clinician clean
+.PHONY: serve test lint format screenshots bench-core bench-search bench-clinician bench-reporting clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "fhir-server needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -63,6 +63,9 @@ bench-clinician: $(BIN)/.installed
 
 bench-search: $(BIN)/.installed
 	$(BIN)/python bench/search.py $(BENCH_ARGS)
+
+bench-reporting: $(BIN)/.installed
+	$(BIN)/python bench/reporting.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(WEB_TESTS)/node_modules $(FOREIGN_EHR)/node_modules fhir-server.db fhir-server.db-wal fhir-server.db-shm fhir-server.db-writer .pytest_cache .ruff_cache

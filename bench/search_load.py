@@ -1,8 +1,10 @@
-"""The load of bench/search.py: the rows the server itself would write, straight into PostgreSQL by COPY.
+"""The load of bench/search.py (and bench/export.py, bench/reporting.py): the rows the server itself would write,
+straight into PostgreSQL by COPY.
 
 The stored JSON from ``with_meta``, the ``resources`` and ``resource_versions`` rows and the idx_* rows from the
-server's ``SearchIndexer`` (with the library's SearchParameters, e.g. Flag status), by 2 processes.  Secondary
-indexes are dropped for the load and rebuilt from their own definitions afterwards, then VACUUM ANALYZE.
+server's ``SearchIndexer`` (with the library's SearchParameters, e.g. Flag status; the reporting index too), by 2
+processes.  Secondary indexes are dropped for the load and rebuilt from their own definitions afterwards, then
+VACUUM ANALYZE.  What is loaded is a ``Source``: bench/search_data.py's patients by default.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing import Pool
 from typing import Any
 
@@ -32,6 +36,28 @@ VERSION_COLUMNS = ["resource_type", "id", "version_id", "last_updated", "method"
 INDEX_COLUMNS = {kind: [c.name for c in t.columns] for kind, t in INDEX_TABLES.items()}
 LOADED_TABLES = ["resources", "resource_versions", *(f"idx_{kind}" for kind in INDEX_TABLES)]
 _worker: dict[str, Any] = {}
+Rows = list[tuple[str, str, dict]]  # (resource type, id, resource)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A data set to load, as module-level functions (the loading processes are handed them): how many Observations
+    each unit (a patient, a client) gets, a batch of units' rows with what the benchmark learns from them to check
+    its answers (``collect`` of ``load`` receives it, in the loading process), and rows that belong to no unit."""
+
+    counts: Callable[[int, int, int], list[int]]  # (seed, observations, units) → Observations per unit
+    batch_rows: Callable[[int, int, list[int]], tuple[Rows, Any]]  # (seed, first unit, counts) → rows, facts
+    fixed_rows: Callable[[int], Rows] | None = None  # (seed) → rows written first (organisations, clinicians)
+
+
+def _search_batch(seed: int, first: int, counts: list[int]) -> tuple[Rows, None]:
+    rows = []
+    for offset, n_obs in enumerate(counts):
+        rows.extend(resources_of(first + offset, plan_patient(seed, first + offset, n_obs)))
+    return rows, None
+
+
+SEARCH = Source(observation_counts, _search_batch)
 
 
 def _indexer() -> SearchIndexer:
@@ -78,12 +104,10 @@ def _write(conn: psycopg.Connection, rows: list[tuple[str, str, dict]], indexer:
     return {name: len(data) for name, _, data in copies}
 
 
-def _load_batch(task: tuple[int, int, list[int]]) -> tuple[int, dict[str, int]]:
-    seed, first, counts = task
-    rows = []
-    for offset, n_obs in enumerate(counts):
-        rows.extend(resources_of(first + offset, plan_patient(seed, first + offset, n_obs)))
-    return sum(counts), _write(_worker["conn"], rows, _worker["indexer"])
+def _load_batch(task: tuple[Source, int, int, list[int]]) -> tuple[int, dict[str, int], Any]:
+    source, seed, first, counts = task
+    rows, facts = source.batch_rows(seed, first, counts)
+    return sum(counts), _write(_worker["conn"], rows, _worker["indexer"]), facts
 
 
 def _run_sql(args: tuple[str, str]) -> tuple[str, float]:
@@ -96,7 +120,16 @@ def _run_sql(args: tuple[str, str]) -> tuple[str, float]:
     return sql, time.perf_counter() - started
 
 
-def load(url: str, seed: int, observations: int, patients: int, batch: int) -> dict:
+def load(
+    url: str,
+    seed: int,
+    observations: int,
+    patients: int,
+    batch: int,
+    source: Source = SEARCH,
+    collect: Callable[[Any], None] | None = None,
+) -> dict:
+    """Load ``source``'s data for ``patients`` units; ``collect`` is given each batch's facts as it is written."""
     upgrade(url)
     with psycopg.connect(url, autocommit=True) as conn:
         # Secondary indexes are rebuilt after the load from their own definitions (sorting beats 50M random
@@ -108,13 +141,18 @@ def load(url: str, seed: int, observations: int, patients: int, batch: int) -> d
         ).fetchall()
         for name, _ in indexes:
             conn.execute(f'DROP INDEX "{name}"')
-    counts = observation_counts(seed, observations, patients)
-    tasks = [(seed, first, counts[first : first + batch]) for first in range(0, patients, batch)]
+    counts = source.counts(seed, observations, patients)
+    tasks = [(source, seed, first, counts[first : first + batch]) for first in range(0, patients, batch)]
     totals: dict[str, int] = {}
     done, started = 0, time.perf_counter()
+    if source.fixed_rows is not None:
+        with psycopg.connect(url) as conn:
+            totals = _write(conn, source.fixed_rows(seed), _indexer())
     progress("loading", 0, observations)
     with Pool(2, initializer=_init_worker, initargs=(url,)) as pool:
-        for loaded, written in pool.imap_unordered(_load_batch, tasks):
+        for loaded, written, facts in pool.imap_unordered(_load_batch, tasks):
+            if collect is not None:
+                collect(facts)
             done += loaded
             for name, n in written.items():
                 totals[name] = totals.get(name, 0) + n
