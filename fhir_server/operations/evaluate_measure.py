@@ -25,6 +25,7 @@ from fhir_server.reporting.evaluate import Request, evaluate, make_request
 from fhir_server.reporting.indicators import Indicator
 from fhir_server.reporting.scope import Window
 from fhir_server.search.fhirdate import DateFormatError, parse_range
+from fhir_server.store.report_counts import report_connection
 
 HL7 = "http://hl7.org/fhir/OperationDefinition"
 REPORT_TYPES = {"population": "summary", "summary": "summary", "subject-list": "subject-list"}
@@ -37,7 +38,7 @@ def evaluate_measure(ctx: OperationContext) -> dict[str, Any]:
     request = _request(ctx)
     if request.report_type == "subject-list":
         fhir.policy.require("Patient", "r")  # the lists name clients
-    with fhir.repo.read_engine.connect() as connection:
+    with report_connection(fhir.repo.read_engine) as connection:
         reports = [evaluate(connection, indicator, request) for indicator in indicators]
     fhir.record_operation(
         "evaluate-measure",

@@ -8,6 +8,8 @@ counted, from the Patient's birthDate in the search index (``unknown`` without o
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,21 +49,31 @@ class Cell:
     observed: int
 
 
-def _analytic(connection: Any) -> None:
-    """PostgreSQL settings for this transaction's report statements: no JIT (compiling a report's expressions took
-    longer than running them: 1.3 s of a 3 s statement at 500,000 Observations, bench/reporting.py) and room to
-    sort and count distinct clients in memory instead of on disk."""
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SET LOCAL jit = off"))
-        connection.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))
+@contextmanager
+def report_connection(engine: Any) -> Iterator[Any]:
+    """A connection for one report's statements.  On PostgreSQL: one read-only REPEATABLE READ transaction (every
+    indicator of a report counts the same snapshot), without JIT (compiling a report's expressions took longer
+    than running them: 1.3 s of a 3 s statement at 500,000 Observations, bench/reporting.py) and with room to sort
+    and count distinct clients in memory instead of on disk.  The read engine's connections are autocommit, where
+    SET LOCAL would be ignored: hence the transaction of our own."""
+    with engine.connect() as connection:
+        if connection.dialect.name != "postgresql":
+            yield connection
+            return
+        connection = connection.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        with connection.begin() as transaction:
+            connection.execute(text("SET LOCAL jit = off"))
+            connection.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))
+            yield connection
+            transaction.rollback()  # nothing was written; rolled back, not committed
 
 
-def _counts(units: Any, stratifiers: tuple[str, ...]) -> Select:
+def _counts(units: Any, stratifiers: tuple[str, ...], dialect: str) -> Select:
     """Overall and per stratum, in one statement (the members are selected once)."""
     arms = [_arm(units, ALL, literal(ALL), None)]
     for name in stratifiers:
         if name == "age-band":
-            aged = _with_age(units)
+            aged = _with_age(units, dialect)
             arms.append(_arm(aged, name, _age_band(aged.c.age), None))
         else:
             column = {
@@ -92,17 +104,24 @@ def _arm(units: Any, stratifier: str, stratum: Any, source: Any) -> Select:
     return statement if stratifier == ALL else statement.group_by(stratum)
 
 
-def _with_age(units: Any) -> Any:
-    """The members with the client's age in whole years on the day counted (NULL: no birth date here)."""
+def _with_age(units: Any, dialect: str) -> Any:
+    """The members with the client's age in whole years on the day counted (NULL: no birth date here).  Computed
+    once per member: OFFSET 0 keeps PostgreSQL from folding the subquery into the CASE of the bands, which then
+    computed the age once per band (half of every statement's time, bench/reporting.py); and with ``date_part``
+    (a float) there, as EXTRACT's numeric arithmetic is several times slower."""
+
+    def part(field: str, value: Any) -> Any:
+        return func.date_part(field, value) if dialect == "postgresql" else extract(field, value)
+
     born = idx_date.alias("born")
     at, low = units.c.at, born.c.low
-    had_birthday = extract("month", at) * 100 + extract("day", at) >= extract("month", low) * 100 + extract("day", low)
-    age = extract("year", at) - extract("year", low) - case((had_birthday, 0), else_=1)
+    had_birthday = part("month", at) * 100 + part("day", at) >= part("month", low) * 100 + part("day", low)
+    age = part("year", at) - part("year", low) - case((had_birthday, 0), else_=1)
     joined = units.outerjoin(
         born,
         and_(born.c.resource_type == "Patient", born.c.param == "birthdate", born.c.resource_id == units.c.subject_id),
     )
-    return select(units, age.label("age")).select_from(joined).subquery("aged")
+    return select(units, age.label("age")).select_from(joined).offset(0).subquery("aged")
 
 
 def _age_band(age: Any) -> Any:
@@ -141,7 +160,6 @@ def count_group(
     subjects: bool,
 ) -> tuple[list[Cell], dict[str, list[str]]]:
     """The group's cells, and (``subjects``) the clients of each of its populations."""
-    _analytic(connection)
     units = members(group.count, window, scope, repeated).cte(f"units_{group.code.replace('-', '_')}")
-    cells = [Cell(*row) for row in connection.execute(_counts(units, stratifiers))]
+    cells = [Cell(*row) for row in connection.execute(_counts(units, stratifiers, connection.dialect.name))]
     return cells, (_subjects(connection, units, group) if subjects else {})

@@ -158,6 +158,7 @@ def _flags(rule: FlagFollowedUp, window: Window, scope: Scope) -> Select:
         )
         .where(f.c.param == FLAG, f.c.code.in_(sorted(rule.codes)), f.c.at >= window.start, f.c.at < window.end)
         .where(f.c.series == SELF, *_scoped(f, scope))
+        .offset(0)  # a fence: each Flag's next rating is looked up once, not again in every clause that names it
         .subquery("raised")
     )
     # the next result itself (its cutoff interpretation); two results at the same instant: the better one counts
