@@ -16,7 +16,7 @@ from fhir_server import fhirjson
 from fhir_server.errors import FhirError
 from fhir_server.library.errors import LoadError
 from fhir_server.library.packs import ContentPack, apply_pack, read_pack
-from fhir_server.reporting.indicators import Indicator, check_codes, read_indicator
+from fhir_server.reporting.indicators import Indicator, IndicatorError, check_codes, read_indicator
 from fhir_server.scoring.rules import RulesError, ScoringRules, load_rules
 from fhir_server.validation import validate_resource
 
@@ -149,6 +149,13 @@ def _instrument(folder: Path) -> Instrument:
     return Instrument(folder.name, folder, questionnaire, rules)
 
 
+def _indicator(folder: Path) -> Indicator:
+    try:
+        return read_indicator(folder, _read_resource(folder / "measure.json"))
+    except IndicatorError as exc:
+        raise LoadError(str(exc)) from None
+
+
 def _link_ids(items: list[dict[str, Any]]) -> set[str]:
     found: set[str] = set()
     for item in items:
@@ -170,14 +177,17 @@ def discover(folders: list[Path], packs: list[Path] | None = None) -> Library:
             if path.is_dir() and (path / "questionnaire.json").exists():
                 library.instruments.append(_instrument(path))
             elif path.is_dir() and (path / "measure.json").exists():
-                library.indicators.append(read_indicator(path, _read_resource(path / "measure.json")))
+                library.indicators.append(_indicator(path))
             elif path.is_file() and path.suffix == ".json":
                 library.terminology.append((path, _read_resource(path)))
     urls = [i.url for i in library.instruments]
     duplicates = {u for u in urls if urls.count(u) > 1}
     if duplicates:
         raise LoadError(f"the same Questionnaire url is in two folders: {', '.join(sorted(duplicates))}")
-    check_codes(library.indicators, set(library.scored_codes()))
+    try:
+        check_codes(library.indicators, set(library.scored_codes()))
+    except IndicatorError as exc:
+        raise LoadError(str(exc)) from None
     for pack_folder in packs or []:
         pack: ContentPack = read_pack(pack_folder)
         for overlay_path, overlay in pack.overlays:

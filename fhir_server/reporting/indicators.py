@@ -11,10 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fhir_server.library.errors import LoadError
 from fhir_server.reporting.definitions import Definition, DefinitionError, load_definition
 
 STRATA = "http://fit-fhir.org/fhir/CodeSystem/fit-indicators"
+
+
+class IndicatorError(ValueError):
+    """An indicator folder the library cannot load, naming the file (library/discover.py reports it)."""
 
 
 @dataclass(frozen=True)
@@ -37,36 +40,38 @@ def read_indicator(folder: Path, measure: dict[str, Any]) -> Indicator:
     """``measure``: measure.json already read and validated as a FHIR resource."""
     path = folder / "indicator.json"
     if measure.get("resourceType") != "Measure":
-        raise LoadError(f"{folder / 'measure.json'}: must hold a Measure")
+        raise IndicatorError(f"{folder / 'measure.json'}: must hold a Measure")
     try:
         definition = load_definition(path)
     except DefinitionError as exc:
-        raise LoadError(str(exc)) from None
+        raise IndicatorError(str(exc)) from None
     if definition.measure != measure.get("url"):
-        raise LoadError(f"{path}: 'measure' must be {measure.get('url')}")
+        raise IndicatorError(f"{path}: 'measure' must be {measure.get('url')}")
     _check_groups(path, measure, definition)
     return Indicator(folder.name, folder, measure, definition)
 
 
 def _check_groups(path: Path, measure: dict[str, Any], definition: Definition) -> None:
     groups = measure.get("group") or []
-    if [_code(g.get("code")) for g in groups] != [g.code for g in definition.groups]:
-        raise LoadError(f"{path}: groups must be the Measure's, in its order: {[_code(g.get('code')) for g in groups]}")
+    declared_groups = [_code(g.get("code")) for g in groups]
+    if declared_groups != [g.code for g in definition.groups]:
+        raise IndicatorError(f"{path}: groups must be the Measure's, in its order: {declared_groups}")
     scoring = {g.scoring for g in definition.groups}
     declared = _code(measure.get("scoring"))
     if len(scoring) != 1 or declared not in scoring:
         every = ", ".join(sorted(scoring))
-        raise LoadError(f"{path}: the Measure's scoring ({declared}) must be every group's ({every})")
+        raise IndicatorError(f"{path}: the Measure's scoring ({declared}) must be every group's ({every})")
     for group, counted in zip(groups, definition.groups, strict=True):
         populations = [_code(p.get("code")) for p in group.get("population") or []]
         if populations != list(counted.populations):
-            raise LoadError(
+            raise IndicatorError(
                 f"{path}: group {counted.code}: the Measure must declare the populations "
                 f"{', '.join(counted.populations)} in that order (it declares {', '.join(map(str, populations))})"
             )
         strata = [_code(s.get("code")) for s in group.get("stratifier") or []]
         if strata != list(definition.stratifiers):
-            raise LoadError(f"{path}: group {counted.code}: the Measure's stratifiers must be {definition.stratifiers}")
+            wanted = ", ".join(definition.stratifiers)
+            raise IndicatorError(f"{path}: group {counted.code}: the Measure's stratifiers must be {wanted}")
 
 
 def check_codes(indicators: list[Indicator], scored: set[str]) -> None:
@@ -75,7 +80,7 @@ def check_codes(indicators: list[Indicator], scored: set[str]) -> None:
         for group in indicator.definition.groups:
             unknown = sorted(group.codes() - scored)
             if unknown:
-                raise LoadError(
+                raise IndicatorError(
                     f"{indicator.folder / 'indicator.json'}: group {group.code}: no instrument scores "
                     f"{', '.join(unknown)}"
                 )
