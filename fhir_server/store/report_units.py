@@ -255,7 +255,14 @@ def _change(rule: ChangeFromIntake, window: Window, scope: Scope) -> Select:
         .subquery("spans")
     )
     num = _one(last.c.change.like(f"% {rule.change} %")) if rule.change else _ONE
-    same = [last.c.param == SCORE, last.c.series == SELF]
+
+    def rating(table, at):  # type: ignore[no-untyped-def]
+        """The client's own rating of the span's code at ``at`` (its intake, its last)."""
+        return and_(
+            table.c.param == SCORE, table.c.series == SELF, table.c.subject_id == spans.c.subject_id,
+            table.c.code == spans.c.code, table.c.at == at,
+        )  # fmt: skip
+
     return (
         select(
             last.c.subject_id,
@@ -269,26 +276,7 @@ def _change(rule: ChangeFromIntake, window: Window, scope: Scope) -> Select:
             num.label("num"),
             (last.c.value - intake.c.value).label("value"),
         )
-        .select_from(
-            spans.join(
-                last,
-                and_(
-                    *same,
-                    last.c.subject_id == spans.c.subject_id,
-                    last.c.code == spans.c.code,
-                    last.c.at == spans.c.last_at,
-                ),
-            ).join(
-                intake,
-                and_(
-                    intake.c.param == SCORE,
-                    intake.c.series == SELF,
-                    intake.c.code == spans.c.code,
-                    intake.c.subject_id == spans.c.subject_id,
-                    intake.c.at == spans.c.intake_at,
-                ),
-            )
-        )
+        .select_from(spans.join(last, rating(last, spans.c.last_at)).join(intake, rating(intake, spans.c.intake_at)))
         .where(*_scoped(last, scope))
     )
 
