@@ -337,9 +337,13 @@ def prewarm(url: str) -> float:
 
 def explain(url: str) -> dict[str, Any]:
     """EXPLAIN (ANALYZE, BUFFERS) of each statement the server's own evaluation sends for every indicator over the
-    period (one per group, store/report_counts.py), on the server's own read engine (store/engine.py), the whole
-    practice.  The statements are replayed in order: a setting the evaluation makes (SET ...) is made again, and
-    what is in effect when each report statement runs is recorded (SHOW), so the plans are the server's."""
+    period, the whole practice, on the server's own read engine (store/engine.py) and in the report's own
+    connection (store/report_counts.py ``report_connection``: its transaction and settings).  The evaluation runs
+    once, recording its statements; they are then replayed in order under EXPLAIN, each labelled with the groups it
+    counts, with what is in effect when it runs (SHOW).  Works with the evaluation of one indicator at a time (the
+    code before 2026-12-06's eighth session, for A/B runs) and with one evaluation of all indicators."""
+    import inspect
+
     from sqlalchemy import event
 
     from fhir_server.config import Settings
@@ -347,6 +351,7 @@ def explain(url: str) -> dict[str, Any]:
     from fhir_server.reporting.evaluate import evaluate, make_request
     from fhir_server.reporting.scope import Scope, Window
     from fhir_server.store.engine import build_engine, build_read_engine
+    from fhir_server.store.report_counts import report_connection
 
     settings = Settings(database_url=url, _env_file=None)
     library = discover(settings.library_paths(), settings.content_pack_paths())
@@ -354,22 +359,36 @@ def explain(url: str) -> dict[str, Any]:
     params = period_params()
     window = Window(start, end, settings.dropout_days)
     request = make_request(library, window, (params["periodStart"], params["periodEnd"]), Scope(), None, "summary")
+    indicators = list(library.indicators)
+    together = "indicators" in inspect.signature(evaluate).parameters
+    if together:  # one statement per population, in the evaluation's order (reporting/evaluate.py)
+        from fhir_server.store.report_units import population
+
+        families: dict[Any, list[str]] = {}
+        for indicator in indicators:
+            for group in indicator.definition.groups:
+                key = population(group.count, request.repeated)
+                families.setdefault(key, []).append(f"{indicator.id}/{group.code}")
+        runs = [(indicators, list(families.values()))]
+    else:
+        runs = [([i], [[f"{i.id}/{g.code}"] for g in i.definition.groups]) for i in indicators]
     write_engine = build_engine(settings)
     engine = build_read_engine(settings, write_engine)
     captured: list[tuple[str, Any]] = []
     event.listen(engine, "before_cursor_execute", lambda *a: captured.append((a[2], a[3])))
-    statements, in_effect, settings_made = [], {}, set()
-    with engine.connect() as conn:
-        for indicator in library.indicators:
+    statements: list[dict[str, Any]] = []
+    in_effect: dict[str, str] = {}
+    settings_made: set[str] = set()
+    for evaluated, labels in runs:
+        with report_connection(engine) as conn:
             captured.clear()
             started = time.perf_counter()
-            evaluate(conn, indicator, request)
+            evaluate(conn, evaluated, request) if together else evaluate(conn, evaluated[0], request)
             wall = (time.perf_counter() - started) * 1000
-            replay, group = list(captured), 0
+            replay, index = list(captured), 0
             for statement, parameters in replay:
                 if not statement.lstrip().upper().startswith(("SELECT", "WITH")):
-                    conn.exec_driver_sql(statement, parameters)  # a setting of the evaluation's
-                    settings_made.add(statement)
+                    settings_made.add(statement)  # made again by report_connection around this replay
                     continue
                 for name in ("jit", "work_mem"):
                     in_effect[name] = conn.exec_driver_sql(f"SHOW {name}").scalar()
@@ -378,12 +397,12 @@ def explain(url: str) -> dict[str, Any]:
                 times = {k: float(v) for k, v in re.findall(r"(Planning|Execution) Time: ([\d.]+) ms", text)}
                 jit = re.search(r"Timing: Generation [\d.]+ ms, Inlining [\d.]+ ms, .* Total ([\d.]+) ms", text)
                 buffers = re.search(r"Buffers: (.*)", text)
-                groups = indicator.definition.groups
+                counted = labels[index] if index < len(labels) else ["(subject list)"]
                 statements.append(
                     {
-                        "indicator": indicator.id,
-                        "group": groups[group].code if group < len(groups) else "",
-                        "evaluate_ms": round(wall, 1) if group == 0 else None,
+                        "indicator": counted[0].partition("/")[0] if len(counted) == 1 else "",
+                        "group": ", ".join(counted),
+                        "evaluate_ms": round(wall, 1) if index == 0 else None,
                         "planning_ms": times.get("Planning"),
                         "execution_ms": times.get("Execution"),
                         "jit_ms": float(jit.group(1)) if jit else None,
@@ -393,7 +412,7 @@ def explain(url: str) -> dict[str, Any]:
                         "plan": lines,
                     }
                 )
-                group += 1
+                index += 1
     engine.dispose()
     write_engine.dispose()
     return {"statements": statements, "settings_made": sorted(settings_made), "in_effect": in_effect}

@@ -39,7 +39,7 @@ def evaluate_measure(ctx: OperationContext) -> dict[str, Any]:
     if request.report_type == "subject-list":
         fhir.policy.require("Patient", "r")  # the lists name clients
     with report_connection(fhir.repo.read_engine) as connection:
-        reports = [evaluate(connection, indicator, request) for indicator in indicators]
+        reports = evaluate(connection, indicators, request)
     fhir.record_operation(
         "evaluate-measure",
         f"$evaluate-measure {', '.join(i.id for i in indicators)} {request.period[0]}..{request.period[1]}"

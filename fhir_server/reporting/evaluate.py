@@ -1,6 +1,6 @@
-"""An indicator evaluated for a period and a scope: one SQL statement per group over the reporting index
-(store/report_counts.py: the members of its population counted overall and per stratum), turned into an R4
-``MeasureReport``.
+"""Indicators evaluated for a period and a scope: one SQL statement per population over the reporting index
+(store/report_counts.py: the members of a population counted overall and per stratum, for every group counting
+it), each indicator turned into an R4 ``MeasureReport``.
 
 Per group and per stratum the report carries the population counts, the measure score (a proportion, or the mean
 of a continuous variable, with its unit), and two extensions of ours: the number of distinct clients the cell
@@ -10,17 +10,19 @@ counts (small cells are suppressed by who shows them, the supervision page) and 
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from fhir_server.canonical import BASE
 from fhir_server.fhirjson import FhirDecimal
-from fhir_server.reporting.definitions import Group
+from fhir_server.reporting.definitions import STRATIFIERS, Group
 from fhir_server.reporting.indicators import Indicator
 from fhir_server.reporting.intervals import mean_interval, wilson
 from fhir_server.reporting.scope import Scope, Window
-from fhir_server.store.report_counts import ALL, Cell, count_group
+from fhir_server.store.report_counts import ALL, Cell, count_groups
+from fhir_server.store.report_units import population
 
 POPULATION = "http://terminology.hl7.org/CodeSystem/measure-population"
 CLIENTS = f"{BASE}/StructureDefinition/measurereport-clients"
@@ -47,13 +49,39 @@ def make_request(
     return Request(window, period, scope, subject, report_type, library.scored_codes(), library.repeated_codes())
 
 
-def evaluate(connection: Any, indicator: Indicator, request: Request) -> dict[str, Any]:
+def evaluate(connection: Any, indicators: Sequence[Indicator], request: Request) -> list[dict[str, Any]]:
+    """One MeasureReport per indicator.  Groups of any of them that count the same population (the SRS ratings of
+    the period: below the cutoff, at the ceiling, their mean) are counted together, in one statement."""
+    families: dict[Hashable, list[tuple[int, int]]] = {}
+    for i, indicator in enumerate(indicators):
+        for j, group in enumerate(indicator.definition.groups):
+            families.setdefault(population(group.count, request.repeated), []).append((i, j))
+    counted: dict[tuple[int, int], tuple[list[Cell], dict[str, list[str]]]] = {}
+    for places in families.values():
+        wanted = {name for i, _ in places for name in indicators[i].definition.stratifiers}
+        results = count_groups(
+            connection,
+            [indicators[i].definition.groups[j] for i, j in places],
+            request.window,
+            request.scope,
+            tuple(name for name in STRATIFIERS if name in wanted),
+            repeated=request.repeated,
+            subjects=request.report_type == "subject-list",
+        )
+        counted.update(zip(places, results, strict=True))
+    return [_report(indicator, request, i, counted) for i, indicator in enumerate(indicators)]
+
+
+def _report(
+    indicator: Indicator,
+    request: Request,
+    index: int,
+    counted: dict[tuple[int, int], tuple[list[Cell], dict[str, list[str]]]],
+) -> dict[str, Any]:
     groups = []
-    for group, measure_group in zip(indicator.definition.groups, indicator.measure["group"], strict=True):
-        rows, subjects = count_group(
-            connection, group, request.window, request.scope, indicator.definition.stratifiers,
-            repeated=request.repeated, subjects=request.report_type == "subject-list",
-        )  # fmt: skip
+    pairs = zip(indicator.definition.groups, indicator.measure["group"], strict=True)
+    for j, (group, measure_group) in enumerate(pairs):
+        rows, subjects = counted[(index, j)]
         groups.append(_group(group, measure_group, rows, request, subjects))
     report: dict[str, Any] = {
         "resourceType": "MeasureReport",

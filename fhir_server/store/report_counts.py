@@ -8,16 +8,16 @@ counted, from the Patient's birthDate in the search index (``unknown`` without o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, case, extract, func, literal, select, text, union_all
+from sqlalchemy import BigInteger, Float, Integer, Select, case, cast, func, literal, select, text, union_all
 
 from fhir_server.reporting.definitions import Group
 from fhir_server.reporting.scope import Scope, Window
-from fhir_server.store.report_units import members
+from fhir_server.store.report_units import members, numerators
 from fhir_server.store.tables import idx_date
 
 AGE_BANDS = (
@@ -68,73 +68,101 @@ def report_connection(engine: Any) -> Iterator[Any]:
             transaction.rollback()  # nothing was written; rolled back, not committed
 
 
-def _counts(units: Any, stratifiers: tuple[str, ...], dialect: str) -> Select:
-    """Overall and per stratum, in one statement (the members are selected once)."""
-    arms = [_arm(units, ALL, literal(ALL), None)]
-    for name in stratifiers:
-        if name == "age-band":
-            aged = _with_age(units, dialect)
-            arms.append(_arm(aged, name, _age_band(aged.c.age), None))
-        else:
-            column = {
-                "program": units.c.program,
-                "clinician": units.c.clinician,
-                "month": units.c.month,
-                "instrument": units.c.code,
-            }[name]
-            arms.append(_arm(units, name, func.coalesce(column, UNKNOWN), None))
-    return union_all(*arms)
-
-
-def _arm(units: Any, stratifier: str, stratum: Any, source: Any) -> Select:
-    """One stratifier's counts (``ALL``: the group's, ungrouped)."""
-    value = units.c.value
-    statement = select(
-        literal(stratifier).label("stratifier"),
-        stratum.label("stratum"),
-        func.count().label("members"),
-        func.coalesce(func.sum(units.c.den), 0),
-        func.coalesce(func.sum(units.c.excl), 0),
-        func.coalesce(func.sum(units.c.num), 0),
-        func.count(units.c.subject_id.distinct()),
-        func.sum(value),
-        func.sum(value * value),
-        func.count(value),
-    ).select_from(source if source is not None else units)
-    return statement if stratifier == ALL else statement.group_by(stratum)
-
-
-def _with_age(units: Any, dialect: str) -> Any:
-    """The members with the client's age in whole years on the day counted (NULL: no birth date here).  Computed
-    once per member: OFFSET 0 keeps PostgreSQL from folding the subquery into the CASE of the bands, which then
-    computed the age once per band (half of every statement's time, bench/reporting.py); and with ``date_part``
-    (a float) there, as EXTRACT's numeric arithmetic is several times slower."""
-
-    def part(field: str, value: Any) -> Any:
-        return func.date_part(field, value) if dialect == "postgresql" else extract(field, value)
-
-    born = idx_date.alias("born")
-    at, low = units.c.at, born.c.low
-    had_birthday = part("month", at) * 100 + part("day", at) >= part("month", low) * 100 + part("day", low)
-    age = part("year", at) - part("year", low) - case((had_birthday, 0), else_=1)
-    joined = units.outerjoin(
-        born,
-        and_(born.c.resource_type == "Patient", born.c.param == "birthdate", born.c.resource_id == units.c.subject_id),
+def _counts(units: Any, stratifiers: tuple[str, ...], numerators: list[str], dialect: str) -> Select:
+    """Overall and per stratum, in one statement.  The members are first summed per client and combination of
+    strata (``fine``: a few members each), then per stratum and client, then per stratum: the clients of a stratum
+    are the rows of that last step, counted without a DISTINCT (which sorts every member once per stratifier)."""
+    aged = "age-band" in stratifiers
+    source = _with_band(units, dialect) if aged else units
+    keys = [source.c.subject_id, source.c.program, source.c.clinician, source.c.month, source.c.code]
+    if aged:
+        keys.append(source.c.band)
+    value = source.c.value
+    fine = (
+        select(
+            *keys,
+            func.count().label("members"),
+            func.sum(source.c.den).label("den"),
+            func.sum(source.c.excl).label("excl"),
+            func.sum(value).label("total"),
+            func.sum(value * value).label("squares"),
+            func.count(value).label("observed"),
+            *(func.sum(source.c[name]).label(name) for name in numerators),
+        )
+        .group_by(*keys)
+        .cte("fine")
     )
-    return select(units, age.label("age")).select_from(joined).offset(0).subquery("aged")
+    summed = ("members", "den", "excl", "total", "squares", "observed", *numerators)
+    column = {"program": "program", "clinician": "clinician", "month": "month", "instrument": "code"}
+    arms = []
+    for name in (ALL, *stratifiers):
+        stratum = literal(ALL) if name == ALL else func.coalesce(fine.c[column.get(name, "band")], UNKNOWN)
+        grouping = [fine.c.subject_id] if name == ALL else [stratum, fine.c.subject_id]
+        arms.append(
+            select(
+                literal(name).label("stratifier"),
+                stratum.label("stratum"),
+                *(func.sum(fine.c[each]).label(each) for each in summed),
+            ).group_by(*grouping)
+        )
+    per_client = union_all(*arms).subquery("per_client")
+
+    def whole(name: str) -> Any:
+        return cast(func.coalesce(func.sum(per_client.c[name]), 0), BigInteger)
+
+    return select(
+        per_client.c.stratifier,
+        per_client.c.stratum,
+        whole("members"),
+        whole("den"),
+        whole("excl"),
+        func.count(),
+        cast(func.sum(per_client.c.total), Float),
+        cast(func.sum(per_client.c.squares), Float),
+        whole("observed"),
+        *(whole(name) for name in numerators),
+    ).group_by(per_client.c.stratifier, per_client.c.stratum)
 
 
-def _age_band(age: Any) -> Any:
-    bands = [((age >= low) & (age <= high), label) for low, high, label in AGE_BANDS]
-    return case(*bands, else_=UNKNOWN)
+def _with_band(units: Any, dialect: str) -> Any:
+    """The members with their client's age band on the day counted (``unknown``: no birth date here).  Ages are
+    compared as dates written YYYYMMDD: a client is N years old once the day counted, less the birth date, reaches
+    N * 10000 — their birthday of that year passed, as a person counts (born 29 February: from 1 March)."""
+
+    def day(value: Any) -> Any:
+        if dialect == "postgresql":  # date_part: a float, several times faster than EXTRACT's numeric
+            return (
+                func.date_part("year", value) * 10000
+                + func.date_part("month", value) * 100
+                + func.date_part("day", value)
+            )
+        return cast(func.strftime("%Y%m%d", value), Integer)
+
+    dated = idx_date.alias("dated")
+    born = (
+        select(dated.c.resource_id, day(dated.c.low).label("born"))
+        .where(dated.c.resource_type == "Patient", dated.c.param == "birthdate")
+        .subquery("born")
+    )
+    joined = units.outerjoin(born, born.c.resource_id == units.c.subject_id)
+    # OFFSET 0: a fence, so PostgreSQL computes each member's days lived once, not again in every band's test
+    lived = select(units, (day(units.c.at) - born.c.born).label("lived")).select_from(joined).offset(0).subquery()
+    band = case(
+        *(
+            ((lived.c.lived >= low * 10000) & (lived.c.lived < (high + 1) * 10000), label)
+            for low, high, label in AGE_BANDS
+        ),
+        else_=UNKNOWN,
+    )
+    return select(*(c for c in lived.c if c.name != "lived"), band.label("band")).subquery("banded")
 
 
-def _subjects(connection: Any, units: Any, group: Group) -> dict[str, list[str]]:
+def _subjects(connection: Any, units: Any, group: Group, numerator: str) -> dict[str, list[str]]:
     """The clients behind each population (reportType subject-list)."""
     wanted = {
         "initial-population": None,
         "denominator": units.c.den == 1,
-        "numerator": units.c.num == 1,
+        "numerator": units.c[numerator] == 1,
         "denominator-exclusion": units.c.excl == 1,
         "measure-population": None,
     }
@@ -149,17 +177,23 @@ def _subjects(connection: Any, units: Any, group: Group) -> dict[str, list[str]]
     return found
 
 
-def count_group(
+def count_groups(
     connection: Any,
-    group: Group,
+    groups: Sequence[Group],
     window: Window,
     scope: Scope,
     stratifiers: tuple[str, ...],
     *,
     repeated: frozenset[str] = frozenset(),
     subjects: bool,
-) -> tuple[list[Cell], dict[str, list[str]]]:
-    """The group's cells, and (``subjects``) the clients of each of its populations."""
-    units = members(group.count, window, scope, repeated).cte(f"units_{group.code.replace('-', '_')}")
-    cells = [Cell(*row) for row in connection.execute(_counts(units, stratifiers, connection.dialect.name))]
-    return cells, (_subjects(connection, units, group) if subjects else {})
+) -> list[tuple[list[Cell], dict[str, list[str]]]]:
+    """Groups of one population (store/report_units.py ``population``) counted in one statement: per group, its
+    cells and (``subjects``) the clients of each of its populations."""
+    names = numerators(len(groups))
+    units = members([group.count for group in groups], window, scope, repeated).cte("units")
+    rows = connection.execute(_counts(units, stratifiers, names, connection.dialect.name)).all()
+    found = []
+    for index, group in enumerate(groups):
+        cells = [Cell(*row[:5], row[9 + index], *row[5:9]) for row in rows]
+        found.append((cells, _subjects(connection, units, group, names[index]) if subjects else {}))
+    return found

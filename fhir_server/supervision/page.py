@@ -183,7 +183,7 @@ def build_page(
     request = make_request(fhir.library, window, period, scope, choice.scope, "summary")
     indicators = list(fhir.library.indicators)
     with report_connection(fhir.repo.read_engine) as connection:
-        reports = [(indicator, evaluate(connection, indicator, request)) for indicator in indicators]
+        reports = list(zip(indicators, evaluate(connection, indicators, request), strict=True))
     fhir.record_operation(
         "evaluate-measure",
         f"supervision page: $evaluate-measure {', '.join(i.id for i in indicators)} {period[0]}..{period[1]} "
