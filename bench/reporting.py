@@ -351,7 +351,11 @@ def explain(url: str) -> dict[str, Any]:
     from fhir_server.reporting.evaluate import evaluate, make_request
     from fhir_server.reporting.scope import Scope, Window
     from fhir_server.store.engine import build_engine, build_read_engine
-    from fhir_server.store.report_counts import report_connection
+
+    try:
+        from fhir_server.store.report_connections import report_connection
+    except ImportError:  # the code before 2026-12-06's eighth session
+        from fhir_server.store.report_counts import report_connection
 
     settings = Settings(database_url=url, _env_file=None)
     library = discover(settings.library_paths(), settings.content_pack_paths())
@@ -360,7 +364,8 @@ def explain(url: str) -> dict[str, Any]:
     window = Window(start, end, settings.dropout_days)
     request = make_request(library, window, (params["periodStart"], params["periodEnd"]), Scope(), None, "summary")
     indicators = list(library.indicators)
-    together = "indicators" in inspect.signature(evaluate).parameters
+    parameters = inspect.signature(evaluate).parameters
+    together, listed = "indicators" in parameters, "connections" in parameters
     if together:  # one statement per population, in the evaluation's order (reporting/evaluate.py)
         from fhir_server.store.report_units import population
 
@@ -383,7 +388,10 @@ def explain(url: str) -> dict[str, Any]:
         with report_connection(engine) as conn:
             captured.clear()
             started = time.perf_counter()
-            evaluate(conn, evaluated, request) if together else evaluate(conn, evaluated[0], request)
+            if together:
+                evaluate([conn] if listed else conn, evaluated, request)  # one connection: statements in order
+            else:
+                evaluate(conn, evaluated[0], request)
             wall = (time.perf_counter() - started) * 1000
             replay, index = list(captured), 0
             for statement, parameters in replay:

@@ -196,6 +196,8 @@ class Settings(BaseSettings):
     # The supervision page (and its CSV) shows a cell counting fewer distinct clients than this as "< N", with no
     # value, interval or counts: a rate of two clients' sessions says little and may point at who they are.
     report_min_clients: PositiveInt = 5
+    # A report's statements run side by side on this many database connections (one snapshot; PostgreSQL only).
+    report_connections: PositiveInt = 2
 
     # -- secrets at rest (store/crypto.py, docs/security.md) ------------------------------------------------------
     # The key that encrypts stored secrets (an EHR's tokens and client secret, the signing keys): 32 random bytes,

@@ -25,7 +25,7 @@ from fhir_server.reporting.evaluate import Request, evaluate, make_request
 from fhir_server.reporting.indicators import Indicator
 from fhir_server.reporting.scope import Window
 from fhir_server.search.fhirdate import DateFormatError, parse_range
-from fhir_server.store.report_counts import report_connection
+from fhir_server.store.report_connections import report_connections
 
 HL7 = "http://hl7.org/fhir/OperationDefinition"
 REPORT_TYPES = {"population": "summary", "summary": "summary", "subject-list": "subject-list"}
@@ -38,8 +38,8 @@ def evaluate_measure(ctx: OperationContext) -> dict[str, Any]:
     request = _request(ctx)
     if request.report_type == "subject-list":
         fhir.policy.require("Patient", "r")  # the lists name clients
-    with report_connection(fhir.repo.read_engine) as connection:
-        reports = evaluate(connection, indicators, request)
+    with report_connections(fhir.repo.read_engine, fhir.settings.report_connections) as connections:
+        reports = evaluate(connections, indicators, request)
     fhir.record_operation(
         "evaluate-measure",
         f"$evaluate-measure {', '.join(i.id for i in indicators)} {request.period[0]}..{request.period[1]}"

@@ -10,10 +10,12 @@ counts (small cells are suppressed by who shows them, the supervision page) and 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from queue import SimpleQueue
+from typing import Any, TypeVar
 
 from fhir_server.canonical import BASE
 from fhir_server.fhirjson import FhirDecimal
@@ -28,6 +30,7 @@ POPULATION = "http://terminology.hl7.org/CodeSystem/measure-population"
 CLIENTS = f"{BASE}/StructureDefinition/measurereport-clients"
 INTERVAL = f"{BASE}/StructureDefinition/measurereport-interval"
 # R4's MeasureReport.subject cannot name an Organization; R5's can: the cross-version extension carries it.
+T, R = TypeVar("T"), TypeVar("R")
 R5_SUBJECT = "http://hl7.org/fhir/5.0/StructureDefinition/extension-MeasureReport.subject"
 
 
@@ -49,17 +52,18 @@ def make_request(
     return Request(window, period, scope, subject, report_type, library.scored_codes(), library.repeated_codes())
 
 
-def evaluate(connection: Any, indicators: Sequence[Indicator], request: Request) -> list[dict[str, Any]]:
+def evaluate(connections: Sequence[Any], indicators: Sequence[Indicator], request: Request) -> list[dict[str, Any]]:
     """One MeasureReport per indicator.  Groups of any of them that count the same population (the SRS ratings of
-    the period: below the cutoff, at the ceiling, their mean) are counted together, in one statement."""
+    the period: below the cutoff, at the ceiling, their mean) are counted together, in one statement; the
+    statements run side by side on ``connections`` (store/report_connections.py: one snapshot)."""
     families: dict[Hashable, list[tuple[int, int]]] = {}
     for i, indicator in enumerate(indicators):
         for j, group in enumerate(indicator.definition.groups):
             families.setdefault(population(group.count, request.repeated), []).append((i, j))
-    counted: dict[tuple[int, int], tuple[list[Cell], dict[str, list[str]]]] = {}
-    for places in families.values():
+
+    def count(connection: Any, places: list[tuple[int, int]]) -> list[tuple[list[Cell], dict[str, list[str]]]]:
         wanted = {name for i, _ in places for name in indicators[i].definition.stratifiers}
-        results = count_groups(
+        return count_groups(
             connection,
             [indicators[i].definition.groups[j] for i, j in places],
             request.window,
@@ -68,8 +72,31 @@ def evaluate(connection: Any, indicators: Sequence[Indicator], request: Request)
             repeated=request.repeated,
             subjects=request.report_type == "subject-list",
         )
+
+    counted: dict[tuple[int, int], tuple[list[Cell], dict[str, list[str]]]] = {}
+    populations = list(families.values())
+    for places, results in zip(populations, _side_by_side(connections, count, populations), strict=True):
         counted.update(zip(places, results, strict=True))
     return [_report(indicator, request, i, counted) for i, indicator in enumerate(indicators)]
+
+
+def _side_by_side(connections: Sequence[Any], work: Callable[[Any, T], R], items: list[T]) -> list[R]:
+    """``work(connection, item)`` for every item, in order, each on whichever connection is free."""
+    if len(connections) == 1 or len(items) == 1:
+        return [work(connections[0], item) for item in items]
+    idle: SimpleQueue[Any] = SimpleQueue()
+    for connection in connections:
+        idle.put(connection)
+
+    def one(item: T) -> R:
+        connection = idle.get()
+        try:
+            return work(connection, item)
+        finally:
+            idle.put(connection)
+
+    with ThreadPoolExecutor(max_workers=len(connections), thread_name_prefix="report") as pool:
+        return list(pool.map(one, items))
 
 
 def _report(

@@ -8,12 +8,11 @@ counted, from the Patient's birthDate in the search index (``unknown`` without o
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Float, Integer, Select, case, cast, func, literal, select, text, union_all
+from sqlalchemy import BigInteger, Float, Integer, Select, case, cast, func, literal, select, union_all
 
 from fhir_server.reporting.definitions import Group
 from fhir_server.reporting.scope import Scope, Window
@@ -30,7 +29,6 @@ AGE_BANDS = (
 )
 UNKNOWN = "unknown"
 ALL = ""
-REPORT_WORK_MEM = "64MB"
 
 
 @dataclass(frozen=True)
@@ -47,25 +45,6 @@ class Cell:
     total: float | None
     squares: float | None
     observed: int
-
-
-@contextmanager
-def report_connection(engine: Any) -> Iterator[Any]:
-    """A connection for one report's statements.  On PostgreSQL: one read-only REPEATABLE READ transaction (every
-    indicator of a report counts the same snapshot), without JIT (compiling a report's expressions took longer
-    than running them: 1.3 s of a 3 s statement at 500,000 Observations, bench/reporting.py) and with room to sort
-    and count distinct clients in memory instead of on disk.  The read engine's connections are autocommit, where
-    SET LOCAL would be ignored: hence the transaction of our own."""
-    with engine.connect() as connection:
-        if connection.dialect.name != "postgresql":
-            yield connection
-            return
-        connection = connection.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-        with connection.begin() as transaction:
-            connection.execute(text("SET LOCAL jit = off"))
-            connection.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))
-            yield connection
-            transaction.rollback()  # nothing was written; rolled back, not committed
 
 
 def _counts(units: Any, stratifiers: tuple[str, ...], numerators: list[str], dialect: str) -> Select:

@@ -29,7 +29,7 @@ from fhir_server.reporting.access import reachable, scope_for
 from fhir_server.reporting.evaluate import evaluate, make_request
 from fhir_server.reporting.indicators import Indicator
 from fhir_server.reporting.scope import Window
-from fhir_server.store.report_counts import report_connection
+from fhir_server.store.report_connections import report_connections
 from fhir_server.supervision.cells import Cell, Style, complement, read_cell, style_for
 from fhir_server.supervision.charts import month_chart, month_label
 from fhir_server.supervision.names import Option, name_of, names, options
@@ -182,8 +182,8 @@ def build_page(
     period = (window.start.date().isoformat(), window.end.date().isoformat())
     request = make_request(fhir.library, window, period, scope, choice.scope, "summary")
     indicators = list(fhir.library.indicators)
-    with report_connection(fhir.repo.read_engine) as connection:
-        reports = list(zip(indicators, evaluate(connection, indicators, request), strict=True))
+    with report_connections(fhir.repo.read_engine, fhir.settings.report_connections) as connections:
+        reports = list(zip(indicators, evaluate(connections, indicators, request), strict=True))
     fhir.record_operation(
         "evaluate-measure",
         f"supervision page: $evaluate-measure {', '.join(i.id for i in indicators)} {period[0]}..{period[1]} "
