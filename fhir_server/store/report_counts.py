@@ -72,10 +72,11 @@ def _counts(units: Any, stratifiers: tuple[str, ...], numerators: list[str], dia
         .cte("fine")
     )
     summed = ("members", "den", "excl", "total", "squares", "observed", *numerators)
-    column = {"program": "program", "clinician": "clinician", "month": "month", "instrument": "code"}
+    named = {"age-band": "band", "instrument": "code"}  # the others are columns of their own name
+    column = {name: fine.c[named.get(name, name)] for name in stratifiers}
     arms = []
     for name in (ALL, *stratifiers):
-        stratum = literal(ALL) if name == ALL else func.coalesce(fine.c[column.get(name, "band")], UNKNOWN)
+        stratum = literal(ALL) if name == ALL else func.coalesce(column[name], UNKNOWN)
         grouping = [fine.c.subject_id] if name == ALL else [stratum, fine.c.subject_id]
         arms.append(
             select(

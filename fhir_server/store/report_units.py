@@ -130,6 +130,12 @@ def _scores(table, codes: Sequence[str]) -> list[ColumnElement]:  # type: ignore
     return [table.c.param == SCORE, table.c.series == SELF, table.c.code.in_(sorted(codes))]
 
 
+def _attribution(table) -> list[ColumnElement]:  # type: ignore[no-untyped-def]
+    """The program, clinician and month of a member made of several rows (a session, a client's first session):
+    they agree, as one session is attributed once; ``min`` picks one without a GROUP BY on each."""
+    return [func.min(table.c[name]).label(name) for name in ("program", "clinician", "month")]
+
+
 def _labelled(nums: Sequence[ColumnElement]) -> list[ColumnElement]:
     return [num.label(name) for num, name in zip(nums, numerators(len(nums)), strict=True)]
 
@@ -157,9 +163,7 @@ def _score_rows(rules: Sequence[ScoreShare | ScoreMean], window: Window, scope: 
     return (
         select(
             r.c.subject_id,
-            func.min(r.c.program).label("program"),
-            func.min(r.c.clinician).label("clinician"),
-            func.min(r.c.month).label("month"),
+            *_attribution(r),
             r.c.at,
             r.c.code,
             _ONE.label("den"),
@@ -181,9 +185,7 @@ def _sessions(rules: Sequence[SessionHas], window: Window, scope: Scope) -> Sele
     return (
         select(
             r.c.subject_id,
-            func.min(r.c.program).label("program"),
-            func.min(r.c.clinician).label("clinician"),
-            func.min(r.c.month).label("month"),
+            *_attribution(r),
             func.min(r.c.at).label("at"),
             _NO_CODE.label("code"),
             _ONE.label("den"),
@@ -278,9 +280,7 @@ def _dropouts(rules: Sequence[EarlyDropout], window: Window, scope: Scope) -> Se
     return (
         select(
             spans.c.subject_id,
-            func.min(first.c.program).label("program"),
-            func.min(first.c.clinician).label("clinician"),
-            func.min(first.c.month).label("month"),
+            *_attribution(first),
             spans.c.first_at.label("at"),
             _NO_CODE.label("code"),
             _ONE.label("den"),
