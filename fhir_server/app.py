@@ -105,7 +105,7 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
     app.state.keys = KeyStore(engine)
     app.state.revocations = RevocationList(engine, settings.refresh_token_lifetime_seconds)
 
-    app.state.access = AccessPolicy(registry)
+    app.state.access = AccessPolicy(registry, patients_see_clinician_only=settings.client_sees_therapist_rating)
     app.state.audit = audit
     app.state.bearer = BearerAuthenticator(settings, app.state.keys, getattr(app.state, "revocations", None))
 

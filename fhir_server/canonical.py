@@ -10,6 +10,10 @@ from __future__ import annotations
 BASE = "http://fit-fhir.org/fhir"
 MEASURES_CODESYSTEM = f"{BASE}/CodeSystem/fit-measures"
 FLAGS_CODESYSTEM = f"{BASE}/CodeSystem/fit-flags"
+# meta.security of a clinician's own impression (their rating of a session, its gap with the client's, the Flag
+# it raises): kept from patient-context tokens unless the site allows (auth/access.py)
+SECURITY_CODESYSTEM = f"{BASE}/CodeSystem/fit-security"
+CLINICIAN_ONLY = "clinician-only"
 # Tags on what the write-back sends: ``Type/id`` codes key a resource without an identifier (Provenance);
 # SCORED_AT_SOURCE marks a QuestionnaireResponse whose Observations and Flags travel with it, so a receiving
 # server that scores responses (another instance of this one) does not score it twice.

@@ -196,6 +196,9 @@ class Settings(BaseSettings):
     # The supervision page (and its CSV) shows a cell counting fewer distinct clients than this as "< N", with no
     # value, interval or counts: a rate of two clients' sessions says little and may point at who they are.
     report_min_clients: PositiveInt = 5
+    # A client (a patient-context token) may read their therapist's own rating of a session, its gap with theirs
+    # and the Flag it raises (meta.security clinician-only); by default they may not (the rating is the therapist's).
+    client_sees_therapist_rating: bool = False
     # A report's statements run side by side on this many database connections (one snapshot; PostgreSQL only).
     report_connections: PositiveInt = 2
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from fhir_server.auth.caller import Caller
 from fhir_server.auth.scopes import ResourceScope
+from fhir_server.canonical import CLINICIAN_ONLY, SECURITY_CODESYSTEM
 from fhir_server.errors import FhirError
 from fhir_server.search.compartments import COMPARTMENTS, compartment_clause
 from fhir_server.search.query import AllClause, AnyClause, ChainClause, HasClause, OrClause, SearchQuery, parse_search
@@ -45,9 +46,13 @@ def forbidden(caller: Caller, resource_type: str, permission: str) -> FhirError:
 
 
 class AccessPolicy:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, *, patients_see_clinician_only: bool = False) -> None:
+        """``patients_see_clinician_only``: a site that lets its clients see their therapist's own ratings
+        (FHIR_SERVER_CLIENT_SEES_THERAPIST_RATING); by default a patient-context token never reaches a resource
+        labelled clinician-only (canonical.py: the therapist's rating, its gap with the client's, that Flag)."""
         self.registry = registry
         self._compartment = COMPARTMENTS["Patient"]()
+        self._hidden = None if patients_see_clinician_only else f"{SECURITY_CODESYSTEM}|{CLINICIAN_ONLY}"
 
     def is_patient_data(self, resource_type: str) -> bool:
         return (
@@ -85,6 +90,8 @@ class AccessPolicy:
                 return True
             confined = scope.context == "patient" and self.is_patient_data(resource_type)
             if confined and not self.only_patients(resource_type, resource, caller.patient or ""):
+                continue
+            if confined and self._hidden is not None and _labelled(resource, self._hidden):
                 continue
             if all(self._matches(resource_type, resource, code, value) for code, value in scope.query):
                 return True
@@ -167,6 +174,9 @@ class AccessPolicy:
                     continue
             if scope.context == "patient" and self.is_patient_data(resource_type):
                 parts.append(self._compartment_clause(resource_type, caller.patient or ""))
+                if self._hidden is not None:
+                    hidden = [("_security:not", self._hidden)]
+                    parts += parse_search(resource_type, hidden, self.registry, strict=True).clauses
             alternatives.append(parts[0] if len(parts) == 1 else AllClause(tuple(parts)))
         if not alternatives:
             raise forbidden(caller, resource_type, "s")
@@ -195,6 +205,15 @@ class AccessPolicy:
         if isinstance(clause, AllClause):
             return AllClause(tuple(self._confine_chains(caller, part) for part in clause.parts))
         return clause
+
+
+def _labelled(resource: dict[str, Any], label: str) -> bool:
+    meta = resource.get("meta")
+    labels = meta.get("security") if isinstance(meta, dict) else None
+    return any(
+        isinstance(each, dict) and f"{each.get('system')}|{each.get('code')}" == label
+        for each in (labels if isinstance(labels, list) else [])
+    )
 
 
 def _token_matches(row: dict[str, Any], wanted: str) -> bool:

@@ -20,6 +20,7 @@ from fhir_server.auth.policy import Policy
 from fhir_server.config import Settings
 from fhir_server.engine.questionnaires import UnknownQuestionnaire, resolve_questionnaire
 from fhir_server.errors import FhirError
+from fhir_server.scoring.resources import label_clinician_only
 from fhir_server.search.custom import check_definition
 from fhir_server.store.records import WriteResult
 from fhir_server.store.repository import WriteSession
@@ -125,9 +126,12 @@ def check_response(fhir: Interactions, session: WriteSession | None, response: d
         return None
     # With the measure's scoring rules: a scored response also needs a subject and must be scorable, refused here
     # because scoring runs after the response is written.
-    issues = validate_response(response, questionnaire, fhir.scoring.rules_for(response))
+    rules = fhir.scoring.rules_for(response)
+    issues = validate_response(response, questionnaire, rules)
     if issues:
         raise FhirError(422, issues[0].code, issues[0].diagnostics, issues=issues)
+    if rules is not None and rules.rater == "clinician":  # the therapist's own impression (auth/access.py)
+        label_clinician_only(response)
     return questionnaire
 
 

@@ -73,7 +73,7 @@ class Interactions:
         # StructureDefinitions as the server, whoever the caller.
         self.validation = admission.validation_services(settings, self.structure_definition)
         # Topic-based subscriptions: the events a write sets off are queued in its transaction (admission.written).
-        self.subscriptions = EventQueue(registry, LiveTypes(repo.read_engine))
+        self.subscriptions = EventQueue(registry, LiveTypes(repo.read_engine), settings.client_sees_therapist_rating)
 
     def with_policy(self, policy: Policy) -> Interactions:
         """The same engine (repository, registry, library, scoring) consulting another caller's policy."""

@@ -62,7 +62,7 @@ class ExportRunner:
         stopping: Callable[[], bool],
     ) -> None:
         self.repo, self.registry, self.storage, self.settings = repo, registry, storage, settings
-        self.rules = AccessPolicy(registry)
+        self.rules = AccessPolicy(registry, patients_see_clinician_only=settings.client_sees_therapist_rating)
         self.audit = audit
         self.stopping = stopping
         self._job_id = ""

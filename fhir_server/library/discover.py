@@ -109,6 +109,10 @@ class Library:
             for code in [*(i.code for i in rules.itemScores), *(s.code for s in rules.scores),
                          *(f.code for f in rules.flags)]:  # fmt: skip
                 found.setdefault(code, name)
+            if rules.concordance is not None:  # the gaps, and their Flag, scoring/concordance.py writes
+                spec = rules.concordance
+                for code in [*(p.code for p in (spec.total, *spec.domains)), spec.flag.code]:
+                    found.setdefault(code, name)
         return found
 
 
@@ -164,6 +168,22 @@ def _link_ids(items: list[dict[str, Any]]) -> set[str]:
     return found
 
 
+def _check_concordance(library: Library) -> None:
+    """A clinician-rated instrument's pairs name a client instrument of this library and numbers it scores."""
+    for instrument in library.instruments:
+        spec = instrument.rules.concordance if instrument.rules is not None else None
+        if spec is None:
+            continue
+        where = instrument.folder / "scoring.json"
+        client = library.rules_for(spec.client)
+        if client is None:
+            raise LoadError(f"{where}: concordance: no instrument with url {spec.client!r}")
+        codes = {i.code for i in client.itemScores} | {s.code for s in client.scores}
+        unknown = [p.client for p in (spec.total, *spec.domains) if p.client not in codes]
+        if unknown:
+            raise LoadError(f"{where}: concordance: {client.instrument} does not score {', '.join(unknown)}")
+
+
 def discover(folders: list[Path], packs: list[Path] | None = None) -> Library:
     library = Library()
     for root in folders:
@@ -184,6 +204,7 @@ def discover(folders: list[Path], packs: list[Path] | None = None) -> Library:
     duplicates = {u for u in urls if urls.count(u) > 1}
     if duplicates:
         raise LoadError(f"the same Questionnaire url is in two folders: {', '.join(sorted(duplicates))}")
+    _check_concordance(library)
     try:
         check_codes(library.indicators, set(library.scored_codes()))
     except IndicatorError as exc:

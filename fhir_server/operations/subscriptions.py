@@ -72,7 +72,12 @@ def events(ctx: OperationContext) -> dict[str, Any]:
     if content is not None and _narrower(content, row["content"]):  # a hint, never more than was subscribed
         row = {**row, "content": content}
     found = store.events(ctx.fhir.repo.read_engine, row["id"], since, until, MAX_EVENTS)
-    listed = load_events(ctx.fhir.repo, AccessPolicy(ctx.fhir.registry), row, found)
+    listed = load_events(
+        ctx.fhir.repo,
+        AccessPolicy(ctx.fhir.registry, patients_see_clinician_only=ctx.fhir.settings.client_sees_therapist_rating),
+        row,
+        found,
+    )
     if any(not e.focus for e in listed):
         row = {**row, "content": "empty"}
     return bundle(row, ctx.base_url, "query-event", listed)

@@ -46,6 +46,10 @@ class ClinicalHistory(Protocol):
         one of these codes and, when ``patient_id`` is given, that Patient."""
         ...
 
+    def encounter_results(self, encounter_id: str) -> list[Stored]:
+        """The current Observations of one session (``Encounter/{encounter_id}``), whoever rated."""
+        ...
+
 
 class ScoringSession(ClinicalHistory, Protocol):
     """The write transaction as the pipeline uses it: its reads, and the versioned writes of what it derives."""
@@ -56,6 +60,11 @@ class ScoringSession(ClinicalHistory, Protocol):
     def current(self, resource_type: str, resource_id: str, *, lock: bool = False) -> Stored | None: ...
 
     def peek(self, resource_type: str, resource_id: str) -> Stored | None: ...
+
+    def lock(self, key: str) -> None:
+        """Another transaction scoring with the same key waits until this one ends (two ratings of one session
+        arriving together: the second sees the first)."""
+        ...
 
     def create(self, resource: dict[str, Any], resource_id: str) -> WriteResult: ...
 

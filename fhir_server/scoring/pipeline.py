@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fhir_server import fhirjson
 from fhir_server.canonical import FLAGS_CODESYSTEM, MEASURES_CODESYSTEM, SCORED_AT_SOURCE, WRITE_BACK_TAG
 from fhir_server.errors import FhirError
-from fhir_server.scoring import attribution
+from fhir_server.scoring import attribution, concordance
 from fhir_server.scoring import resources as build
 from fhir_server.scoring.ages import age_band, age_notes
 from fhir_server.scoring.flags import TherapySession, cutoff_of, evaluate_flags, interpretations, window_depth
@@ -59,6 +59,7 @@ class ScoringPipeline:
         # Checked against every loaded instrument's declared settings: a wrong override stops the server here.
         self.settings = ScoringSettings(overrides, (i.rules for i in library.instruments if i.rules is not None))
         self._device_known = False
+        self.pairings = concordance.pairings(i.rules for i in library.instruments if i.rules is not None)
 
     def rules_for(self, response: dict[str, Any]) -> ScoringRules | None:
         url = str(response.get("questionnaire", "")).partition("|")[0]
@@ -98,7 +99,7 @@ class ScoringPipeline:
         another person's rating never compares with, raises or closes the client's own."""
         scores = compute_scores(rules, response, questionnaire)
         items = item_scores(rules, response, questionnaire)
-        series = respondent_series(response)
+        series = respondent_series(response, rules)
         context = self._context(session, rules, response, series)
         history = _sessions(rules, response, series, context.history)
         birth_date, authored = _birth_date(context.patient), response.get("authored")
@@ -160,6 +161,9 @@ class ScoringPipeline:
             ended = self._close_flag(session, current, response.get("authored"), "inactive")
             if ended:
                 written.append(ended)
+        pairing = self.pairings.get(rules.questionnaire)
+        if pairing is not None:  # the therapist's rating beside the client's (scoring/concordance.py)
+            written += concordance.pair(session, pairing, response, observations, self.settings)
         targets = [f"{s.resource_type}/{s.id}" for s in written]
         activity = "UPDATE" if response.get("status") == "amended" else "CREATE"
         written.append(put(session, build.provenance(response, targets, instant(session.now), activity)))
@@ -181,6 +185,9 @@ class ScoringPipeline:
             resource["status"] = "entered-in-error"
             written.append(self._put(session, resource))
         written += self._reopen(session, rules, response, closed)
+        pairing = self.pairings.get(rules.questionnaire)
+        if pairing is not None:
+            written += concordance.retract(session, pairing, response)
         if written:
             targets = [f"{s.resource_type}/{s.id}" for s in written]
             written.append(self._put(session, build.provenance(response, targets, instant(session.now), "NULLIFY")))
@@ -199,7 +206,7 @@ class ScoringPipeline:
     def _reopen(
         self, session: ScoringSession, rules: ScoringRules, response: dict[str, Any], ids: list[str]
     ) -> list[Stored]:
-        series, authored = respondent_series(response), response.get("authored")
+        series, authored = respondent_series(response, rules), response.get("authored")
         read = self._read_for(rules, {**response, "authored": "9999-12-31T00:00:00Z"}, series) if ids else None
         if read is None:
             return []
@@ -272,7 +279,7 @@ class ScoringPipeline:
         rules = self.rules_for(response)
         if rules is None or response.get("status") not in SCORED_STATUSES:
             return None
-        return self._read_for(rules, response, respondent_series(response))
+        return self._read_for(rules, response, respondent_series(response, rules))
 
     def _read_for(self, rules: ScoringRules, response: dict[str, Any], series: str) -> ScoringRead | None:
         """Everything scoring reads, in one round trip, none of it growing with the client's history: this rater
@@ -373,8 +380,11 @@ def _local_subject(response: dict[str, Any]) -> tuple[str, str] | None:
     return (parts[0], parts[1]) if len(parts) == 2 and all(parts) else None
 
 
-def respondent_series(response: dict[str, Any]) -> str:
-    """Responses by another person (ORS "who is filling out this form") form their own series."""
+def respondent_series(response: dict[str, Any], rules: ScoringRules) -> str:
+    """Responses by another person (ORS "who is filling out this form") form their own series, and a clinician's
+    ratings theirs."""
+    if rules.rater == "clinician":
+        return concordance.CLINICIAN
     answers = answers_by_link_id(response)
     who = next((a.get("valueCoding", {}).get("code") for a in answers.get("respondent", [])), None)
     if who != "other":

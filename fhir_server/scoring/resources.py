@@ -13,7 +13,15 @@ from decimal import Decimal
 from typing import Any
 
 from fhir_server import __version__
-from fhir_server.canonical import BASE, FLAGS_CODESYSTEM, MEASURES_CODESYSTEM, SNOMED, UCUM
+from fhir_server.canonical import (
+    BASE,
+    CLINICIAN_ONLY,
+    FLAGS_CODESYSTEM,
+    MEASURES_CODESYSTEM,
+    SECURITY_CODESYSTEM,
+    SNOMED,
+    UCUM,
+)
 from fhir_server.fhirjson import FhirDecimal
 from fhir_server.scoring import texts
 from fhir_server.scoring.flags import RaisedFlag
@@ -64,6 +72,15 @@ def series_of(resource: dict[str, Any]) -> str:
         if component.get("code", {}).get("coding", [{}])[0].get("code") == SERIES_CODE:
             return component.get("valueString", "self")
     return "self"
+
+
+def label_clinician_only(resource: dict[str, Any]) -> dict[str, Any]:
+    """``resource`` with the clinician-only security label (canonical.py), once."""
+    meta = resource.setdefault("meta", {})
+    labels = meta.setdefault("security", [])
+    if not any(label.get("system") == SECURITY_CODESYSTEM and label.get("code") == CLINICIAN_ONLY for label in labels):
+        labels.append({"system": SECURITY_CODESYSTEM, "code": CLINICIAN_ONLY, "display": "For clinicians only"})
+    return resource
 
 
 def derived_id(response_id: str, part: str) -> str:
@@ -126,7 +143,7 @@ def observations(rules: ScoringRules, response: dict[str, Any], scoring: Scoring
             observation["referenceRange"] = [_reference_range(rules, score, *scoring.cutoffs[score.id])]
         observation["derivedFrom"] = [{"reference": f"QuestionnaireResponse/{response['id']}"}]
         observation["component"] = _components(rules, score, scoring.scores, scoring.items, scoring.series)
-        out.append(observation)
+        out.append(label_clinician_only(observation) if rules.rater == "clinician" else observation)
     return out
 
 
@@ -176,9 +193,31 @@ def flag(response: dict[str, Any], rules: ScoringRules, raised: RaisedFlag, seri
         reference = f"Observation/{derived_id(response['id'], carrier.id)}" if carrier else None
         if reference and reference not in details:
             details.append(reference)
+    return flag_resource(
+        derived_id(response["id"], rule.id),
+        f"{response['id']}#{rule.id}",
+        (rule.code, rule.display or rule.code, raised.message),
+        rule.severity,
+        details,
+        response,
+        series,
+    )
+
+
+def flag_resource(
+    flag_id: str,
+    identifier: str,
+    code: tuple[str, str, str],
+    severity: str,
+    details: list[str],
+    about: dict[str, Any],
+    series: str,
+) -> dict[str, Any]:
+    """A Flag scoring raises: ``code`` is (fit-flags code, display, the sentence for the clinician); subject,
+    encounter and start are ``about``'s (the response, or the result, that raised it)."""
     resource: dict[str, Any] = {
         "resourceType": "Flag",
-        "id": derived_id(response["id"], rule.id),
+        "id": flag_id,
         "extension": [
             *(
                 {"url": "http://hl7.org/fhir/StructureDefinition/flag-detail", "valueReference": {"reference": ref}}
@@ -187,12 +226,12 @@ def flag(response: dict[str, Any], rules: ScoringRules, raised: RaisedFlag, seri
             {
                 "url": "http://hl7.org/fhir/StructureDefinition/flag-priority",
                 "valueCodeableConcept": {
-                    "coding": [{"system": "http://hl7.org/fhir/flag-priority-code", "code": PRIORITY[rule.severity]}]
+                    "coding": [{"system": "http://hl7.org/fhir/flag-priority-code", "code": PRIORITY[severity]}]
                 },
             },
             {"url": SERIES_EXTENSION, "valueString": series},
         ],
-        "identifier": [{"system": FLAG_IDENTIFIER, "value": f"{response['id']}#{rule.id}"}],
+        "identifier": [{"system": FLAG_IDENTIFIER, "value": identifier}],
         "status": "active",
         "category": [
             {
@@ -205,17 +244,15 @@ def flag(response: dict[str, Any], rules: ScoringRules, raised: RaisedFlag, seri
                 ]
             }
         ],
-        "code": {
-            "coding": [{"system": FLAGS_CODESYSTEM, "code": rule.code, "display": rule.display or rule.code}],
-            "text": raised.message,
-        },
-        "subject": response["subject"],
+        "code": {"coding": [{"system": FLAGS_CODESYSTEM, "code": code[0], "display": code[1]}], "text": code[2]},
+        "subject": about["subject"],
         "author": ENGINE,
     }
-    if response.get("authored"):
-        resource["period"] = {"start": response["authored"]}
-    if "encounter" in response:
-        resource["encounter"] = response["encounter"]
+    start = about.get("authored") or about.get("effectiveDateTime")
+    if start:
+        resource["period"] = {"start": start}
+    if "encounter" in about:
+        resource["encounter"] = about["encounter"]
     return resource
 
 

@@ -88,6 +88,7 @@ NEEDS: dict[str, set[str]] = {
     "change-from-first": {"threshold"},
     "cutoff": {"threshold", "comparator"},
     "reliable-change": {"threshold"},
+    "gap": {"threshold"},
 }
 
 
@@ -138,11 +139,49 @@ class Administered(_Strict):
     title: str = Field(default="", pattern=r"^(\S(.*\S)?)?$")
 
 
+class GapPair(_Strict):
+    """One number of the clinician's rating beside the client's number for the same thing (fit-measures codes)."""
+
+    rater: str  # the clinician's number (an item or the total)
+    client: str  # the client's number
+    code: str  # the gap's code: rater - client
+    display: str = ""
+    label: str = ""  # the instrument's domain label ("Goals and Topics"), said in the Flag's question
+
+
+class GapFlag(_Strict):
+    """Raised when the clinician rated the session higher than the client by at least a setting's threshold: on the
+    total (``totalSetting``) or on any one domain (``domainSetting``)."""
+
+    id: str
+    code: str  # in the fit-flags CodeSystem
+    display: str = ""
+    severity: Literal["high", "medium", "low", "info"]
+    totalSetting: str
+    domainSetting: str
+    # after both totals (scoring/texts.py rated_apart); {domains}: the domains the client rated lower by the domain
+    # margin, largest gap first ("today's session" when only the total's margin was reached)
+    message: str
+
+
+class Concordance(_Strict):
+    """A clinician-rated instrument's gap with a client-rated one for the same session (scoring/concordance.py):
+    when both exist for one Encounter, whichever arrives second, an Observation of therapist - client."""
+
+    client: str  # the client's Questionnaire url
+    total: GapPair
+    domains: list[GapPair] = Field(min_length=1)
+    flag: GapFlag
+
+
 class ScoringRules(_Strict):
     instrument: str
     questionnaire: str
     # "alliance" (SRS, CSRS, WAI-SR: a cutoff prompts a conversation) or "outcome" (ORS, CORS: a clinical range)
     domain: Literal["alliance", "outcome", "engagement"] = "outcome"
+    # Who rates: the client (or someone for them: the respondent item), or the clinician, whose ratings form their
+    # own series ("clinician"), never compared with the client's, and are kept from patient-context tokens.
+    rater: Literal["client", "clinician"] = "client"
     ages: AgeRange | None = None
     administered: Administered | None = None
     itemScores: list[ItemScore] = []
@@ -150,6 +189,7 @@ class ScoringRules(_Strict):
     settings: dict[str, Setting] = {}
     flags: list[FlagRule] = []
     interpretations: list[Interpretation] = []
+    concordance: Concordance | None = None
 
     @model_validator(mode="after")
     def _references_resolve(self) -> ScoringRules:
@@ -169,6 +209,12 @@ class ScoringRules(_Strict):
                 unlabelled = [i.linkId for i in self.items_of(rule) if not (i.label and i.askAbout)]
                 if unlabelled:
                     raise ValueError(f"flag '{rule.id}' needs a label and askAbout on items {', '.join(unlabelled)}")
+        if self.concordance is not None:
+            codes = {i.code for i in self.itemScores} | {s.code for s in self.scores}
+            pairs = [self.concordance.total, *self.concordance.domains]
+            unknown = [p.rater for p in pairs if p.rater not in codes]
+            if unknown:
+                raise ValueError(f"concordance pairs numbers this instrument does not score: {', '.join(unknown)}")
         for score in self.scores:
             unknown = [c for c in score.components if c not in ids]
             if unknown:
@@ -185,6 +231,9 @@ class ScoringRules(_Strict):
         reads += [
             (f"interpretation of '{i.score}'", i.cutoff, NEEDS["cutoff"]) for i in self.interpretations if i.cutoff
         ]
+        if self.concordance is not None:
+            gap = self.concordance.flag
+            reads += [(f"flag '{gap.id}'", name, NEEDS["gap"]) for name in (gap.totalSetting, gap.domainSetting)]
         for who, name, needs in reads:
             setting = self.settings.get(name)
             if setting is None:

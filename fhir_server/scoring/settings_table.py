@@ -47,6 +47,10 @@ def _readers(rules: ScoringRules, name: str) -> list[tuple[str, set[str]]]:
             out.append((f"{rules.instrument.upper()} {what}", NEEDS[i.kind]))
         if i.cutoff == name:
             out.append((f"{rules.instrument.upper()} clinically significant change", NEEDS["cutoff"]))
+    gap = rules.concordance.flag if rules.concordance is not None else None
+    if gap is not None and name in (gap.totalSetting, gap.domainSetting):
+        part = "total" if name == gap.totalSetting else "one domain"
+        out.append((f"{rules.instrument.upper()} Flag `{gap.code}` ({part})", NEEDS["gap"]))
     return out
 
 

@@ -54,6 +54,11 @@ def by_rater(series: str, message: str) -> str:
     return message if not who else f"Rated by {who}, not the client: {message}"
 
 
+def rated_apart(therapist: Decimal, client: Decimal) -> str:
+    """The opening of a concordance Flag: both totals, as each of them rated today's session."""
+    return f"You rated today's session {plain(therapist)}, your client {plain(client)}."
+
+
 def joined(parts: list[str], last: str = "and") -> str:
     if len(parts) <= 1:
         return "".join(parts)

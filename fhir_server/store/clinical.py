@@ -20,7 +20,7 @@ from fhir_server.scoring.history import ActiveFlags, Measure, ScoringContext, Sc
 from fhir_server.scoring.series_index import series_key
 from fhir_server.store.fixed import Fixed, FixedSqlite, fetch_together
 from fhir_server.store.records import Stored
-from fhir_server.store.tables import idx_series, idx_token, resources
+from fhir_server.store.tables import idx_reference, idx_series, idx_token, resources
 
 _code = idx_token.alias("code")
 _COLUMNS = (
@@ -86,6 +86,28 @@ def find_by_token(conn: Connection, resource_type: str, param: str, system: str,
     if conn.dialect.name == "postgresql":
         return _rows(_PG_BY_TOKEN.fetch(conn, params))
     return _rows(_LITE_BY_TOKEN.fetch(conn, params), _stored_sqlite)
+
+
+def encounter_results(conn: Connection, encounter_id: str) -> list[Stored]:
+    """The current Observations filed under ``Encounter/{encounter_id}`` (the few of one session: the client's and
+    the clinician's ratings that scoring/concordance.py pairs), by the reference index."""
+    enc = idx_reference.alias("enc")
+    statement = (
+        select(*_COLUMNS)
+        .select_from(
+            enc.join(
+                resources, and_(resources.c.resource_type == enc.c.resource_type, resources.c.id == enc.c.resource_id)
+            )
+        )
+        .where(
+            enc.c.resource_type == "Observation",
+            enc.c.param == "encounter",
+            enc.c.target_type == "Encounter",
+            enc.c.target_id == encounter_id,
+            resources.c.deleted.is_(False),
+        )
+    )
+    return _rows(conn.execute(statement))
 
 
 # -- everything the scoring pipeline reads, in one statement ------------------------------------------------

@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, text, update
 from sqlalchemy.engine import Connection
 
 from fhir_server import fhirjson
@@ -209,6 +209,18 @@ class WriteSession:
             return asked[1]
         self._flush_for(*clinical.READ_TYPES)
         return clinical.scoring_context(self._reader(), subject, measure, flags, patient_id)
+
+    def lock(self, key: str) -> None:
+        """Until this transaction ends, another that asks for ``key`` waits (a PostgreSQL advisory transaction lock;
+        SQLite has one writer at a time already)."""
+        if self.dialect == "postgresql":
+            self.flush()
+            self.conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+
+    def encounter_results(self, encounter_id: str) -> list[Stored]:
+        """Scoring's ``ClinicalHistory.encounter_results``: this transaction's writes included (flushed first)."""
+        self._flush_for("Observation")
+        return clinical.encounter_results(self._reader(), encounter_id)
 
     def _touch(self, resource_type: str, resource_id: str) -> None:
         self._pending.touch(resource_type, resource_id)

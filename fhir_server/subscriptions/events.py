@@ -94,9 +94,9 @@ def policy_of(row: dict[str, Any], access: AccessPolicy) -> Policy:
 class EventQueue:
     """Queues the events of the resources one write transaction stored."""
 
-    def __init__(self, registry: Registry, live: LiveTypes) -> None:
+    def __init__(self, registry: Registry, live: LiveTypes, patients_see_clinician_only: bool = False) -> None:
         self.registry = registry
-        self.access = AccessPolicy(registry)
+        self.access = AccessPolicy(registry, patients_see_clinician_only=patients_see_clinician_only)
         self.live = live
         # The notification worker's wake-up (app.py), run when a transaction that queued events has committed:
         # delivery starts then, not at the worker's next poll.

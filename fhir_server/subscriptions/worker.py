@@ -71,7 +71,7 @@ class SubscriptionWorker(BackgroundWorker):
         super().__init__(settings.subscription_poll_seconds, 65, log)
         self.repo = repo
         self.settings = settings
-        self.access = AccessPolicy(registry)
+        self.access = AccessPolicy(registry, patients_see_clinician_only=settings.client_sees_therapist_rating)
         self.http = Outbound()
         self.base = fhir_base(settings)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fhir_server.scoring.ages import age_notes
+from fhir_server.scoring.concordance import margins
 from fhir_server.scoring.flags import TherapySession, cutoff_of, evaluate_flags, interpretations, window_depth
 from fhir_server.scoring.rules import RulesError, load_rules
 from fhir_server.scoring.settings import ScoringSettings, SettingsError
@@ -38,6 +39,8 @@ def _exercise(settings: ScoringSettings) -> None:
                 cutoff_of(rules, score.id, band, settings)
         window_depth(rules, settings)
         age_notes(rules, settings, None, "2026-01-01")
+        if rules.concordance is not None:
+            margins(rules, settings)
 
 
 def test_every_declared_key_is_read_and_every_key_read_is_declared():
