@@ -165,6 +165,8 @@ def _gap(
     gap: dict[str, Any] = {
         "resourceType": "Observation",
         "id": gap_id(subject, encounter),
+        # its key in an EHR (ehr/payload.py: every resource written back is found again by its identifier)
+        "identifier": [{"system": build.OBSERVATION_IDENTIFIER, "value": f"{gap_id(subject, encounter)}#gap"}],
         "status": "amended" if amended else "final",
         "category": [build.SURVEY],
         "code": _coding(spec.total),

@@ -4,6 +4,8 @@ first, one of the two missing, an amended rating, a re-rating, a rating entered 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from threading import Barrier
 from typing import Any
 
 import httpx
@@ -137,3 +139,29 @@ def test_a_rating_entered_in_error_voids_the_gap_and_its_flag(client, uid):
     [gap] = gaps(client, uid)
     [flag] = gap_flags(client, uid)
     assert gap["status"] == flag["status"] == "entered-in-error"
+
+
+def test_two_ratings_of_one_session_arriving_together_make_its_gap(server, uid):
+    """The client's and the therapist's rating of one session submitted at the same moment, session after session:
+    whichever transaction commits second sees the first (ScoringSession.lock), so no session is left unpaired."""
+    sessions = [f"{uid}-{n}" for n in range(12)]
+    with (
+        httpx.Client(base_url=server.fhir_base, timeout=30) as one,
+        httpx.Client(base_url=server.fhir_base, timeout=30) as other,
+        ThreadPoolExecutor(max_workers=2) as pool,
+    ):
+        for patient in sessions:
+            start = Barrier(2)
+
+            def send(client: httpx.Client, response: dict[str, Any], start: Barrier = start) -> dict[str, Any]:
+                start.wait()
+                return submit(client, response)
+
+            rated = [
+                pool.submit(send, one, srs(patient, (90, 60, 90, 90), "2026-11-02T10:50:00+00:00")),
+                pool.submit(send, other, therapist(patient, (95, 95, 95, 95), "2026-11-02T10:55:00+00:00")),
+            ]
+            for future in rated:
+                future.result()
+        assert [len(gaps(one, patient)) for patient in sessions] == [1] * len(sessions)
+        assert [len(gap_flags(one, patient)) for patient in sessions] == [1] * len(sessions)
