@@ -21,7 +21,8 @@ Rules (``unit``: what one member of the population is):
   first ever); a proportion of those whose last result carries ``change``, or (no ``change``) the mean of last
   minus intake.
 
-Only the client's own ratings count (the ``self`` rater series): a parent's rating of a child is another series.
+Only the client's own ratings count (the ``self`` rater series): a parent's rating of a child is another series; a
+score rule with ``"rater": "clinician"`` counts the clinicians' instead (their rating of a session, its gap).
 """
 
 from __future__ import annotations
@@ -51,9 +52,15 @@ class SessionHas(_Strict):
     numerator: tuple[str, ...] = Field(min_length=1)
 
 
+# Whose ratings a score rule counts: the client's own (the "self" rater series) or a clinician's (their rating of
+# a session, and its gap with the client's: scoring/concordance.py).
+RATERS = {"client": "self", "clinician": "clinician"}
+
+
 class ScoreShare(_Strict):
     rule: Literal["score-share"]
     codes: tuple[str, ...] = Field(min_length=1)
+    rater: Literal["client", "clinician"] = "client"
     below: bool = False
     atLeast: float | None = None
     change: str | None = None
@@ -68,6 +75,7 @@ class ScoreShare(_Strict):
 class ScoreMean(_Strict):
     rule: Literal["score-mean"]
     codes: tuple[str, ...] = Field(min_length=1)
+    rater: Literal["client", "clinician"] = "client"
 
 
 class FlagFollowedUp(_Strict):

@@ -9,7 +9,8 @@ store/report_counts.py counts them per stratum.
 Rules whose populations are the same (``population``: the SRS ratings of a year for the share below the cutoff, the
 40/40 ceiling and the mean) share one statement, each with its own numerator: the members are selected once.
 
-Only the client's own rater series counts (``self``): another rater's view of the same client is another series.
+Only the client's own rater series counts (``self``): another rater's view of the same client is another series;
+a score rule may count the clinicians' series instead (its ``rater``).
 A member's attribution (program, clinician, month) is that of the result, Flag or session it stands for: for a
 client, of their first session (early dropout) or of their last result in the period (change from intake).
 
@@ -46,6 +47,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from fhir_server.reporting.definitions import (
+    RATERS,
     ChangeFromIntake,
     EarlyDropout,
     FlagFollowedUp,
@@ -93,7 +95,7 @@ def numerators(count: int) -> list[str]:
 def population(rule: Rule, repeated: frozenset[str] = frozenset()) -> Hashable:
     """Rules with equal keys have the same members (only their numerators differ): they share one statement."""
     if isinstance(rule, ScoreShare | ScoreMean):
-        return ("score", tuple(sorted(rule.codes)), bool(repeated & set(rule.codes)))
+        return ("score", tuple(sorted(rule.codes)), bool(repeated & set(rule.codes)), rule.rater)
     if isinstance(rule, ChangeFromIntake):
         return ("change", tuple(sorted(rule.codes)))
     if isinstance(rule, SessionHas):
@@ -126,8 +128,8 @@ def _scoped(table, scope: Scope) -> list[ColumnElement]:  # type: ignore[no-unty
     return found
 
 
-def _scores(table, codes: Sequence[str]) -> list[ColumnElement]:  # type: ignore[no-untyped-def]
-    return [table.c.param == SCORE, table.c.series == SELF, table.c.code.in_(sorted(codes))]
+def _scores(table, codes: Sequence[str], series: str = SELF) -> list[ColumnElement]:  # type: ignore[no-untyped-def]
+    return [table.c.param == SCORE, table.c.series == series, table.c.code.in_(sorted(codes))]
 
 
 def _attribution(table) -> list[ColumnElement]:  # type: ignore[no-untyped-def]
@@ -155,7 +157,8 @@ def _score_rows(rules: Sequence[ScoreShare | ScoreMean], window: Window, scope: 
             return _one(r.c.value >= rule.atLeast)
         return _one(r.c.change.like(f"% {rule.change} %"))
 
-    where = [*_scores(r, rules[0].codes), r.c.at >= window.start, r.c.at < window.end, *_scoped(r, scope)]
+    series = RATERS[rules[0].rater]
+    where = [*_scores(r, rules[0].codes, series), r.c.at >= window.start, r.c.at < window.end, *_scoped(r, scope)]
     if not once:
         columns = [r.c.subject_id, r.c.program, r.c.clinician, r.c.month, r.c.at, r.c.code]
         counted = [_ONE.label("den"), _ZERO.label("excl"), r.c.value, *_labelled([num(rule) for rule in rules])]

@@ -50,9 +50,11 @@ class Practice:
         ors: int | None = None,
         srs: tuple[int, int, int, int] | None = None,
         wai: str | None = None,
+        therapist: tuple[int, int, int, int] | None = None,
         encounter: bool = True,
     ) -> None:
-        """ORS at 09:00, SRS at 09:50, WAI-SR at 09:55 (marks in mm; ``ors`` marks every line the same)."""
+        """ORS at 09:00, SRS at 09:50, WAI-SR at 09:55, the therapist's rating at 09:58 (marks in mm; ``ors``
+        marks every line the same)."""
         shared = {
             "status": "completed",
             "subject": {"reference": f"Patient/{patient}"},
@@ -81,9 +83,19 @@ class Practice:
                 for n in range(1, 13)
             ]
             self._submit(shared, "wai-sr", f"{day}T09:55:00Z", items)
+        if therapist is not None:
+            names = ("relationship", "goals", "approach", "overall")
+            lines = [{"linkId": n, "answer": [{"valueInteger": m}]} for n, m in zip(names, therapist, strict=True)]
+            rated = {**shared, "author": {"reference": clinician}}
+            self._submit(rated, "srs-therapist", f"{day}T09:58:00Z", lines, version="1.0.0")
 
-    def _submit(self, shared: dict[str, Any], instrument: str, authored: str, items: list[dict[str, Any]]) -> None:
-        response = {"resourceType": "QuestionnaireResponse", "questionnaire": CANONICAL.format(instrument)}
+    def _submit(
+        self, shared: dict[str, Any], instrument: str, authored: str, items: list[dict[str, Any]], version: str = ""
+    ) -> None:
+        canonical = CANONICAL.format(instrument)
+        if version:
+            canonical = f"{canonical.partition('|')[0]}|{version}"
+        response = {"resourceType": "QuestionnaireResponse", "questionnaire": canonical}
         response.update(shared, authored=authored, item=items)
         answer = post(self.client, "/QuestionnaireResponse", response)
         assert answer.status_code in (200, 201), answer.text

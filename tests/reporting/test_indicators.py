@@ -15,6 +15,10 @@ as ORS total / SRS total; every session under an Encounter unless said):
 - p5, born 1970-02-02, B, cb: 06-01 SRS 38 only (29 days before the end: too early).
 - p6, born 1985-07-07, A, ca: 04-01 SRS 36 only, no Encounter; 04-08 ORS 24 only and a WAI-SR of 2s, no Encounter.
 - p7, born 1960-01-01, A, cb: 2025-12-15 16/38 (before the period); 01-12 28/40.
+
+The therapist's rating (its gap with the client's SRS: scoring/concordance.py): p1 02-09 38 by ca (gap +6); p2
+03-09 36 by ca (+2); p4 05-31 34 by cb (-4); p6 04-01 38 by ca without an Encounter (no pair); p7 2025-12-15 40 by
+cb (+2, before the period).
 """
 
 from __future__ import annotations
@@ -41,18 +45,18 @@ def practice(server) -> Any:  # type: ignore[no-untyped-def]
         p4, p5, p6 = p.patient("p4", "2008-05-31"), p.patient("p5", "1970-02-02"), p.patient("p6", "1985-07-07")
         p7 = p.patient("p7", "1960-01-01")
         p.session(p1, "2026-02-02", ca, a, ors=50, srs=HIGH)
-        p.session(p1, "2026-02-09", ca, a, ors=60, srs=LOW)
+        p.session(p1, "2026-02-09", ca, a, ors=60, srs=LOW, therapist=HIGH)
         assert p.acknowledge(p1, "2026-02-09T09:50:00Z", "2026-02-16T09:00:00Z") >= 2
         p.session(p1, "2026-02-16", ca, a, ors=80, srs=TOP, wai="4")
         p.session(p2, "2026-03-02", ca, a, ors=60, srs=LOW)
         assert p.acknowledge(p2, "2026-03-02T09:50:00Z", "2026-03-09T09:50:00Z") >= 1
-        p.session(p2, "2026-03-09", ca, a, ors=40, srs=LOWER)
+        p.session(p2, "2026-03-09", ca, a, ors=40, srs=LOWER, therapist=MID)
         p.session(p3, "2026-06-10", cb, b, ors=70, srs=TOP)
-        p.session(p4, "2026-05-31", cb, b, ors=60, srs=HIGH)
+        p.session(p4, "2026-05-31", cb, b, ors=60, srs=HIGH, therapist=LOWER)
         p.session(p5, "2026-06-01", cb, b, srs=HIGH)
-        p.session(p6, "2026-04-01", ca, a, srs=MID, encounter=False)
+        p.session(p6, "2026-04-01", ca, a, srs=MID, therapist=HIGH, encounter=False)
         p.session(p6, "2026-04-08", ca, a, ors=60, wai="2", encounter=False)
-        p.session(p7, "2025-12-15", cb, a, ors=40, srs=HIGH)
+        p.session(p7, "2025-12-15", cb, a, ors=40, srs=HIGH, therapist=TOP)
         p.session(p7, "2026-01-12", cb, a, ors=70, srs=TOP)
         yield p
 
@@ -89,6 +93,14 @@ def test_srs_ceiling_and_mean(practice):
                                     "code": "{score}"}  # fmt: skip
     by_clinician = {k: score(s) for k, s in strata(mean, "clinician").items()}
     assert by_clinician == {practice.ca: 35.33, practice.cb: 39.0}  # (38+32+40+32+34+36)/6, (40+38+38+40)/4
+
+
+def test_mean_therapist_client_gap(practice):
+    found = group(practice.report("therapist-gap"))
+    assert counts(found) == {"initial-population": 3, "measure-population": 3, "measure-observation": 3}
+    assert score(found) == 1.33  # (6 + 2 - 4) / 3: p6's rating had no session to pair with, p7's is before
+    assert {k: score(s) for k, s in strata(found, "clinician").items()} == {practice.ca: 4.0, practice.cb: -4.0}
+    assert {k: score(s) for k, s in strata(found, "month").items()} == {"2026-02": 6.0, "2026-03": 2.0, "2026-05": -4.0}
 
 
 def test_srs_completion_counts_sessions_held(practice):

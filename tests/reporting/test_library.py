@@ -27,7 +27,7 @@ SHIPPED = [PROJECT_ROOT / "terminology", PROJECT_ROOT / "questionnaires", PROJEC
 
 def test_the_shipped_indicators_load_and_use_only_defined_codes():
     library = discover(SHIPPED)
-    assert len(library.indicators) == 9
+    assert len(library.indicators) == 10
     codesystem = orjson.loads((PROJECT_ROOT / "terminology" / "codesystem-fit-indicators.json").read_bytes())
     defined = {c["code"] for c in codesystem["concept"]}
     for indicator in library.indicators:

@@ -47,7 +47,7 @@ def test_every_indicator_at_once_and_one_by_each_of_its_names(client):
     assert measures == sorted(
         f"{name}|1.0.0"
         for name in ("concern-followed-up", "early-dropout", "ors-change", "ors-reliable-change", "srs-below-cutoff",
-                     "srs-ceiling", "srs-completion", "srs-mean", "wai-sr-subscales")
+                     "srs-ceiling", "srs-completion", "srs-mean", "therapist-gap", "wai-sr-subscales")
     )  # fmt: skip
     url = "http://fit-fhir.org/fhir/Measure/srs-mean"
     for name in ("srs-mean", url, f"{url}|1.0.0", "Measure/srs-mean"):

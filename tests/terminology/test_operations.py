@@ -23,8 +23,8 @@ def test_lookup(client):
     found = client.get("/CodeSystem/$lookup", params={"system": MEASURES, "code": "srs-total"})
     assert found.status_code == 200
     params = _params(found.json())
-    assert params["display"] == "SRS total score" and params["version"] == "1.0.0" and params["definition"]
-    by_instance = client.get("/CodeSystem/fit-measures-1.0.0/$lookup", params={"code": "wai-sr-1"})
+    assert params["display"] == "SRS total score" and params["version"] == "1.1.0" and params["definition"]
+    by_instance = client.get("/CodeSystem/fit-measures-1.1.0/$lookup", params={"code": "wai-sr-1"})
     assert _params(by_instance.json())["display"]
     assert_outcome(client.get("/CodeSystem/$lookup", params={"system": MEASURES, "code": "nope"}), 404, "not-found")
     assert_outcome(
