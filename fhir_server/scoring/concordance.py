@@ -78,7 +78,8 @@ def pair(
     if mine is None or (not clinician and build.series_of(mine) != SELF):
         return []
     session.lock(gap_id(subject, encounter))
-    other = _other_rating(session, subject, encounter, spec.total.client if clinician else spec.total.rater)
+    wanted = (spec.total.client, SELF) if clinician else (spec.total.rater, CLINICIAN)
+    other = _other_rating(session, subject, encounter, *wanted)
     if other is None:
         return []
     rater, client = (mine, other) if clinician else (other, mine)
@@ -125,8 +126,10 @@ def gap_id(subject: str, encounter: str) -> str:
 
 
 # -- the pair ---------------------------------------------------------------------------------------------
-def _other_rating(session: ScoringSession, subject: str, encounter: str, code: str) -> dict[str, Any] | None:
-    """The newest current rating of ``code`` for this client in this session (a client's: their own)."""
+def _other_rating(
+    session: ScoringSession, subject: str, encounter: str, code: str, series: str
+) -> dict[str, Any] | None:
+    """The newest current rating of ``code`` in ``series`` for this client in this session."""
     found = []
     for stored in session.encounter_results(encounter.partition("/")[2]):
         observation = fhirjson.loads_stored(stored.content or "{}")
@@ -134,7 +137,7 @@ def _other_rating(session: ScoringSession, subject: str, encounter: str, code: s
             continue
         if (observation.get("subject") or {}).get("reference") != subject:
             continue
-        if build.series_of(observation) not in (SELF, CLINICIAN):
+        if build.series_of(observation) != series:
             continue
         found.append((observation.get("effectiveDateTime", ""), stored.last_updated, observation))
     return max(found, key=lambda f: (f[0], f[1]))[2] if found else None
