@@ -29,6 +29,7 @@ from fhir_server.scoring import resources as build
 from fhir_server.scoring import texts
 from fhir_server.scoring.attribution import CLINICIAN as SESSION_CLINICIAN
 from fhir_server.scoring.attribution import PROGRAM as SESSION_PROGRAM
+from fhir_server.scoring.flag_state import end_flag
 from fhir_server.scoring.history import ScoringSession
 from fhir_server.scoring.rules import Concordance, GapPair, ScoringRules
 from fhir_server.scoring.settings import ScoringSettings
@@ -91,7 +92,8 @@ def pair(
     if raised is not None:
         written.append(session.update(raised, flag_id, skip_unchanged=True).stored)
     else:
-        written += _ended(session, flag_id, gap.get("effectiveDateTime"))
+        ended = end_flag(session, flag_id, gap.get("effectiveDateTime"))  # a re-stated pair under the margins
+        written += [ended] if ended is not None else []
     return written
 
 
@@ -225,20 +227,6 @@ def margins(rules: ScoringRules, settings: ScoringSettings) -> tuple[Decimal, De
     if flag is None:
         raise ValueError(f"{rules.instrument} declares no concordance")
     return settings.threshold(rules, flag.totalSetting, "adult"), settings.threshold(rules, flag.domainSetting, "adult")
-
-
-def _ended(session: ScoringSession, flag_id: str, when: str | None) -> list[Stored]:
-    """A re-stated pair under the margins: the Flag it raised before ends."""
-    current = session.current("Flag", flag_id, lock=True)
-    if current is None or current.deleted:
-        return []
-    flag = fhirjson.loads_stored(current.content or "{}")
-    if flag.get("status") != "active":
-        return []
-    flag["status"] = "inactive"
-    if when:
-        flag["period"] = {**flag.get("period", {}), "end": when}
-    return [session.rewrite(current, flag).stored]
 
 
 # -- reading ----------------------------------------------------------------------------------------------

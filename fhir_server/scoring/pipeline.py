@@ -18,6 +18,7 @@ from fhir_server.errors import FhirError
 from fhir_server.scoring import attribution, concordance
 from fhir_server.scoring import resources as build
 from fhir_server.scoring.ages import age_band, age_notes
+from fhir_server.scoring.flag_state import close_flag, end_flag
 from fhir_server.scoring.flags import TherapySession, cutoff_of, evaluate_flags, interpretations, window_depth
 from fhir_server.scoring.history import ScoringContext, ScoringRead, ScoringSession
 from fhir_server.scoring.rules import ScoringRules
@@ -152,13 +153,13 @@ class ScoringPipeline:
             for rule in rules.flags:
                 flag_id = build.derived_id(response["id"], rule.id)
                 if flag_id not in raised_ids:
-                    ended = self._end_flag(session, flag_id, response.get("authored"), "inactive")
+                    ended = end_flag(session, flag_id, response.get("authored"))
                     if ended:
                         written.append(ended)
         # Resolved (the rule no longer holds) or superseded (today's Flag of the same rule replaces it): one
         # active Flag per rule, rater and client.  Read by this transaction: the write checks the version.
         for current in ended_earlier:
-            ended = self._close_flag(session, current, response.get("authored"), "inactive")
+            ended = close_flag(session, current, response.get("authored"))
             if ended:
                 written.append(ended)
         pairing = self.pairings.get(rules.questionnaire)
@@ -251,22 +252,6 @@ class ScoringPipeline:
         else:  # once it is committed it stays: no need to look again in this process
             self._device_known = True
 
-    def _end_flag(self, session: ScoringSession, flag_id: str, when: str | None, status: str) -> Stored | None:
-        current = session.current("Flag", flag_id, lock=True)
-        return None if current is None else self._close_flag(session, current, when, status)
-
-    @staticmethod
-    def _close_flag(session: ScoringSession, current: Stored, when: str | None, status: str) -> Stored | None:
-        if current.deleted:
-            return None
-        flag = fhirjson.loads_stored(current.content or "{}")
-        if flag.get("status") != "active":
-            return None
-        flag["status"] = status
-        if when:
-            flag["period"] = {**flag.get("period", {}), "end": when}
-        return session.rewrite(current, flag).stored
-
     def _context(
         self, session: ScoringSession, rules: ScoringRules, response: dict[str, Any], series: str
     ) -> ScoringContext:
@@ -349,7 +334,7 @@ def _earlier_active(rules: ScoringRules, response: dict[str, Any], series: str, 
     for stored in active:
         if stored.id.startswith(own_prefix):
             continue
-        flag = fhirjson.loads_values(stored.content or "{}")  # its codes; _close_flag reads it again to write it
+        flag = fhirjson.loads_values(stored.content or "{}")  # its codes; close_flag reads it again to write it
         if build.series_of(flag) != series:
             continue
         if build.flag_code(flag) in codes:
