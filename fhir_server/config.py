@@ -199,6 +199,11 @@ class Settings(BaseSettings):
     # A client (a patient-context token) may read their therapist's own rating of a session, its gap with theirs
     # and the Flag it raises (meta.security clinician-only); by default they may not (the rating is the therapist's).
     client_sees_therapist_rating: bool = False
+    # Blind by default: the clinician view and the result page keep the client's latest SRS (and what it raised)
+    # hidden while its session has no rating by the therapist and is less than a day old, and offer the therapist's
+    # form instead; a therapist who saw the client's score first can no longer rate the session independently, so
+    # the gap between the two would mean little (clinician/blind.py).  false shows it at once.
+    therapist_rating_blind: bool = True
     # A report's statements run side by side on this many database connections (one snapshot; PostgreSQL only).
     report_connections: PositiveInt = 2
 

@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from fhir_server import fhirjson
+from fhir_server.clinician.blind import Unpaired, Unrated, latest_state, withheld
 from fhir_server.clinician.charts import (
     SCALE_MAX,
     TrendLines,
@@ -77,6 +78,9 @@ class ClinicianView:
     flags: list[tuple[ActiveFlag, int]]  # the latest Flag of each kind of concern, and how many earlier ones
     rows: list[ScoreRow] = field(default_factory=list)
     cutoffs: TrendLines | None = None
+    # The session the therapist is asked to rate (hidden from everything above while ``rating.hidden``), or a
+    # recent rating that names no session and so cannot be paired (clinician/blind.py)
+    rating: Unrated | Unpaired | None = None
 
 
 def _on_the_trend(instrument: InstrumentFacts, domain: str) -> bool:
@@ -123,7 +127,9 @@ def _profiles(summary: AllianceSummary, known: list[InstrumentFacts]) -> list[Pr
 
 
 def build_view(fhir: Interactions, patient_id: str, birth_date: str | None) -> ClinicianView:
-    summary = summary_for(fhir, patient_id)
+    everything = summary_for(fhir, patient_id)
+    rating = latest_state(fhir, everything)
+    summary = withheld(everything, rating)  # nothing below sees a session the therapist has yet to rate
     settings = fhir.scoring.settings  # checked at start-up against the rules
     band = age_band(birth_date, None)
     known, years = instruments(fhir.library), age_on(birth_date, None)
@@ -163,6 +169,7 @@ def build_view(fhir: Interactions, patient_id: str, birth_date: str | None) -> C
         flags=latest_flags(summary.flags),
         rows=rows,
         cutoffs=lines,
+        rating=rating,
     )
 
 

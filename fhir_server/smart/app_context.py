@@ -14,7 +14,9 @@ and Flag ids, and only when they look like names), and the launch goes on as wit
 - ``flag``: only with the clinician view; ``Flag/<FHIR id>``, else ignored.
 
 Without ``view`` the keys are checked against the view the launch URL asked for.  A launch of the supervision page
-ignores any appContext: it is no patient's, and its token was asked for reports, not for a form or a chart.
+ignores any appContext: it is no patient's, and its token was asked for reports, not for a form or a chart.  So
+does a launch of the therapist's rating (``view=therapist-rating``): its form is the library's clinician-rated
+instrument, never a measure a card names.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from fhir_server.smart.submission import MeasureUnavailable
 log = logging.getLogger("fhir_server.smart")
 
 CONTEXT_VIEWS = ("form", "clinician")  # what a CDS card's appContext may open
-VIEWS = (*CONTEXT_VIEWS, "supervision")  # what a launch URL's ``view`` may open
+VIEWS = (*CONTEXT_VIEWS, "supervision", "therapist-rating")  # what a launch URL's ``view`` may open
 KEYS = frozenset({"view", "measure", "flag"})
 MAX_CHARS = 4096  # our cards' contexts are a few dozen characters; an EHR allows 4 KB on its launches
 FLAG = re.compile(r"Flag/([A-Za-z0-9\-.]{1,64})")

@@ -31,6 +31,7 @@ from fhir_server.outbound import OUTBOUND, OutboundError
 from fhir_server.smart.app_context import VIEWS, read_app_context
 from fhir_server.smart.ehr_reads import read_from_ehr
 from fhir_server.smart.sessions import AppSession, AppSessionStore
+from fhir_server.smart.therapist_rating import THERAPIST_RATING
 from fhir_server.store.engine import Database
 from fhir_server.store.records import utc_now
 
@@ -206,6 +207,8 @@ class SmartLauncher:
             tokens.get("appContext"), launch_view=session.app_view or "form", resolve_measure=resolve_measure
         )
         measure = self._measure_from_context(ehr, tokens["access_token"], context)
+        if session.app_view == THERAPIST_RATING:  # the therapist's own form, whatever Questionnaire the EHR names
+            measure = None
         updated = self.sessions.update(
             session,
             launch_state=None,

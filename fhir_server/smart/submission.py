@@ -48,6 +48,11 @@ class MeasureUnavailable(Exception):
     """The session names no measure, or one this server does not know."""
 
 
+class NoRater(Exception):
+    """A clinician-rated form (the therapist's rating) without a signed-in clinician: the EHR named no fhirUser
+    that is a Practitioner, so the rating could not be recorded as anyone's."""
+
+
 @dataclass
 class Submitted:
     response_id: str | None = None
@@ -72,10 +77,20 @@ def _respondent(form: Form, answers: Mapping[str, Any], patient: str) -> dict[st
     return {"reference": f"Patient/{patient}"}
 
 
-def build_response(form: Form, session: AppSession, answers: Mapping[str, Any]) -> dict[str, Any]:
+def rater_reference(fhir_user: str | None) -> str | None:
+    """The clinician a signed-in user's fhirUser names, as scoring records clinicians (``Practitioner/x``, the
+    EHR's id kept from an absolute URL: scoring/attribution.py); None for a user who is no clinician."""
+    return attribution.reference(fhir_user, attribution.CLINICIAN_TYPES) if fhir_user else None
+
+
+def build_response(
+    form: Form, session: AppSession, answers: Mapping[str, Any], *, clinician: str | None = None
+) -> dict[str, Any]:
+    """``clinician``: for a clinician-rated instrument, the signed-in clinician, its author and source (scoring
+    names them the performer of its results, and of the session's gap)."""
     if not session.patient:
         raise MeasureUnavailable("the session has no patient")
-    who = _respondent(form, answers, session.patient)
+    who = {"reference": clinician} if clinician else _respondent(form, answers, session.patient)
     response: dict[str, Any] = {
         "resourceType": "QuestionnaireResponse",
         "identifier": submission_identifier(session, form.canonical),
@@ -125,6 +140,11 @@ class FormService:
             self._forms[canonical] = build_form(questionnaire)
         return self._forms[canonical]
 
+    def clinician_rated(self, session: AppSession) -> bool:
+        """Whether the session's measure is rated by the clinician (scoring.json ``"rater": "clinician"``)."""
+        rules = self.fhir.library.rules_for((session.questionnaire or "").partition("|")[0])
+        return rules is not None and rules.rater == "clinician"
+
     def attribution(self, session: AppSession, response: dict[str, Any]) -> attribution.Attribution:
         """The clinician and program of the session, from what the launch gave (scoring/attribution.py): read at
         the EHR with the launch's token, or here for a session started on this server (the sandbox).  Before the
@@ -160,7 +180,12 @@ class FormService:
         errors = {**missing_required(form, answers), **errors}
         if errors:
             return Submitted(errors=errors, answers=answers)
-        response = build_response(form, session, answers)
+        clinician = None
+        if self.clinician_rated(session):
+            clinician = rater_reference(session.fhir_user)
+            if clinician is None:
+                raise NoRater
+        response = build_response(form, session, answers, clinician=clinician)
         stamp = self.attribution(session, response).extensions()
         if stamp:
             response["extension"] = stamp

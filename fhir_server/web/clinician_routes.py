@@ -4,6 +4,8 @@
                                                       Flag a CDS card's appContext pointed at, while it is open)
 ``POST /app/clinician/flags/{id}/acknowledge``         close a concern as acknowledged (CSRF-checked)
 ``GET /app/result``                                   after the hand-back: today's score, concerns and EHR state
+                                                      (or, until the therapist has rated the session, the offer
+                                                      of their form in its place: clinician/blind.py)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from starlette.responses import RedirectResponse, Response
 
 from fhir_server import fhirjson
 from fhir_server.auth import urls
+from fhir_server.clinician.blind import Unrated, latest_state, withheld
 from fhir_server.clinician.view import FlagNotOpen, acknowledge, build_view
 from fhir_server.ehr import outbox
 from fhir_server.errors import FhirError
@@ -30,7 +33,7 @@ router = APIRouter(prefix="/app", include_in_schema=False)
 NOT_OPEN = ("This view is not open", "Please open it again from the client's chart in the EHR.")
 
 
-async def _launched(request: Request) -> AppSession | None:
+async def launched(request: Request) -> AppSession | None:
     session = await run_in_threadpool(load_app_session, request)
     return session if session is not None and session.access_token and session.patient else None
 
@@ -52,7 +55,7 @@ def patient_details(request: Request, session: AppSession) -> dict[str, Any] | N
 
 @router.get("/clinician")
 async def clinician(request: Request) -> Response:
-    session = await _launched(request)
+    session = await launched(request)
     if session is None:
         return message(request, *NOT_OPEN, 403)
     state = request.app.state
@@ -68,13 +71,13 @@ async def clinician(request: Request) -> Response:
     # Only an open concern of this patient can be emphasised; one closed meanwhile gets a one-line note.
     focus = session.app_flag
     focus_open = focus is not None and any(flag.id == focus for flag, _ in view.flags)
-    context = {"view": view, "banner": banner, "csrf_token": session.csrf_token}
+    context = {"view": view, "banner": banner, "csrf_token": session.csrf_token, "rating": view.rating}
     return render(request, "clinician.html", {**context, "focus": focus, "focus_open": focus_open})
 
 
 @router.post("/clinician/flags/{flag_id}/acknowledge")
 async def acknowledge_flag(flag_id: str, request: Request) -> Response:
-    session = await _launched(request)
+    session = await launched(request)
     fields = await read_form(request)
     if session is None or not session.csrf_ok(fields.get("csrf_token")):
         return message(request, "This page was out of date", "Nothing was changed. Please reload the view.", 403)
@@ -104,13 +107,15 @@ async def acknowledge_flag(flag_id: str, request: Request) -> Response:
 
 @router.get("/result")
 async def result(request: Request) -> Response:
-    session = await _launched(request)
+    session = await launched(request)
     if session is None or not session.response_id:
         return message(request, *NOT_OPEN, 403)
     state = request.app.state
 
     def assemble() -> dict[str, Any]:
-        summary = summary_for(state.fhir, session.patient or "")
+        everything = summary_for(state.fhir, session.patient or "")
+        rating = latest_state(state.fhir, everything)
+        summary = withheld(everything, rating)  # today's SRS waits for the therapist's rating (clinician/blind.py)
         reference = f"QuestionnaireResponse/{session.response_id}"
         scores = [
             {"display": m.display, "value": p.value, "interpretation": "; ".join(t for t in p.interpretation if t)}
@@ -121,6 +126,14 @@ async def result(request: Request) -> Response:
         observations = {p.observation for m in summary.measures for p in m.points if p.response == reference}
         flags = [f for f in summary.flags if f.observation in observations]
         delivery = outbox.delivery_state(state.engine, session.response_id or "")
-        return {"measure": "Today's rating", "scores": scores, "flags": flags, "delivery": delivery}
+        mine = isinstance(rating, Unrated) and rating.response == reference  # this response's session is to rate
+        return {
+            "measure": "Today's rating",
+            "scores": scores,
+            "flags": flags,
+            "delivery": delivery,
+            "rating": rating if mine else None,
+            "csrf_token": session.csrf_token,
+        }
 
     return render(request, "result.html", await run_in_threadpool(assemble))

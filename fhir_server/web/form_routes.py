@@ -1,6 +1,7 @@
 """The rating form's HTTP endpoints (thin: read the request, call the form service in the thread pool, answer).
 
 ``GET /app/form``         the session's measure as a page, its draft filled in; the thank-you page once submitted
+                          (for the therapist's own rating of the session: the clinician view instead)
 ``POST /app/form/draft``  the answers so far (JSON, ``X-CSRF-Token``), so a reload restores them
 ``POST /app/form``        submit (form fields with ``csrf_token``) → 303 to ``/app/form``, which then thanks
 ``POST /app/dev-session`` development and tests only (FHIR_SERVER_APP_DEV_SESSIONS=true): a session for a patient
@@ -20,9 +21,10 @@ from starlette.staticfiles import StaticFiles
 
 from fhir_server.config import Settings
 from fhir_server.errors import FhirError
+from fhir_server.smart import therapist_rating
 from fhir_server.smart.form_model import UnsupportedQuestionnaire
 from fhir_server.smart.sessions import AppSession, AppSessionStore
-from fhir_server.smart.submission import FormService, MeasureUnavailable
+from fhir_server.smart.submission import FormService, MeasureUnavailable, NoRater
 from fhir_server.store.errors import DATABASE_ERRORS
 from fhir_server.validation import check_id
 from fhir_server.web.app_cookies import load_app_session, set_session_cookie
@@ -59,8 +61,14 @@ async def show_form(request: Request) -> Response:
     session = await _session(request)
     if session is None:
         return message(request, *CLOSED, 403)
+    therapists = _service(request).clinician_rated(session)
     if session.submitted:  # a reload, the back button or a second tab after submission: never a second form
+        if therapists:  # the therapist's rating: on to the view, which now shows the client's rating beside it
+            return RedirectResponse(therapist_rating.AFTER, status_code=303, headers={"Cache-Control": "no-store"})
         return render(request, "thanks.html", {})
+    refused = therapist_rating.refusal(session, encounter=session.encounter) if therapists else None
+    if refused is not None:
+        return message(request, *refused, 403)
     try:
         form = await run_in_threadpool(_service(request).form_for, session)
     except (MeasureUnavailable, UnsupportedQuestionnaire):
@@ -108,6 +116,8 @@ async def submit(request: Request) -> Response:
         outcome = await run_in_threadpool(_service(request).submit, session, fields, after)
     except (MeasureUnavailable, UnsupportedQuestionnaire):
         return message(request, *NO_MEASURE, 409)
+    except NoRater:
+        return message(request, *therapist_rating.NO_RATER, 403)
     except (FhirError, *DATABASE_ERRORS) as exc:
         log.warning("a form submission was not stored: %s", type(exc).__name__)  # no answers in logs
         # Nothing was stored (one transaction); the answers are still in the page and the draft.
@@ -124,8 +134,10 @@ async def submit(request: Request) -> Response:
             "csrf_token": fields["csrf_token"],
         }
         return render(request, "form.html", context, 422)
-    # Post/redirect/get: a reload of the thank-you page never re-posts the answers.
-    return RedirectResponse(FORM_PATH, status_code=303, headers={"Cache-Control": "no-store"})
+    # Post/redirect/get: a reload of the thank-you page never re-posts the answers.  The therapist's rating goes on
+    # to the view (GET /app/form would send it there too).
+    next_page = therapist_rating.AFTER if _service(request).clinician_rated(session) else FORM_PATH
+    return RedirectResponse(next_page, status_code=303, headers={"Cache-Control": "no-store"})
 
 
 @dev_router.post("/dev-session")

@@ -1,7 +1,8 @@
 """SMART launch endpoints of the app (thin; the logic is in smart/launch.py).
 
-``GET /app/launch?iss=…&launch=…[&measure=srs][&view=clinician|supervision]``  EHR launch (standalone without
-                                                                  ``launch``)
+``GET /app/launch?iss=…&launch=…[&measure=srs][&view=clinician|supervision|therapist-rating]``  EHR launch
+                                                                  (standalone without ``launch``); the therapist's
+                                                                  rating opens the library's clinician-rated form
 ``GET /app/callback?code=…&state=…``                              the EHR's answer; its token response's
                                                                   ``appContext`` (a CDS card's link) may choose
                                                                   the view, the measure or a Flag to point at
@@ -17,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from fhir_server.auth import urls
+from fhir_server.clinician.blind import therapist_instrument
 from fhir_server.clinician.instruments import choosable, chooser
 from fhir_server.config import Settings
 from fhir_server.ehr.tokens import SmartDiscovery
@@ -25,6 +27,7 @@ from fhir_server.smart.launch import VIEWS, LaunchRefused, SmartLauncher
 from fhir_server.smart.sandbox import Sandbox
 from fhir_server.smart.sessions import AppSession
 from fhir_server.smart.submission import MeasureUnavailable
+from fhir_server.smart.therapist_rating import THERAPIST_RATING
 from fhir_server.web.app_cookies import load_app_session, set_session_cookie
 from fhir_server.web.clinician_routes import patient_details
 from fhir_server.web.form_pages import message, page_headers, read_form, render
@@ -59,6 +62,8 @@ async def launch(request: Request) -> Response:
                 canonical = request.app.state.rating_form.resolve_measure(measure)
             except MeasureUnavailable:
                 raise LaunchRefused("Unknown measure", f"This app has no measure called '{measure[:60]}'.") from None
+        elif view == THERAPIST_RATING:
+            canonical = _therapist_form(request, measure)
         started = await run_in_threadpool(
             request.app.state.smart_launcher.start,
             iss=params.get("iss", ""),
@@ -70,6 +75,23 @@ async def launch(request: Request) -> Response:
     except LaunchRefused as refused:
         return _refused(request, refused)
     return _go(request, started.authorize_url, started.session_id)
+
+
+def _therapist_form(request: Request, measure: str | None) -> str:
+    """The canonical of the therapist's form a ``view=therapist-rating`` launch opens: the clinician-rated
+    instrument ``measure`` names, else the library's first."""
+    service = request.app.state.rating_form
+    named = measure or therapist_instrument(request.app.state.fhir)
+    if named is None:
+        raise LaunchRefused("No therapist's rating here", "This server's library has no therapist's rating form.")
+    try:
+        canonical = service.resolve_measure(named)
+    except MeasureUnavailable:
+        raise LaunchRefused("Unknown measure", f"This app has no measure called '{named[:60]}'.") from None
+    rules = request.app.state.fhir.library.rules_for(canonical.partition("|")[0])
+    if rules is None or rules.rater != "clinician":
+        raise LaunchRefused("Not a therapist's rating", f"'{named[:60]}' is rated by the client, not the therapist.")
+    return canonical
 
 
 @router.get("/callback")
@@ -130,7 +152,7 @@ async def chosen(request: Request) -> Response:
 
 def install_launch(app: FastAPI, settings: Settings) -> None:
     """Needs app.state.app_sessions, .rating_form and .outbox_worker (whose HTTP client and limits it shares)."""
-    from fhir_server.web import clinician_routes, sandbox_routes, supervision_routes
+    from fhir_server.web import clinician_routes, sandbox_routes, supervision_routes, therapist_routes
 
     state = app.state
     discovery = SmartDiscovery(state.outbox_worker.http)
@@ -138,6 +160,7 @@ def install_launch(app: FastAPI, settings: Settings) -> None:
     app.include_router(router)
     app.include_router(clinician_routes.router)
     app.include_router(supervision_routes.router)
+    app.include_router(therapist_routes.router)
     if settings.sandbox:
         state.sandbox = Sandbox(state.engine, state.fhir)
         app.include_router(sandbox_routes.router)
