@@ -6,7 +6,8 @@ age; clinician/view.py picks them from the library and names them) by session, w
 client's age-appropriate outcome cutoff, the reliable-change band around the intake outcome score and the flagged
 sessions marked.  Sessions are spaced evenly (a chart of conversations, not of calendar time); each point carries
 its date in its tooltip title.  CSS classes are named after the lines' abbreviations (``series-srs``,
-``srs-cutoff``).
+``srs-cutoff``).  Beside the alliance line, the therapist's own rating of each session (``series-therapist``,
+diamonds) and, where both rated a session, the gap between the two points as a dotted stroke (``gap``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ LEFT, RIGHT, TOP, BOTTOM = 48, 150, 16, 44
 SCALE_MAX = Decimal(40)
 # Okabe-Ito colours: distinguishable with the common colour-vision deficiencies; all ≥ 4.5:1 on white
 ALLIANCE_COLOUR, OUTCOME_COLOUR, FLAG_COLOUR, INK = "#0060a0", "#8a4b00", "#b00020", "#222222"
+THERAPIST_COLOUR = "#6a3d9a"  # 8.6:1; told apart from the client's line by its diamonds too, not colour alone
 PROFILE_COLOURS = ("#0060a0", "#8a4b00", "#4b5d00", "#6a3d9a")
 
 
@@ -38,6 +40,25 @@ class TrendLines:
     # shipped measures for a chart drawn without the library.
     alliance: str = "SRS"
     outcome: str = "ORS"
+
+
+@dataclass(frozen=True)
+class SessionPair:
+    """One session both rated: the client's total, the therapist's, and the gap (therapist - client)."""
+
+    date: str  # the session's: when the client rated it
+    client: Decimal
+    therapist: Decimal
+    gap: Decimal
+
+
+@dataclass(frozen=True)
+class TherapistLine:
+    """The therapist's rating of each session beside the alliance line (clinician/therapist_line.py)."""
+
+    points: list[Point]  # dated by their session (the client's rating's date where both rated it)
+    pairs: list[SessionPair]  # oldest first
+    name: str = "Therapist"
 
 
 def _css(name: str) -> str:
@@ -54,16 +75,25 @@ def _y(value: Decimal) -> float:
     return TOP + (HEIGHT - TOP - BOTTOM) * float((SCALE_MAX - clamped) / SCALE_MAX)
 
 
-def trend_chart(srs: MeasureSeries | None, ors: MeasureSeries | None, lines: TrendLines) -> str:
-    """The alliance (``srs``) and outcome (``ors``) trend as an SVG document fragment."""
-    dates = sorted({p.date[:10] for series in (srs, ors) if series for p in series.points})
+def trend_chart(
+    srs: MeasureSeries | None, ors: MeasureSeries | None, lines: TrendLines, therapist: TherapistLine | None = None
+) -> str:
+    """The alliance (``srs``) and outcome (``ors``) trend as an SVG document fragment, with the therapist's line
+    when there is one."""
+    theirs = therapist.points if therapist else []
+    dates = sorted(
+        {p.date[:10] for series in (srs, ors) if series for p in series.points} | {p.date[:10] for p in theirs}
+    )
     position = {d: i for i, d in enumerate(dates)}
     alliance, outcome = lines.alliance, lines.outcome
+    title = f"{escape(alliance)} and {escape(outcome)} totals by session (0 to 40)"
+    if theirs:
+        title = f"{escape(alliance)}, the therapist's rating and {escape(outcome)} totals by session (0 to 40)"
     parts = [
         f'<svg class="trend" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" role="img" '
         'aria-labelledby="trend-title trend-desc" xmlns="http://www.w3.org/2000/svg">',
-        f'<title id="trend-title">{escape(alliance)} and {escape(outcome)} totals by session (0 to 40)</title>',
-        f'<desc id="trend-desc">{escape(_description(srs, ors, lines))}</desc>',
+        f'<title id="trend-title">{title}</title>',
+        f'<desc id="trend-desc">{escape(_description(srs, ors, lines, therapist))}</desc>',
         *_grid(),
     ]
     if ors and ors.points and lines.reliable_change is not None:
@@ -78,10 +108,14 @@ def trend_chart(srs: MeasureSeries | None, ors: MeasureSeries | None, lines: Tre
     parts += _cutoff(cutoff, f"{alliance} cutoff {cutoff}", ALLIANCE_COLOUR, f"{_css(alliance)}-cutoff")
     cutoff = lines.outcome_cutoff
     parts += _cutoff(cutoff, f"{outcome} cutoff {cutoff}", OUTCOME_COLOUR, f"{_css(outcome)}-cutoff")
+    if therapist is not None:  # under the points, so each end of a gap shows whose rating it is
+        parts += _gaps(therapist.pairs, position, len(dates))
     lines_drawn = ((ors, OUTCOME_COLOUR, outcome, "square"), (srs, ALLIANCE_COLOUR, alliance, "circle"))
     for series, colour, name, shape in lines_drawn:
         if series and series.points:
             parts += _series(series.points, position, len(dates), colour, name, shape)
+    if theirs:
+        parts += _series(theirs, position, len(dates), THERAPIST_COLOUR, therapist.name, "diamond")
     parts += _date_labels(dates)
     parts.append("</svg>")
     return "".join(parts)
@@ -118,6 +152,8 @@ def _series(points: list[Point], position: dict[str, int], count: int, colour: s
         label = f"{name} {point.value} on {point.date[:10]}" + (", flagged" if point.flagged else "")
         if shape == "circle":
             mark = f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{colour}"/>'
+        elif shape == "diamond":
+            mark = f'<path d="M{x:.1f} {y - 6:.1f}l6 6-6 6-6-6z" fill="{colour}"/>'
         else:
             mark = f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="{colour}"/>'
         flag = (
@@ -131,6 +167,23 @@ def _series(points: list[Point], position: dict[str, int], count: int, colour: s
             f'data-flagged="{str(point.flagged).lower()}"><title>{escape(label)}</title>{mark}{flag}</g>'
         )
     out.append("</g>")
+    return out
+
+
+def _gaps(pairs: list[SessionPair], position: dict[str, int], count: int) -> list[str]:
+    """Each session both rated: a dotted stroke from the client's point to the therapist's, its length the gap."""
+    out = []
+    for pair in pairs:
+        day = pair.date[:10]
+        if day not in position:
+            continue
+        x = _x(position[day], count)
+        said = f"Gap on {day}: therapist {pair.therapist} - client {pair.client} = {pair.gap:+}"
+        out.append(
+            f'<g class="gap" data-date="{escape(day)}" data-gap="{pair.gap:+}"><title>{escape(said)}</title>'
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{_y(pair.client):.1f}" y2="{_y(pair.therapist):.1f}" '
+            f'stroke="{THERAPIST_COLOUR}" stroke-width="2" stroke-dasharray="2 3"/></g>'
+        )
     return out
 
 
@@ -149,7 +202,9 @@ def _date_labels(dates: list[str]) -> list[str]:
     ]
 
 
-def _description(srs: MeasureSeries | None, ors: MeasureSeries | None, lines: TrendLines) -> str:
+def _description(
+    srs: MeasureSeries | None, ors: MeasureSeries | None, lines: TrendLines, therapist: TherapistLine | None = None
+) -> str:
     sentences = []
     for name, series, cutoff in (
         (lines.alliance, srs, lines.alliance_cutoff),
@@ -165,6 +220,13 @@ def _description(srs: MeasureSeries | None, ors: MeasureSeries | None, lines: Tr
             text += f"; cutoff {cutoff}"
         if flagged:
             text += f"; {flagged} flagged"
+        sentences.append(text + ".")
+    if therapist is not None and therapist.points:
+        latest = therapist.points[-1]
+        text = f"The therapist's rating: {len(therapist.points)} sessions, latest {latest.value} on {latest.date[:10]}"
+        if therapist.pairs:
+            gap = therapist.pairs[-1]
+            text += f"; latest gap (therapist minus client) {gap.gap:+} on {gap.date[:10]}"
         sentences.append(text + ".")
     return " ".join(sentences)
 

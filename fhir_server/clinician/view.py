@@ -25,6 +25,7 @@ from fhir_server import fhirjson
 from fhir_server.clinician.blind import Unpaired, Unrated, latest_state, withheld
 from fhir_server.clinician.charts import (
     SCALE_MAX,
+    TherapistLine,
     TrendLines,
     profile_chart,
     reliable_change,
@@ -32,11 +33,13 @@ from fhir_server.clinician.charts import (
     trend_chart,
 )
 from fhir_server.clinician.instruments import InstrumentFacts, instruments
+from fhir_server.clinician.therapist_line import therapist_line
 from fhir_server.ehr import outbox
 from fhir_server.engine.interactions import Interactions
 from fhir_server.ids import new_id
 from fhir_server.operations.alliance_summary import summary_for
 from fhir_server.scoring.ages import age_band, age_on
+from fhir_server.scoring.concordance import CLINICIAN
 from fhir_server.scoring.resources import ACKNOWLEDGED, flag_code, series_of
 from fhir_server.scoring.summary import ActiveFlag, AllianceSummary, MeasureSeries, latest_flags
 from fhir_server.store.repository import WriteSession
@@ -74,6 +77,7 @@ class ClinicianView:
     ors: MeasureSeries | None  # the trend's outcome line (the ORS, the CORS, ...)
     latest_items: list[tuple[str, MeasureSeries]]  # (heading, series) of the trend's two lines
     # Other raters' series (an ORS by a parent), shown apart from the client's own: never on the client's trend.
+    # The therapist's own ratings and gaps are not among them: they are the ``therapist`` line and its table.
     others: list[MeasureSeries]
     flags: list[tuple[ActiveFlag, int]]  # the latest Flag of each kind of concern, and how many earlier ones
     rows: list[ScoreRow] = field(default_factory=list)
@@ -81,6 +85,7 @@ class ClinicianView:
     # The session the therapist is asked to rate (hidden from everything above while ``rating.hidden``), or a
     # recent rating that names no session and so cannot be paired (clinician/blind.py)
     rating: Unrated | Unpaired | None = None
+    therapist: TherapistLine | None = None  # the therapist's rating of each session, beside the alliance line
 
 
 def _on_the_trend(instrument: InstrumentFacts, domain: str) -> bool:
@@ -158,18 +163,20 @@ def build_view(fhir: Interactions, patient_id: str, birth_date: str | None) -> C
         for point in measure.points
     ]
     rows.sort(key=lambda r: (r.date, r.measure), reverse=True)
+    therapist = therapist_line(fhir, summary, alliance.url if alliance else None)
     return ClinicianView(
         patient=patient_id,
-        trend_svg=trend_chart(srs, ors, lines),
+        trend_svg=trend_chart(srs, ors, lines, therapist),
         profiles=_profiles(summary, known),
         srs=srs,
         ors=ors,
         latest_items=[(name, m) for name, m in ((lines.alliance, srs), (lines.outcome, ors)) if m and m.items],
-        others=[m for m in summary.measures if m.series != "self" and m.points],
+        others=[m for m in summary.measures if m.series not in ("self", CLINICIAN) and m.points],
         flags=latest_flags(summary.flags),
         rows=rows,
         cutoffs=lines,
         rating=rating,
+        therapist=therapist,
     )
 
 

@@ -83,6 +83,15 @@ def test_blind_until_the_therapist_rated_then_everything(browser, ours):
         assert recorder.carrying(TODAY) and recorder.carrying("8.1")  # the recorder sees them once they are there
         values = [page.locator("svg.trend g.series-srs g.point").nth(i).get_attribute("data-value") for i in range(3)]
         assert values == ["36.0", "34.0", TODAY]
+        # the two lines: the therapist's beside the client's, a point per session both rated, and each gap
+        theirs = page.locator("svg.trend g.series-therapist g.point")
+        assert [theirs.nth(i).get_attribute("data-value") for i in range(3)] == ["38.0", "36.0", "32.0"]
+        gaps = page.locator("svg.trend g.gap")
+        assert [gaps.nth(i).get_attribute("data-gap") for i in range(3)] == ["+2.0", "+2.0", "+4.7"]
+        assert page.locator("svg.trend polyline").count() == 2  # no ORS here: the client's line and the therapist's
+        rows = page.locator("table.concordance tbody tr")
+        assert rows.count() == 3 and rows.first.locator("td").all_inner_texts()[1:] == [TODAY, "32.0", "+4.7"]
+        assert "Purple diamonds: the therapist's rating" in page.locator("figcaption").inner_text()
     finally:
         context.close()
     [rated] = client.search("QuestionnaireResponse", questionnaire="http://fit-fhir.org/fhir/Questionnaire/srs-therapist",
