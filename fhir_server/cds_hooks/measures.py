@@ -1,6 +1,7 @@
 """What the cards need to know of the instrument library — never instrument codes written here: which outcome
-measure a client rates at the start of a session and whether they have rated one today, and which Flags are
-about the alliance (their card names the lowest-rated item).
+measure a client rates at the start of a session and whether they have rated one today, which Flags are
+about the alliance (their card names the lowest-rated item), and the therapist-client gaps with this site's margin
+on their total (the card on the last two gaps).
 
 The library's ``outcome`` instruments (ORS, CORS, YCORS and whatever a content pack adds) each declare the ages
 they are made for.  The card asks for the one that fits the client's age on the day; with no birth date, the
@@ -14,12 +15,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 from fhir_server.canonical import MEASURES_CODESYSTEM
 from fhir_server.library.discover import Library
 from fhir_server.scoring.ages import age_on
+from fhir_server.scoring.concordance import margins
 from fhir_server.scoring.rules import AgeRange
+from fhir_server.scoring.settings import ScoringSettings
 
 
 @dataclass(frozen=True)
@@ -94,3 +98,13 @@ def alliance_flag_codes(library: Library) -> frozenset[str]:
         if instrument.rules is not None and instrument.rules.domain == "alliance"
         for rule in instrument.rules.flags
     )
+
+
+def gap_margins(library: Library, settings: ScoringSettings) -> dict[str, Decimal]:
+    """The code of each therapist-client gap total (``srs-gap-total``) → the margin on the total at which the gap
+    raises its Flag, as this site runs it (the setting, or the site's override: scoring/concordance.py)."""
+    return {
+        instrument.rules.concordance.total.code: margins(instrument.rules, settings)[0]
+        for instrument in library.instruments
+        if instrument.rules is not None and instrument.rules.concordance is not None
+    }

@@ -53,7 +53,8 @@ SERVICES = {
             "patient-view",
             "Therapeutic alliance and outcome",
             "Cards for the client's latest SRS/ORS/WAI-SR results: alliance concerns with the follow-up question to "
-            "ask, declining trends, and whether today's ORS is still to be collected.",
+            "ask, declining trends, whether today's ORS is still to be collected, and when the therapist rated the "
+            "last two sessions higher than the client did by the site's margin.",
         ),
         Service(
             "fit-alliance-encounter-start",

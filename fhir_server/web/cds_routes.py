@@ -17,7 +17,13 @@ from fhir_server.auth import urls
 from fhir_server.auth.tokens import TokenError
 from fhir_server.cds_hooks.cards import build_cards
 from fhir_server.cds_hooks.data import gather
-from fhir_server.cds_hooks.measures import alliance_flag_codes, collected_today, for_client, start_measures
+from fhir_server.cds_hooks.measures import (
+    alliance_flag_codes,
+    collected_today,
+    for_client,
+    gap_margins,
+    start_measures,
+)
 from fhir_server.cds_hooks.services import SERVICES, Service
 from fhir_server.errors import FhirError
 from fhir_server.scoring.summary import build_summary
@@ -87,6 +93,8 @@ async def call_service(service_id: str, request: Request) -> Response:
         source_url=f"{origin}/cds-services",
         still_to_rate=None if collected else for_client(measures, found.birth_date, today),
         alliance_flags=alliance_flag_codes(library),
+        observations=found.observations,
+        gap_margins=gap_margins(library, request.app.state.fhir.scoring.settings),
     )
     return _json({"cards": cards})
 
