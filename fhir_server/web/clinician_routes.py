@@ -31,11 +31,21 @@ from fhir_server.web.form_pages import message, page_headers, read_form, render
 
 router = APIRouter(prefix="/app", include_in_schema=False)
 NOT_OPEN = ("This view is not open", "Please open it again from the client's chart in the EHR.")
+NOT_YOURS = ("This view is for clinicians", "It shows the therapist's own notes on the sessions.")
+CLIENT_USERS = ("Patient", "RelatedPerson")
 
 
 async def launched(request: Request) -> AppSession | None:
     session = await run_in_threadpool(load_app_session, request)
     return session if session is not None and session.access_token and session.patient else None
+
+
+def signed_in_as_the_client(session: AppSession) -> bool:
+    """A launch whose signed-in user (fhirUser) is a patient or a relative — the client's own launch — is no
+    clinician's: the clinician's pages show what is theirs (the therapist's ratings and gaps, the concerns' wording
+    for clinicians).  A launch that names no user (an EHR without openid) is the EHR's, as before."""
+    parts = (session.fhir_user or "").rstrip("/").split("/")
+    return len(parts) >= 2 and parts[-2] in CLIENT_USERS
 
 
 def patient_details(request: Request, session: AppSession) -> dict[str, Any] | None:
@@ -58,6 +68,8 @@ async def clinician(request: Request) -> Response:
     session = await launched(request)
     if session is None:
         return message(request, *NOT_OPEN, 403)
+    if signed_in_as_the_client(session):
+        return message(request, *NOT_YOURS, 403)
     state = request.app.state
 
     def assemble() -> tuple[Any, dict[str, Any] | None]:
@@ -83,6 +95,8 @@ async def acknowledge_flag(flag_id: str, request: Request) -> Response:
         return message(request, "This page was out of date", "Nothing was changed. Please reload the view.", 403)
     if not session.fhir_user:
         return message(request, "Who is acknowledging?", "The EHR did not say who is signed in.", 403)
+    if signed_in_as_the_client(session):
+        return message(request, *NOT_YOURS, 403)
     # fhirUser is a URL; one on this server is recorded as a relative reference, an EHR's stays absolute
     own_base = urls.fhir_base(request.app.state.settings, str(request.base_url)) + "/"
     who = session.fhir_user.removeprefix(own_base)
