@@ -12,7 +12,7 @@ session has one gap: its id comes from the client and the Encounter, so re-ratin
 
 The gap belongs to the clinician's series: it is about the therapist's impression and, like their rating, is not
 shown to the client (auth/access.py).  Two ratings of one session scored at once: the second waits for the first
-(``ScoringSession.lock``) and so sees it.
+(``encounter_results``' lock) and so sees it.
 """
 
 from __future__ import annotations
@@ -78,9 +78,9 @@ def pair(
     mine = next((o for o in observations if _code(o) == (spec.total.rater if clinician else spec.total.client)), None)
     if mine is None or (not clinician and build.series_of(mine) != SELF):
         return []
-    session.lock(gap_id(subject, encounter))
     wanted = (spec.total.client, SELF) if clinician else (spec.total.rater, CLINICIAN)
-    other = _other_rating(session, subject, encounter, *wanted)
+    known = [o["id"] for o in observations]
+    other = _other_rating(session, subject, encounter, *wanted, known=known)
     if other is None:
         return []
     rater, client = (mine, other) if clinician else (other, mine)
@@ -129,11 +129,13 @@ def gap_id(subject: str, encounter: str) -> str:
 
 # -- the pair ---------------------------------------------------------------------------------------------
 def _other_rating(
-    session: ScoringSession, subject: str, encounter: str, code: str, series: str
+    session: ScoringSession, subject: str, encounter: str, code: str, series: str, *, known: list[str]
 ) -> dict[str, Any] | None:
-    """The newest current rating of ``code`` in ``series`` for this client in this session."""
+    """The newest current rating of ``code`` in ``series`` for this client in this session (``known``: the ids
+    of this response's own results, which are not it)."""
     found = []
-    for stored in session.encounter_results(encounter.partition("/")[2]):
+    lock = gap_id(subject, encounter)  # the other rating of this session, scored at this moment, waits for us
+    for stored in session.encounter_results(encounter.partition("/")[2], known, lock=lock):
         observation = fhirjson.loads_stored(stored.content or "{}")
         if _code(observation) != code or observation.get("status") == _VOID:
             continue

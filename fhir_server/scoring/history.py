@@ -9,6 +9,7 @@ with the client's history.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -46,8 +47,13 @@ class ClinicalHistory(Protocol):
         one of these codes and, when ``patient_id`` is given, that Patient."""
         ...
 
-    def encounter_results(self, encounter_id: str) -> list[Stored]:
-        """The current Observations of one session (``Encounter/{encounter_id}``), whoever rated."""
+    def encounter_results(
+        self, encounter_id: str, known: Collection[str] = (), *, lock: str | None = None
+    ) -> list[Stored]:
+        """The current Observations of one session (``Encounter/{encounter_id}``), whoever rated; this
+        transaction's own included, except perhaps those ``known`` by id (the caller's, just written).  ``lock``:
+        read once no other transaction holds this key, and hold it until this one ends (two ratings of one session
+        scored at once: the second sees the first)."""
         ...
 
 
@@ -60,11 +66,6 @@ class ScoringSession(ClinicalHistory, Protocol):
     def current(self, resource_type: str, resource_id: str, *, lock: bool = False) -> Stored | None: ...
 
     def peek(self, resource_type: str, resource_id: str) -> Stored | None: ...
-
-    def lock(self, key: str) -> None:
-        """Another transaction scoring with the same key waits until this one ends (two ratings of one session
-        arriving together: the second sees the first)."""
-        ...
 
     def create(self, resource: dict[str, Any], resource_id: str) -> WriteResult: ...
 

@@ -13,7 +13,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, any_, bindparam, func, literal, literal_column, select, union_all
+from sqlalchemy import String, and_, any_, bindparam, func, literal, literal_column, select, union_all
 from sqlalchemy.engine import Connection
 
 from fhir_server.scoring.history import ActiveFlags, Measure, ScoringContext, ScoringRead
@@ -88,26 +88,39 @@ def find_by_token(conn: Connection, resource_type: str, param: str, system: str,
     return _rows(_LITE_BY_TOKEN.fetch(conn, params), _stored_sqlite)
 
 
-def encounter_results(conn: Connection, encounter_id: str) -> list[Stored]:
-    """The current Observations filed under ``Encounter/{encounter_id}`` (the few of one session: the client's and
-    the clinician's ratings that scoring/concordance.py pairs), by the reference index."""
-    enc = idx_reference.alias("enc")
-    statement = (
-        select(*_COLUMNS)
-        .select_from(
-            enc.join(
-                resources, and_(resources.c.resource_type == enc.c.resource_type, resources.c.id == enc.c.resource_id)
-            )
-        )
-        .where(
-            enc.c.resource_type == "Observation",
-            enc.c.param == "encounter",
-            enc.c.target_type == "Encounter",
-            enc.c.target_id == encounter_id,
-            resources.c.deleted.is_(False),
+_enc = idx_reference.alias("enc")
+_BY_ENCOUNTER = (
+    select(*_COLUMNS)
+    .select_from(
+        _enc.join(
+            resources, and_(resources.c.resource_type == _enc.c.resource_type, resources.c.id == _enc.c.resource_id)
         )
     )
-    return _rows(conn.execute(statement))
+    .where(
+        _enc.c.resource_type == "Observation",
+        _enc.c.param == "encounter",
+        _enc.c.target_type == "Encounter",
+        _enc.c.target_id == bindparam("encounter_id"),
+        resources.c.deleted.is_(False),
+    )
+)
+_PG_BY_ENCOUNTER = Fixed(_BY_ENCOUNTER)
+_PG_LOCK = Fixed(select(func.pg_advisory_xact_lock(func.hashtext(bindparam("key", type_=String)))))
+
+
+def encounter_results(conn: Connection, encounter_id: str, lock: str | None = None) -> list[Stored]:
+    """The current Observations filed under ``Encounter/{encounter_id}`` (the few of one session: the client's and
+    the clinician's ratings that scoring/concordance.py pairs), by the reference index.  ``lock``: on PostgreSQL,
+    first wait for any other transaction holding that advisory key, in the same round trip (a pipeline: the read
+    starts, and takes its snapshot, once the lock is held, so it sees what the holder committed); SQLite has one
+    writer at a time already."""
+    params = {"encounter_id": encounter_id}
+    if conn.dialect.name != "postgresql":
+        return _rows(conn.execute(_BY_ENCOUNTER, params))
+    if lock is None:
+        return _rows(_PG_BY_ENCOUNTER.fetch(conn, params))
+    _, rows = fetch_together(conn, [(_PG_LOCK, {"key": lock}), (_PG_BY_ENCOUNTER, params)])
+    return _rows(rows)
 
 
 # -- everything the scoring pipeline reads, in one statement ------------------------------------------------

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, delete, insert, select, text, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from fhir_server import fhirjson
@@ -210,17 +210,20 @@ class WriteSession:
         self._flush_for(*clinical.READ_TYPES)
         return clinical.scoring_context(self._reader(), subject, measure, flags, patient_id)
 
-    def lock(self, key: str) -> None:
-        """Until this transaction ends, another that asks for ``key`` waits (a PostgreSQL advisory transaction lock;
-        SQLite has one writer at a time already)."""
-        if self.dialect == "postgresql":
+    def encounter_results(
+        self, encounter_id: str, known: Collection[str] = (), *, lock: str | None = None
+    ) -> list[Stored]:
+        """Scoring's ``ClinicalHistory.encounter_results``.  Observations this transaction has yet to send are sent
+        first unless they are all ``known`` (the caller's own, which it does not need): a scored submission's
+        writes then still go in one batch at commit."""
+        pending = {key for key in self._pending.keys if key[0] == "Observation"}
+        if any(resource_id not in known for _, resource_id in pending):
             self.flush()
-            self.conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
-
-    def encounter_results(self, encounter_id: str) -> list[Stored]:
-        """Scoring's ``ClinicalHistory.encounter_results``: this transaction's writes included (flushed first)."""
-        self._flush_for("Observation")
-        return clinical.encounter_results(self._reader(), encounter_id)
+        elif lock is not None and self.dialect != "postgresql":
+            # SQLite's lock is its one writer: a transaction holds it from its first write, so writing first makes
+            # the other rating's transaction wait for this one (or this one for it) before reading
+            self.flush()
+        return clinical.encounter_results(self._reader(), encounter_id, lock)
 
     def _touch(self, resource_type: str, resource_id: str) -> None:
         self._pending.touch(resource_type, resource_id)

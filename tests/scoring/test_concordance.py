@@ -143,7 +143,8 @@ def test_a_rating_entered_in_error_voids_the_gap_and_its_flag(client, uid):
 
 def test_two_ratings_of_one_session_arriving_together_make_its_gap(server, uid):
     """The client's and the therapist's rating of one session submitted at the same moment, session after session:
-    whichever transaction commits second sees the first (ScoringSession.lock), so no session is left unpaired."""
+    whichever transaction commits second sees the first (the lock its read of the session takes), so no session
+    is left unpaired."""
     sessions = [f"{uid}-{n}" for n in range(12)]
     with (
         httpx.Client(base_url=server.fhir_base, timeout=30) as one,
