@@ -5,8 +5,8 @@ behaves unlike us: its ids, its version ids, its search.
 
 - full mode (transaction, conditional create/update): an EHR launch, the SRS filled in Chromium, the write-back
   through an outage of the EHR, every result there exactly once; then the clinician view launched as from a CDS
-  card (its appContext relayed by the EHR) and the concern acknowledged, the closed Flag reaching the EHR as an
-  update of its copy.
+  card (its appContext relayed by the EHR), the therapist's own rating of the session first (the view is blind
+  until then), and the concern acknowledged, the closed Flag reaching the EHR as an update of its copy.
 - minimal mode (Epic-like: no transaction, no conditional writes, really refused or ignored): the write-back
   searches for each key before writing, a lost answer is not a duplicate, and a Flag closed later is updated by
   the id the search found.
@@ -132,6 +132,14 @@ def test_launch_form_write_back_through_an_outage_clinician_view_and_acknowledge
         page.goto(_launch_url(ours, full, full.launch(patient, PRACTITIONER, encounter, app_context=card)))
         page.wait_for_url(re.compile(rf".*/app/clinician#flag-{re.escape(flag_id)}$"))
         assert "Okafor" in page.locator("body").inner_text()  # the banner's name read from the EHR's Patient
+        # Blind by default: today's rating and its concern wait until the therapist has rated the session
+        assert page.locator(f'article.flag[data-flag="{flag_id}"]').count() == 0
+        page.locator("button.rate").click()
+        page.wait_for_url(re.compile(r".*/app/form$"))
+        for line in ("relationship", "goals", "approach", "overall"):
+            keys(page, line, "Home", *["PageUp"] * 9)  # 90 each: 36.0 beside the client's 31.0
+        page.locator("button.submit").click()
+        page.wait_for_url(re.compile(r".*/app/clinician$"))
         page.locator(f'article.flag[data-flag="{flag_id}"] button.ack').click()
         page.wait_for_url(re.compile(r".*/app/clinician#flags$"))
     finally:
