@@ -52,6 +52,8 @@ LAUNCH_FIELDS = frozenset(
         "questionnaire",
         "app_view",
         "app_flag",
+        "language",
+        "task_id",
     }
 )
 
@@ -84,6 +86,8 @@ class AppSession:
     questionnaire: str | None = None  # canonical url|version
     app_view: str | None = None  # form | clinician: what the launch opens
     app_flag: str | None = None  # the id of the Flag a CDS card's appContext points the clinician view at
+    language: str | None = None  # the form's language once chosen (a BCP 47 tag: en, fr, es, ar)
+    task_id: str | None = None  # the Task a form opened from a link completes (fhir_server/requests)
     draft: dict[str, Any] = field(default_factory=dict)
     response_id: str | None = None
     submitted_at: datetime | None = None
