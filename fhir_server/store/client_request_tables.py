@@ -5,6 +5,8 @@
 the row when the link is opened; ``token_sealed`` (AES-GCM under the server's secret key, store/crypto.py) lets a
 reminder carry the same link again.  ``recipient_sealed`` is the address (email or phone number), sealed for the
 same reason as the EHR tokens: it identifies the client.  Expiry follows the Task's ``restriction.period.end``.
+Wrong answers to the identity check are counted in the sign-in throttle's table (auth/throttle.py), per link and
+per client address.
 
 ``message_outbox``: one row per message to send (the first link, each reminder), inserted in the transaction that
 makes it due.  The message's words are built when it is sent, from the then-current link and Task (a reminder for
@@ -34,8 +36,6 @@ form_links = Table(
     Column("language", String(16), nullable=True),  # the client's language for the message and the form
     Column("expires_at", DateTime, nullable=False),  # naive UTC
     Column("used_at", DateTime, nullable=True),  # single use: set when the link opened a form session
-    Column("failed_checks", Integer, nullable=False),  # wrong answers to the identity check
-    Column("locked_until", DateTime, nullable=True),  # throttled after too many wrong answers
     Column("created_at", DateTime, nullable=False),
     Index("ix_form_links_task", "task_id"),
 )

@@ -32,8 +32,6 @@ def upgrade() -> None:
         sa.Column("language", sa.String(16), nullable=True),
         sa.Column("expires_at", sa.DateTime, nullable=False),
         sa.Column("used_at", sa.DateTime, nullable=True),
-        sa.Column("failed_checks", sa.Integer, nullable=False),
-        sa.Column("locked_until", sa.DateTime, nullable=True),
         sa.Column("created_at", sa.DateTime, nullable=False),
     )
     op.create_index("ix_form_links_task", "form_links", ["task_id"])
