@@ -177,5 +177,7 @@ def written(fhir: Interactions, session: WriteSession, admitted: Admitted, resul
         stored += scored.written
         if scored.notes:
             result = dataclasses.replace(result, notes=scored.notes)
+    for hook in fhir.write_hooks:  # e.g. a Task's form link (Interactions.write_hooks)
+        hook(session, result.stored)
     fhir.subscriptions.on_written(session, stored)  # subscribers' events, queued with the write
     return dataclasses.replace(result, warnings=admitted.warnings) if admitted.warnings else result

@@ -10,7 +10,7 @@ the audit records and the answers that hide what a caller may not see).
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -74,6 +74,10 @@ class Interactions:
         self.validation = admission.validation_services(settings, self.structure_definition)
         # Topic-based subscriptions: the events a write sets off are queued in its transaction (admission.written).
         self.subscriptions = EventQueue(registry, LiveTypes(repo.read_engine), settings.client_sees_therapist_rating)
+        # Work a write sets off in its own transaction beyond scoring and subscriptions (a Task asking for a form
+        # link gets its link and messages: outreach/links.py); each hook sees the stored version, may write through
+        # the session, and refuses the write by raising a FhirError.  Shared by every policy view.
+        self.write_hooks: list[Callable[[WriteSession, Stored], None]] = []
 
     def with_policy(self, policy: Policy) -> Interactions:
         """The same engine (repository, registry, library, scoring) consulting another caller's policy."""
