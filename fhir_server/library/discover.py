@@ -14,6 +14,7 @@ from typing import Any
 
 from fhir_server import fhirjson
 from fhir_server.errors import FhirError
+from fhir_server.library import translations
 from fhir_server.library.errors import LoadError
 from fhir_server.library.packs import ContentPack, apply_pack, read_pack
 from fhir_server.reporting.indicators import Indicator, IndicatorError, check_codes, read_indicator
@@ -137,6 +138,7 @@ def _instrument(folder: Path) -> Instrument:
     questionnaire = _read_resource(folder / "questionnaire.json")
     if questionnaire.get("resourceType") != "Questionnaire":
         raise LoadError(f"{folder / 'questionnaire.json'}: must hold a Questionnaire")
+    translations.check(questionnaire, str(folder / "questionnaire.json"))
     rules = None
     if (folder / "scoring.json").exists():
         try:
@@ -218,6 +220,7 @@ def discover(folders: list[Path], packs: list[Path] | None = None) -> Library:
             try:
                 licensed = apply_pack(instrument.questionnaire, overlay, pack)
                 validate_resource(licensed)
+                translations.check(licensed, str(overlay_path))
             except (ValueError, FhirError) as exc:
                 message = exc.issues[0].diagnostics if isinstance(exc, FhirError) else str(exc)
                 raise LoadError(f"{overlay_path}: {message}") from None

@@ -5,16 +5,21 @@ No measure is named here.  A visual-analog line is any ``integer`` item with ite
 ``display`` items with control ``lower`` / ``upper`` are the anchors, ``flyover`` the description); a choice is a
 radio group of its ``answerOption``s; ``enableWhen`` is honoured in the browser (hide) and here (drop the answer).
 Whatever text the Questionnaire carries is shown, so a content pack's licensed wording appears as loaded.
+
+A form speaks one language: ``build_form(questionnaire, language)`` takes every text from the Questionnaire's
+``translation`` extensions (library/translations.py) when it offers that language, else its own.  Answers are
+language-independent: a choice submits the same token and records the same coding whatever its label says.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_server.fhirjson import FhirDecimal
+from fhir_server.library import translations
 from fhir_server.validation.enable_when import is_enabled
 from fhir_server.validation.sdc import CALCULATED
 
@@ -26,6 +31,8 @@ DECIMAL = re.compile(r"-?(0|[1-9]\d{0,14})(\.\d{1,8})?")
 MAX_STRING = 500  # a relationship or a short comment; longer input is a mistake or an attack, not an answer
 
 ANSWERED_KINDS = ("slider", "choice", "string", "text", "integer", "decimal", "boolean")
+# The page's own words, not the Questionnaire's: these English strings are msgids of the app's gettext catalogue
+# (fhir_server/i18n), which the app layer translates; they stay English here so the keys never drift.
 REQUIRED_MESSAGES = {
     "slider": "Please place a mark on this line.",
     "choice": "Please choose one answer.",
@@ -96,10 +103,20 @@ class FormItem:
 class Form:
     questionnaire: dict[str, Any]
     items: list[FormItem]
+    language: str = "en"  # the language the texts are in (one the Questionnaire offers)
+    languages: list[str] = field(default_factory=lambda: ["en"])  # every language the Questionnaire offers
 
     @property
     def title(self) -> str:
-        return str(self.questionnaire.get("title") or self.questionnaire.get("name") or "Questionnaire")
+        if self.questionnaire.get("title"):
+            source = translations.source_language(self.questionnaire)
+            return translations.text(self.questionnaire, "title", self.language, source)
+        return str(self.questionnaire.get("name") or "Questionnaire")
+
+    @property
+    def direction(self) -> str:
+        """``rtl`` for a language written right to left (the page's ``dir``), else ``ltr``."""
+        return "rtl" if translations.is_right_to_left(self.language) else "ltr"
 
     @property
     def canonical(self) -> str:
@@ -131,7 +148,7 @@ def _extension(item: dict[str, Any], url: str) -> Any:
     return None
 
 
-def _options(item: dict[str, Any]) -> list[Option]:
+def _options(item: dict[str, Any], say: Callable[[dict[str, Any], str], str]) -> list[Option]:
     options = []
     for index, option in enumerate(item.get("answerOption") or []):
         key = next((k for k in option if k.startswith("value")), None)
@@ -139,9 +156,10 @@ def _options(item: dict[str, Any]) -> list[Option]:
             continue
         value = option[key]
         if key == "valueCoding":
-            label, token = value.get("display") or value.get("code") or "", str(value.get("code") or index)
-        else:
-            label, token = str(value), str(value)
+            label = say(value, "display") or str(value.get("code") or "")
+            token = str(value.get("code") or index)
+        else:  # a string option shows its (translated) value and records the value itself
+            label, token = (say(option, key) if key == "valueString" else str(value)), str(value)
         options.append(Option(token, label, {key: value}))
     if len({o.token for o in options}) != len(options):  # duplicate codes across systems: fall back to positions
         for index, option in enumerate(options):
@@ -149,8 +167,15 @@ def _options(item: dict[str, Any]) -> list[Option]:
     return options
 
 
-def build_form(questionnaire: dict[str, Any]) -> Form:
+def build_form(questionnaire: dict[str, Any], language: str | None = None) -> Form:
+    """The form in ``language`` (a BCP 47 tag) when the Questionnaire offers it (fr-CA takes fr), else in the
+    Questionnaire's own language."""
     counter = iter(range(1_000_000))
+    source = translations.source_language(questionnaire)
+    shown = translations.match(questionnaire, language)
+
+    def say(owner: dict[str, Any], key: str) -> str:
+        return translations.text(owner, key, shown, source)
 
     def item_of(definition: dict[str, Any]) -> FormItem | None:
         if definition.get("readOnly") or _extension(definition, HIDDEN) is True or _extension(definition, CALCULATED):
@@ -162,11 +187,11 @@ def build_form(questionnaire: dict[str, Any]) -> Form:
         item = FormItem(
             link_id=link_id,
             kind="display",
-            text=str(definition.get("text") or ""),
+            text=say(definition, "text"),
             dom_id=f"q{next(counter)}-{slug}",
             definition=definition,
             required=bool(definition.get("required")),
-            prefix=str(definition.get("prefix") or ""),
+            prefix=say(definition, "prefix"),
         )
         control = _control(definition)
         if item_type in ("display", "group"):
@@ -177,7 +202,7 @@ def build_form(questionnaire: dict[str, Any]) -> Form:
             item.maximum = int(_extension(definition, MAX_VALUE) or 100)
             item.step = max(1, int(_extension(definition, SLIDER_STEP) or 1))
         elif item_type == "choice" and definition.get("answerOption"):
-            item.kind, item.options = "choice", _options(definition)
+            item.kind, item.options = "choice", _options(definition, say)
         elif item_type in ("string", "text", "integer", "decimal", "boolean"):
             item.kind = item_type
         else:
@@ -185,15 +210,15 @@ def build_form(questionnaire: dict[str, Any]) -> Form:
         for child in definition.get("item") or []:
             child_control = _control(child) if child.get("type") == "display" else None
             if child_control in ("lower", "upper"):
-                setattr(item, child_control, str(child.get("text") or ""))
+                setattr(item, child_control, say(child, "text"))
             elif child.get("type") == "display" and item.kind != "group":
-                item.help.append(str(child.get("text") or ""))  # flyover or plain: a description under the label
+                item.help.append(say(child, "text"))  # flyover or plain: a description under the label
             elif (nested := item_of(child)) is not None:
                 item.children.append(nested)
         return item
 
     items = [i for d in questionnaire.get("item") or [] if (i := item_of(d)) is not None]
-    return Form(questionnaire, items)
+    return Form(questionnaire, items, shown, translations.languages(questionnaire))
 
 
 def read_value(item: FormItem, raw: Any) -> Any:

@@ -39,8 +39,8 @@ APP_SCOPE = (
     "patient/Observation.crus patient/Flag.crus patient/Provenance.crus user/MeasureReport.rs"
 )
 BACKEND_SCOPE = "system/QuestionnaireResponse.crus system/Observation.crus system/Flag.crus system/Provenance.crus"
-SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.1"
-ORS = "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.1"
+SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.2"
+ORS = "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.2"
 
 
 @dataclass(frozen=True)

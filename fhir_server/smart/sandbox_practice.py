@@ -36,9 +36,9 @@ Respond = Callable[[str, datetime, list[dict[str, Any]]], str]  # (questionnaire
 
 MARKER = ("Organization", "sandbox-org")
 ORG_TYPE = "http://terminology.hl7.org/CodeSystem/organization-type"
-SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.1"
-ORS = "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.1"
-WAI_SR = "http://fit-fhir.org/fhir/Questionnaire/wai-sr|1.0.1"
+SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.2"
+ORS = "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.2"
+WAI_SR = "http://fit-fhir.org/fhir/Questionnaire/wai-sr|1.0.2"
 SRS_LINES = ("relationship", "goals", "approach", "overall")
 ORS_LINES = ("individually", "interpersonally", "socially", "overall")
 SELF = {"system": f"{BASE}/CodeSystem/fit-respondent", "code": "self"}

@@ -17,6 +17,7 @@ from fhir_server import fhirjson
 from fhir_server.canonical import BASE
 from fhir_server.engine.interactions import Interactions
 from fhir_server.errors import FhirError
+from fhir_server.library import translations
 from fhir_server.scoring import attribution
 from fhir_server.smart.calculated import with_calculated
 from fhir_server.smart.ehr_reads import read_from_ehr
@@ -96,6 +97,8 @@ def build_response(
         "identifier": submission_identifier(session, form.canonical),
         "questionnaire": form.canonical,
         "status": "completed",
+        # The language the client read the form in: a rating given in French was given to French wording.
+        "language": form.language,
         "subject": {"reference": f"Patient/{session.patient}"},
     }
     if session.encounter:
@@ -111,7 +114,9 @@ class FormService:
     def __init__(self, fhir: Interactions, sessions: AppSessionStore) -> None:
         self.fhir = fhir
         self.sessions = sessions
-        self._forms: dict[str, Form] = {}  # canonical → form; a published url|version never changes
+        # A published url|version never changes, so neither do its translations: both are cached for good.
+        self._questionnaires: dict[str, dict[str, Any]] = {}
+        self._forms: dict[tuple[str, str], Form] = {}  # (canonical, language shown) → form
 
     def resolve_measure(self, measure: str) -> str:
         """``srs`` (a library folder), a url or ``url|version`` → the canonical the form shows (a url alone
@@ -125,11 +130,14 @@ class FormService:
             raise MeasureUnavailable(f"no measure {measure[:100]!r} is known here")
         return f"{url}|{version}"
 
-    def form_for(self, session: AppSession) -> Form:
+    def form_for(self, session: AppSession, language: str | None = None) -> Form:
+        """The session's form in ``language``, else the session's language, else the Questionnaire's own (a
+        language the Questionnaire does not offer gives its own: form_model.build_form)."""
         canonical = session.questionnaire
         if not canonical:
             raise MeasureUnavailable("no measure has been chosen for this session")
-        if canonical not in self._forms:
+        questionnaire = self._questionnaires.get(canonical)
+        if questionnaire is None:
             url, _, version = canonical.partition("|")
             questionnaire = self.fhir.library.questionnaire(url, version)
             if questionnaire is None:
@@ -137,8 +145,12 @@ class FormService:
                     questionnaire = self.fhir.resolve_questionnaire(None, canonical)
                 except FhirError:
                     raise MeasureUnavailable(f"the measure {canonical[:200]} is not known here") from None
-            self._forms[canonical] = build_form(questionnaire)
-        return self._forms[canonical]
+            self._questionnaires[canonical] = questionnaire
+        # Keyed by the language shown, not the one asked for: any tag a browser sends maps to one the form offers.
+        key = (canonical, translations.match(questionnaire, language or session.language))
+        if key not in self._forms:
+            self._forms[key] = build_form(questionnaire, key[1])
+        return self._forms[key]
 
     def clinician_rated(self, session: AppSession) -> bool:
         """Whether the session's measure is rated by the clinician (scoring.json ``"rater": "clinician"``)."""

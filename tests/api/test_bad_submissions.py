@@ -14,7 +14,7 @@ import pytest
 
 from tests.api.fhir import post, put
 
-SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.1"
+SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.2"
 NS = 'xmlns="http://www.w3.org/1999/xhtml"'
 QR = "QuestionnaireResponse"
 ANSWER = f"{QR}.item[0].answer[0]"

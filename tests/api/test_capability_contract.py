@@ -314,7 +314,7 @@ def _srs(patient: str) -> dict[str, Any]:
     marks = {"relationship": 85, "goals": 88, "approach": 80, "overall": 88}
     return {
         "resourceType": "QuestionnaireResponse",
-        "questionnaire": f"{FIT}/Questionnaire/srs|1.0.1",
+        "questionnaire": f"{FIT}/Questionnaire/srs|1.0.2",
         "status": "completed",
         "subject": {"reference": f"Patient/{patient}"},
         "authored": "2026-11-20T16:45:00Z",

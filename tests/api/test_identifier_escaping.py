@@ -11,7 +11,7 @@ def _response(uid: str, value: str) -> dict:
     return {
         "resourceType": "QuestionnaireResponse",
         "identifier": {"system": "urn:test:escape", "value": value},
-        "questionnaire": "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.1",
+        "questionnaire": "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.2",
         "status": "completed",
         "subject": {"reference": f"Patient/esc-{uid}"},
         "authored": "2026-11-20T16:45:00Z",

@@ -27,7 +27,7 @@ from tests.support.databases import sqlite_database
 from tests.support.process import ServerProcess, server_process
 from tests.support.server import RunningServer
 
-SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.1"
+SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.2"
 EHR_ISSUER = "https://ehr.test/cds-client"
 SERVICE = "fit-alliance-patient-view"
 MEASURES = "http://fit-fhir.org/fhir/CodeSystem/fit-measures"
@@ -353,7 +353,7 @@ def test_a_young_child_is_asked_for_the_ycors_and_a_ycors_today_counts(server, e
     with _ehr_client(ehr) as client:
         ycors = {
             "resourceType": "QuestionnaireResponse",
-            "questionnaire": "http://fit-fhir.org/fhir/Questionnaire/ycors|1.0.1",
+            "questionnaire": "http://fit-fhir.org/fhir/Questionnaire/ycors|1.0.2",
             "status": "completed",
             "subject": {"reference": f"Patient/{patient}"},
             "authored": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -73,7 +73,7 @@ def test_no_line_without_the_therapists_ratings_or_beside_a_childs_csrs(server, 
     view = build_view(server.app.state.fhir, uid, "1980-01-01")
     assert view.therapist is None and "series-therapist" not in view.trend_svg
     csrs = srs(uid, (90, 90, 90, 90), _day(13), **_in(uid, "b"))
-    csrs["questionnaire"] = "http://fit-fhir.org/fhir/Questionnaire/csrs|1.0.1"
+    csrs["questionnaire"] = "http://fit-fhir.org/fhir/Questionnaire/csrs|1.0.2"
     for item, link_id in zip(csrs["item"], ("listening", "important", "what-we-did", "overall"), strict=True):
         item["linkId"] = link_id
     submit(client, csrs)

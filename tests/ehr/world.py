@@ -16,7 +16,7 @@ from fhir_server.scoring.resources import derived_id
 from fhir_server.store.repository import WriteSession
 from tests.ehr.harness import ROOT, EhrProcess, fhir_json
 
-SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.1"
+SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.2"
 LAUNCH = "urn:test:launch"
 SRS_QUESTIONNAIRE = fhir_json(json.loads((ROOT / "questionnaires" / "srs" / "questionnaire.json").read_text()))
 LOW = (85, 88, 80, 88)  # total 34.1: below the cutoff, an item below 9 → two Flags

@@ -46,11 +46,11 @@ def test_a_content_pack_serves_its_text_as_a_new_version(tmp_path):
     with _server(tmp_path, content_packs=str(PACK)) as server, httpx.Client(base_url=server.fhir_base) as client:
         versions = client.get("/Questionnaire", params={"url": SRS}).json()
         by_version = {e["resource"]["version"]: e["resource"] for e in versions["entry"]}
-        assert set(by_version) == {"1.0.1", "1.0.1-testpack"}
-        licensed, shipped = _texts(by_version["1.0.1-testpack"]), _texts(by_version["1.0.1"])
+        assert set(by_version) == {"1.0.2", "1.0.2-testpack"}
+        licensed, shipped = _texts(by_version["1.0.2-testpack"]), _texts(by_version["1.0.2"])
         assert licensed["relationship-lower"].startswith("TEST PACK:")
         assert not shipped["relationship-lower"].startswith("TEST PACK:")
-        assert "Test site" in by_version["1.0.1-testpack"]["copyright"]
+        assert "Test site" in by_version["1.0.2-testpack"]["copyright"]
         # A response naming only the url means the licensed version the site loaded
         answers = [
             {"linkId": n, "answer": [{"valueInteger": 90}]} for n in ("relationship", "goals", "approach", "overall")
@@ -68,22 +68,22 @@ def test_a_content_pack_serves_its_text_as_a_new_version(tmp_path):
 
 @pytest.mark.parametrize(
     ("written_for", "refused"),
-    [("1.0.0", False), ("1.0.1", False), (None, False), ("1.1.0", True), ("2.0.0", True)],
+    [("1.0.0", False), ("1.0.2", False), (None, False), ("1.1.0", True), ("2.0.0", True)],
 )
 def test_a_packs_overlay_applies_to_patch_releases_of_its_version(tmp_path, written_for, refused):
     """Semver, as the Questionnaires declare: a patch release changes no item, so a site's pack written for 1.0.0
-    keeps its wording on 1.0.1; a minor or major release may change items and is refused, naming the overlay."""
+    keeps its wording on 1.0.2; a minor or major release may change items and is refused, naming the overlay."""
     pack = tmp_path / "pack"
     shutil.copytree(PACK, pack)
     overlay = json.loads((pack / "srs.json").read_text())
     overlay["version"] = written_for
     (pack / "srs.json").write_text(json.dumps({k: v for k, v in overlay.items() if v is not None}))
     if refused:
-        with pytest.raises(LoadError, match=rf"srs\.json: the overlay is for version {written_for}, .* has 1\.0\.1"):
+        with pytest.raises(LoadError, match=rf"srs\.json: the overlay is for version {written_for}, .* has 1\.0\.2"):
             discover([PROJECT_ROOT / "questionnaires"], packs=[pack])
         return
     [(_, licensed)] = discover([PROJECT_ROOT / "questionnaires"], packs=[pack]).licensed
-    assert (licensed["id"], licensed["version"]) == ("srs-1.0.1-testpack", "1.0.1-testpack")
+    assert (licensed["id"], licensed["version"]) == ("srs-1.0.2-testpack", "1.0.2-testpack")
     assert _texts(licensed)["relationship-lower"].startswith("TEST PACK:")
 
 
@@ -240,7 +240,7 @@ def test_load_command_reports_progress_and_is_idempotent(tmp_path):
 def test_validate_operation(client, uid):
     response = {
         "resourceType": "QuestionnaireResponse",
-        "questionnaire": f"{SRS}|1.0.1",
+        "questionnaire": f"{SRS}|1.0.2",
         "status": "completed",
         "subject": {"reference": f"Patient/{uid}"},
         "item": [{"linkId": "relationship", "answer": [{"valueInteger": 101}]}],
@@ -254,7 +254,7 @@ def test_validate_operation(client, uid):
 
 
 def test_responses_to_the_release_before_stay_accepted_and_scored_after_an_upgrade(tmp_path):
-    """A database that held SRS 1.0.0 before the upgrade to 1.0.1 keeps it: a response an EHR pinned to 1.0.0 is
+    """A database that held SRS 1.0.0 before the upgrade to 1.0.2 keeps it: a response an EHR pinned to 1.0.0 is
     still checked against 1.0.0 and scored (scoring reads the instrument by url), and one naming the url alone
     means the new release."""
     shipped = json.loads((PROJECT_ROOT / "questionnaires" / "srs" / "questionnaire.json").read_text())
@@ -264,7 +264,7 @@ def test_responses_to_the_release_before_stay_accepted_and_scored_after_an_upgra
     with _server(tmp_path) as server, httpx.Client(base_url=server.fhir_base) as client:
         assert post(client, "/Questionnaire", before).status_code == 201
         versions = {e["resource"]["version"] for e in client.get("/Questionnaire", params={"url": SRS}).json()["entry"]}
-        assert versions == {"1.0.0", "1.0.1"}
+        assert versions == {"1.0.0", "1.0.2"}
         for canonical in (f"{SRS}|1.0.0", SRS):
             answers = [{"linkId": n, "answer": [{"valueInteger": 70}]} for n in ("relationship", "goals", "approach")]
             response = {

@@ -12,7 +12,7 @@ from fhir_server.scoring.attribution import CLINICIAN, PROGRAM
 from fhir_server.scoring.resources import ACKNOWLEDGED
 from tests.api.fhir import post, put
 
-CANONICAL = "http://fit-fhir.org/fhir/Questionnaire/{}|1.0.1"
+CANONICAL = "http://fit-fhir.org/fhir/Questionnaire/{}|1.0.2"
 RESPONDENT = "http://fit-fhir.org/fhir/CodeSystem/fit-respondent"
 WAI_FREQUENCY = "http://fit-fhir.org/fhir/CodeSystem/wai-frequency"
 POPULATION_CODES = ("initial-population", "denominator", "denominator-exclusion", "numerator", "measure-population")
@@ -87,7 +87,7 @@ class Practice:
             names = ("relationship", "goals", "approach", "overall")
             lines = [{"linkId": n, "answer": [{"valueInteger": m}]} for n, m in zip(names, therapist, strict=True)]
             rated = {**shared, "author": {"reference": clinician}}
-            self._submit(rated, "srs-therapist", f"{day}T09:58:00Z", lines, version="1.0.0")
+            self._submit(rated, "srs-therapist", f"{day}T09:58:00Z", lines, version="1.0.1")
 
     def _submit(
         self, shared: dict[str, Any], instrument: str, authored: str, items: list[dict[str, Any]], version: str = ""

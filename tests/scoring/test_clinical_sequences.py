@@ -16,7 +16,7 @@ from tests.api.fhir import post, put
 from tests.scoring.test_pipeline import active_flags, srs, submit
 from tests.support.server import ServerThread
 
-ORS = "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.1"
+ORS = "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.2"
 RESPONDENT = "http://fit-fhir.org/fhir/CodeSystem/fit-respondent"
 SERIES = "http://fit-fhir.org/fhir/StructureDefinition/respondent-series"
 

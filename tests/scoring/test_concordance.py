@@ -14,7 +14,7 @@ from fhir_server.validation import validate_resource
 from tests.api.fhir import put
 from tests.scoring.test_pipeline import srs, submit
 
-THERAPIST = "http://fit-fhir.org/fhir/Questionnaire/srs-therapist|1.0.0"
+THERAPIST = "http://fit-fhir.org/fhir/Questionnaire/srs-therapist|1.0.1"
 SERIES = "http://fit-fhir.org/fhir/StructureDefinition/respondent-series"
 DOMAINS = ("relationship", "goals", "approach", "overall")
 

@@ -11,7 +11,7 @@ from fhir_server.store import clinical
 from fhir_server.validation import validate_resource
 from tests.api.fhir import post, put
 
-SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.1"
+SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.2"
 FLAGS = "http://fit-fhir.org/fhir/CodeSystem/fit-flags"
 MEASURES = "http://fit-fhir.org/fhir/CodeSystem/fit-measures"
 
@@ -173,7 +173,7 @@ def test_ors_cutoff_depends_on_age_and_reliable_change_is_interpreted(client, ui
 
     base = {
         "resourceType": "QuestionnaireResponse",
-        "questionnaire": "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.1",
+        "questionnaire": "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.2",
         "status": "completed",
         "subject": {"reference": f"Patient/{uid}"},
     }
@@ -290,7 +290,7 @@ def test_alliance_summary(client, uid):
 def _wai(uid: str, answers: dict[int, str], authored: str) -> dict:
     return {
         "resourceType": "QuestionnaireResponse",
-        "questionnaire": "http://fit-fhir.org/fhir/Questionnaire/wai-sr|1.0.1",
+        "questionnaire": "http://fit-fhir.org/fhir/Questionnaire/wai-sr|1.0.2",
         "status": "completed",
         "subject": {"reference": f"Patient/{uid}"},
         "authored": authored,
@@ -344,7 +344,7 @@ def _ors(patient: str, mark: int, authored: str) -> dict:
     }
     return {
         "resourceType": "QuestionnaireResponse",
-        "questionnaire": "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.1",
+        "questionnaire": "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.2",
         "status": "completed",
         "subject": {"reference": f"Patient/{patient}"},
         "authored": authored,

@@ -12,7 +12,7 @@ import httpx
 from tests.support.server import RunningServer
 from tests.support.tokens import client_for, mint
 
-SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.1"
+SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.2"
 PROBE_CODE = "http://example.org/probe|probe"
 
 

@@ -90,11 +90,11 @@ def test_questionnaires_are_searchable_by_url_version_name_code_status_and_conte
     def ids(params):
         return {e["resource"]["id"] for e in client.get("/Questionnaire", params=params).json().get("entry", [])}
 
-    assert ids({"url": SRS}) == {"srs-1.0.1"}
-    assert ids({"url": SRS, "version": "1.0.1"}) == {"srs-1.0.1"}
+    assert ids({"url": SRS}) == {"srs-1.0.2"}
+    assert ids({"url": SRS, "version": "1.0.2"}) == {"srs-1.0.2"}
     assert ids({"url": SRS, "version": "9.9.9"}) == set()
-    assert ids({"name": "SessionRatingScale"}) == {"srs-1.0.1"}
-    assert ids({"code": "http://snomed.info/sct|716613004"}) == {"ors-1.0.1"}
-    assert "srs-1.0.1" in ids({"status": "active"})
+    assert ids({"name": "SessionRatingScale"}) == {"srs-1.0.2"}
+    assert ids({"code": "http://snomed.info/sct|716613004"}) == {"ors-1.0.2"}
+    assert "srs-1.0.2" in ids({"status": "active"})
     alliance = ids({"context": "alliance"})
-    assert {"srs-1.0.1", "wai-sr-1.0.1", "csrs-1.0.1"} <= alliance and "ors-1.0.1" not in alliance
+    assert {"srs-1.0.2", "wai-sr-1.0.2", "csrs-1.0.2"} <= alliance and "ors-1.0.2" not in alliance

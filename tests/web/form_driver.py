@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.1"
+SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.2"
 SRS_LINES = ("relationship", "goals", "approach", "overall")
 
 

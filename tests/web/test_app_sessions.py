@@ -72,7 +72,7 @@ def test_session_cookie_attributes_and_only_the_hash_is_stored(form_server, pati
 def test_tokens_and_context_stay_server_side(form_server, patient):
     store = form_server.app.state.app_sessions
     session_id, session = store.create_session(
-        patient=patient, questionnaire="http://fit-fhir.org/fhir/Questionnaire/srs|1.0.1"
+        patient=patient, questionnaire="http://fit-fhir.org/fhir/Questionnaire/srs|1.0.2"
     )
     secret = "ehr-access-token-" + patient
     updated = store.update(session, access_token=secret, refresh_token=secret + "-r", fhir_context=[{"reference": "x"}])
@@ -233,4 +233,4 @@ def test_a_loaded_content_pack_supplies_the_wording(licensed_server, patient):
         assert browser.post("/app/form", data=submit_fields(csrf_of(page), SRS_MARKS)).status_code == 303
     with httpx.Client(base_url=licensed_server.fhir_base) as fhir:
         [response] = search(fhir, "QuestionnaireResponse", subject=f"Patient/{patient}")
-    assert response["questionnaire"] == "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.1-testpack"
+    assert response["questionnaire"] == "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.2-testpack"

@@ -29,8 +29,8 @@ from tests.web.form_driver import drag, keys, submit_and_wait_for_thanks
 from tests.web.test_accessibility import axe_violations
 from tests.web.test_layout_and_iframe import keep
 
-SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.1"
-ORS = "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.1"
+SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.2"
+ORS = "http://fit-fhir.org/fhir/Questionnaire/ors|1.0.2"
 SRS_MARKS = [95, 94, 92, 93, 90, 88, 91, 86, 84, 88, 83, 80]  # every line the same mark → total = mark / 2.5
 ORS_MARKS = [45, 50, 52, 55, 58, 60, 62, 61, 64, 66, 68, 70]
 

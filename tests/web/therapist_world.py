@@ -19,8 +19,8 @@ from fhir_server.config import Settings
 from tests.support.server import RunningServer, ServerThread
 from tests.support.tokens import client_for, mint
 
-SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.1"
-THERAPIST = "http://fit-fhir.org/fhir/Questionnaire/srs-therapist|1.0.0"
+SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.2"
+THERAPIST = "http://fit-fhir.org/fhir/Questionnaire/srs-therapist|1.0.1"
 LINES = ("relationship", "goals", "approach", "overall")
 PASSWORD = "a-long-password"
 
