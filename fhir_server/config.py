@@ -206,6 +206,12 @@ class Settings(BaseSettings):
     therapist_rating_blind: bool = True
     # A report's statements run side by side on this many database connections (one snapshot; PostgreSQL only).
     report_connections: PositiveInt = 2
+    # Requests to complete a measure (SDC complete-questionnaire Tasks, fhir_server/measure_tasks): a Task without
+    # restriction.period.end expires this many days after its authoredOn (then cancelled, "Expired before it was
+    # completed"); the CDS card on patient-view suggests asking for the outcome measure when the client has none in
+    # the last task_card_days days and no open request for it.
+    task_days: PositiveInt = 4
+    task_card_days: PositiveInt = 14
 
     # -- secrets at rest (store/crypto.py, docs/security.md) ------------------------------------------------------
     # The key that encrypts stored secrets (an EHR's tokens and client secret, the signing keys): 32 random bytes,

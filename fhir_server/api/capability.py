@@ -13,6 +13,7 @@ from fhir_server.search.registry import Registry
 from fhir_server.store.records import instant, utc_now
 from fhir_server.subscriptions.checks import PROFILE as SUBSCRIPTION_PROFILE
 from fhir_server.subscriptions.topics import topics
+from fhir_server.validation.sdc_task import SDC_TASK_PROFILE
 
 TYPE_INTERACTIONS = [
     "read",
@@ -47,6 +48,15 @@ BINARY_DOCUMENTATION = (
     "Read answers the content itself with its contentType unless FHIR is asked for (an `Accept` of "
     "application/fhir+json, or `_format`); create and update take raw content of any other Content-Type, "
     "`X-Security-Context` naming its securityContext."
+)
+
+# Checked by validation/sdc_task.py (SDC publishes sdc-task as a differential only; the checks are written out).
+TASK_DOCUMENTATION = (
+    "A Task with code complete-questionnaire (SDC temp), or claiming the sdc-task profile, follows SDC's "
+    "questionnaire-task pattern (sdc-t1: one questionnaire input naming a Questionnaire this server holds, no focus; "
+    "authoredOn and requester), is for a Patient, and its fit-task-input inputs (delivery, language, write-back) are "
+    "checked; the response that answers it completes it. A patient-context token reaches only Tasks whose every "
+    "patient reference (for, owner, requester, focus) is its patient."
 )
 
 SUBSCRIPTION_DOCUMENTATION = (
@@ -127,6 +137,9 @@ def _resource(registry: Registry, resource_type: str) -> dict[str, Any]:
     }
     if resource_type == "Binary":
         entry["documentation"] = BINARY_DOCUMENTATION
+    if resource_type == "Task":
+        entry["supportedProfile"] = [SDC_TASK_PROFILE]
+        entry["documentation"] = TASK_DOCUMENTATION
     if resource_type == "Subscription":
         entry["extension"] = [{"url": TOPIC_CANONICAL, "valueCanonical": url} for url in sorted(topics())]
         entry["supportedProfile"] = [SUBSCRIPTION_PROFILE]

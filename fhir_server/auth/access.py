@@ -9,7 +9,9 @@ Two forms of the same rule, kept side by side so they cannot drift apart:
 A patient-context scope (``patient/…``) reaches the resources that are the token's ``patient``'s alone: the
 Patient itself, and resources of the R4 Patient compartment's types whose every patient reference (every
 compartment parameter of the type) names that patient (``only_patients``; SQL: an exclusive ``CompartmentClause``);
-resources of types outside that compartment (Questionnaire, Practitioner, …) are not patient data.  ``user/`` and
+resources of types outside that compartment are not patient data (Questionnaire, Practitioner, …), except the few
+that name patients through parameters R4's compartment leaves out (``PATIENT_REFERENCES``: a Task asking a client to
+complete a measure), which are confined exactly like the compartment's types.  ``user/`` and
 ``system/`` scopes are not confined.  A resource the caller may not see is answered exactly like one that does not
 exist (docs/security.md), so these functions answer yes/no; auth/policy.py turns them into the server's answers.
 """
@@ -24,7 +26,16 @@ from fhir_server.auth.scopes import ResourceScope
 from fhir_server.canonical import CLINICIAN_ONLY, SECURITY_CODESYSTEM
 from fhir_server.errors import FhirError
 from fhir_server.search.compartments import COMPARTMENTS, compartment_clause
-from fhir_server.search.query import AllClause, AnyClause, ChainClause, HasClause, OrClause, SearchQuery, parse_search
+from fhir_server.search.query import (
+    AllClause,
+    AnyClause,
+    ChainClause,
+    CompartmentClause,
+    HasClause,
+    OrClause,
+    SearchQuery,
+    parse_search,
+)
 from fhir_server.search.registry import Registry
 from fhir_server.search.types import reference, token
 
@@ -34,6 +45,13 @@ ACTIONS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "searc
 # write naming it); none without one or naming anything else (a DocumentReference's would need a second lookup).  R4
 # gives Binary no search parameter on it, so a patient-context search of Binary cannot be confined and is refused.
 SECURITY_CONTEXT_TYPES = frozenset({"Binary"})
+# Types outside R4's Patient compartment that are a patient's record all the same, with every search parameter
+# through which one names a patient.  R4 leaves Task out of the compartment (its CompartmentDefinition lists no
+# Task parameter), yet a Task asking a client to complete a measure names them in ``for`` (subject), ``owner``,
+# sometimes ``requester`` and ``focus``: without this table a patient/*.read token would read every client's Tasks.
+# A type here is confined like a compartment type: by ``only_patients`` in memory and an exclusive
+# CompartmentClause over these parameters in SQL (a Task naming two patients is neither's alone).
+PATIENT_REFERENCES: dict[str, tuple[str, ...]] = {"Task": ("subject", "owner", "requester", "focus")}
 
 
 def forbidden(caller: Caller, resource_type: str, permission: str) -> FhirError:
@@ -51,7 +69,7 @@ class AccessPolicy:
         (FHIR_SERVER_CLIENT_SEES_THERAPIST_RATING); by default a patient-context token never reaches a resource
         labelled clinician-only (canonical.py: the therapist's rating, its gap with the client's, that Flag)."""
         self.registry = registry
-        self._compartment = COMPARTMENTS["Patient"]()
+        self._compartment = {**COMPARTMENTS["Patient"](), **PATIENT_REFERENCES}
         self._hidden = None if patients_see_clinician_only else f"{SECURITY_CODESYSTEM}|{CLINICIAN_ONLY}"
 
     def is_patient_data(self, resource_type: str) -> bool:
@@ -186,6 +204,11 @@ class AccessPolicy:
         """``only_patients`` in SQL: the patient itself, or its compartment with no other patient named."""
         if resource_type == "Patient":
             return parse_search("Patient", [("_id", patient_id)], self.registry, strict=True).clauses[0]
+        if resource_type in PATIENT_REFERENCES:  # not R4's compartment: the same clause over the table's parameters
+            params = tuple(
+                p for code in PATIENT_REFERENCES[resource_type] if (p := self.registry.get(resource_type, code))
+            )
+            return CompartmentClause("Patient", patient_id, params, exclusive=True)
         return replace(compartment_clause(self.registry, "Patient", patient_id, resource_type), exclusive=True)
 
     def _confine_chains(self, caller: Caller, clause: AnyClause) -> AnyClause:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from fhir_server.auth.policy import Policy
 from fhir_server.config import Settings
+from fhir_server.ehr.registry import by_issuer
 from fhir_server.engine.questionnaires import UnknownQuestionnaire, resolve_questionnaire
 from fhir_server.errors import FhirError
 from fhir_server.scoring.resources import label_clinician_only
@@ -31,6 +32,7 @@ from fhir_server.validation.extensions import Lookup
 from fhir_server.validation.families import parse_warn_only
 from fhir_server.validation.questionnaire_response import validate_response
 from fhir_server.validation.resource import Services, check
+from fhir_server.validation.sdc_task import Lookups, applies, task_issues
 from fhir_server.validation.terminology import RemoteTerminology
 
 if TYPE_CHECKING:
@@ -114,7 +116,35 @@ def _content_checks(
         check_definition(resource)
     elif resource_type == "QuestionnaireResponse":
         return check_response(fhir, session, resource)
+    elif resource_type == "Task" and applies(resource):
+        check_task(fhir, session, resource)
     return None
+
+
+def check_task(fhir: Interactions, session: WriteSession | None, task: dict[str, Any]) -> None:
+    """A Task asking for a measure follows SDC's questionnaire-task pattern (validation/sdc_task.py): 422 naming
+    the element, the Questionnaire and a write-back EHR looked up as the server.  Such a Task is the clinic's
+    request (its delivery input makes the server send a link to an address): the client or a relative may read
+    theirs but not write one (403), as Epic offers patient-facing apps Task reads only."""
+    if not fhir.policy.writes_for_the_clinic:
+        raise FhirError(
+            403,
+            "forbidden",
+            "A Task asking a client to complete a measure is written by the clinic (a clinician or a system), "
+            "not by the client or a relative",
+        )
+
+    def questionnaire(canonical: str) -> str | None:
+        try:
+            resolve_questionnaire(fhir, session, canonical, task)
+        except FhirError as refused:
+            return refused.issues[0].diagnostics
+        return None
+
+    lookups = Lookups(questionnaire, lambda url: by_issuer(fhir.repo.engine, url) is not None)
+    issues = task_issues(task, lookups)
+    if issues:
+        raise FhirError(422, issues[0].code, issues[0].diagnostics, issues=issues)
 
 
 def check_response(fhir: Interactions, session: WriteSession | None, response: dict[str, Any]) -> dict[str, Any] | None:
