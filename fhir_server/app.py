@@ -28,6 +28,7 @@ from fhir_server.engine.composition import build_core
 from fhir_server.engine.library_sync import sync_resources
 from fhir_server.export.storage import DirectoryStorage
 from fhir_server.export.worker import ExportWorker
+from fhir_server.i18n import for_server
 from fhir_server.middleware import RequestContextMiddleware
 from fhir_server.operations import published_definitions
 from fhir_server.store import secret_store
@@ -35,6 +36,7 @@ from fhir_server.store.errors import DATABASE_ERRORS
 from fhir_server.subscriptions.worker import SubscriptionWorker
 from fhir_server.web import auth_routes
 from fhir_server.web.cds_routes import router as cds_router
+from fhir_server.web.form_pages import PageTemplates
 from fhir_server.web.form_routes import install_form
 from fhir_server.web.install import install_authorization_server
 from fhir_server.web.launch_routes import install_launch
@@ -99,6 +101,10 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
         openapi_url=None,
     )
     app.state.settings = settings
+    # The app's message catalogues, read and checked once: a missing or stale translation stops the start here,
+    # naming the file and the message, rather than showing a client a half-translated page.
+    app.state.catalogues = for_server(settings.content_pack_paths())
+    app.state.page_templates = PageTemplates(app.state.catalogues)
     app.state.engine = engine
     app.state.read_engine = repository.read_engine
     app.state.fhir = fhir

@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from fhir_server import fhirjson
 from fhir_server.errors import FhirError
 from fhir_server.library import translations
 from fhir_server.library.errors import LoadError
 from fhir_server.library.packs import ContentPack, apply_pack, read_pack
 from fhir_server.reporting.indicators import Indicator, IndicatorError, check_codes, read_indicator
+from fhir_server.scoring import texts as scoring_texts
 from fhir_server.scoring.rules import RulesError, ScoringRules, load_rules
 from fhir_server.validation import validate_resource
 
@@ -28,6 +31,8 @@ class Instrument:
     folder: Path
     questionnaire: dict[str, Any]
     rules: ScoringRules | None
+    # texts.json: the Flag texts' translations (lang → flags, items, scores, concordance), scoring/texts.py
+    texts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -74,6 +79,21 @@ class Library:
         shipped = [(i.folder / "questionnaire.json", i.questionnaire) for i in self.instruments]
         measures = [(i.folder / "measure.json", i.measure) for i in self.indicators]
         return [*self.terminology, *shipped, *self.licensed, *measures]
+
+    def flag_text(self, code: str, english: str, language: str | None) -> str:
+        """A stored Flag's text (``Flag.code.text``, English) in the clinician's ``language``: the instrument's
+        translation, or the English when there is none (scoring/texts.py translate_flag)."""
+        for instrument in self.instruments:
+            rules = instrument.rules
+            if rules is None:
+                continue
+            concordance = rules.concordance.flag.code if rules.concordance is not None else None
+            # Instruments may share a Flag code (the CSRS raises the SRS's): the one whose message reads back
+            if code == concordance or any(f.code == code for f in rules.flags):
+                said = scoring_texts.translate_flag(rules, instrument.texts, code, english, language)
+                if said != english:
+                    return said
+        return english
 
     def indicator(self, key: str) -> Indicator | None:
         """By id (its folder), by url, or by url|version."""
@@ -152,7 +172,28 @@ def _instrument(folder: Path) -> Instrument:
         missing += [s.linkId for s in rules.scores if s.linkId not in link_ids]
         if missing:
             raise LoadError(f"{folder / 'scoring.json'}: linkIds not in the Questionnaire: {', '.join(missing)}")
-    return Instrument(folder.name, folder, questionnaire, rules)
+    return Instrument(folder.name, folder, questionnaire, rules, _flag_texts(folder, questionnaire, rules))
+
+
+def _flag_texts(folder: Path, questionnaire: dict[str, Any], rules: ScoringRules | None) -> dict[str, Any]:
+    """texts.json, checked as the Questionnaire's translations are: every language the form offers is offered to
+    the clinician whole (a French Flag question beside an English label reads as a mistake)."""
+    path = folder / "texts.json"
+    catalogue: dict[str, Any] = {}
+    if path.exists():
+        try:
+            catalogue = orjson.loads(path.read_bytes())
+        except orjson.JSONDecodeError as exc:
+            raise LoadError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(catalogue, dict):
+            raise LoadError(f"{path}: must map languages to texts")
+    wanted = [lang for lang in translations.languages(questionnaire) if lang != "en"]
+    if rules is not None and wanted:
+        try:
+            scoring_texts.check_catalogue(rules, catalogue, wanted)
+        except ValueError as exc:
+            raise LoadError(f"{path}: {exc}") from None
+    return catalogue
 
 
 def _indicator(folder: Path) -> Indicator:
