@@ -14,7 +14,7 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD = 1
 # behind a SMART stand-in, run with the machine's Node.js.
 FOREIGN_EHR = tests/foreign_ehr
 
-.PHONY: serve test lint format screenshots bench-core bench-search bench-clinician bench-reporting clean
+.PHONY: serve test lint format messages screenshots bench-core bench-search bench-clinician bench-reporting clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "fhir-server needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -46,6 +46,16 @@ test: $(BIN)/.installed $(WEB_TESTS)/node_modules/.installed $(FOREIGN_EHR)/node
 # committing.
 screenshots: $(BIN)/.installed
 	FHIR_SERVER_SAVE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/web/test_layout_and_iframe.py tests/web/test_clinician_view.py -k "sqlite and (phone or iframe or chart)"
+
+# The app's message catalogue: extract every marked string (babel.cfg) into app.pot, then merge it into each
+# language's app.po.  New or changed strings come out untranslated (or fuzzy): translate them, remove the fuzzy
+# marks, and the server starts again (it refuses a catalogue with a missing or fuzzy translation).
+LOCALES = fhir_server/i18n/locales
+messages: $(BIN)/.installed
+	$(BIN)/pybabel extract --mapping-file babel.cfg --output-file $(LOCALES)/app.pot --no-location --sort-output \
+		--project fhir-server --copyright-holder "fhir-server contributors" --msgid-bugs-address "" --width 120 .
+	$(BIN)/pybabel update --domain app --input-file $(LOCALES)/app.pot --output-dir $(LOCALES) --width 120 \
+		--ignore-obsolete --no-fuzzy-matching
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -2,7 +2,7 @@
 (``negotiation.py``).  The Questionnaires' own texts are translated in the Questionnaires (FHIR's ``translation``
 extension), read by the library."""
 
-from fhir_server.i18n.catalogues import SOURCE_LANGUAGE, CatalogueError, Catalogues, shipped
+from fhir_server.i18n.catalogues import SOURCE_LANGUAGE, CatalogueError, Catalogues, for_server, shipped
 from fhir_server.i18n.negotiation import direction, display_name, negotiate, patient_languages
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "Catalogues",
     "direction",
     "display_name",
+    "for_server",
     "negotiate",
     "patient_languages",
     "shipped",

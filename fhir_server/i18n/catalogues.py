@@ -64,8 +64,12 @@ def check(template: Catalog, translation: Catalog, path: Path) -> None:
             raise CatalogueError(f"{path}: no translation for the message {key!r}")
         if message.fuzzy:
             raise CatalogueError(f"{path}: the translation of {key!r} is marked fuzzy (check it, then unmark it)")
+        # A plural's forms may leave out the count ("Une question…" for 1): a translated form keeps every
+        # placeholder both source forms have, and uses no other.
+        sources = [_placeholders(m) for m in (message_id if isinstance(message_id, tuple | list) else [message_id])]
+        needed, allowed = set.intersection(*sources), set.union(*sources)
         for string in strings:
-            if _placeholders(string) != _placeholders(key):
+            if not needed <= _placeholders(string) <= allowed:
                 raise CatalogueError(f"{path}: the translation of {key!r} has other placeholders than the source")
     extra = sorted(set(_keys(translation)) - set(wanted))
     if extra:
@@ -86,14 +90,20 @@ class Catalogues:
 
     translations: dict[tuple[str, str], Translations] = field(default_factory=dict)
     folders: list[Path] = field(default_factory=list)
+    templates: dict[str, Catalog] = field(default_factory=dict)  # domain → the template its catalogues follow
 
     def load_folder(self, folder: Path) -> None:
-        """Read and check every catalogue of one folder (the shipped one, or a content pack's)."""
+        """Read and check every catalogue of one folder (the shipped one, or a content pack's).  A folder without
+        a ``<domain>.pot`` (a content pack adding a language to the app) is checked against the template loaded
+        before it, the shipped one: a pack's translation of the app must follow the app's own messages."""
         for domain in DOMAINS:
             template_path = folder / f"{domain}.pot"
-            if not template_path.exists():
+            if template_path.exists():
+                template = self.templates[domain] = _read(template_path)
+            elif domain in self.templates and any(folder.glob(f"*/LC_MESSAGES/{domain}.po")):
+                template = self.templates[domain]
+            else:
                 continue
-            template = _read(template_path)
             for po_path in sorted(folder.glob(f"*/LC_MESSAGES/{domain}.po")):
                 language = po_path.parent.parent.name
                 translation = _read(po_path)
@@ -116,4 +126,14 @@ class Catalogues:
 def shipped() -> Catalogues:
     catalogues = Catalogues()
     catalogues.load_folder(SHIPPED)
+    return catalogues
+
+
+def for_server(pack_folders: list[Path]) -> Catalogues:
+    """The shipped catalogues, then those of every content pack that has a ``locales`` folder (read once at start:
+    ``CatalogueError`` stops the server, naming the file and the message)."""
+    catalogues = shipped()
+    for pack in pack_folders:
+        if (pack / "locales").is_dir():
+            catalogues.load_folder(pack / "locales")
     return catalogues

@@ -22,21 +22,26 @@ from fhir_server.clinician.blind import Unrated, latest_state, withheld
 from fhir_server.clinician.view import FlagNotOpen, acknowledge, build_view
 from fhir_server.ehr import outbox
 from fhir_server.errors import FhirError
+from fhir_server.i18n.app_texts import N_
 from fhir_server.operations.alliance_summary import summary_for
 from fhir_server.smart.ehr_reads import read_from_ehr
 from fhir_server.smart.sessions import AppSession
 from fhir_server.validation import check_id
 from fhir_server.web.app_cookies import load_app_session
-from fhir_server.web.form_pages import message, page_headers, read_form, render
+from fhir_server.web.form_pages import message, page_headers, read_form, remember_language, render
 
 router = APIRouter(prefix="/app", include_in_schema=False)
-NOT_OPEN = ("This view is not open", "Please open it again from the client's chart in the EHR.")
-NOT_YOURS = ("This view is for clinicians", "It shows the therapist's own notes on the sessions.")
+NOT_OPEN = (N_("This view is not open"), N_("Please open it again from the client's chart in the EHR."))
+NOT_YOURS = (N_("This view is for clinicians"), N_("It shows the therapist's own notes on the sessions."))
+STALE = (N_("This page was out of date"), N_("Nothing was changed. Please reload the view."))
+WHO = (N_("Who is acknowledging?"), N_("The EHR did not say who is signed in."))
+CLOSED = (N_("This concern is no longer open"), N_("It was closed meanwhile. Reload the view."))
+TODAY = N_("Today's rating")
 CLIENT_USERS = ("Patient", "RelatedPerson")
 
 
 async def launched(request: Request) -> AppSession | None:
-    session = await run_in_threadpool(load_app_session, request)
+    session = remember_language(request, await run_in_threadpool(load_app_session, request))
     return session if session is not None and session.access_token and session.patient else None
 
 
@@ -92,9 +97,9 @@ async def acknowledge_flag(flag_id: str, request: Request) -> Response:
     session = await launched(request)
     fields = await read_form(request)
     if session is None or not session.csrf_ok(fields.get("csrf_token")):
-        return message(request, "This page was out of date", "Nothing was changed. Please reload the view.", 403)
+        return message(request, *STALE, 403)
     if not session.fhir_user:
-        return message(request, "Who is acknowledging?", "The EHR did not say who is signed in.", 403)
+        return message(request, *WHO, 403)
     if signed_in_as_the_client(session):
         return message(request, *NOT_YOURS, 403)
     # fhirUser is a URL; one on this server is recorded as a relative reference, an EHR's stays absolute
@@ -112,7 +117,7 @@ async def acknowledge_flag(flag_id: str, request: Request) -> Response:
             request.app.state.app_sessions.token_ref(session),
         )
     except (FlagNotOpen, FhirError):
-        return message(request, "This concern is no longer open", "It was closed meanwhile. Reload the view.", 409)
+        return message(request, *CLOSED, 409)
     if session.app_flag == flag_id:  # the card's concern is dealt with: no "no longer open" note for it
         await run_in_threadpool(request.app.state.app_sessions.update, session, app_flag=None)
     headers = page_headers(request.app.state.settings)
@@ -142,7 +147,7 @@ async def result(request: Request) -> Response:
         delivery = outbox.delivery_state(state.engine, session.response_id or "")
         mine = isinstance(rating, Unrated) and rating.response == reference  # this response's session is to rate
         return {
-            "measure": "Today's rating",
+            "measure": TODAY,
             "scores": scores,
             "flags": flags,
             "delivery": delivery,

@@ -22,6 +22,7 @@ from fhir_server.clinician.blind import therapist_instrument
 from fhir_server.clinician.instruments import choosable, chooser
 from fhir_server.config import Settings
 from fhir_server.ehr.tokens import SmartDiscovery
+from fhir_server.i18n.app_texts import N_
 from fhir_server.scoring.ages import age_on
 from fhir_server.smart.launch import VIEWS, LaunchRefused, SmartLauncher
 from fhir_server.smart.sandbox import Sandbox
@@ -30,9 +31,21 @@ from fhir_server.smart.submission import MeasureUnavailable
 from fhir_server.smart.therapist_rating import THERAPIST_RATING
 from fhir_server.web.app_cookies import load_app_session, set_session_cookie
 from fhir_server.web.clinician_routes import patient_details
-from fhir_server.web.form_pages import message, page_headers, read_form, render
+from fhir_server.web.form_pages import message, page_headers, read_form, remember_language, render
 
 router = APIRouter(prefix="/app", include_in_schema=False)
+NOT_OPEN = (N_("This app is not open"), N_("Please open it again from the EHR."))
+STALE = (N_("This page was out of date"), N_("Nothing was changed. Please open the app again."))
+UNKNOWN = N_("Unknown measure")
+NOT_LISTED = N_("Please choose one of the listed measures.")
+NO_FORM = (N_("No therapist's rating here"), N_("This server's library has no therapist's rating form."))
+
+
+def _refusal(title: str, text: str, **params: str) -> LaunchRefused:
+    """A refusal whose text has placeholders, filled in after translation (``_refused``)."""
+    refused = LaunchRefused(title, text)
+    refused.params = params  # type: ignore[attr-defined]
+    return refused
 
 
 def _redirect_uri(request: Request) -> str:
@@ -40,7 +53,7 @@ def _redirect_uri(request: Request) -> str:
 
 
 def _refused(request: Request, refused: LaunchRefused) -> Response:
-    return message(request, refused.title, refused.text, refused.status)
+    return message(request, refused.title, refused.text, refused.status, **getattr(refused, "params", {}))
 
 
 def _go(request: Request, location: str, session_id: str | None = None) -> Response:
@@ -61,7 +74,7 @@ async def launch(request: Request) -> Response:
             try:
                 canonical = request.app.state.rating_form.resolve_measure(measure)
             except MeasureUnavailable:
-                raise LaunchRefused("Unknown measure", f"This app has no measure called '{measure[:60]}'.") from None
+                raise _refusal(UNKNOWN, N_("This app has no measure called '%(name)s'."), name=measure[:60]) from None
         elif view == THERAPIST_RATING:
             canonical = _therapist_form(request, measure)
         started = await run_in_threadpool(
@@ -83,14 +96,18 @@ def _therapist_form(request: Request, measure: str | None) -> str:
     service = request.app.state.rating_form
     named = measure or therapist_instrument(request.app.state.fhir)
     if named is None:
-        raise LaunchRefused("No therapist's rating here", "This server's library has no therapist's rating form.")
+        raise LaunchRefused(
+            N_("No therapist's rating here"), N_("This server's library has no therapist's rating form.")
+        )
     try:
         canonical = service.resolve_measure(named)
     except MeasureUnavailable:
-        raise LaunchRefused("Unknown measure", f"This app has no measure called '{named[:60]}'.") from None
+        raise _refusal(UNKNOWN, N_("This app has no measure called '%(name)s'."), name=named[:60]) from None
     rules = request.app.state.fhir.library.rules_for(canonical.partition("|")[0])
     if rules is None or rules.rater != "clinician":
-        raise LaunchRefused("Not a therapist's rating", f"'{named[:60]}' is rated by the client, not the therapist.")
+        raise _refusal(
+            N_("Not a therapist's rating"), N_("'%(name)s' is rated by the client, not the therapist."), name=named[:60]
+        )
     return canonical
 
 
@@ -121,9 +138,9 @@ async def callback(request: Request) -> Response:
 
 @router.get("/choose")
 async def choose(request: Request) -> Response:
-    session = await run_in_threadpool(load_app_session, request)
+    session = remember_language(request, await run_in_threadpool(load_app_session, request))
     if session is None or not session.access_token:
-        return message(request, "This app is not open", "Please open it again from the EHR.", 403)
+        return message(request, *NOT_OPEN, 403)
     choices = await run_in_threadpool(_choices, request, session)
     return render(request, "choose.html", {"choices": choices, "csrf_token": session.csrf_token})
 
@@ -139,12 +156,12 @@ def _choices(request: Request, session: AppSession) -> list[tuple[str, str, str]
 @router.post("/choose")
 async def chosen(request: Request) -> Response:
     sessions = request.app.state.app_sessions
-    session = await run_in_threadpool(load_app_session, request)
+    session = remember_language(request, await run_in_threadpool(load_app_session, request))
     fields = await read_form(request)
     if session is None or not session.access_token or not session.csrf_ok(fields.get("csrf_token")):
-        return message(request, "This page was out of date", "Nothing was changed. Please open the app again.", 403)
+        return message(request, *STALE, 403)
     if fields.get("measure") not in choosable(request.app.state.fhir.library):
-        return message(request, "Unknown measure", "Please choose one of the listed measures.", 400)
+        return message(request, UNKNOWN, NOT_LISTED, 400)
     canonical = request.app.state.rating_form.resolve_measure(fields["measure"])
     await run_in_threadpool(sessions.update, session, questionnaire=canonical)
     return _go(request, "/app/form")

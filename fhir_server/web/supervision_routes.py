@@ -22,19 +22,20 @@ from fhir_server.auth import urls
 from fhir_server.auth.caller import Caller
 from fhir_server.auth.guard import GuardedInteractions
 from fhir_server.errors import FhirError
+from fhir_server.i18n.app_texts import N_
 from fhir_server.supervision.caller import Refused, signed_in
 from fhir_server.supervision.charts import month_label
 from fhir_server.supervision.page import BadChoice, SupervisionPage, build_page, choice_from
 from fhir_server.supervision.table import as_csv
 from fhir_server.web.app_cookies import load_app_session
-from fhir_server.web.form_pages import message, page_headers, render
+from fhir_server.web.form_pages import message, page_headers, remember_language, render
 
 router = APIRouter(prefix="/app", include_in_schema=False)
 
 
 def _caller(request: Request) -> Caller:
     state, base = request.app.state, str(request.base_url)
-    session = load_app_session(request)
+    session = remember_language(request, load_app_session(request))
     own_issuer, audiences = urls.issuer(state.settings, base), urls.audiences(state.settings, base)
     return signed_in(session, state.bearer, state.smart_launcher, own_issuer=own_issuer, audiences=audiences)
 
@@ -59,9 +60,9 @@ async def _built(request: Request) -> SupervisionPage | Response:
     except Refused as refused:
         return message(request, refused.title, refused.text, refused.status)
     except BadChoice as bad:
-        return message(request, "That period or scope cannot be shown", str(bad), 400)
+        return message(request, N_("That period or scope cannot be shown"), str(bad), 400)
     except FhirError as refused:  # reporting/access.py: no reports for this user, or not for that organisation
-        return message(request, "No reports for you here", str(refused), refused.status)
+        return message(request, N_("No reports for you here"), str(refused), refused.status)
 
 
 @router.get("/supervision")

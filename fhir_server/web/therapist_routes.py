@@ -16,6 +16,7 @@ from starlette.responses import RedirectResponse, Response
 
 from fhir_server.clinician.blind import Unrated, latest_state, therapist_instrument
 from fhir_server.clinician.concordance_page import build_page
+from fhir_server.i18n.app_texts import N_
 from fhir_server.operations.alliance_summary import summary_for
 from fhir_server.smart import therapist_rating
 from fhir_server.smart.sessions import AppSession
@@ -23,15 +24,18 @@ from fhir_server.smart.submission import MeasureUnavailable, rater_reference
 from fhir_server.supervision.charts import month_label
 from fhir_server.web.app_cookies import load_app_session, set_session_cookie
 from fhir_server.web.clinician_routes import NOT_OPEN, launched
-from fhir_server.web.form_pages import BodyTooLarge, message, page_headers, read_form, render
+from fhir_server.web.form_pages import BodyTooLarge, message, page_headers, read_form, remember_language, render
 
 router = APIRouter(prefix="/app", include_in_schema=False)
-STALE = ("This page was out of date", "Nothing was opened. Please reload the view.")
+STALE = (N_("This page was out of date"), N_("Nothing was opened. Please reload the view."))
 NOT_A_CLINICIAN = (
-    "Who is signed in?",
-    "This page shows the signed-in clinician's own ratings, and the EHR did not say which clinician is signed in. "
-    "Please open it again from the EHR.",
+    N_("Who is signed in?"),
+    N_(
+        "This page shows the signed-in clinician's own ratings, and the EHR did not say which clinician is signed "
+        "in. Please open it again from the EHR."
+    ),
 )
+NO_FORM = (N_("No therapist's rating here"), N_("This server's library has no therapist's rating form."))
 
 
 @router.post("/therapist-rating")
@@ -56,7 +60,7 @@ async def rate_the_session(request: Request) -> Response:
 
 @router.get("/concordance")
 async def concordance(request: Request) -> Response:
-    session = await run_in_threadpool(load_app_session, request)
+    session = remember_language(request, await run_in_threadpool(load_app_session, request))
     if session is None or not session.access_token:
         return message(request, *NOT_OPEN, 403)
     practitioner = rater_reference(session.fhir_user)
@@ -81,5 +85,5 @@ def _open(request: Request, session: AppSession) -> str | tuple[str, str]:
     try:
         canonical = request.app.state.rating_form.resolve_measure(instrument or "")
     except MeasureUnavailable:
-        return ("No therapist's rating here", "This server's library has no therapist's rating form.")
+        return NO_FORM
     return therapist_rating.open_rating(request.app.state.app_sessions, session, canonical, encounter)
