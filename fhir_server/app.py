@@ -28,6 +28,7 @@ from fhir_server.engine.composition import build_core
 from fhir_server.engine.library_sync import sync_resources
 from fhir_server.export.storage import DirectoryStorage
 from fhir_server.export.worker import ExportWorker
+from fhir_server.messaging.worker import MessageWorker
 from fhir_server.i18n import for_server
 from fhir_server.middleware import RequestContextMiddleware
 from fhir_server.operations import published_definitions
@@ -83,12 +84,15 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
             app.state.export_worker.start()  # resumes the export jobs the last run left unfinished
         if settings.subscription_worker:
             app.state.subscription_worker.start()  # resumes the notifications the last run left undelivered
+        if settings.message_worker:
+            app.state.message_worker.start()  # sends the email and SMS the last run left pending
         if owns_process:
             freeze_startup_objects()
         yield
         app.state.outbox_worker.stop()
         app.state.export_worker.stop()  # a running job is given back, to be resumed from its last finished type
         app.state.subscription_worker.stop()
+        app.state.message_worker.stop()  # a message being sent is finished; the rest wait, pending
         audit.close()  # stores the audit records still queued
         core.close()
 
@@ -141,6 +145,13 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
     # Topic-based subscriptions: events queued with the writes (engine/admission.py), notified by this worker.
     app.state.subscription_worker = SubscriptionWorker(repository, registry, settings)
     fhir.subscriptions.wake = app.state.subscription_worker.wake  # delivery starts when the write commits
+    # Email and SMS to clients (issue 22): rows queued with messaging.enqueue(..., wake=message_worker.wake), sent
+    # by this worker through the configured transports (on the sandbox, captured and shown at /sandbox/mailbox).
+    app.state.message_worker = MessageWorker(repository, settings)
+    if settings.sandbox:
+        from fhir_server.web import sandbox_mailbox_routes
+
+        app.include_router(sandbox_mailbox_routes.router)
     install_launch(app, settings)  # /app/launch, /app/callback (and /sandbox when switched on)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, SecretStr, field_validator
@@ -136,6 +136,46 @@ class Settings(BaseSettings):
     # A claimed row is not claimed again for this long; it must outlast one delivery (a few requests, each up to
     # the timeout), and is how a row claimed by a worker that died becomes due again.
     outbox_lease_seconds: PositiveFloat = 120.0
+
+    # -- Messages to clients: email and SMS (fhir_server/messaging, issue 22) -------------------------------------
+    # The message worker runs in the server process; off for processes that must never send anything (the rows
+    # wait, pending, for a process that sends them).
+    message_worker: bool = True
+    message_poll_seconds: PositiveFloat = 2.0  # how often an idle worker looks for due rows
+    # Backoff after failed attempt n: min(max, base * 2^(n-1)), the upper half of it at random (spreads an outage's
+    # retries).  A row is dead after max_attempts, or once it is max_age old (a link sent a day late helps nobody).
+    message_base_delay_seconds: PositiveFloat = 30.0
+    message_max_delay_seconds: PositiveFloat = 3600.0
+    message_max_attempts: PositiveInt = 50
+    message_max_age_seconds: PositiveFloat = 24 * 3600.0
+    # A claimed row is not claimed again for this long: it must outlast one send (the SMTP or SMS timeout).
+    message_lease_seconds: PositiveFloat = 120.0
+    # A row whose channel has no transport configured stays pending; it is looked at again this often.
+    message_unconfigured_recheck_seconds: PositiveFloat = 300.0
+    # Email: smtp://host[:port] (STARTTLS, port 587 by default) or smtps://host[:port] (implicit TLS, 465).
+    # Empty: no email is sent (on the sandbox, it is captured in the sandbox mailbox instead).
+    smtp_url: str = ""
+    # With smtp://: "required" refuses to send without STARTTLS; "opportunistic" uses it when offered; "off" never
+    # does and sends in the clear: only for a test server on this machine.  Credentials never go without TLS.
+    smtp_starttls: Literal["required", "opportunistic", "off"] = "required"
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_timeout_seconds: PositiveFloat = 20.0  # per SMTP connection and command
+    # A PEM file of CA certificates to trust for the SMTP server (a relay with a private CA); empty: the system's.
+    smtp_ca_file: str = ""
+    mail_from: str = ""  # the From address, e.g. "Clinic <no-reply@clinic.example>"
+    # SMS: a generic HTTP gateway; each message is one POST of the body template to exactly this URL.
+    sms_gateway_url: str = ""
+    sms_gateway_token: SecretStr = SecretStr("")  # sent as "Authorization: Bearer ..."; or username/password:
+    sms_gateway_username: str = ""
+    sms_gateway_password: SecretStr = SecretStr("")
+    # JSON with {to} and {text} placeholders inside strings, replaced by the JSON-escaped values.
+    sms_body_template: str = '{"to": "{to}", "text": "{text}"}'
+    sms_timeout_seconds: PositiveFloat = 10.0
+    # Sandbox only: where email and SMS are captured when their channel has no transport configured.  Empty: a
+    # folder "sandbox-mailbox" beside the SQLite database, else ./sandbox-mailbox.
+    sandbox_mailbox: str = ""
+    # -- end of the messages block ----------------------------------------------------------------------------------
 
     # -- Topic-based subscriptions (fhir_server/subscriptions, README "Subscriptions") ---------------------------
     # The notification worker runs in the server process; off for processes that must never send anything (the

@@ -1,5 +1,6 @@
 """``fhir-server ehr add|list|remove`` and ``fhir-server outbox list|retry``: the administrator's side of EHR
-registrations and of deliveries that keep failing.  cli.py only mounts these parsers."""
+registrations and of deliveries that keep failing, to EHRs and (``--messages``) of email and SMS to clients.
+cli.py only mounts these parsers."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from typing import Any
 
 from fhir_server.console import database_command
 from fhir_server.ehr import outbox, registry
+from fhir_server.messaging import outbox as messages
 from fhir_server.store import ehr_store
 from fhir_server.store.crypto import SecretKeyError
 
-EXPECTED = (registry.RegistrationError, outbox.OutboxError, SecretKeyError)  # said in one line, exit status 1
+# said in one line, exit status 1
+EXPECTED = (registry.RegistrationError, outbox.OutboxError, messages.MessageOutboxError, SecretKeyError)
 
 
 def add_commands(commands: Any) -> None:
@@ -47,17 +50,26 @@ def add_commands(commands: Any) -> None:
     remove.add_argument("--force", action="store_true", help="even while deliveries to it are pending")
     remove.set_defaults(func=database_command(_ehr_remove, EXPECTED))
 
-    box = commands.add_parser("outbox", help="deliveries of results to EHRs")
+    box = commands.add_parser("outbox", help="deliveries of results to EHRs, and messages (email, SMS) to clients")
     box_commands = box.add_subparsers(dest="outbox_command", required=True)
-    listing = box_commands.add_parser("list", help="list deliveries (newest last)")
+    listing = box_commands.add_parser(
+        "list", help="list EHR deliveries, then messages (newest last; a message's recipient is never shown)"
+    )
     which = listing.add_mutually_exclusive_group()
-    which.add_argument("--dead", action="store_true", help="only deliveries that stopped being retried")
-    which.add_argument("--status", choices=outbox.STATUSES)
+    which.add_argument("--dead", action="store_true", help="only rows that stopped being retried")
+    which.add_argument(
+        "--status", choices=sorted({*outbox.STATUSES, *messages.STATUSES}), help="only rows with this status"
+    )
+    part = listing.add_mutually_exclusive_group()
+    part.add_argument("--ehr", action="store_true", help="only deliveries to EHRs")
+    part.add_argument("--messages", action="store_true", help="only messages to clients (email, SMS)")
     listing.set_defaults(func=database_command(_outbox_list, EXPECTED))
-    retry = box_commands.add_parser("retry", help="send dead deliveries again")
+    retry = box_commands.add_parser("retry", help="send dead deliveries or messages again")
     target = retry.add_mutually_exclusive_group(required=True)
-    target.add_argument("id", nargs="?", type=int, help="an outbox row id from 'outbox list --dead'")
-    target.add_argument("--all-dead", action="store_true", help="every dead delivery")
+    target.add_argument("id", nargs="?", type=int, help="an EHR outbox row id from 'outbox list --dead'")
+    target.add_argument("--all-dead", action="store_true", help="every dead EHR delivery")
+    target.add_argument("--message", type=int, metavar="ID", help="a message row id from 'outbox list --messages'")
+    target.add_argument("--all-messages", action="store_true", help="every dead message")
     retry.set_defaults(func=database_command(_outbox_retry, EXPECTED))
 
 
@@ -133,10 +145,46 @@ def _ehr_remove(args: argparse.Namespace, engine: Any) -> int:
 
 def _outbox_list(args: argparse.Namespace, engine: Any) -> int:
     status = "dead" if args.dead else args.status
-    found = outbox.rows(engine, status)
+    if not args.messages:
+        _ehr_rows(engine, status)
+    if not args.ehr:
+        if not args.messages:
+            print()
+        _message_rows(engine, status)
+    return 0
+
+
+def _message_rows(engine: Any, status: str | None) -> None:
+    """Messages to clients: what, by which channel, how it went; never to whom (the address identifies them)."""
+    print("messages to clients (email, SMS):")
+    found = messages.rows(engine, status) if status is None or status in messages.STATUSES else []
     if not found:
-        print(f"no {status} deliveries" if status else "the outbox is empty")
-        return 0
+        print(f"  no {status} messages" if status else "  none queued")
+        return
+    _table(
+        ["id", "kind", "channel", "status", "attempts", "next attempt (UTC)", "created (UTC)", "last error"],
+        [
+            [
+                str(r.id),
+                r.kind,
+                r.channel,
+                r.status,
+                str(r.attempts),
+                _when(r.next_attempt_at) if r.status == "pending" else "-",
+                _when(r.created_at),
+                r.last_error or "-",
+            ]
+            for r in found
+        ],
+    )
+
+
+def _ehr_rows(engine: Any, status: str | None) -> None:
+    print("deliveries to EHRs:")
+    found = outbox.rows(engine, status) if status is None or status in outbox.STATUSES else []
+    if not found:
+        print(f"  no {status} deliveries" if status else "  the outbox is empty")
+        return
     _table(
         ["id", "ehr", "response", "status", "attempts", "next attempt (UTC)", "created (UTC)", "last error"],
         [
@@ -153,10 +201,13 @@ def _outbox_list(args: argparse.Namespace, engine: Any) -> int:
             for r in found
         ],
     )
-    return 0
 
 
 def _outbox_retry(args: argparse.Namespace, engine: Any) -> int:
+    if args.all_messages or args.message is not None:
+        count = messages.retry(engine, None if args.all_messages else args.message)
+        print(f"{count} dead messages queued again" if args.all_messages else f"message {args.message} queued again")
+        return 0
     count = outbox.retry(engine, None if args.all_dead else args.id)
     print(f"{count} dead deliveries queued again" if args.all_dead else f"delivery {args.id} queued again")
     return 0
