@@ -33,6 +33,7 @@ from fhir_server.clinician.charts import (
     trend_chart,
 )
 from fhir_server.clinician.instruments import InstrumentFacts, instruments
+from fhir_server.clinician.requests import RequestsPanel, requests_panel
 from fhir_server.clinician.therapist_line import therapist_line
 from fhir_server.ehr import outbox
 from fhir_server.engine.interactions import Interactions
@@ -86,6 +87,7 @@ class ClinicianView:
     # recent rating that names no session and so cannot be paired (clinician/blind.py)
     rating: Unrated | Unpaired | None = None
     therapist: TherapistLine | None = None  # the therapist's rating of each session, beside the alliance line
+    requests: RequestsPanel | None = None  # "Ask the client to fill in …" and the open requests (requests.py)
 
 
 def _on_the_trend(instrument: InstrumentFacts, domain: str) -> bool:
@@ -177,6 +179,7 @@ def build_view(fhir: Interactions, patient_id: str, birth_date: str | None) -> C
         cutoffs=lines,
         rating=rating,
         therapist=therapist,
+        requests=requests_panel(fhir, patient_id),
     )
 
 

@@ -3,6 +3,8 @@
 ``GET /app/clinician``                                the alliance view of the launch's patient (emphasising the
                                                       Flag a CDS card's appContext pointed at, while it is open)
 ``POST /app/clinician/flags/{id}/acknowledge``         close a concern as acknowledged (CSRF-checked)
+``POST /app/clinician/requests``                      ask the client to fill in a measure (an SDC Task; CSRF-checked)
+``POST /app/clinician/requests/{id}/cancel``          withdraw an open request (CSRF-checked)
 ``GET /app/result``                                   after the hand-back: today's score, concerns and EHR state
                                                       (or, until the therapist has rated the session, the offer
                                                       of their form in its place: clinician/blind.py)
@@ -19,8 +21,12 @@ from starlette.responses import RedirectResponse, Response
 from fhir_server import fhirjson
 from fhir_server.auth import urls
 from fhir_server.clinician.blind import Unrated, latest_state, withheld
+from fhir_server.clinician.requests import RequestInvalid, TaskRefused
+from fhir_server.clinician.requests import ask as ask_for_measure
+from fhir_server.clinician.requests import withdraw as withdraw_request
 from fhir_server.clinician.view import FlagNotOpen, acknowledge, build_view
 from fhir_server.ehr import outbox
+from fhir_server.ehr import registry as ehr_registry
 from fhir_server.errors import FhirError
 from fhir_server.i18n.app_texts import N_
 from fhir_server.operations.alliance_summary import summary_for
@@ -156,3 +162,60 @@ async def result(request: Request) -> Response:
         }
 
     return render(request, "result.html", await run_in_threadpool(assemble))
+
+
+# -- "Ask the client to fill in …": requests to complete a measure (clinician/requests.py) --------------------------
+REQUEST_REFUSED = ("This request could not be made", "Check the measure, the channel and the address, then try again.")
+REQUEST_CLOSED = ("This request is no longer open", "It was completed or withdrawn meanwhile. Reload the view.")
+
+
+async def _clinician_form(request: Request) -> tuple[AppSession | None, dict[str, str], Response | None]:
+    """The launch, the posted fields, and the refusal when this POST is not a clinician's (CSRF as every app POST;
+    the client's own launch, or one that names no user, may not ask: the Task's requester is the signed-in user)."""
+    session = await launched(request)
+    fields = await read_form(request)
+    if session is None or not session.csrf_ok(fields.get("csrf_token")):
+        return None, fields, message(request, "This page was out of date", "Nothing was changed. Please reload.", 403)
+    if not session.fhir_user:
+        return None, fields, message(request, "Who is asking?", "The EHR did not say who is signed in.", 403)
+    if signed_in_as_the_client(session):
+        return None, fields, message(request, *NOT_YOURS, 403)
+    return session, fields, None
+
+
+@router.post("/clinician/requests")
+async def ask_the_client(request: Request) -> Response:
+    session, fields, refused = await _clinician_form(request)
+    if refused is not None or session is None:
+        return refused or message(request, *NOT_OPEN, 403)
+    state = request.app.state
+    own_base = urls.fhir_base(state.settings, str(request.base_url)) + "/"
+    registration = ehr_registry.get(state.engine, session.ehr_id) if session.ehr_id is not None else None
+    try:
+        await run_in_threadpool(
+            ask_for_measure,
+            state.fhir,
+            patient=session.patient or "",
+            measure=fields.get("measure", ""),
+            channel=fields.get("channel", ""),
+            address=fields.get("address"),
+            requester=(session.fhir_user or "").removeprefix(own_base),
+            write_back=registration.issuer if registration else None,
+        )
+    except (RequestInvalid, FhirError):
+        return message(request, *REQUEST_REFUSED, 422)
+    return RedirectResponse("/app/clinician#requests", status_code=303, headers=page_headers(state.settings))
+
+
+@router.post("/clinician/requests/{task_id}/cancel")
+async def cancel_request(task_id: str, request: Request) -> Response:
+    session, _, refused = await _clinician_form(request)
+    if refused is not None or session is None:
+        return refused or message(request, *NOT_OPEN, 403)
+    try:
+        check_id(task_id)
+        await run_in_threadpool(withdraw_request, request.app.state.fhir, session.patient or "", task_id)
+    except (TaskRefused, FhirError):
+        return message(request, *REQUEST_CLOSED, 409)
+    headers = page_headers(request.app.state.settings)
+    return RedirectResponse("/app/clinician#requests", status_code=303, headers=headers)
