@@ -1,6 +1,7 @@
 /* The rating form's behaviour: visual-analog lines (pointer, keyboard, screen reader), enableWhen, drafts saved to
    the server session, and a polite check of required items before sending.  Everything it needs is in the page
-   (rendered from the Questionnaire); no token is ever held here: the session cookie is HttpOnly. */
+   (rendered from the Questionnaire); no token is ever held here: the session cookie is HttpOnly.  Its words come
+   from the page too (the JSON block #form-texts, in the page's language): the script holds no text of its own. */
 (function () {
   "use strict";
 
@@ -11,6 +12,12 @@
   var statusBox = document.getElementById("form-status");
   var submitButton = form.querySelector(".submit");
   var sending = false;
+  var textBlock = document.getElementById("form-texts");
+  var texts = textBlock ? JSON.parse(textBlock.textContent) : {};
+  function text(name, fallback) { return Object.prototype.hasOwnProperty.call(texts, name) ? texts[name] : fallback; }
+  function valueText(value, max) {
+    return text("valueText", "{value} out of {maximum}").replace("{value}", String(value)).replace("{maximum}", String(max));
+  }
 
   function items() { return Array.prototype.slice.call(form.querySelectorAll("[data-link-id]")); }
   function fieldOf(item) { return item.querySelector('[name^="answer."]'); }
@@ -41,18 +48,21 @@
     var value = field.value === "" ? null : Number(field.value);
     var before = null;
     var dragging = false;
+    /* The line runs in the page's direction (form.css): in a right-to-left page its minimum is on the right, where
+       the "low" anchor is.  Pointer and arrow keys read it the same way, so a mark's value is what it shows. */
+    var rtl = window.getComputedStyle(slider).direction === "rtl";
 
     function show() {
       if (value === null) {
         mark.hidden = true;
         slider.removeAttribute("aria-valuenow");
-        slider.setAttribute("aria-valuetext", "Not marked yet");
+        slider.setAttribute("aria-valuetext", text("unmarked", "Not marked yet"));
         return;
       }
       mark.hidden = false;
-      mark.style.left = ((value - min) / (max - min) * 100) + "%";
+      mark.style.insetInlineStart = ((value - min) / (max - min) * 100) + "%";
       slider.setAttribute("aria-valuenow", String(value));
-      slider.setAttribute("aria-valuetext", value + " out of " + max);
+      slider.setAttribute("aria-valuetext", valueText(value, max));
     }
 
     function set(next, final) {
@@ -70,7 +80,8 @@
 
     function fromPointer(event) {
       var box = track.getBoundingClientRect();
-      return min + (event.clientX - box.left) / box.width * (max - min);
+      var along = rtl ? box.right - event.clientX : event.clientX - box.left;  /* from the line's start */
+      return min + along / box.width * (max - min);
     }
 
     slider.addEventListener("pointerdown", function (event) {
@@ -98,10 +109,12 @@
     });
 
     /* Arrows move 1 step (1 mm), Page Up/Down 10, Home/End go to the ends.  An unmarked line has no position to
-       move from: the first arrow or page key places the mark at the middle, Home/End at an end. */
+       move from: the first arrow or page key places the mark at the middle, Home/End at an end.  Left and right
+       move the mark the way the arrow points (towards "high" in a right-to-left page is leftwards). */
     slider.addEventListener("keydown", function (event) {
+      var towardsRight = rtl ? -step : step;
       var moves = {
-        ArrowRight: step, ArrowUp: step, ArrowLeft: -step, ArrowDown: -step,
+        ArrowRight: towardsRight, ArrowUp: step, ArrowLeft: -towardsRight, ArrowDown: -step,
         PageUp: 10 * step, PageDown: -10 * step
       };
       var next;
@@ -222,16 +235,17 @@
       event.preventDefault();
       missing.forEach(function (item) { setError(item, item.getAttribute("data-required-message")); });
       statusBox.classList.add("status-error");
-      statusBox.textContent = missing.length === 1
+      var counts = text("missing", {});
+      statusBox.textContent = counts[String(missing.length)] || (missing.length === 1
         ? "One question still needs an answer. It is marked above."
-        : missing.length + " questions still need an answer. They are marked above.";
+        : missing.length + " questions still need an answer. They are marked above.");
       controlOf(missing[0]).focus();
       return;
     }
     sending = true;
     if (draftTimer !== null) { clearTimeout(draftTimer); }
     submitButton.setAttribute("aria-disabled", "true");
-    submitButton.textContent = "Sending\u2026";
+    submitButton.textContent = text("sending", "Sending\u2026");
   });
 
   form.addEventListener("change", function (event) {
@@ -239,6 +253,15 @@
     if (item && valueOf(item) !== "") { clearError(item); }
     answered();
   });
+
+  /* -- the language switch: the answers on the page go along and are kept as the draft ------------------------- */
+  var languageSwitch = document.getElementById("language-switch");
+  if (languageSwitch) {
+    languageSwitch.addEventListener("submit", function () {
+      if (draftTimer !== null) { clearTimeout(draftTimer); draftTimer = null; }
+      languageSwitch.elements.draft.value = JSON.stringify(collectAnswers());
+    });
+  }
 
   items().forEach(function (item) {
     if (item.getAttribute("data-kind") === "slider") { VisualAnalogScale(item); }
