@@ -48,14 +48,16 @@ screenshots: $(BIN)/.installed
 	FHIR_SERVER_SAVE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/web/test_layout_and_iframe.py tests/web/test_clinician_view.py -k "sqlite and (phone or iframe or chart)"
 
 # The app's message catalogue: extract every marked string (babel.cfg) into app.pot, then merge it into each
-# language's app.po.  New or changed strings come out untranslated (or fuzzy): translate them, remove the fuzzy
+# language's app.po (the shipped ones and the example packs').  New or changed strings come out untranslated (or fuzzy): translate them, remove the fuzzy
 # marks, and the server starts again (it refuses a catalogue with a missing or fuzzy translation).
 LOCALES = fhir_server/i18n/locales
 messages: $(BIN)/.installed
 	$(BIN)/pybabel extract --mapping-file babel.cfg --output-file $(LOCALES)/app.pot --no-location --sort-output \
 		--project fhir-server --copyright-holder "fhir-server contributors" --msgid-bugs-address "" --width 120 .
-	$(BIN)/pybabel update --domain app --input-file $(LOCALES)/app.pot --output-dir $(LOCALES) --width 120 \
-		--ignore-obsolete --no-fuzzy-matching
+	for folder in $(LOCALES) examples/packs/*/locales; do \
+		$(BIN)/pybabel update --domain app --input-file $(LOCALES)/app.pot --output-dir $$folder --width 120 \
+			--ignore-obsolete --no-fuzzy-matching || exit 1; \
+	done
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

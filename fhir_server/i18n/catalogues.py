@@ -29,6 +29,7 @@ from babel.support import Translations
 SHIPPED = Path(__file__).parent / "locales"
 SOURCE_LANGUAGE = "en"
 DOMAINS = ("app", "mail")
+COUNT = "num"  # the count of a plural message (Jinja's ngettext and {% pluralize %} name it so)
 _PLACEHOLDER = re.compile(r"%\((\w+)\)[sd]|\{(\w+)\}")
 
 
@@ -64,10 +65,11 @@ def check(template: Catalog, translation: Catalog, path: Path) -> None:
             raise CatalogueError(f"{path}: no translation for the message {key!r}")
         if message.fuzzy:
             raise CatalogueError(f"{path}: the translation of {key!r} is marked fuzzy (check it, then unmark it)")
-        # A plural's forms may leave out the count ("Une question…" for 1): a translated form keeps every
-        # placeholder both source forms have, and uses no other.
-        sources = [_placeholders(m) for m in (message_id if isinstance(message_id, tuple | list) else [message_id])]
-        needed, allowed = set.intersection(*sources), set.union(*sources)
+        # A plural's forms may spell the count out ("une question", Arabic's forms for one and two): a translated
+        # form keeps every other placeholder the source forms share, and uses none they do not have.
+        plural = isinstance(message_id, tuple | list)
+        sources = [_placeholders(m) for m in (message_id if plural else [message_id])]
+        needed, allowed = set.intersection(*sources) - ({COUNT} if plural else set()), set.union(*sources)
         for string in strings:
             if not needed <= _placeholders(string) <= allowed:
                 raise CatalogueError(f"{path}: the translation of {key!r} has other placeholders than the source")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -36,6 +37,8 @@ from fhir_server.store.engine import Database
 from fhir_server.store.records import utc_now
 
 IDENTITY_SCOPES = ("openid", "fhirUser")
+LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,8}([-_][A-Za-z0-9]{1,8}){0,4}")  # BCP 47 as launches write it (en, fr-CA)
+STYLE_SECONDS = 2.0  # the EHR's style sheet, read only when the token response gave no locale
 
 
 class LaunchRefused(Exception):
@@ -226,6 +229,7 @@ class SmartLauncher:
             questionnaire=measure or app_context.measure or session.questionnaire,
             app_view=app_context.view or session.app_view,
             app_flag=app_context.flag,
+            **self._launch_language(tokens),
         )
         if updated is None:
             raise LaunchRefused("This launch has expired", "Please open the app again from the EHR.", 400)
@@ -288,6 +292,30 @@ class SmartLauncher:
             raise LaunchRefused("The EHR did not let the app in", "The EHR issued an unexpected kind of token.", 502)
         return tokens
 
+    def _launch_language(self, tokens: dict[str, Any]) -> dict[str, str]:
+        """The launch's language preference, as ``language`` for the session (nothing when the EHR gives none): the
+        token response's ``locale`` (a SMART launch context some EHRs send), else a ``locale`` or ``lang`` in the
+        EHR's SMART style.  The form outranks it with the client's own choice and falls back from it to the
+        Patient's and the browser's languages when the form is not offered in it (web/form_language.py)."""
+        locale = tokens.get("locale")
+        if not _is_tag(locale) and isinstance(tokens.get("smart_style_url"), str):
+            locale = self._style_locale(tokens["smart_style_url"])
+        return {"language": str(locale).replace("_", "-")} if _is_tag(locale) else {}
+
+    def _style_locale(self, url: str) -> str | None:
+        """``locale`` or ``lang`` of the EHR's SMART style JSON; None when it has neither or cannot be read (the
+        launch goes on: the style is a courtesy)."""
+        if not url.startswith(("https://", "http://")):
+            return None
+        try:
+            status, body = OUTBOUND.get_json(url, headers={"Accept": "application/json"}, timeout=STYLE_SECONDS)
+        except OutboundError:
+            return None
+        if status != 200 or not isinstance(body, dict):
+            return None
+        found = body.get("locale") or body.get("lang")
+        return found if _is_tag(found) else None
+
     def _measure_from_context(self, ehr: EhrRegistration, token: str, context: list[Any]) -> str | None:
         """A Questionnaire in fhirContext: a ``canonical`` is used as is; a ``reference`` names the EHR's copy,
         which is read with the launch token for its url|version (the EHR's ids are not ours)."""
@@ -324,6 +352,10 @@ class SmartLauncher:
                 "The EHR's sign-in could not be verified", "Please open the app again from the EHR.", 502
             ) from None
         return _text(claims.get("fhirUser")) or _text(claims.get("profile"))
+
+
+def _is_tag(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= 35 and LANGUAGE_TAG.fullmatch(value) is not None
 
 
 def _text(value: Any) -> str | None:
