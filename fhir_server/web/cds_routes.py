@@ -24,6 +24,7 @@ from fhir_server.cds_hooks.measures import (
     gap_margins,
     start_measures,
 )
+from fhir_server.cds_hooks.request_card import request_cards
 from fhir_server.cds_hooks.services import SERVICES, Service
 from fhir_server.errors import FhirError
 from fhir_server.scoring.summary import build_summary
@@ -96,6 +97,19 @@ async def call_service(service_id: str, request: Request) -> Response:
         observations=found.observations,
         gap_margins=gap_margins(library, request.app.state.fhir.scoring.settings),
     )
+    if service.hook == "patient-view":  # no outcome measure lately and no open request for it
+        outcome = for_client(measures, found.birth_date, today)
+        cards += await run_in_threadpool(
+            request_cards,
+            request.app.state.fhir,
+            found.patient,
+            found.observations,
+            outcome,
+            today=today,
+            service=service.id,
+            app_url=f"{origin}/app/launch",
+            source_url=f"{origin}/cds-services",
+        )
     return _json({"cards": cards})
 
 
