@@ -28,10 +28,12 @@ from fhir_server.engine.composition import build_core
 from fhir_server.engine.library_sync import sync_resources
 from fhir_server.export.storage import DirectoryStorage
 from fhir_server.export.worker import ExportWorker
-from fhir_server.messaging.worker import MessageWorker
 from fhir_server.i18n import for_server
+from fhir_server.measure_tasks.tasks import MeasureTasks
+from fhir_server.messaging.worker import MessageWorker
 from fhir_server.middleware import RequestContextMiddleware
 from fhir_server.operations import published_definitions
+from fhir_server.outreach.completion import close_requests, in_order
 from fhir_server.store import secret_store
 from fhir_server.store.errors import DATABASE_ERRORS
 from fhir_server.subscriptions.worker import SubscriptionWorker
@@ -41,6 +43,7 @@ from fhir_server.web.form_pages import PageTemplates
 from fhir_server.web.form_routes import install_form
 from fhir_server.web.install import install_authorization_server
 from fhir_server.web.launch_routes import install_launch
+from fhir_server.web.link_routes import install_links
 
 log = logging.getLogger("fhir_server")
 
@@ -138,7 +141,10 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
     # EHR write-back: a submission from an EHR launch queues its delivery in its own transaction; the worker sends
     # it with the launch's token while that session lives, else with a Backend Services token.
     app.state.outbox_worker = OutboxWorker(repository, app.state.keys, settings, app.state.app_sessions)
-    app.state.after_submission = queue_write_back(app.state.app_sessions, app.state.outbox_worker.wake)
+    # A submitted form also closes the requests (SDC Tasks) it answers, in the same transaction (outreach/).
+    app.state.after_submission = in_order(
+        queue_write_back(app.state.app_sessions, app.state.outbox_worker.wake), close_requests(MeasureTasks(fhir))
+    )
     # Bulk Data $export: jobs in the database, run by a worker in this process, files in the export folder.
     app.state.export_storage = DirectoryStorage(settings.export_dir)
     app.state.export_worker = ExportWorker(repository, registry, app.state.export_storage, settings, audit)
@@ -152,6 +158,7 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
         from fhir_server.web import sandbox_mailbox_routes
 
         app.include_router(sandbox_mailbox_routes.router)
+    install_links(app, settings)  # a Task asking for a form link gets one; /app/l/<token> opens it
     install_launch(app, settings)  # /app/launch, /app/callback (and /sandbox when switched on)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, SecretStr, field_validator
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite:///./fhir-server.db"
@@ -252,6 +252,23 @@ class Settings(BaseSettings):
     # the last task_card_days days and no open request for it.
     task_days: PositiveInt = 4
     task_card_days: PositiveInt = 14
+
+    # -- form links sent to clients between sessions (fhir_server/outreach, web/link_routes.py) ---------------------
+    # Where clients reach this server: the links in the messages start with it.  Empty: FHIR_SERVER_PUBLIC_URL; a
+    # Task asking for a link is refused (422) while neither is set, rather than sending a link that cannot open.
+    link_base_url: str = ""
+    # Before a link opens the form, the client confirms who they are: ``birth-year`` (the Patient's birthDate must
+    # then be known here) or ``none`` (the link alone is enough: only for sites whose links go to verified devices).
+    link_identity_check: Literal["birth-year", "none"] = "birth-year"
+    link_check_attempts: PositiveInt = 5  # wrong answers before the link locks for link_lock_seconds
+    link_lock_seconds: PositiveInt = 15 * 60
+    link_address_attempts: PositiveInt = 30  # wrong answers from one client address, over every link, per window
+    # A reminder goes this long after the link and then again each time until the Task is completed or expires.
+    link_reminder_seconds: PositiveFloat = 2 * 24 * 3600
+    link_max_reminders: NonNegativeInt = 3
+    link_max_per_patient_per_day: PositiveInt = 10  # a loop in an integrator's code must not flood a client
+    # The sender's name in the messages (never the client's or the measure's: no PHI in a message).
+    site_name: str = "Your care team"
 
     # -- secrets at rest (store/crypto.py, docs/security.md) ------------------------------------------------------
     # The key that encrypts stored secrets (an EHR's tokens and client secret, the signing keys): 32 random bytes,

@@ -24,13 +24,15 @@ Row = dict[str, Any]
 _TOKEN, _RECIPIENT = form_links.c.token_sealed, form_links.c.recipient_sealed
 
 
-def prepare_sealing(engine: Engine) -> None:
-    """Check the secret key against the database once, outside any write (sealing inside a Task's write would
-    otherwise make that check wait for the write's own lock on SQLite)."""
-    secret_store.seal(engine, _TOKEN, "check")
+def can_seal(session: WriteSession) -> bool:
+    """Whether a secret key is configured (a link cannot be stored without one)."""
+    return secret_store.keyring(session.conn).configured
 
 
 def _sealed(conn: Any, column: Any, value: str) -> str:
+    """Sealed with the keyring directly: the server checked the key against the database when it started
+    (secret_store.check_at_startup), and that check, run from inside this write, would wait for the write's own
+    lock on SQLite."""
     return secret_store.keyring(conn).seal(value, secret_store.purpose(column))
 
 

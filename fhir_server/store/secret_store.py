@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from fhir_server.config import Settings
 from fhir_server.store.crypto import PREFIX, Keyring, SecretKeyError, keyring_from_settings, sealed_key_id
+from fhir_server.store.client_request_tables import form_links
 from fhir_server.store.records import utc_now
 from fhir_server.store.tables import app_sessions, ehr_registrations, secret_key_check, signing_keys
 
@@ -33,6 +34,8 @@ SECRET_COLUMNS: tuple[Column[Any], ...] = (
     app_sessions.c.access_token,
     app_sessions.c.refresh_token,
     app_sessions.c.code_verifier,
+    form_links.c.token_sealed,  # a reminder carries the link again
+    form_links.c.recipient_sealed,  # the client's email address or phone number
 )
 CHECK_NAME = "canary"
 CHECK_TEXT = "fhir-server secret key check"
