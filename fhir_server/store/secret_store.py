@@ -22,8 +22,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from fhir_server.config import Settings
-from fhir_server.store.crypto import PREFIX, Keyring, SecretKeyError, keyring_from_settings, sealed_key_id
 from fhir_server.store.client_request_tables import form_links
+from fhir_server.store.crypto import PREFIX, Keyring, SecretKeyError, keyring_from_settings, sealed_key_id
 from fhir_server.store.records import utc_now
 from fhir_server.store.tables import app_sessions, ehr_registrations, secret_key_check, signing_keys
 
