@@ -74,12 +74,17 @@ class PageTemplates:
         return found
 
     def _make(self, language: str) -> Jinja2Templates:
-        env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, extensions=["jinja2.ext.i18n"]
-        )
-        translator = self.translator(language)
-        env.install_gettext_callables(translator.gettext, translator.ngettext, newstyle=True)  # type: ignore[attr-defined]
-        return Jinja2Templates(env=env)
+        return templates_in(self.translator(language))
+
+
+def templates_in(translator: NullTranslations) -> Jinja2Templates:
+    """The app's templates with one language's gettext callables installed (newstyle)."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, extensions=["jinja2.ext.i18n"])
+    env.install_gettext_callables(translator.gettext, translator.ngettext, newstyle=True)  # type: ignore[attr-defined]
+    return Jinja2Templates(env=env)
+
+
+templates = templates_in(NullTranslations())  # English (the msgids), for code and tests that render a template directly
 
 
 def page_templates(request: Request) -> PageTemplates:
