@@ -2,7 +2,8 @@
 
 What others call:
 - ``enqueue(write_session, kind, subject_id, channel, due_at=None, wake=...)`` inside their ``repo.write``;
-- ``register_renderer(kind, renderer)``: ``renderer(engine, row) -> Outgoing | None`` words a kind of message;
+- ``MessageWorker.register_renderer(kind, renderer)``: ``renderer(engine, row) -> Outgoing | None`` words a kind
+  of message;
 - ``Outgoing``: recipient, subject, text, html, language.
 Delivery (``worker.MessageWorker``), transports (``smtp``, ``sms``, ``mailbox``) and the administrator's commands
 (``fhir-server outbox``) build on these.
@@ -15,7 +16,6 @@ from fhir_server.messaging.outbox import (
     Outgoing,
     Renderer,
     enqueue,
-    register_renderer,
 )
 from fhir_server.messaging.transport import PermanentSendError, TransientSendError
 
@@ -28,5 +28,4 @@ __all__ = [
     "Renderer",
     "TransientSendError",
     "enqueue",
-    "register_renderer",
 ]

@@ -9,7 +9,6 @@ the worker's job (``fhir_server.messaging.worker``).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,24 +60,16 @@ def row_from(values: dict[str, Any]) -> MessageRow:
     return MessageRow(**{k: values[k] for k in MessageRow.__slots__})
 
 
+# How a kind of message is worded: the engine and the row → the message, or None when there is nothing to send any
+# more (the row becomes ``skipped``); raising means a failure that may pass (the row is retried).  Registered on a
+# worker (MessageWorker.register_renderer), not globally: two servers in one process (the tests) must each word
+# their own rows from their own database.
 Renderer = Callable[[Database, MessageRow], Outgoing | None]
-_renderers: dict[str, Renderer] = {}
-_lock = threading.Lock()
 
 
-def register_renderer(kind: str, renderer: Renderer) -> None:
-    """How messages of ``kind`` are worded.  The renderer gets the engine and the row; it returns the message, or
-    None when there is nothing to send any more (the row becomes ``skipped``); it may raise for a failure that
-    may pass (the row is retried).  Registering a kind again replaces its renderer."""
+def check_kind(kind: str) -> None:
     if not kind or len(kind) > 32:
         raise MessageOutboxError("a message kind is 1-32 characters")
-    with _lock:
-        _renderers[kind] = renderer
-
-
-def renderer_for(kind: str) -> Renderer | None:
-    with _lock:
-        return _renderers.get(kind)
 
 
 def enqueue(
@@ -95,8 +86,7 @@ def enqueue(
     goes at once rather than at the next poll.  Returns the row id."""
     if channel not in CHANNELS:
         raise MessageOutboxError(f"channel must be one of {', '.join(CHANNELS)}, not '{channel[:20]}'")
-    if not kind or len(kind) > 32:
-        raise MessageOutboxError("a message kind is 1-32 characters")
+    check_kind(kind)
     if due_at is not None and due_at.tzinfo is not None:
         raise MessageOutboxError("due_at is naive UTC, as every time the store keeps")
     row_id = message_store.enqueue(session, kind, subject_id, channel, due_at)

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from fhir_server.background import BackgroundWorker
 from fhir_server.config import Settings
 from fhir_server.messaging.channels import NOT_CONFIGURED, transports_from
-from fhir_server.messaging.outbox import MessageRow, Outgoing, renderer_for, row_from
+from fhir_server.messaging.outbox import MessageRow, Outgoing, Renderer, check_kind, row_from
 from fhir_server.messaging.transport import PermanentSendError, TransientSendError, Transport
 from fhir_server.store import message_store
 from fhir_server.store.records import utc_now
@@ -52,6 +52,12 @@ class MessageWorker(BackgroundWorker):
         self.settings = settings
         self.transports = transports_from(settings) if transports is None else transports
         self._warned: set[str] = set()  # channels with no transport, said once per process
+        self.renderers: dict[str, Renderer] = {}
+
+    def register_renderer(self, kind: str, renderer: Renderer) -> None:
+        """How this worker words messages of ``kind`` (outbox.Renderer); registering a kind again replaces it."""
+        check_kind(kind)
+        self.renderers[kind] = renderer
 
     def stop(self) -> None:
         super().stop()
@@ -75,7 +81,7 @@ class MessageWorker(BackgroundWorker):
         if self.stopping:  # given back untouched: the next process takes it
             self._hold(row, lease, utc_now(), row.last_error or "")
             return
-        renderer = renderer_for(row.kind)
+        renderer = self.renderers.get(row.kind)
         if renderer is None:
             self._failed(row, lease, TransientSendError(f"no renderer is registered for the kind '{row.kind}'"))
             return

@@ -14,7 +14,6 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
-from fhir_server import messaging
 from fhir_server.config import Settings
 from fhir_server.i18n import negotiate
 from fhir_server.i18n.app_texts import N_
@@ -109,7 +108,7 @@ def install_links(app: FastAPI, settings: Settings) -> None:
     state.fhir.write_hooks.append(links.on_written)
     words = LinkMessages(links, state.catalogues)
     for kind in KINDS:
-        messaging.register_renderer(kind, words.render)
+        state.message_worker.register_renderer(kind, words.render)
     app.include_router(router)
     if settings.sandbox:
         from fhir_server.web import sandbox_link_routes

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from fhir_server.config import Settings
-from fhir_server.messaging import MessageRow, Outgoing, enqueue, register_renderer
+from fhir_server.messaging import MessageRow, Outgoing, enqueue
 from fhir_server.messaging import outbox as messages
 from fhir_server.messaging.worker import MessageWorker
 from fhir_server.search.indexer import SearchIndexer
@@ -114,7 +114,6 @@ class Outbox:
 
     def __post_init__(self) -> None:
         self.repo = self.repository()
-        register_renderer(self.kind, self.render)
 
     def repository(self) -> Repository:
         engine = build_engine(Settings(database_url=self.database_url, _env_file=None))
@@ -152,6 +151,7 @@ class Outbox:
 
     def worker(self, repo: Repository | None = None, **overrides: Any) -> MessageWorker:
         worker = MessageWorker(repo or self.repo, self.settings(**overrides))
+        worker.register_renderer(self.kind, self.render)
         self.workers.append(worker)
         worker.start()
         return worker

@@ -71,7 +71,7 @@ def test_two_workers_never_send_a_row_twice(outbox, sms, uid):
     outbox.worker(outbox.repository())
     for row_id in rows:
         outbox.wait_status(row_id, "sent")
-    delivered = [json.loads(r["body"])["to"] for r in sms.delivered()]
+    delivered = [json.loads(r["body"]).get("to") for r in sms.delivered()]  # other tests use other templates
     assert sorted(n for n in delivered if n in numbers) == sorted(numbers)  # each once, none twice
     assert all(r.attempts == 1 for r in messages.rows(outbox.repo.engine, "sent"))
 
