@@ -16,9 +16,10 @@ import orjson
 
 from fhir_server import fhirjson
 from fhir_server.errors import FhirError
-from fhir_server.library import translations
 from fhir_server.library.errors import LoadError
 from fhir_server.library.packs import ContentPack, apply_pack, read_pack
+from fhir_server.library.translations import check as check_translations
+from fhir_server.library.translations import languages as offered_languages
 from fhir_server.reporting.indicators import Indicator, IndicatorError, check_codes, read_indicator
 from fhir_server.scoring import texts as scoring_texts
 from fhir_server.scoring.rules import RulesError, ScoringRules, load_rules
@@ -158,7 +159,7 @@ def _instrument(folder: Path) -> Instrument:
     questionnaire = _read_resource(folder / "questionnaire.json")
     if questionnaire.get("resourceType") != "Questionnaire":
         raise LoadError(f"{folder / 'questionnaire.json'}: must hold a Questionnaire")
-    translations.check(questionnaire, str(folder / "questionnaire.json"))
+    check_translations(questionnaire, str(folder / "questionnaire.json"))
     rules = None
     if (folder / "scoring.json").exists():
         try:
@@ -187,7 +188,7 @@ def _flag_texts(folder: Path, questionnaire: dict[str, Any], rules: ScoringRules
             raise LoadError(f"{path}: not valid JSON ({exc})") from None
         if not isinstance(catalogue, dict):
             raise LoadError(f"{path}: must map languages to texts")
-    wanted = [lang for lang in translations.languages(questionnaire) if lang != "en"]
+    wanted = [lang for lang in offered_languages(questionnaire) if lang != "en"]
     if rules is not None and wanted:
         try:
             scoring_texts.check_catalogue(rules, catalogue, wanted)
@@ -261,7 +262,7 @@ def discover(folders: list[Path], packs: list[Path] | None = None) -> Library:
             try:
                 licensed = apply_pack(instrument.questionnaire, overlay, pack)
                 validate_resource(licensed)
-                translations.check(licensed, str(overlay_path))
+                check_translations(licensed, str(overlay_path))
             except (ValueError, FhirError) as exc:
                 message = exc.issues[0].diagnostics if isinstance(exc, FhirError) else str(exc)
                 raise LoadError(f"{overlay_path}: {message}") from None

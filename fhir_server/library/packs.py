@@ -34,8 +34,8 @@ from typing import Any
 
 import orjson
 
-from fhir_server.library import translations as tr
 from fhir_server.library.errors import LoadError
+from fhir_server.library.translations import drop_language, languages, set_translation
 
 
 @dataclass
@@ -111,16 +111,16 @@ def _translate(questionnaire: dict[str, Any], wanted: Any, replaced: set[str]) -
     if not isinstance(wanted, dict):
         raise ValueError("'translations' must map languages to their texts")
     items = _items_by_link_id(questionnaire.get("item") or [])
-    for lang in tr.languages(questionnaire)[1:]:
+    for lang in languages(questionnaire)[1:]:
         given = wanted.get(lang) if isinstance(wanted.get(lang), dict) else {}
         if any(link_id not in (given.get("items") or {}) for link_id in replaced):
-            tr.drop_language(questionnaire, lang)
+            drop_language(questionnaire, lang)
     for lang, texts in wanted.items():
         if not isinstance(lang, str) or not lang or not isinstance(texts, dict):
             raise ValueError("'translations' must map languages to objects of texts")
         for key in ("title", "description"):
             if key in texts:
-                tr.set_translation(questionnaire, key, lang, _string(texts[key], f"{lang} {key}"))
+                set_translation(questionnaire, key, lang, _string(texts[key], f"{lang} {key}"))
         by_item = texts.get("items") or {}
         if not isinstance(by_item, dict):
             raise ValueError(f"translations '{lang}': 'items' must map linkIds to texts")
@@ -140,7 +140,7 @@ def _translate_item(item: dict[str, Any], lang: str, given: Any) -> None:
         if key in given:
             if key not in item:
                 raise ValueError(f"{where}: the item has no {key} to translate")
-            tr.set_translation(item, key, lang, _string(given[key], where))
+            set_translation(item, key, lang, _string(given[key], where))
     options = given.get("options") or {}
     if not isinstance(options, dict):
         raise ValueError(f"{where}: 'options' must map answer codes to labels")
@@ -148,7 +148,7 @@ def _translate_item(item: dict[str, Any], lang: str, given: Any) -> None:
         target = _option(item, str(name))
         if target is None:
             raise ValueError(f"{where}: no answer option {name!r}")
-        tr.set_translation(*target, lang, _string(label, where))
+        set_translation(*target, lang, _string(label, where))
 
 
 def _option(item: dict[str, Any], name: str) -> tuple[dict[str, Any], str] | None:
