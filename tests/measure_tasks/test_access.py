@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.api.fhir import post, put
+from tests.measure_tasks.conftest import LINKS
 from tests.measure_tasks.tasks_data import canonical, sdc_task
 from tests.support.access_data import admin
 from tests.support.server import RunningServer
@@ -34,7 +35,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def guarded(database_url: str, backend: str) -> Iterator[RunningServer]:
-    with auth_server(database_url, backend) as running:
+    with auth_server(database_url, backend, **LINKS) as running:
         yield running
 
 

@@ -74,6 +74,8 @@ def test_asking_for_a_measure_makes_a_task_and_the_view_lists_and_withdraws_it(s
 
 
 def test_without_a_registered_ehr_or_a_language_the_task_has_neither(server, client, uid):
+    telecom = [{"system": "email", "value": f"{uid}@example.org"}]  # where the link goes without an address
+    assert put(client, f"/Patient/{uid}", {"resourceType": "Patient", "id": uid, "telecom": telecom}).is_success
     app, csrf = _app(server, patient=uid, fhir_user="Practitioner/t-1")
     with app:
         asked = app.post("/app/clinician/requests", data={"csrf_token": csrf, "measure": "srs", "channel": "email"})

@@ -7,7 +7,7 @@ sweeps, the history showing each transition (both databases)."""
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -17,7 +17,7 @@ from fhir_server.measure_tasks.expiry import EXPIRED_TEXT, expire_due
 from fhir_server.measure_tasks.tasks import MeasureTasks, TaskRefused
 from fhir_server.validation.sdc_task import FIT_TASK_INPUT, SDC_TEMP
 from tests.api.fhir import post
-from tests.measure_tasks.tasks_data import canonical, sdc_task
+from tests.measure_tasks.tasks_data import at, canonical, expires, sdc_task
 from tests.support.server import RunningServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +64,8 @@ def test_open_requests_are_searched_by_patient_and_status(server, client, uid):
     assert {e["resource"]["id"] for e in by_code["entry"]} == {waiting, started}
     listed = MeasureTasks(server.app.state.fhir).open_for(uid)
     assert {t.id for t in listed} == {waiting, started}
-    assert all(t.expires == datetime(2026, 11, 24, 10, 0, 0, 999999) for t in listed)  # restriction.period.end
+    ends = {t["id"]: expires(t) for t in (client.get(f"/Task/{i}").json() for i in (waiting, started))}
+    assert all(abs(t.expires - ends[t.id]) < timedelta(milliseconds=1) for t in listed)  # restriction.period.end
     assert {t.id for t in MeasureTasks(server.app.state.fhir).open_for(uid, ors.split("|")[0])} == {waiting}
 
 
@@ -117,12 +118,12 @@ def test_a_measure_done_in_session_closes_every_open_request_for_it(server, clie
 
 def test_the_sweep_cancels_expired_requests_once(server, client, uid):
     ors = canonical(server, "ors")
-    now = datetime(2026, 11, 25, 12, 0)
-    lapsed = _create(client, sdc_task(uid, ors))  # its restriction ends 2026-11-24T10:00Z
-    by_default = {**sdc_task(uid, ors), "authoredOn": "2026-11-20T11:00:00Z"}
-    by_default.pop("restriction")  # authoredOn + FHIR_SERVER_TASK_DAYS (4): 2026-11-24T11:00Z
+    lapsed = _create(client, sdc_task(uid, ors))  # its restriction ends in three days
+    by_default = sdc_task(uid, ors)
+    by_default.pop("restriction")  # authoredOn (an hour ago) + FHIR_SERVER_TASK_DAYS (4)
     default_id = _create(client, by_default)
-    later = _create(client, {**sdc_task(uid, ors), "restriction": {"period": {"end": "2026-11-30"}}})
+    later = _create(client, {**sdc_task(uid, ors), "restriction": {"period": {"end": at(days=10)}}})
+    now = datetime.now(UTC).replace(tzinfo=None) + timedelta(days=4)
     tasks = MeasureTasks(server.app.state.fhir)
     cancelled = expire_due(tasks, now)
     assert {lapsed, default_id} <= set(cancelled) and later not in cancelled
@@ -138,7 +139,7 @@ def test_the_sweep_cancels_expired_requests_once(server, client, uid):
         }
         assert _statuses(client, task_id) == ["requested", "cancelled"]
     assert _statuses(client, later) == ["requested"]
-    assert later in expire_due(tasks, now + timedelta(days=6))
+    assert later in expire_due(tasks, now + timedelta(days=7))
 
 
 def test_a_sweep_that_read_an_older_version_leaves_the_newer_one(server, client, uid):
@@ -148,7 +149,7 @@ def test_a_sweep_that_read_an_older_version_leaves_the_newer_one(server, client,
 
     task_id = _create(client, sdc_task(uid, canonical(server, "ors")))
     tasks = MeasureTasks(server.app.state.fhir)
-    now = datetime(2026, 11, 25, 12, 0)
+    now = datetime.now(UTC).replace(tzinfo=None) + timedelta(days=4)
     stale = [s for s in expiry._due(tasks, now) if s.id == task_id]
     assert stale
     reference = _respond(client, server, uid)

@@ -78,7 +78,7 @@ CASES = {
     "no requester": (lambda t: t.pop("requester"), "required", "Task.requester"),
     "no authoredOn": (lambda t: t.pop("authoredOn"), "required", "Task.authoredOn"),
     "expiry before authoredOn": (
-        _value(restriction={"period": {"end": "2026-11-19"}}),
+        _value(restriction={"period": {"end": "2020-01-01"}}),
         "invariant",
         "Task.restriction.period.end",
     ),
