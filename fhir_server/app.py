@@ -30,6 +30,7 @@ from fhir_server.export.storage import DirectoryStorage
 from fhir_server.export.worker import ExportWorker
 from fhir_server.i18n import for_server
 from fhir_server.measure_tasks.tasks import MeasureTasks
+from fhir_server.measure_tasks.worker import ExpiryWorker
 from fhir_server.messaging.worker import MessageWorker
 from fhir_server.middleware import RequestContextMiddleware
 from fhir_server.operations import published_definitions
@@ -89,6 +90,8 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
             app.state.subscription_worker.start()  # resumes the notifications the last run left undelivered
         if settings.message_worker:
             app.state.message_worker.start()  # sends the email and SMS the last run left pending
+        if settings.task_expiry_worker:
+            app.state.task_expiry_worker.start()  # cancels the requests that expired while no server ran
         if owns_process:
             freeze_startup_objects()
         yield
@@ -96,6 +99,7 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
         app.state.export_worker.stop()  # a running job is given back, to be resumed from its last finished type
         app.state.subscription_worker.stop()
         app.state.message_worker.stop()  # a message being sent is finished; the rest wait, pending
+        app.state.task_expiry_worker.stop()
         audit.close()  # stores the audit records still queued
         core.close()
 
@@ -141,10 +145,13 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
     # EHR write-back: a submission from an EHR launch queues its delivery in its own transaction; the worker sends
     # it with the launch's token while that session lives, else with a Backend Services token.
     app.state.outbox_worker = OutboxWorker(repository, app.state.keys, settings, app.state.app_sessions)
-    # A submitted form also closes the requests (SDC Tasks) it answers, in the same transaction (outreach/).
+    # A submitted form also closes the requests (SDC Tasks) it answers, in the same transaction (outreach/); the
+    # requests nobody answered in time are cancelled by a sweep.
+    tasks = MeasureTasks(fhir)
     app.state.after_submission = in_order(
-        queue_write_back(app.state.app_sessions, app.state.outbox_worker.wake), close_requests(MeasureTasks(fhir))
+        queue_write_back(app.state.app_sessions, app.state.outbox_worker.wake), close_requests(tasks)
     )
+    app.state.task_expiry_worker = ExpiryWorker(tasks, settings.task_expiry_poll_seconds)
     # Bulk Data $export: jobs in the database, run by a worker in this process, files in the export folder.
     app.state.export_storage = DirectoryStorage(settings.export_dir)
     app.state.export_worker = ExportWorker(repository, registry, app.state.export_storage, settings, audit)

@@ -250,6 +250,9 @@ class Settings(BaseSettings):
     # restriction.period.end expires this many days after its authoredOn (then cancelled, "Expired before it was
     # completed"); the CDS card on patient-view suggests asking for the outcome measure when the client has none in
     # the last task_card_days days and no open request for it.
+    # Open requests past their expiry are cancelled by a sweep this often (measure_tasks/worker.py).
+    task_expiry_worker: bool = True
+    task_expiry_poll_seconds: PositiveFloat = 300.0
     task_days: PositiveInt = 4
     task_card_days: PositiveInt = 14
 

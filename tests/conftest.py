@@ -34,6 +34,8 @@ os.environ.setdefault("FHIR_SERVER_EXPORT_WORKER", "false")
 os.environ.setdefault("FHIR_SERVER_SUBSCRIPTION_WORKER", "false")
 # Nor do they send email and SMS: tests/messaging runs its own workers, tests/outreach its own server processes.
 os.environ.setdefault("FHIR_SERVER_MESSAGE_WORKER", "false")
+# Nor do they sweep expired requests: tests/measure_tasks calls the sweep itself, tests/outreach runs the worker.
+os.environ.setdefault("FHIR_SERVER_TASK_EXPIRY_WORKER", "false")
 # Their receivers listen on loopback, which a server refuses as an endpoint unless told otherwise.
 os.environ.setdefault("FHIR_SERVER_SUBSCRIPTION_LOCAL_ENDPOINTS", "true")
 os.environ.setdefault("FHIR_SERVER_EXPORT_DIR", os.path.join(tempfile.gettempdir(), f"fhir-test-exports-{os.getpid()}"))

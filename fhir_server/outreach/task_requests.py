@@ -12,12 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from fhir_server.canonical import BASE
-from fhir_server.search.fhirdate import parse_range
+from fhir_server.validation import sdc_task
 
-SDC_TEMP = "http://hl7.org/fhir/uv/sdc/CodeSystem/temp"
-TASK_INPUT = f"{BASE}/CodeSystem/fit-task-input"
-OPEN_STATUSES = frozenset({"requested", "received", "accepted", "in-progress"})
 CHANNELS = {"email": "email", "sms": "sms"}  # ContactPoint.system → our channel
 
 
@@ -33,61 +29,21 @@ class LinkRequest:
     expires_at: datetime  # naive UTC
 
 
-def _coded(entry: dict[str, Any], system: str, code: str) -> bool:
-    codings = ((entry.get("type") or {}).get("coding")) or []
-    return any(isinstance(c, dict) and c.get("system") == system and c.get("code") == code for c in codings)
-
-
-def task_input(task: dict[str, Any], system: str, code: str) -> dict[str, Any] | None:
-    for entry in task.get("input") or []:
-        if isinstance(entry, dict) and _coded(entry, system, code):
-            return entry
-    return None
-
-
 def is_open(task: dict[str, Any]) -> bool:
-    return task.get("status") in OPEN_STATUSES
+    return task.get("status") in sdc_task.OPEN_STATUSES
 
 
-def patient_of(task: dict[str, Any]) -> str | None:
-    reference = str((task.get("for") or {}).get("reference") or "")
-    kind, _, patient = reference.partition("/")
-    return patient if kind == "Patient" and patient and "/" not in patient else None
-
-
-def expiry(task: dict[str, Any], default_days: float, now: datetime) -> datetime:
-    """``restriction.period.end``, else ``authoredOn`` (else now) plus the default."""
-    end = ((task.get("restriction") or {}).get("period") or {}).get("end")
-    parsed = _instant(end, last=True)  # "2026-12-10" ends with that day
-    if parsed is not None:
-        return parsed
-    return (_instant(task.get("authoredOn")) or now) + timedelta(days=default_days)
-
-
-def _instant(value: Any, *, last: bool = False) -> datetime | None:
-    """Naive UTC; the first (or last) moment of a partial date."""
-    if not isinstance(value, str):
+def link_request(task: dict[str, Any], default_days: int, now: datetime) -> LinkRequest | None:
+    """The link a Task asks for, or None when it asks for none (the readers are the validator's: sdc_task.py)."""
+    if not sdc_task.asks_for_questionnaire(task) or not is_open(task):
         return None
-    try:
-        start, end = parse_range(value)
-    except ValueError:
+    patient = sdc_task.local_patient(task.get("for"))
+    questionnaire = sdc_task.questionnaire_canonical(task)
+    delivery = sdc_task.fit_input(task, "delivery")
+    channel = CHANNELS.get(delivery.get("system")) if isinstance(delivery, dict) else None
+    if patient is None or questionnaire is None or channel is None:
         return None
-    return end if last else start
-
-
-def link_request(task: dict[str, Any], default_days: float, now: datetime) -> LinkRequest | None:
-    """The link a Task asks for, or None when it asks for none."""
-    code = (task.get("code") or {}).get("coding") or []
-    if not any(c.get("system") == SDC_TEMP and c.get("code") == "complete-questionnaire" for c in code):
-        return None
-    patient = patient_of(task)
-    questionnaire = (task_input(task, SDC_TEMP, "questionnaire") or {}).get("valueCanonical")
-    delivery = (task_input(task, TASK_INPUT, "delivery") or {}).get("valueContactPoint") or {}
-    channel = CHANNELS.get(delivery.get("system"))
-    if not is_open(task) or patient is None or not isinstance(questionnaire, str) or channel is None:
-        return None
-    language = (task_input(task, TASK_INPUT, "language") or {}).get("valueCode")
-    write_back = (task_input(task, TASK_INPUT, "write-back") or {}).get("valueUrl")
+    language, write_back = sdc_task.fit_input(task, "language"), sdc_task.fit_input(task, "write-back")
     return LinkRequest(
         task_id=str(task["id"]),
         patient=patient,
@@ -96,7 +52,7 @@ def link_request(task: dict[str, Any], default_days: float, now: datetime) -> Li
         address=delivery.get("value") or None,
         language=language if isinstance(language, str) else None,
         write_back=write_back if isinstance(write_back, str) else None,
-        expires_at=expiry(task, default_days, now),
+        expires_at=sdc_task.expiry(task, default_days) or now + timedelta(days=default_days),
     )
 
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -30,11 +31,12 @@ from fhir_server.ehr import registry as ehr_registry
 from fhir_server.errors import FhirError
 from fhir_server.i18n.app_texts import N_
 from fhir_server.operations.alliance_summary import summary_for
+from fhir_server.scoring.summary import ActiveFlag
 from fhir_server.smart.ehr_reads import read_from_ehr
 from fhir_server.smart.sessions import AppSession
 from fhir_server.validation import check_id
 from fhir_server.web.app_cookies import load_app_session
-from fhir_server.web.form_pages import message, page_headers, read_form, remember_language, render
+from fhir_server.web.form_pages import message, page_headers, page_language, read_form, remember_language, render
 
 router = APIRouter(prefix="/app", include_in_schema=False)
 NOT_OPEN = (N_("This view is not open"), N_("Please open it again from the client's chart in the EHR."))
@@ -90,6 +92,7 @@ async def clinician(request: Request) -> Response:
         return view, details
 
     view, details = await run_in_threadpool(assemble)
+    view.flags = [(in_language(request, flag), earlier) for flag, earlier in view.flags]
     banner = details or {"name": f"Patient/{session.patient}"} if session.need_patient_banner else None
     # Only an open concern of this patient can be emphasised; one closed meanwhile gets a one-line note.
     focus = session.app_flag
@@ -149,7 +152,7 @@ async def result(request: Request) -> Response:
             if p.response == reference
         ]
         observations = {p.observation for m in summary.measures for p in m.points if p.response == reference}
-        flags = [f for f in summary.flags if f.observation in observations]
+        flags = [in_language(request, f) for f in summary.flags if f.observation in observations]
         delivery = outbox.delivery_state(state.engine, session.response_id or "")
         mine = isinstance(rating, Unrated) and rating.response == reference  # this response's session is to rate
         return {
@@ -166,6 +169,15 @@ async def result(request: Request) -> Response:
 
 # -- "Ask the client to fill in …": requests to complete a measure (clinician/requests.py) --------------------------
 REQUEST_REFUSED = ("This request could not be made", "Check the measure, the channel and the address, then try again.")
+
+
+def in_language(request: Request, flag: ActiveFlag) -> ActiveFlag:
+    """The Flag's stored text (English, as scoring wrote it) in the page's language, from the instrument's
+    texts.json; the English when the text is not one of its rules' messages."""
+    said = request.app.state.fhir.library.flag_text(flag.code, flag.message, page_language(request))
+    return flag if said == flag.message else dataclasses.replace(flag, message=said)
+
+
 REQUEST_CLOSED = ("This request is no longer open", "It was completed or withdrawn meanwhile. Reload the view.")
 
 
