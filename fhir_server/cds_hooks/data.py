@@ -84,14 +84,24 @@ def gather(service: Service, request: dict[str, Any], allowed_bases: Callable[[]
                     raise
                 found[key] = []  # logged by _fetch; the cards are made without it
     observations = sorted(
-        (o for o in found.get("observations", []) if o.get("resourceType") == "Observation"),
+        (o for o in found.get("observations", []) if o.get("resourceType") == "Observation" and _has_id(o)),
         key=lambda o: str(o.get("effectiveDateTime", "")),
     )
-    flags = [f for f in found.get("flags", []) if f.get("resourceType") == "Flag" and f.get("status") == "active"]
+    flags = [
+        f
+        for f in found.get("flags", [])
+        if f.get("resourceType") == "Flag" and f.get("status") == "active" and _has_id(f)
+    ]
     patients = [p for p in found.get("patient", []) if p.get("resourceType") == "Patient" and p.get("id") == patient]
     birth_date = patients[0].get("birthDate") if patients else None
     responses = [r for r in found.get("responses", []) if r.get("resourceType") == "QuestionnaireResponse"]
     return Gathered(patient, birth_date if isinstance(birth_date, str) else None, observations, flags, responses)
+
+
+def _has_id(resource: dict[str, Any]) -> bool:
+    """A prefetched resource the cards can point at: the EHR's data is not ours to trust, and a card names the
+    Observations and Flags it speaks of by id (one without is skipped, never a failed hook)."""
+    return isinstance(resource.get("id"), str) and PATIENT_ID.match(resource["id"]) is not None
 
 
 def _resources(value: dict[str, Any]) -> list[dict[str, Any]]:

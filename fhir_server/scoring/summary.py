@@ -99,8 +99,8 @@ def build_summary(patient: str, observations: list[dict[str, Any]], flags: list[
     previous_items: dict[tuple[str, str], dict[str, Decimal]] = {}
     for observation in observations:
         coding = _coding(observation.get("code", {}))
-        if not coding or "valueQuantity" not in observation:
-            continue
+        if not coding or not _number(observation.get("valueQuantity")):
+            continue  # not a score (or, from an EHR's prefetch, not one this summary can read)
         series = series_of(observation)
         key = (coding["code"], series)
         measure = measures.setdefault(key, MeasureSeries(coding["code"], coding.get("display", coding["code"]), series))
@@ -118,7 +118,7 @@ def build_summary(patient: str, observations: list[dict[str, Any]], flags: list[
         items: dict[str, tuple[str, Decimal]] = {}
         for component in observation.get("component", []):
             component_coding = _coding(component.get("code", {}))
-            if component_coding.get("code") == SERIES_CODE or "valueQuantity" not in component:
+            if component_coding.get("code") == SERIES_CODE or not _number(component.get("valueQuantity")):
                 continue
             value = Decimal(str(component["valueQuantity"]["value"]))
             if component_coding.get("code", "").endswith(("-sum", "-mean")):
@@ -130,6 +130,11 @@ def build_summary(patient: str, observations: list[dict[str, Any]], flags: list[
         previous_items[key] = {code: value for code, (_, value) in items.items()}
     active = [_active_flag(f) for f in flags]
     return AllianceSummary(patient, sorted(measures.values(), key=lambda m: (m.code, m.series)), active)
+
+
+def _number(quantity: Any) -> bool:
+    value = quantity.get("value") if isinstance(quantity, dict) else None
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
 
 
 def _derived_from(observation: dict[str, Any]) -> str | None:

@@ -411,3 +411,49 @@ def test_a_jwt_without_kid_verifies_with_the_clients_only_key(server, ehr, patie
     """Issue 17, finding 1, for CDS clients: an EHR whose JWKS holds one key may sign without ``kid``."""
     token = signed(server, ehr_key, header={"alg": "RS384", "typ": "JWT"})
     assert call(server, token, request_body(ehr, patient, prefetch=True)).status_code == 200
+
+
+def test_a_prefetch_the_service_cannot_read_is_skipped_not_a_failure(server, ehr_key):
+    """The EHR's data is not ours to trust: an Observation or Flag without an id, a score without a number, a
+    value that is a string; the hook still answers, with cards for what it could read."""
+    score = {"system": "http://fit-fhir.org/fhir/CodeSystem/fit-measures", "code": "srs-total"}
+    observations = [
+        {"resourceType": "Observation", "status": "final", "code": {"coding": [score]}, "valueQuantity": {"value": 30}},
+        {
+            "resourceType": "Observation",
+            "id": "no-value",
+            "status": "final",
+            "code": {"coding": [score]},
+            "valueQuantity": {"unit": "{score}"},
+        },
+        {
+            "resourceType": "Observation",
+            "id": "text-value",
+            "status": "final",
+            "code": {"coding": [score]},
+            "valueQuantity": {"value": "thirty"},
+            "effectiveDateTime": "2026-12-01",
+        },
+    ]
+    flag = {
+        "resourceType": "Flag",
+        "status": "active",
+        "code": {"text": "no id"},
+        "subject": {"reference": "Patient/x"},
+    }
+    body = {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"patientId": "untrusted"},
+        "prefetch": {
+            "observations": {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "entry": [{"resource": o} for o in observations],
+            },
+            "flags": {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": flag}]},
+        },
+    }
+    answer = call(server, signed(server, ehr_key), body)
+    assert answer.status_code == 200, answer.text
+    assert all("no id" not in card["summary"] for card in answer.json()["cards"])
