@@ -14,7 +14,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from fhir_server.store import secret_store
+from fhir_server.store import claims, secret_store
 from fhir_server.store.tables import ehr_outbox, ehr_registrations
 
 if TYPE_CHECKING:
@@ -106,24 +106,8 @@ def any_due(engine: Engine, now: datetime) -> bool:
 
 
 def claim_due(session: WriteSession, now: datetime, lease_until: datetime) -> Row | None:
-    """Take the oldest due row by moving its ``next_attempt_at`` to the end of the lease.  PostgreSQL workers skip
-    rows another worker has locked; SQLite's write transaction is exclusive already (FOR UPDATE renders nothing)."""
-    conn, c = session.conn, ehr_outbox.c
-    row = (
-        conn.execute(
-            select(ehr_outbox)
-            .where(c.status == PENDING, c.next_attempt_at <= now)
-            .order_by(c.next_attempt_at, c.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
-        .mappings()
-        .first()
-    )
-    if row is None:
-        return None
-    conn.execute(update(ehr_outbox).where(c.id == row["id"]).values(next_attempt_at=lease_until))
-    return {**dict(row), "next_attempt_at": lease_until}
+    """Take the oldest due row, held until ``lease_until`` (store/claims.py: never by two workers)."""
+    return claims.claim_pending(session, ehr_outbox, now, lease_until)
 
 
 def mark_delivered(session: WriteSession, row_id: int, now: datetime) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import case, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 
+from fhir_server.store import claims
 from fhir_server.store.export_tables import ACTIVE, export_jobs
 from fhir_server.store.tables import idx_reference
 
@@ -72,17 +73,7 @@ def claim_due(session: WriteSession, now: datetime, lease_until: datetime) -> Ro
     """Take the oldest job that is queued, or running under a lease that ran out (its worker died), and hold it
     until ``lease_until``.  Its transaction time is fixed by the first claim, so a resumed job keeps it."""
     conn = session.conn
-    row = (
-        conn.execute(
-            select(export_jobs)
-            .where(*_due(now))
-            .order_by(_c.created_at, _c.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
-        .mappings()
-        .first()
-    )
+    row = claims.lock_oldest(session, export_jobs, _due(now), (_c.created_at, _c.id))
     if row is None:
         return None
     values = {

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Engine
 
+from fhir_server.store import claims
 from fhir_server.store.client_request_tables import message_outbox
 
 if TYPE_CHECKING:
@@ -57,25 +58,8 @@ def next_due(engine: Engine) -> datetime | None:
 
 
 def claim_due(session: WriteSession, now: datetime, lease_until: datetime) -> Row | None:
-    """Take the oldest due row by moving its ``next_attempt_at`` to the end of the lease.  PostgreSQL workers skip
-    rows another worker has locked (and, once it commits, no longer see the row as due); SQLite's write
-    transaction is exclusive already (FOR UPDATE renders nothing there)."""
-    conn, c = session.conn, message_outbox.c
-    row = (
-        conn.execute(
-            select(message_outbox)
-            .where(c.status == PENDING, c.next_attempt_at <= now)
-            .order_by(c.next_attempt_at, c.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
-        .mappings()
-        .first()
-    )
-    if row is None:
-        return None
-    conn.execute(update(message_outbox).where(c.id == row["id"]).values(next_attempt_at=lease_until))
-    return {**dict(row), "next_attempt_at": lease_until}
+    """Take the oldest due row, held until ``lease_until`` (store/claims.py: never by two workers)."""
+    return claims.claim_pending(session, message_outbox, now, lease_until)
 
 
 def mark_sent(session: WriteSession, row_id: int, now: datetime) -> bool:

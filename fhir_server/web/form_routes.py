@@ -74,6 +74,20 @@ def _json(body: dict[str, Any], status: int) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
+async def _posted_form(request: Request) -> tuple[AppSession, dict[str, str]] | Response:
+    """A form POST's session and fields, or the page that says why not: no session, too much, a stale page."""
+    session = await _session(request)
+    if session is None:
+        return message(request, *CLOSED, 403)
+    try:
+        fields = await read_form(request)
+    except BodyTooLarge:
+        return message(request, *TOO_MUCH, 413)
+    if not session.csrf_ok(fields.get("csrf_token")):
+        return message(request, *STALE, 403)
+    return session, fields
+
+
 @router.get("/form")
 async def show_form(request: Request) -> Response:
     session = await _session(request)
@@ -133,15 +147,10 @@ def _form_page(
 async def switch_language(request: Request) -> Response:
     """The client's own choice of language: stored in the session (it outranks the launch's and the browser's),
     with the answers on the page kept as the draft, so nothing marked is lost."""
-    session = await _session(request)
-    if session is None:
-        return message(request, *CLOSED, 403)
-    try:
-        fields = await read_form(request)
-    except BodyTooLarge:
-        return message(request, *TOO_MUCH, 413)
-    if not session.csrf_ok(fields.get("csrf_token")):
-        return message(request, *STALE, 403)
+    posted = await _posted_form(request)
+    if isinstance(posted, Response):
+        return posted
+    session, fields = posted
     try:
         form = await run_in_threadpool(_service(request).form_for, session)
     except (MeasureUnavailable, UnsupportedQuestionnaire):
@@ -190,15 +199,10 @@ async def save_draft(request: Request) -> Response:
 
 @router.post("/form")
 async def submit(request: Request) -> Response:
-    session = await _session(request)
-    if session is None:
-        return message(request, *CLOSED, 403)
-    try:
-        fields = await read_form(request)
-    except BodyTooLarge:
-        return message(request, *TOO_MUCH, 413)
-    if not session.csrf_ok(fields.get("csrf_token")):
-        return message(request, *STALE, 403)
+    posted = await _posted_form(request)
+    if isinstance(posted, Response):
+        return posted
+    session, fields = posted
     after = getattr(request.app.state, "after_submission", None)
     try:
         outcome = await run_in_threadpool(_service(request).submit, session, fields, after)

@@ -12,8 +12,7 @@ a thread of this process (so a renderer registered by the test is the one it use
 from __future__ import annotations
 
 import itertools
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from tests.support.databases import postgres_admin_url, postgres_database, sqlit
 from tests.support.mail_server import MailServer, make_certificate
 from tests.support.server import free_port
 from tests.support.sms_gateway import SmsGateway
+from tests.support.waiting import wait_for
 
 SMTP_USER, SMTP_PASSWORD = "fit-mailer", "mail-secret-Xq7"
 SMS_TOKEN = "sms-token-Zr4"
@@ -83,18 +83,6 @@ def db(backend: str) -> Iterator[str]:
         with postgres_database(postgres_admin_url() or "") as url:
             upgrade(url)
             yield url
-
-
-def wait_for(what: Callable[[], Any], description: str, timeout: float = 60) -> Any:
-    """Poll until ``what()`` is truthy (arrival, never a duration); fail naming what never happened."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = what()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened within {timeout} s: {description}")
-        time.sleep(0.05)
 
 
 @dataclass

@@ -5,7 +5,6 @@ with a birth date, a Task asking for a measure, the message that arrives, the li
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
@@ -23,6 +22,7 @@ from tests.support.mail_server import MailServer
 from tests.support.process import ServerProcess
 from tests.support.server import free_port
 from tests.support.sms_gateway import SmsGateway
+from tests.support.waiting import wait_for
 
 SRS = "http://fit-fhir.org/fhir/Questionnaire/srs"
 BIRTH_DATE, BIRTH_YEAR = "1990-05-17", "1990"
@@ -49,14 +49,7 @@ SETTINGS = {
 
 def until(what: Callable[[], Any], message: str, seconds: float = 30.0) -> Any:
     """Wait for something to happen (never a measure of how long it took)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        found = what()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {seconds:.0f} s: {message}")
-        time.sleep(0.1)
+    return wait_for(what, message, seconds)
 
 
 class LinkWorld:
