@@ -203,3 +203,20 @@ def test_mail_server_down_then_up_delivers_once(world: LinkWorld) -> None:
     messages = world.wait_for_mails(to)
     until(lambda: world.message_rows(answer.json()["id"])[0]["status"] == "sent", "the row marked sent")
     assert len(world.mails_to(to)) == len(messages) == 1
+
+
+def test_a_link_session_reaches_the_clients_form_and_nothing_of_the_clinicians(world: LinkWorld) -> None:
+    """What the link opens is the client's form: none of the clinician's pages (they show the therapist's ratings,
+    concerns in clinicians' words and other clients), nor another measure than the one asked for."""
+    _, task_id, link = sent_link(world)
+    with world.browser_client() as browser:
+        assert world.open_link(browser, link).status_code == 303
+        for page in ("/app/clinician", "/app/result", "/app/concordance", "/app/supervision", "/app/supervision.csv",
+                     "/app/therapist-rating", "/app/choose"):  # fmt: skip
+            answer = browser.get(page)
+            assert answer.status_code in (403, 404, 405), (page, answer.status_code)
+        posted = browser.post("/app/clinician/requests", data={"measure": "ors", "channel": "email", "csrf_token": "x"})
+        assert posted.status_code in (403, 404), posted.status_code
+        form = browser.get("/app/form")
+        assert form.status_code == 200 and 'data-link-id="relationship"' in form.text
+    assert world.task(task_id)["status"] == "requested"  # nothing of the above changed the request
