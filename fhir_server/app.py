@@ -42,6 +42,7 @@ from fhir_server.web import auth_routes
 from fhir_server.web.cds_routes import router as cds_router
 from fhir_server.web.form_pages import PageTemplates
 from fhir_server.web.form_routes import install_form
+from fhir_server.web.health_routes import install_health
 from fhir_server.web.install import install_authorization_server
 from fhir_server.web.launch_routes import install_launch
 from fhir_server.web.link_routes import install_links
@@ -167,5 +168,7 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
         app.include_router(sandbox_mailbox_routes.router)
     install_links(app, settings)  # a Task asking for a form link gets one; /app/l/<token> opens it
     install_launch(app, settings)  # /app/launch, /app/callback (and /sandbox when switched on)
+    # /healthz, /readyz and /metrics, outside the authorization layer; before the next line, so that stays outermost
+    install_health(app, settings)
     app.add_middleware(RequestContextMiddleware)
     return app

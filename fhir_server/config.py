@@ -273,6 +273,18 @@ class Settings(BaseSettings):
     # The sender's name in the messages (never the client's or the measure's: no PHI in a message).
     site_name: str = "Your care team"
 
+    # -- health checks and metrics (web/health_routes.py, README "Health checks and metrics") ----------------------
+    # /healthz and /readyz answer anyone, without a token: they say pass or fail and name a failed check, nothing
+    # more.  /readyz fails the database check when a trivial query has not answered within this many seconds.
+    readiness_timeout_seconds: PositiveFloat = 2.0
+    # /metrics (Prometheus text format): "off" (404), "loopback" (only clients at 127.0.0.1 or ::1, as decided by
+    # FHIR_SERVER_TRUSTED_PROXIES: behind a reverse proxy on this machine that is not listed there, every client
+    # looks like loopback) or "open" (anyone who can reach the port: pair it with a token).
+    metrics: Literal["off", "loopback", "open"] = "loopback"
+    # When set, /metrics also needs "Authorization: Bearer <this token>" (401 without), whatever the mode above.
+    metrics_token: SecretStr = SecretStr("")
+    # -- end of the health checks and metrics block --------------------------------------------------------------
+
     # -- secrets at rest (store/crypto.py, docs/security.md) ------------------------------------------------------
     # The key that encrypts stored secrets (an EHR's tokens and client secret, the signing keys): 32 random bytes,
     # base64url (`fhir-server keys new-secret`).  Empty: read from the key file; that file is only required when

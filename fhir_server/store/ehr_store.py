@@ -204,3 +204,20 @@ def statuses_for_response(engine: Engine, response_id: str) -> list[str]:
     c = ehr_outbox.c
     with engine.connect() as conn:
         return [r[0] for r in conn.execute(select(c.status).where(c.response_id == response_id)).all()]
+
+
+# -- for metrics (web/health_routes.py) ---------------------------------------------------------------------------
+def pending_stats(engine: Engine, now: datetime) -> tuple[int, float | None]:
+    """(rows pending, seconds since the oldest pending row was queued, or None when none is): for metrics."""
+    c = ehr_outbox.c
+    with engine.connect() as conn:
+        count, oldest = conn.execute(select(func.count(), func.min(c.created_at)).where(c.status == PENDING)).one()
+    return int(count), (now - oldest).total_seconds() if oldest is not None else None
+
+
+def dead_by_registration(engine: Engine) -> dict[int, int]:
+    """Dead rows per EHR registration id (the number only: an issuer URL is no metric label)."""
+    c = ehr_outbox.c
+    with engine.connect() as conn:
+        rows = conn.execute(select(c.ehr_id, func.count()).where(c.status == DEAD).group_by(c.ehr_id)).all()
+    return {int(ehr_id): int(count) for ehr_id, count in rows}

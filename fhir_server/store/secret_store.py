@@ -83,6 +83,14 @@ def keyring(bind_to: Engine | Connection) -> Keyring:
         return binding.keyring
 
 
+def key_verified(engine: Engine) -> bool:
+    """A key is configured and has opened this database's check value (at start-up, or at the first seal): for the
+    readiness check, which must not read or write the database for it."""
+    ring = keyring(engine)
+    _, binding = _binding(engine)
+    return ring.configured and binding.verified
+
+
 def seal(engine: Engine, column: Column[Any], value: str | None) -> str | None:
     """The value to write into a secret column.  Call it before opening the write's transaction: the first seal on
     an engine checks the key against the database (on SQLite, from inside a write it would wait for itself)."""
