@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from fhir_server.auth.bearer import RemoteKeys
 from fhir_server.auth.keys import KeyStore
@@ -57,6 +57,22 @@ def pkce_pair() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(64)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     return verifier, challenge
+
+
+def same_origin(url: str, issuer: str) -> bool:
+    """Whether ``url`` is on the registered EHR's own origin (scheme, host and port of its FHIR base)."""
+    default = {"https": 443, "http": 80}
+    try:
+        a, b = urlsplit(url), urlsplit(issuer)
+        if a.scheme not in default or a.username is not None:
+            return False
+        return (a.scheme, a.hostname, a.port or default[a.scheme]) == (
+            b.scheme,
+            b.hostname,
+            b.port or default[b.scheme],
+        )
+    except (ValueError, KeyError):
+        return False
 
 
 def launch_scope(ehr: EhrRegistration, config: dict[str, Any], *, ehr_launch: bool, view: str) -> str:
@@ -229,7 +245,7 @@ class SmartLauncher:
             questionnaire=measure or app_context.measure or session.questionnaire,
             app_view=app_context.view or session.app_view,
             app_flag=app_context.flag,
-            **self._launch_language(tokens),
+            **self._launch_language(ehr, tokens),
         )
         if updated is None:
             raise LaunchRefused("This launch has expired", "Please open the app again from the EHR.", 400)
@@ -292,14 +308,16 @@ class SmartLauncher:
             raise LaunchRefused("The EHR did not let the app in", "The EHR issued an unexpected kind of token.", 502)
         return tokens
 
-    def _launch_language(self, tokens: dict[str, Any]) -> dict[str, str]:
+    def _launch_language(self, ehr: EhrRegistration, tokens: dict[str, Any]) -> dict[str, str]:
         """The launch's language preference, as ``language`` for the session (nothing when the EHR gives none): the
         token response's ``locale`` (a SMART launch context some EHRs send), else a ``locale`` or ``lang`` in the
         EHR's SMART style.  The form outranks it with the client's own choice and falls back from it to the
         Patient's and the browser's languages when the form is not offered in it (web/form_language.py)."""
         locale = tokens.get("locale")
-        if not _is_tag(locale) and isinstance(tokens.get("smart_style_url"), str):
-            locale = self._style_locale(tokens["smart_style_url"])
+        style = tokens.get("smart_style_url")
+        # Read only from the EHR's own origin: a token response must not make this server fetch any address it names.
+        if not _is_tag(locale) and isinstance(style, str) and same_origin(style, ehr.issuer):
+            locale = self._style_locale(style)
         return {"language": str(locale).replace("_", "-")} if _is_tag(locale) else {}
 
     def _style_locale(self, url: str) -> str | None:
