@@ -39,6 +39,7 @@ from fhir_server.store import secret_store
 from fhir_server.store.errors import DATABASE_ERRORS
 from fhir_server.subscriptions.worker import SubscriptionWorker
 from fhir_server.web import auth_routes
+from fhir_server.web.audit_metrics import AuditCollector
 from fhir_server.web.cds_routes import router as cds_router
 from fhir_server.web.form_pages import PageTemplates
 from fhir_server.web.form_routes import install_form
@@ -170,5 +171,6 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
     install_launch(app, settings)  # /app/launch, /app/callback (and /sandbox when switched on)
     # /healthz, /readyz and /metrics, outside the authorization layer; before the next line, so that stays outermost
     install_health(app, settings)
+    app.state.metrics.registry.register(AuditCollector(audit))  # the audit batch lag (web/audit_metrics.py)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -14,6 +14,7 @@ import base64
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -150,21 +151,44 @@ def record_in(session: WriteSession, caller: Caller, access: Access) -> None:
 
 
 class AuditWriter:
-    """Stores queued AuditEvents in batches from a background thread."""
+    """Stores queued AuditEvents in batches from a background thread.  ``backlog`` and the counters are what
+    /metrics shows of it (the audit batch lag)."""
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(QUEUE_LIMIT)
+        # (monotonic time queued, event): the oldest one's age is the audit batch lag
+        self._queue: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue(QUEUE_LIMIT)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.stored = 0
+        self.dropped = 0
+        self.failed_flushes = 0
+        self._in_flight: float | None = None  # when the oldest record of the batch being stored was queued
+        self._in_flight_count = 0
 
     def record(self, caller: Caller | None, access: Access) -> None:
-        try:
-            self._queue.put_nowait(build_event(caller, access))
-        except queue.Full:  # the database has been unreachable for a long time; say so without any PHI
-            log.error("audit queue full: an audit record was dropped")
+        self._put((time.monotonic(), build_event(caller, access)))
         self._start()
+
+    def _put(self, item: tuple[float, dict[str, Any]]) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:  # the database has been unreachable for a long time; say so without any PHI
+            self.dropped += 1
+            log.error("audit queue full: an audit record was dropped")
+
+    def backlog(self) -> tuple[int, float]:
+        """(records not yet stored, seconds the oldest of them has waited; 0 when none).  A batch being stored
+        counts: a database that hangs holds its records there."""
+        with self._queue.mutex:  # a peek at the deque under the queue's own lock
+            depth = len(self._queue.queue)
+            oldest = self._queue.queue[0][0] if depth else None
+        in_flight = self._in_flight
+        if in_flight is not None:
+            depth += self._in_flight_count
+            oldest = in_flight if oldest is None else min(oldest, in_flight)
+        return depth, (time.monotonic() - oldest) if oldest is not None else 0.0
 
     def _start(self) -> None:
         if self._thread is None:
@@ -190,17 +214,19 @@ class AuditWriter:
                     break
             if not batch:
                 return stored
+            self._in_flight_count, self._in_flight = len(batch), batch[0][0]
             try:
-                self.repo.write(lambda session, b=batch: [session.create(e, new_id()) for e in b])
+                self.repo.write(lambda session, b=batch: [session.create(e, new_id()) for _, e in b])
             except Exception:
+                self._in_flight = None
+                self.failed_flushes += 1
                 log.warning("audit flush failed; %d records kept for retry", len(batch))
-                for event in batch:
-                    try:
-                        self._queue.put_nowait(event)
-                    except queue.Full:
-                        log.error("audit queue full: an audit record was dropped")
+                for item in batch:
+                    self._put(item)
                 return stored
+            self._in_flight = None
             stored += len(batch)
+            self.stored += len(batch)
 
     def close(self) -> None:
         self._stop.set()

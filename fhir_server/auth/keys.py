@@ -3,7 +3,10 @@
 Keys live in the database so every worker process signs and verifies with the same set.  The newest unretired key
 signs; keys retired less than ``RETIRED_KEY_GRACE`` ago stay in the JWKS, so tokens they signed verify until they
 expire.  A token with an unknown ``kid`` makes the store re-read the table (at most once per ``RELOAD_INTERVAL``),
-which is how a rotation in another process becomes visible.
+which is how a rotation in another process becomes visible to verification.  Signing looks at which key should sign
+at most once per ``SIGNING_CHECK_INTERVAL``: without it, a server instance that started before a rotation made
+elsewhere (``fhir-server keys rotate``, another machine) would go on signing with the retired key, whose tokens every
+instance refuses once its grace period is over.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from fhir_server.store.engine import Database
 SIGNING_ALGORITHM = "RS384"  # SMART's recommended algorithms are RS384 and ES384
 RETIRED_KEY_GRACE = timedelta(hours=24)
 RELOAD_INTERVAL = 5.0
+SIGNING_CHECK_INTERVAL = 1.0  # the bound on signing with a key retired elsewhere (docs/architecture.md)
 
 
 def _utcnow() -> datetime:
@@ -46,6 +50,7 @@ class KeyStore:
         self._signing: RSAKey | ECKey | None = None
         self._published: KeySet = KeySet([])
         self._loaded_at = 0.0
+        self._signing_checked_at = 0.0
 
     def _load(self) -> None:
         rows = key_table.load_keys(self.engine)
@@ -86,11 +91,22 @@ class KeyStore:
 
     def sign(self, claims: dict[str, Any]) -> str:
         self._ensure()
+        self._follow_rotation()
         key = self._signing
         assert key is not None
         algorithm = key.alg or SIGNING_ALGORITHM
         header = {"alg": algorithm, "kid": key.kid, "typ": "JWT"}
         return jwt.encode(header, claims, key, algorithms=[algorithm])
+
+    def _follow_rotation(self) -> None:
+        """Reload when another process has rotated the signing key since this one loaded the keys."""
+        if time.monotonic() - self._signing_checked_at < SIGNING_CHECK_INTERVAL:
+            return
+        current = key_table.signing_kid(self.engine)
+        with self._lock:
+            self._signing_checked_at = time.monotonic()
+            if current is not None and self._signing is not None and current != self._signing.kid:
+                self._load()
 
     def verification_keys(self, kid: str | None = None) -> KeySet:
         """The published keys; re-read from the database when ``kid`` is not among them (a rotation elsewhere)."""

@@ -106,8 +106,13 @@ def own_alternatives(expression: str | None, base: str) -> str | None:
     return " | ".join(kept) if kept else expression
 
 
+# How long another server process (another instance on the same database) may go on without a SearchParameter
+# created or changed elsewhere: the bound stated in docs/architecture.md, tested in tests/ops/test_instances.py.
+REFRESH_SECONDS = 5.0
+
+
 class CustomParameters:
-    def __init__(self, repo: Any, registry: Registry, interval: float = 5.0) -> None:
+    def __init__(self, repo: Any, registry: Registry, interval: float = REFRESH_SECONDS) -> None:
         self.repo = repo
         self.registry = registry
         self.interval = interval

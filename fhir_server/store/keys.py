@@ -19,6 +19,15 @@ def load_keys(engine: Engine) -> list[dict[str, object]]:
     return [{**r, "private_jwk": secret_store.open_value(engine, column, r["private_jwk"])} for r in rows]
 
 
+def signing_kid(engine: Engine) -> str | None:
+    """The kid of the newest unretired key (what should sign now): one small query, no decryption."""
+    c = signing_keys.c
+    with engine.connect() as conn:
+        return conn.execute(
+            select(c.kid).where(c.retired_at.is_(None)).order_by(c.created_at.desc()).limit(1)
+        ).scalar_one_or_none()
+
+
 def add_key(engine: Engine, kid: str, algorithm: str, private_jwk: str, now: datetime, *, retire_others: bool) -> None:
     private_jwk = secret_store.seal(engine, signing_keys.c.private_jwk, private_jwk) or ""  # before the transaction
     with engine.begin() as conn:

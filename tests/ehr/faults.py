@@ -160,9 +160,12 @@ class Proxy:
         self.handler = type("Handler", (ProxyHandler,), {"state": state})
         self.server: ThreadingHTTPServer | None = None
         self.lock = threading.Lock()
+        self.timer: threading.Timer | None = None
 
     def up(self) -> None:
         with self.lock:
+            if self.server is not None:  # already up (the timer and an explicit /up both bring it back)
+                return
             server = ThreadingHTTPServer(("127.0.0.1", self.port), self.handler)
             server.daemon_threads = True
             threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -175,11 +178,15 @@ class Proxy:
                 self.server.server_close()
                 self.server = None
         self.state.record({"t": time.time(), "method": "-", "path": "-", "action": "down", "seconds": seconds})
-        timer = threading.Timer(seconds, self._back)
-        timer.daemon = True
-        timer.start()
+        self.timer = threading.Timer(seconds, self.back)
+        self.timer.daemon = True
+        self.timer.start()
 
-    def _back(self) -> None:
+    def back(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.server is not None:
+            return
         self.up()
         self.state.record({"t": time.time(), "method": "-", "path": "-", "action": "up"})
 
@@ -211,6 +218,8 @@ def control_handler(proxy: Proxy) -> type[BaseHTTPRequestHandler]:
                     proxy.state.hide_conditional = bool(command.get("hide_conditional", False))
             elif self.path == "/down":
                 proxy.down(float(command.get("seconds", 1)))
+            elif self.path == "/up":  # back before the down's time runs out
+                proxy.back()
             self._reply({"ok": True})
 
     return Control

@@ -115,6 +115,9 @@ class FaultProxy:
     def down(self, seconds: float) -> None:
         httpx.post(f"{self.control}/down", json={"seconds": seconds}, timeout=10).raise_for_status()
 
+    def up(self) -> None:
+        httpx.post(f"{self.control}/up", json={}, timeout=10).raise_for_status()
+
     def requests(self) -> list[dict[str, Any]]:
         """Everything the proxy saw, in order of arrival."""
         return sorted(httpx.get(f"{self.control}/log", timeout=10).json()["requests"], key=lambda r: r["t"])
