@@ -112,7 +112,8 @@ def _free_port() -> int:
 
 
 @contextmanager
-def start_server(database_url: str, workers: int) -> Iterator[Server]:
+def start_server(database_url: str, workers: int, **settings: str) -> Iterator[Server]:
+    """``fhir-server serve`` on its own port; ``settings`` are FHIR_SERVER_* variables for this process."""
     port = _free_port()
     # The benchmarks measure the data path; token checks and audit records are measured separately.
     env = {
@@ -120,6 +121,7 @@ def start_server(database_url: str, workers: int) -> Iterator[Server]:
         "FHIR_SERVER_DATABASE_URL": database_url,
         "FHIR_SERVER_LOG_LEVEL": "warning",
         "FHIR_SERVER_AUTH_REQUIRED": "false",
+        **settings,
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "fhir_server", "serve", "--port", str(port), "--workers", str(workers)],
