@@ -40,11 +40,16 @@ from tests.ops.instances import (
     submit_form,
     wait_until,
 )
+from tests.subscriptions.receiver import Receiver, event_numbers
+from tests.subscriptions.support import RESPONSES, subscription, wait_status
+from tests.subscriptions.test_subscriptions import HIGH
+from tests.subscriptions.test_subscriptions import submit as submit_srs
 from tests.support.databases import POSTGRES_ENV, postgres_admin_url, postgres_database
 from tests.support.process import ServerProcess, cli
 
 SUBMISSIONS = 200
 READS = 300
+EVENTS = 20
 BACKEND_SCOPE = " ".join(f"system/{t}.crus" for t in registry.DEFAULT_RESOURCE_TYPES)
 SEARCH_PARAMETER_BOUND = REFRESH_SECONDS  # seconds: docs/architecture.md
 
@@ -259,6 +264,29 @@ def test_a_search_parameter_created_through_one_instance_is_used_by_the_other_wi
         assert on_b.post("/Patient", json=patient).status_code == 201
         both = on_a.get("/Patient", params={code: pet}, headers=strict)
         assert both.status_code == 200 and both.json()["total"] == 2, both.text
+
+
+def test_a_subscription_is_notified_once_per_event_whichever_instance_wrote_or_sends(instances, admin_token):
+    """Both instances run the notification worker; events written through either are each sent once, in order."""
+    a, b = instances
+    receiver = Receiver()
+    receiver.up()
+    try:
+        clients = {i: fhir_client(i, backend_token(i, *admin_token, "system/*.cruds")) for i in (a, b)}
+        created = clients[a].post("/Subscription", json=subscription(RESPONSES, receiver.url, content="id-only"))
+        assert created.status_code == 201, created.text
+        wait_status(clients[b], created.json()["id"], "active")
+        patient = clients[a].post("/Patient", json={"resourceType": "Patient", "birthDate": "1990-04-02"}).json()["id"]
+        written = [submit_srs(clients[(a, b)[i % 2]], patient, HIGH) for i in range(EVENTS)]
+        receiver.wait_for(lambda: len(event_numbers(receiver.bundles("event-notification"))) >= EVENTS, timeout=60)
+        time.sleep(1)  # a second sending of any event would arrive now
+        notified = receiver.bundles("event-notification")
+        assert event_numbers(notified) == list(range(1, EVENTS + 1))  # each once, in order
+        assert [e["fullUrl"].rsplit("/", 1)[1] for n in notified for e in n["entry"][1:]] == written
+    finally:
+        receiver.down()
+        for client in clients.values():
+            client.close()
 
 
 def test_a_signing_key_rotated_by_the_administrator_is_honoured_by_both_instances(database, instances, admin_token):
