@@ -19,7 +19,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -104,28 +103,24 @@ def measure_instances(database_url: str, args: argparse.Namespace) -> dict[str, 
 
 
 def measure_replica(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
-    from tests.support.pg_cluster import primary_and_replica  # the same throwaway clusters the tests use
+    # the same throwaway pair the tests use: a primary made with initdb and its replica (pg_basebackup -R)
+    from tests.support.pg_cluster import PrimaryWithReplica, server_binaries
 
+    binaries = server_binaries()
+    if binaries is None:
+        raise SystemExit("--replica needs the PostgreSQL server binaries (initdb, pg_ctl, pg_basebackup)")
     found: dict[str, list[dict[str, float]]] = {}
-    with (
-        tempfile.TemporaryDirectory(prefix="fhir-bench-replica-") as folder,
-        primary_and_replica(Path(folder)) as (
-            primary,
-            replica,
-        ),fresh_postgres(primary, "fhir_bench_replica_") as database_url
-    ):
+    with PrimaryWithReplica(binaries) as pair:
         seeded = submissions(args.seed_submissions, args.clients, "seed")
-        with instances(database_url, 1, args.workers) as ports:
+        with instances(pair.primary_url, 1, args.workers) as ports:
+            print(f"  seeding {len(seeded)} scored submissions on the pair's primary ...", flush=True)
             run_spread(ports, seeded, args.connections)
         patients = sorted({r["body"]["subject"]["reference"].split("/")[1] for r in seeded})
-        replica_url = replica.rsplit("/", 1)[0] + "/" + database_url.rsplit("/", 1)[1]
+        setups = (("primary only", {}), ("with the replica", {"FHIR_SERVER_READ_REPLICA_URL": pair.replica_url}))
         for _ in range(args.rounds):
-            for label, settings in (
-                ("primary only", {}),
-                ("with the replica", {"FHIR_SERVER_READ_REPLICA_URL": replica_url}),
-            ):
-                with instances(database_url, 1, args.workers, **settings) as ports:
-                    run_spread(ports, searches(patients, 400), args.connections)
+            for label, settings in setups:
+                with instances(pair.primary_url, 1, args.workers, **settings) as ports:
+                    run_spread(ports, searches(patients, 400), args.connections)  # warm
                     searched = run_spread(ports, searches(patients, args.searches), args.connections)
                 found.setdefault(f"searches, {label}", []).append(searched)
                 print(f"  {label}: {searched['rate']:.0f} searches/s", flush=True)

@@ -19,6 +19,7 @@ from fhir_server.auth.access import AccessPolicy
 from fhir_server.auth.audit import AuditWriter
 from fhir_server.auth.bearer import BearerAuthenticator
 from fhir_server.auth.keys import KeyStore
+from fhir_server.auth.retention import RetentionWorker
 from fhir_server.auth.revocation import RevocationList
 from fhir_server.cds_hooks.security import CdsClientVerifier
 from fhir_server.config import Settings
@@ -94,6 +95,8 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
             app.state.message_worker.start()  # sends the email and SMS the last run left pending
         if settings.task_expiry_worker:
             app.state.task_expiry_worker.start()  # cancels the requests that expired while no server ran
+        if settings.audit_retention_worker and settings.audit_retention_days:
+            app.state.retention_worker.start()  # removes the records of reads older than the retention
         if owns_process:
             freeze_startup_objects()
         yield
@@ -102,6 +105,7 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
         app.state.subscription_worker.stop()
         app.state.message_worker.stop()  # a message being sent is finished; the rest wait, pending
         app.state.task_expiry_worker.stop()
+        app.state.retention_worker.stop()
         audit.close()  # stores the audit records still queued
         core.close()
 
@@ -154,6 +158,8 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
         queue_write_back(app.state.app_sessions, app.state.outbox_worker.wake), close_requests(tasks)
     )
     app.state.task_expiry_worker = ExpiryWorker(tasks, settings.task_expiry_poll_seconds)
+    # Audit retention (FHIR_SERVER_AUDIT_RETENTION_DAYS): the records of reads older than that are swept away.
+    app.state.retention_worker = RetentionWorker(repository, settings.audit_retention_days)
     # Bulk Data $export: jobs in the database, run by a worker in this process, files in the export folder.
     app.state.export_storage = DirectoryStorage(settings.export_dir)
     app.state.export_worker = ExportWorker(repository, registry, app.state.export_storage, settings, audit)

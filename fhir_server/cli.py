@@ -1,5 +1,5 @@
 """Command line: ``fhir-server serve | db upgrade | load | reindex | clients | users | token | keys | ehr | outbox |
-export | subscriptions``."""
+export | subscriptions | backup | audit``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pathlib import Path
 
 from fhir_server import logs
 from fhir_server.auth.commands import add_auth_commands
+from fhir_server.auth.retention import add_commands as add_audit_commands
+from fhir_server.backup_command import add_backup_command, run_backup
 from fhir_server.cds_hooks.commands import add_cds_commands
 from fhir_server.config import Settings
 from fhir_server.console import progress_bar
@@ -24,7 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = Settings()
     logs.configure(settings.log_level)
-    driver = _driver_problem(settings)
+    driver = _driver_problem(settings) or _replica_problem(settings)
     if driver:  # before the migration, which would fail on it with a stack trace
         print(f"fhir-server: not starting: {driver}", file=sys.stderr)
         return 1
@@ -32,7 +34,12 @@ def _serve(args: argparse.Namespace) -> int:
         from fhir_server.store.migrate import upgrade
 
         upgrade(settings.database_url)
-    problem = _secret_key_problem(settings) or _scoring_problem(settings) or _validation_problem(settings)
+    problem = (
+        _secret_key_problem(settings)
+        or _expunge_problem(settings)
+        or _scoring_problem(settings)
+        or _validation_problem(settings)
+    )
     if problem:
         print(f"fhir-server: not starting: {problem}", file=sys.stderr)
         return 1
@@ -58,6 +65,13 @@ def _driver_problem(settings: Settings) -> str | None:
             "pip install 'fhir-server[postgres]' (or psycopg[binary])"
         )
     return None
+
+
+def _replica_problem(settings: Settings) -> str | None:
+    """FHIR_SERVER_READ_REPLICA_URL beside a database that cannot have one, or not a PostgreSQL URL."""
+    from fhir_server.store.replica import replica_problem
+
+    return replica_problem(settings.database_url, settings.read_replica_url)
 
 
 def _validation_problem(settings: Settings) -> str | None:
@@ -100,6 +114,19 @@ def _secret_key_problem(settings: Settings) -> str | None:
         return str(exc)
     finally:
         engine.dispose()
+
+
+def _expunge_problem(settings: Settings) -> str | None:
+    """$expunge names an erased patient in the audit trail by a pseudonym keyed with the secret key: enabled
+    without one, every erasure would fail, so the server says so at start instead."""
+    from fhir_server.store.crypto import keyring_from_settings
+
+    if settings.expunge_enabled and not keyring_from_settings(settings).configured:
+        return (
+            "FHIR_SERVER_EXPUNGE_ENABLED=true needs the secret key (FHIR_SERVER_SECRET_KEY or _FILE): erasures name "
+            "the erased patient in the audit trail by a pseudonym made with it"
+        )
+    return None
 
 
 def _db_upgrade(_: argparse.Namespace) -> int:
@@ -217,16 +244,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_ehr_commands(commands)  # ehr add|list|remove, outbox list|retry
     add_export_commands(commands)  # export list|cancel
     add_subscription_commands(commands)  # subscriptions list|retry
+    add_backup_command(commands)  # backup DEST
+    add_audit_commands(commands)  # audit prune
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.func not in (_serve, _db_upgrade):  # serve migrates unless told not to; the others need a current schema
+    # serve migrates unless told not to; backup copies the database as it is (never migrated first, and on
+    # PostgreSQL it does not connect); the others need a current schema
+    if args.func not in (_serve, _db_upgrade, run_backup):
         from fhir_server.store.migrate import migration_problem
 
         settings = Settings()
-        problem = _driver_problem(settings) or migration_problem(settings.database_url)
+        problem = _driver_problem(settings) or _replica_problem(settings) or migration_problem(settings.database_url)
         if problem:
             print(f"fhir-server {args.command}: {problem} ({_redacted(settings.database_url)})", file=sys.stderr)
             return 1

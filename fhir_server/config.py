@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FHIR_SERVER_", env_file=".env", extra="ignore")
 
     database_url: str = DEFAULT_SQLITE_URL
+    # A PostgreSQL streaming replica of database_url (postgresql://...): callers' searches, history and reads go to
+    # it, except a caller's own recent writes not replayed there yet (store/replica.py).  Empty: the primary only.
+    read_replica_url: str = ""
     # Public base URL of the FHIR endpoint, used in Location headers and Bundle links.
     # Empty means "derive from the request" (scheme://host/fhir).
     base_url: str = ""
@@ -284,6 +287,17 @@ class Settings(BaseSettings):
     # When set, /metrics also needs "Authorization: Bearer <this token>" (401 without), whatever the mode above.
     metrics_token: SecretStr = SecretStr("")
     # -- end of the health checks and metrics block --------------------------------------------------------------
+
+    # -- erasure and audit retention (operations/expunge.py, auth/retention.py) -----------------------------------
+    # POST [type]/[id]/$expunge removes every version of a resource, Patient/[id]/$expunge the patient's whole
+    # record, for good (right to erasure, test data): refused (403) unless switched on here, and then only for a
+    # Backend Services token that also holds the scope fhir-server/expunge.
+    expunge_enabled: bool = False
+    # The AuditEvents of reads and searches older than this many days are removed (0: every AuditEvent is kept);
+    # those of writes and operations are kept.  By a sweep in the server process, or `fhir-server audit prune`.
+    audit_retention_days: NonNegativeInt = 0
+    audit_retention_worker: bool = True  # the sweep runs in this process (when audit_retention_days is set)
+    # -- end of the erasure and audit retention block -----------------------------------------------------------
 
     # -- secrets at rest (store/crypto.py, docs/security.md) ------------------------------------------------------
     # The key that encrypts stored secrets (an EHR's tokens and client secret, the signing keys): 32 random bytes,

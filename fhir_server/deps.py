@@ -48,11 +48,22 @@ async def _caller(request: Request) -> Caller:
 
 async def _fhir(request: Request, caller: Annotated[Caller, Depends(_caller)]) -> Interactions:
     state = request.app.state
-    if not caller.authenticated:
-        return state.fhir
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     client = request.client.host if request.client else None
-    return GuardedInteractions.bind(state.fhir, caller, state.access, state.audit, client, target)
+    if not caller.authenticated:
+        return state.fhir.for_reader(_reader(caller, client))
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    guarded = GuardedInteractions.bind(state.fhir, caller, state.access, state.audit, client, target)
+    return guarded.for_reader(_reader(caller, client))
+
+
+def _reader(caller: Caller, client: str | None) -> str:
+    """Who reads their own writes from a read replica (store/replica.py): the token's client and user, whatever
+    the token (a refreshed token is the same reader).  With authorization off there is no identity: the client's
+    address (middleware.TrustedProxyHeaders), so clients behind one untrusted proxy share one, which only sends
+    them to the primary more often."""
+    if caller.authenticated:
+        return f"token {caller.issuer}|{caller.client_id}|{caller.subject}"
+    return f"address {client}"
 
 
 async def _public_fhir(request: Request) -> Interactions:

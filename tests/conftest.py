@@ -36,6 +36,8 @@ os.environ.setdefault("FHIR_SERVER_SUBSCRIPTION_WORKER", "false")
 os.environ.setdefault("FHIR_SERVER_MESSAGE_WORKER", "false")
 # Nor do they sweep expired requests: tests/measure_tasks calls the sweep itself, tests/outreach runs the worker.
 os.environ.setdefault("FHIR_SERVER_TASK_EXPIRY_WORKER", "false")
+# Nor do they sweep old AuditEvents away: tests/erasure runs the retention itself.
+os.environ.setdefault("FHIR_SERVER_AUDIT_RETENTION_WORKER", "false")
 # Their receivers listen on loopback, which a server refuses as an endpoint unless told otherwise.
 os.environ.setdefault("FHIR_SERVER_SUBSCRIPTION_LOCAL_ENDPOINTS", "true")
 os.environ.setdefault("FHIR_SERVER_EXPORT_DIR", os.path.join(tempfile.gettempdir(), f"fhir-test-exports-{os.getpid()}"))

@@ -4,11 +4,12 @@ operation registry.  ``tests/api/test_capability_contract.py`` sends a request f
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fhir_server import FHIR_VERSION, __version__, models
 from fhir_server.engine.admission import NOT_ACCEPTED
-from fhir_server.operations import OPERATIONS
+from fhir_server.operations import OPERATIONS, Operation
 from fhir_server.search.registry import Registry
 from fhir_server.store.records import instant, utc_now
 from fhir_server.subscriptions.checks import PROFILE as SUBSCRIPTION_PROFILE
@@ -102,18 +103,18 @@ def security(authorize_base: str) -> dict[str, Any]:
     }
 
 
-def _operations(resource_type: str | None) -> list[dict[str, Any]]:
+def _operations(resource_type: str | None, operations: Mapping[str, Operation]) -> list[dict[str, Any]]:
     """The operations routed for the type (None: at system level), each naming its OperationDefinition."""
     if resource_type is None:
-        routed = [op for op in OPERATIONS.values() if "system" in op.levels]
+        routed = [op for op in operations.values() if "system" in op.levels]
     else:
-        routed = [op for op in OPERATIONS.values() if resource_type in op.resources and op.levels - {"system"}]
+        routed = [op for op in operations.values() if resource_type in op.resources and op.levels - {"system"}]
     return [
         {"name": op.name, "definition": op.canonical(resource_type), "documentation": op.documentation} for op in routed
     ]
 
 
-def _resource(registry: Registry, resource_type: str) -> dict[str, Any]:
+def _resource(registry: Registry, resource_type: str, operations: Mapping[str, Operation]) -> dict[str, Any]:
     all_params = registry.for_type(resource_type)
     params = [
         {"name": p.code, "definition": p.url, "type": p.type} if p.url else {"name": p.code, "type": p.type}
@@ -144,16 +145,21 @@ def _resource(registry: Registry, resource_type: str) -> dict[str, Any]:
         entry["extension"] = [{"url": TOPIC_CANONICAL, "valueCanonical": url} for url in sorted(topics())]
         entry["supportedProfile"] = [SUBSCRIPTION_PROFILE]
         entry["documentation"] = SUBSCRIPTION_DOCUMENTATION
-    operations = _operations(resource_type)
-    if operations:
-        entry["operation"] = operations
+    declared = _operations(resource_type, operations)
+    if declared:
+        entry["operation"] = declared
     return entry
 
 
-def capability_statement(registry: Registry, base_url: str, auth_base: str | None = None) -> dict[str, Any]:
+def capability_statement(
+    registry: Registry,
+    base_url: str,
+    auth_base: str | None = None,
+    operations: Mapping[str, Operation] = OPERATIONS,
+) -> dict[str, Any]:
     """The statement for this server at ``base_url``; ``auth_base`` (the authorization server) when tokens are
-    required."""
-    system_operations = _operations(None)
+    required; ``operations``: those this server's settings declare (operations.declared)."""
+    system_operations = _operations(None, operations)
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -173,7 +179,7 @@ def capability_statement(registry: Registry, base_url: str, auth_base: str | Non
             {
                 "mode": "server",
                 **({"security": security(auth_base)} if auth_base else {}),
-                "resource": [_resource(registry, resource_type) for resource_type in SERVED_TYPES],
+                "resource": [_resource(registry, resource_type, operations) for resource_type in SERVED_TYPES],
                 "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
                 "searchParam": [{"name": name, "type": "special"} for name in RESULT_PARAMETERS],
                 # R4 JSON has no empty arrays: the element is left out while no operation is system-level.

@@ -12,6 +12,7 @@ from fhir_server.api.http import base_url, json_response, prefer_return, read_js
 from fhir_server.auth import urls
 from fhir_server.deps import FhirDep, PublicFhirDep
 from fhir_server.engine.transactions import BundleProcessor
+from fhir_server.operations import declared
 
 router = APIRouter()
 
@@ -22,7 +23,8 @@ def metadata(request: Request, fhir: PublicFhirDep) -> Response:
     fhir.custom.refresh_if_stale()  # SearchParameters written a moment ago are listed at once
     settings = fhir.settings
     auth_base = urls.issuer(settings, str(request.base_url)) if settings.auth_required else None
-    return json_response(request, capability_statement(fhir.registry, base_url(request), auth_base))
+    statement = capability_statement(fhir.registry, base_url(request), auth_base, declared(settings))
+    return json_response(request, statement)
 
 
 @router.get("/_history")

@@ -9,10 +9,11 @@ granted string keeps the client's own spelling of each scope.
 
 from __future__ import annotations
 
-from fhir_server.auth.scopes import LAUNCH_SCOPES, ResourceScope, parse_scope
+from fhir_server.auth.scopes import LAUNCH_SCOPES, SERVER_SCOPES, ResourceScope, parse_scope
 
-# Scopes about the launch and identity rather than data; the client must be registered for each by name.
-IDENTITY_SCOPES = frozenset(LAUNCH_SCOPES)
+# Scopes granted by name, the client being registered for each: those about the launch and identity rather than
+# data, and this server's own (SERVER_SCOPES: Backend Services only, see for_user_app and for_backend).
+IDENTITY_SCOPES = frozenset(LAUNCH_SCOPES) | SERVER_SCOPES
 REFRESH_SCOPES = frozenset({"offline_access", "online_access"})
 
 
@@ -56,7 +57,9 @@ def for_user_app(
     granted = []
     for token in scopes:
         context = token.split("/", 1)[0] if "/" in token and token not in IDENTITY_SCOPES else None
-        if context == "system" or (context == "patient" and not patient) or (context == "user" and user_is_patient):
+        if token in SERVER_SCOPES or context == "system":
+            continue
+        if (context == "patient" and not patient) or (context == "user" and user_is_patient):
             continue
         if (
             (token == "launch" and not ehr_launch)
@@ -69,8 +72,8 @@ def for_user_app(
 
 
 def for_backend(requested: str, registered: str) -> list[str]:
-    """Backend Services get system/ scopes only."""
-    return [t for t in within_client(requested, registered) if t.startswith("system/")]
+    """Backend Services get system/ scopes only, and this server's own (SERVER_SCOPES)."""
+    return [t for t in within_client(requested, registered) if t.startswith("system/") or t in SERVER_SCOPES]
 
 
 def wants_refresh_token(scopes: list[str] | str) -> bool:

@@ -28,6 +28,10 @@ LAUNCH_SCOPES = {
     "offline_access",
     "online_access",
 }
+# This server's own scopes, outside SMART's grammar: each grants one function of the server and is given only to a
+# Backend Services client registered for it by name (auth/scope_policy.py), never to an app acting for a user.
+EXPUNGE_SCOPE = "fhir-server/expunge"  # erasure (operations/expunge.py), with a system/ scope to delete
+SERVER_SCOPES = frozenset({EXPUNGE_SCOPE})
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ def parse_scope(text: str) -> ResourceScope | None:
 def parse_scopes(scope_string: str) -> Grant:
     resource_scopes, other, rejected = [], set(), []
     for token in scope_string.split():
-        if token in LAUNCH_SCOPES or token.startswith("launch/"):
+        if token in LAUNCH_SCOPES or token in SERVER_SCOPES or token.startswith("launch/"):
             other.add(token)
             continue
         parsed = parse_scope(token)

@@ -17,6 +17,7 @@ from fhir_server.library import Library, discover
 from fhir_server.search.indexer import SearchIndexer
 from fhir_server.search.registry import Registry, default_registry
 from fhir_server.store.engine import build_engine, build_read_engine
+from fhir_server.store.replica import build_replica
 from fhir_server.store.repository import Repository
 
 
@@ -30,6 +31,8 @@ class Core:
     fhir: Interactions
 
     def close(self) -> None:
+        if self.repository.replica is not None:
+            self.repository.replica.close()
         self.repository.read_engine.dispose()
         self.engine.dispose()
 
@@ -38,11 +41,13 @@ def build_core(settings: Settings, library: Library | None = None) -> Core:
     """``library``: the instruments to serve; by default those the settings name (library and content packs)."""
     engine = build_engine(settings)
     registry = default_registry()
+    read_engine = build_read_engine(settings, engine)
     repository = Repository(
         engine,
         SearchIndexer(registry),
         write_retries=settings.write_retries,
-        read_engine=build_read_engine(settings, engine),
+        read_engine=read_engine,
+        replica=build_replica(settings, read_engine),  # FHIR_SERVER_READ_REPLICA_URL: callers' reads (deps.py)
     )
     if library is None:
         library = discover(settings.library_paths(), settings.content_pack_paths())

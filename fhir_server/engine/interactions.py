@@ -85,6 +85,15 @@ class Interactions:
         view.policy = policy
         return view
 
+    def for_reader(self, reader: str) -> Interactions:
+        """The same engine as one caller (deps.py): its reads may go to a read replica (store/replica.py)."""
+        repo = self.repo.for_reader(reader)
+        if repo is self.repo:  # no replica
+            return self
+        view = copy.copy(self)
+        view.repo = repo
+        return view
+
     def without_terminology(self) -> Interactions:
         """The same engine validating without the terminology server (the library's own content: checked by its
         tests, and a server start must not wait on, or fail with, another server)."""

@@ -7,11 +7,13 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+from fhir_server.config import Settings
 from fhir_server.operations import (
     alliance_summary,
     evaluate_measure,
     everything,
     export,
+    expunge,
     extract,
     subscriptions,
     terminology,
@@ -33,8 +35,15 @@ OPERATIONS: dict[str, Operation] = {
         subscriptions.STATUS,
         subscriptions.EVENTS,
         evaluate_measure.OPERATION,
+        expunge.OPERATION,
     )
 }
+
+
+def declared(settings: Settings) -> dict[str, Operation]:
+    """The operations the CapabilityStatement lists: all, but $expunge only where it is switched on (it is routed
+    everywhere, to answer the 403 that says it is off)."""
+    return {name: op for name, op in OPERATIONS.items() if name != expunge.OPERATION.name or settings.expunge_enabled}
 
 
 def published_definitions() -> list[tuple[Path, dict[str, Any]]]:
@@ -47,4 +56,4 @@ def published_definitions() -> list[tuple[Path, dict[str, Any]]]:
     ]
 
 
-__all__ = ["OPERATIONS", "Answer", "Operation", "OperationContext", "published_definitions"]
+__all__ = ["OPERATIONS", "Answer", "Operation", "OperationContext", "declared", "published_definitions"]

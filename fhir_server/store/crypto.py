@@ -82,6 +82,9 @@ class Keyring:
 
     def __init__(self, current: bytes | None, previous: Sequence[bytes] = ()) -> None:
         self.current_id = key_id(current) if current else None
+        # Pseudonyms (``pseudonym``) use a key derived from the current one under a label of their own: a
+        # pseudonym then says nothing about the key that seals the secrets.
+        self._pseudonyms = hmac.new(current, b"fhir-server pseudonym key", hashlib.sha256).digest() if current else None
         self._keys: dict[str, AESGCM] = {}
         for key in [*previous, *([current] if current else [])]:
             self._keys[key_id(key)] = AESGCM(key)
@@ -126,6 +129,13 @@ class Keyring:
             return cipher.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _associated(kid, purpose)).decode()
         except (InvalidTag, binascii.Error, ValueError):
             raise SecretKeyError(f"a secret in {purpose} does not decrypt (altered, or moved from elsewhere)") from None
+
+    def pseudonym(self, value: str) -> str:
+        """A stable, one-way name for ``value`` under the current key (an erased patient's reference in the audit
+        trail): the same value gives the same name, and without the key nobody can tell which value it names."""
+        if self._pseudonyms is None:
+            raise SecretKeyError(f"no secret key is configured to make pseudonyms with; {NEW_KEY_HINT}")
+        return hmac.new(self._pseudonyms, value.encode(), hashlib.sha256).hexdigest()[:40]
 
     def seal_optional(self, value: str | None, purpose: str) -> str | None:
         return None if value is None else self.seal(value, purpose)

@@ -59,8 +59,9 @@ def _build_engine(settings: Settings) -> Engine:
 
 def build_read_engine(settings: Settings, write_engine: Engine) -> Engine:
     """Reads outside a write need no transaction.  On PostgreSQL a pool of autocommit connections saves the
-    BEGIN/ROLLBACK round trips of every read; it is also where reads would move to a replica.  SQLite shares the
-    one engine."""
+    BEGIN/ROLLBACK round trips of every read.  It always reads the primary (workers, claims and access checks
+    must never read a lagging replica): a caller's reads may go to the replica's own pool instead
+    (build_replica_engine).  SQLite shares the one engine."""
     if write_engine.dialect.name != "postgresql":
         return write_engine
     # No forced custom plans here: the hot path is a primary-key read, whose generic plan is the right one and
@@ -74,6 +75,31 @@ def build_read_engine(settings: Settings, write_engine: Engine) -> Engine:
     )
     secret_store.bind(read_engine, settings)
     return read_engine
+
+
+REPLICA_CONNECT_ARGS = {
+    "connect_timeout": 2,  # seconds (libpq's smallest)
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 2,
+    "tcp_user_timeout": 5000,  # milliseconds: unacknowledged data on a dead link fails the read
+}
+
+
+def build_replica_engine(settings: Settings) -> Engine:
+    """The read replica's pool (FHIR_SERVER_READ_REPLICA_URL; store/replica.py routes to it), autocommit as the
+    primary's read pool: a read needs no transaction, and one held open on a replica delays its replay (or is
+    cancelled by it).  Short connect and TCP timeouts: a replica that vanished must not hold a request for long,
+    since the primary can answer it instead."""
+    return create_engine(
+        make_url(normalise_url(settings.read_replica_url)),
+        isolation_level="AUTOCOMMIT",
+        connect_args=REPLICA_CONNECT_ARGS,
+        pool_size=settings.db_pool_size,
+        max_overflow=burst(settings),
+        pool_recycle=1800,
+    )
 
 
 def _sqlite_engine(url: Any, settings: Settings) -> Engine:

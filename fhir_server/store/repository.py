@@ -3,11 +3,15 @@
 Writes run inside ``Repository.write(fn)``: one database transaction, retried from the start when a concurrent
 writer took the same version number or conditional key first (the database's unique keys decide who wins), so
 concurrent updates without If-Match all land as consecutive versions and nothing is ever half-written.
+
+A caller's reads (a view made by ``for_reader``) may go to a streaming replica (store/replica.py); every other read
+is the primary's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -20,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from fhir_server.errors import FhirError
 from fhir_server.search.query import SearchQuery
 from fhir_server.store.records import Stored
+from fhir_server.store.replica import Replica, counted
 from fhir_server.store.search_sql import SearchOutcome, search_with_includes
 from fhir_server.store.session import (
     CURRENT_COLUMNS,
@@ -43,12 +48,20 @@ T = TypeVar("T")
 
 class Repository:
     def __init__(
-        self, engine: Engine, indexer: Indexer, *, write_retries: int = 8, read_engine: Engine | None = None
+        self,
+        engine: Engine,
+        indexer: Indexer,
+        *,
+        write_retries: int = 8,
+        read_engine: Engine | None = None,
+        replica: Replica | None = None,
     ) -> None:
         self.engine = engine
         self.indexer = indexer
         self.write_retries = write_retries
-        self.read_engine = read_engine or engine
+        self.read_engine = read_engine or engine  # the primary's: workers, claims and access checks read here
+        self.replica = replica
+        self._reader: str | None = None  # set on a caller's view (for_reader)
         self._read_sql = READ_BY_ID_SQL[engine.dialect.name]
         self._sqlite = SqliteWriter(engine.url.database) if engine.dialect.name == "sqlite" else None
         self._writer_lock: Any = self._sqlite or contextlib.nullcontext()
@@ -57,6 +70,33 @@ class Repository:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    def for_reader(self, reader: str) -> Repository:
+        """This repository as one caller uses it: its searches, history, reads and version reads may go to the
+        replica, and its writes are remembered so that its own reads see them (store/replica.py).  ``reader``
+        names the caller (deps.py).  Without a replica, the repository itself."""
+        if self.replica is None:
+            return self
+        view = copy.copy(self)
+        view._reader = reader
+        return view
+
+    def _routed(self, run: Callable[[Engine], T]) -> T:
+        """A read on the replica when it serves this caller now, else (or when it fails there) on the primary."""
+        replica, reader = self.replica, self._reader
+        if replica is None or reader is None:
+            return run(self.read_engine)
+        if replica.serves(reader):
+            try:
+                result = run(replica.engine)
+            except Exception as exc:
+                if not replica.fell_over(exc):
+                    raise
+            else:
+                counted("replica")
+                return result
+        counted("primary")
+        return run(self.read_engine)
 
     def write(self, work: Callable[[WriteSession], T], *, optimistic: bool = False) -> T:
         """Run ``work`` in one write transaction; retry it whole when a concurrent writer won a unique key.
@@ -73,6 +113,8 @@ class Repository:
             try:
                 with contextlib.ExitStack() as stack:
                     session = WriteSession(lambda stack=stack: self._begin(stack), self.indexer)
+                    if self.replica is not None and self._reader is not None:  # the caller reads its write
+                        session.committed.append(lambda r=self.replica, who=self._reader: r.remember(who))
                     result = work(session)
                     session.flush(last=True)  # the commit follows (leaving the ExitStack)
                 if self._sqlite is not None:
@@ -139,20 +181,7 @@ class Repository:
 
     def read(self, resource_type: str, resource_id: str) -> Stored | None:
         """The hot path (read by id): one prepared statement on a pooled DBAPI connection, no SQL construction."""
-        conn = self.read_engine.raw_connection()
-        try:
-            cursor = conn.cursor()
-            cursor.execute(self._read_sql, (resource_type, resource_id))
-            row = cursor.fetchone()
-            cursor.close()
-        except self.read_engine.dialect.loaded_dbapi.OperationalError:
-            # Outside SQLAlchemy's Connection there is no disconnect handling: after a database restart every
-            # pooled connection is dead, so drop them all (this request still answers 503).
-            conn.invalidate()
-            self.read_engine.dispose()
-            raise
-        finally:
-            conn.close()
+        row = self._routed(lambda engine: self._read_row(engine, resource_type, resource_id))
         if row is None:
             return None
         version_id, last_updated, deleted, content = row
@@ -160,13 +189,37 @@ class Repository:
             last_updated = datetime.fromisoformat(last_updated)
         return Stored(resource_type, resource_id, version_id, last_updated, bool(deleted), content)
 
+    def _read_row(self, engine: Engine, resource_type: str, resource_id: str) -> Any:
+        conn = engine.raw_connection()
+        try:
+            cursor = conn.cursor()
+            cursor.execute(self._read_sql, (resource_type, resource_id))
+            row = cursor.fetchone()
+            cursor.close()
+        except engine.dialect.loaded_dbapi.OperationalError:
+            # Outside SQLAlchemy's Connection there is no disconnect handling: after a database restart every
+            # pooled connection is dead, so drop them all (this request still answers 503).
+            conn.invalidate()
+            engine.dispose()
+            raise
+        finally:
+            conn.close()
+        return row
+
     def search(self, query: SearchQuery) -> SearchOutcome:
-        with self.read_engine.connect() as conn:
-            return search_with_includes(conn, query)
+        def run(engine: Engine) -> SearchOutcome:
+            with engine.connect() as conn:
+                return search_with_includes(conn, query)
+
+        return self._routed(run)
 
     def vread(self, resource_type: str, resource_id: str, version_id: int) -> Stored | None:
-        with self.read_engine.connect() as conn:
-            row = conn.execute(READ_VERSION, {"rtype": resource_type, "rid": resource_id, "vid": version_id}).first()
+        def run(engine: Engine) -> Any:
+            with engine.connect() as conn:
+                params = {"rtype": resource_type, "rid": resource_id, "vid": version_id}
+                return conn.execute(READ_VERSION, params).first()
+
+        row = self._routed(run)
         return stored_from_row(row, row.method) if row else None
 
     def versions_at(self, resource_type: str, ids: Sequence[str], at: datetime) -> dict[str, Stored]:
@@ -245,8 +298,12 @@ class Repository:
             .order_by(v.history_id.desc())
             .limit(count)
         )
-        with self.read_engine.connect() as conn:
-            return [(row.history_id, stored_from_row(row, row.method)) for row in conn.execute(query)]
+
+        def run(engine: Engine) -> list[tuple[int, Stored]]:
+            with engine.connect() as conn:
+                return [(row.history_id, stored_from_row(row, row.method)) for row in conn.execute(query)]
+
+        return self._routed(run)
 
 
 def _current_during(period: tuple[datetime, datetime]) -> Any:

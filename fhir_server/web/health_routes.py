@@ -53,6 +53,7 @@ from fhir_server.messaging import outbox as message_outbox
 from fhir_server.store import ehr_store, health, migrate, secret_store
 from fhir_server.store.engine import Database
 from fhir_server.store.records import utc_now
+from fhir_server.store.replica import Replica, counting_reads
 
 log = logging.getLogger("fhir_server.health")
 
@@ -68,7 +69,7 @@ def install_health(app: FastAPI, settings: Settings) -> None:
     """The three routes, and the middleware that counts requests by route template.  Call it before the request
     context middleware is added, so that middleware stays outermost (it turns an escaped exception into the 500
     counted here)."""
-    app.state.metrics = Metrics(app.state.engine, app.state.read_engine)
+    app.state.metrics = Metrics(app.state.engine, app.state.read_engine, app.state.fhir.repo.replica)
     app.state.readiness = ReadinessProbe(app.state.engine, settings.readiness_timeout_seconds)
     app.include_router(router)
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics, routed_by=app)
@@ -164,7 +165,7 @@ class Metrics:
     """This app's registry (one per app, not prometheus_client's global one: tests run several apps in a process,
     and each must count its own requests)."""
 
-    def __init__(self, engine: Database, read_engine: Database) -> None:
+    def __init__(self, engine: Database, read_engine: Database, replica: Replica | None = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "fhir_server_http_requests",
@@ -180,13 +181,52 @@ class Metrics:
         )
         ProcessCollector(registry=self.registry)  # this process's CPU, memory and open files
         self.registry.register(DatabaseCollector(engine, read_engine))
+        self.reads: Counter | None = None
+        if replica is not None:  # FHIR_SERVER_READ_REPLICA_URL (store/replica.py)
+            self.reads = Counter(
+                "fhir_server_reads",
+                "Callers' reads, searches, history and version reads by route template and the database that "
+                "answered: replica, or primary (the caller's own write not replayed yet, replica down or behind).",
+                ["route", "target"],
+                registry=self.registry,
+            )
+            self.registry.register(ReplicaCollector(replica))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method if method in METHODS else "other", f"{status // 100}xx").inc()
         self.latency.labels(route).observe(seconds)
 
+    def observe_reads(self, route: str, reads: dict[str, int]) -> None:
+        if self.reads is not None:
+            for target, count in reads.items():
+                self.reads.labels(route, target).inc(count)
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class ReplicaCollector(Collector):
+    """The read replica as its poller last saw it (every ~0.2 s; no query at scrape time).  It being down never
+    fails /readyz: the primary answers its reads."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = self.replica.state
+        yield GaugeMetricFamily(
+            "fhir_server_replica_up", "1 when the read replica answers and is replaying the primary.", float(state.up)
+        )
+        if state.lag_seconds is not None:  # unknown before the replica's first replayed transaction
+            yield GaugeMetricFamily(
+                "fhir_server_replica_lag_seconds",
+                "Now minus the commit time of the last transaction the read replica replayed; 0 when it has "
+                "replayed everything the primary had written at the last poll.",
+                state.lag_seconds,
+            )
 
 
 class DatabaseCollector(Collector):
@@ -308,11 +348,14 @@ class RequestMetricsMiddleware:
                 status["code"] = message["status"]
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            elapsed = time.perf_counter() - started
-            self.metrics.observe(self.templates.of(scope), scope["method"], status["code"], elapsed)
+        with counting_reads() as reads:  # the handler's reads by target (store/replica.py)
+            try:
+                await self.app(scope, receive, send_with_status)
+            finally:
+                elapsed = time.perf_counter() - started
+                route = self.templates.of(scope)
+                self.metrics.observe(route, scope["method"], status["code"], elapsed)
+                self.metrics.observe_reads(route, reads)
 
 
 @router.get("/metrics")

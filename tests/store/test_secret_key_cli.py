@@ -176,3 +176,12 @@ def test_new_secret_key_files(url, tmp_path):
     assert stored.returncode == 0, stored.stderr
     with engine_for(url, key) as engine:
         assert registry.by_issuer(engine, "https://file.example/fhir").client_secret == "secret-under-the-file-key"
+
+
+def test_serve_refuses_erasure_without_a_secret_key(url, tmp_path):
+    """$expunge names an erased patient in the audit trail by a keyed pseudonym: enabled without a key, the server
+    says so at start rather than failing every erasure."""
+    refused = _serve(url, tmp_path, FHIR_SERVER_SECRET_KEY="", FHIR_SERVER_EXPUNGE_ENABLED="true")
+    assert refused.returncode == 1, (refused.stdout, refused.stderr)
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fhir-server: not starting: FHIR_SERVER_EXPUNGE_ENABLED"), lines
