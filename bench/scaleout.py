@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import fresh_postgres, start_server, table  # noqa: E402
-from bench.scoring import loadgen, submissions  # noqa: E402
+from bench.scoring import _analyze, loadgen, submissions  # noqa: E402
 
 SEARCH = "/fhir/Observation?subject=Patient/{patient}&code=http://snomed.info/sct|720482000&_sort=-date&_count=20"
 WORKERS = {
@@ -74,6 +74,16 @@ def instances(database_url: str, count: int, workers: int, **settings: str) -> I
         yield [s.port for s in servers]
 
 
+def check_search(port: int, patient: str) -> None:
+    """The measured search finds the seeded results (a benchmark of empty answers would measure nothing)."""
+    import httpx
+
+    answer = httpx.get(f"http://127.0.0.1:{port}{SEARCH.format(patient=patient)}", timeout=30)
+    entries = answer.json().get("entry", []) if answer.status_code == 200 else []
+    if not entries:
+        raise SystemExit(f"the measured search found nothing ({answer.status_code}): {answer.text[:300]}")
+
+
 def searches(clients: list[str], count: int) -> list[dict]:
     return [{"method": "GET", "path": SEARCH.format(patient=clients[i % len(clients)])} for i in range(count)]
 
@@ -83,12 +93,14 @@ def measure_instances(database_url: str, args: argparse.Namespace) -> dict[str, 
     with instances(database_url, 1, args.workers) as ports:
         print(f"  seeding {len(seeded)} scored submissions ...", flush=True)
         run_spread(ports, seeded, args.connections)
+    _analyze(database_url)  # statistics, as a live database has them (autovacuum would, after a while)
     patients = sorted({r["body"]["subject"]["reference"].split("/")[1] for r in seeded})
     found: dict[str, list[dict[str, float]]] = {}
     for round_ in range(args.rounds):
         for count in (1, 2):
             label = "one instance" if count == 1 else "two instances"
             with instances(database_url, count, args.workers) as ports:
+                check_search(ports[0], patients[0])
                 run_spread(ports, searches(patients, 400), args.connections)  # warm both
                 tag = f"r{round_}i{count}"
                 scored = run_spread(ports, submissions(args.submissions, args.clients, tag), args.connections)
@@ -115,11 +127,13 @@ def measure_replica(args: argparse.Namespace) -> dict[str, list[dict[str, float]
         with instances(pair.primary_url, 1, args.workers) as ports:
             print(f"  seeding {len(seeded)} scored submissions on the pair's primary ...", flush=True)
             run_spread(ports, seeded, args.connections)
+        _analyze(pair.primary_url)  # replayed on the replica too
         patients = sorted({r["body"]["subject"]["reference"].split("/")[1] for r in seeded})
         setups = (("primary only", {}), ("with the replica", {"FHIR_SERVER_READ_REPLICA_URL": pair.replica_url}))
         for _ in range(args.rounds):
             for label, settings in setups:
                 with instances(pair.primary_url, 1, args.workers, **settings) as ports:
+                    check_search(ports[0], patients[0])
                     run_spread(ports, searches(patients, 400), args.connections)  # warm
                     searched = run_spread(ports, searches(patients, args.searches), args.connections)
                 found.setdefault(f"searches, {label}", []).append(searched)
