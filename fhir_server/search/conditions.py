@@ -42,12 +42,15 @@ class ReferenceMatch:
     target_id: str | None
     url: str | None = None  # absolute or canonical
     version: str | None = None
+    # ``:below`` on a canonical: the version given and those beneath it (``|1`` is 1, 1.2, 1.2.3; not 10).
+    version_below: bool = False
 
 
 @dataclass(frozen=True)
 class UriMatch:
     value: str
     mode: str = "eq"  # "eq" | "below" | "above"
+    version: str | None = None  # ``url|version``: a canonical resource's url and version (``:below``: beneath it)
 
 
 @dataclass(frozen=True)

@@ -255,6 +255,9 @@ def _number(table: Table, cond: c.NumberMatch) -> ColumnElement[bool]:
 def _reference(table: Table, cond: c.ReferenceMatch) -> ColumnElement[bool]:
     if cond.url is not None:
         expr = table.c.url == cond.url
+        if cond.version and cond.version_below:  # the version, or one beneath it at a dot (1 → 1.2, never 10)
+            below = table.c.version.like(_like_escape(cond.version) + ".%", escape="\\")
+            return and_(expr, or_(table.c.version == cond.version, below))
         return and_(expr, table.c.version == cond.version) if cond.version else expr
     parts = [table.c.target_id == cond.target_id]
     if cond.target_type:
@@ -263,6 +266,8 @@ def _reference(table: Table, cond: c.ReferenceMatch) -> ColumnElement[bool]:
 
 
 def _uri(table: Table, cond: c.UriMatch) -> ColumnElement[bool]:
+    if cond.version is not None:
+        return _versioned_uri(table, cond)
     if cond.mode == "below":
         return table.c.value.like(_like_escape(cond.value) + "%", escape="\\")
     if cond.mode == "above":  # the stored URI is a prefix of the value: compared exactly, no LIKE wildcards
@@ -271,3 +276,23 @@ def _uri(table: Table, cond: c.UriMatch) -> ColumnElement[bool]:
             func.substr(literal(cond.value), 1, func.length(table.c.value)) == table.c.value,
         )
     return table.c.value == cond.value
+
+
+def _versioned_uri(table: Table, cond: c.UriMatch) -> ColumnElement[bool]:
+    """``url|version``: a canonical resource's own ``url`` beside its ``version`` element (indexed as the ``version``
+    token of the same resource), or a uri parameter holding a canonical with the version inline (``http://x|1``)."""
+
+    def version_is(column: Any, version: str) -> ColumnElement[bool]:
+        if cond.mode != "below":
+            return column == version
+        return or_(column == version, column.like(_like_escape(version) + ".%", escape="\\"))
+
+    tokens = INDEX_TABLES["token"].alias()
+    versioned = select(literal(1)).where(
+        tokens.c.resource_type == table.c.resource_type,
+        tokens.c.resource_id == table.c.resource_id,
+        tokens.c.param == "version",
+        version_is(tokens.c.code, cond.version or ""),
+    )
+    own = and_(table.c.param == "url", table.c.value == cond.value, versioned.exists())
+    return or_(own, version_is(table.c.value, f"{cond.value}|{cond.version}"))

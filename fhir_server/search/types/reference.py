@@ -1,4 +1,5 @@
-"""reference: ``Type/id``, ``id``, absolute URLs and canonical ``url|version``; ``:Type`` modifier."""
+"""reference: ``Type/id``, ``id``, absolute URLs and canonical ``url|version``; ``:Type`` modifier, and ``:below`` on a
+canonical (R4: it decides whether the version is read as a prefix: ``url|1`` below is 1, 1.0, 1.2.3 but not 10)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def _reference_row(ref: str) -> dict[str, Any]:
 def parse(raw: str, modifier: str | None, targets: tuple[str, ...] = ()) -> Condition:
     if not raw:
         raise SearchValueError("Empty reference value")
+    if modifier == "below":
+        return _below(raw)
     if modifier is not None and not models.is_resource_type(modifier):
         raise SearchValueError(f"Modifier ':{modifier}' is not supported for reference parameters")
     match = _RELATIVE.fullmatch(raw)
@@ -50,3 +53,11 @@ def parse(raw: str, modifier: str | None, targets: tuple[str, ...] = ()) -> Cond
         target = modifier or (targets[0] if len(targets) == 1 else None)
         return ReferenceMatch(target, raw)
     raise SearchValueError(f"'{raw[:60]}' is not a valid reference")
+
+
+def _below(raw: str) -> Condition:
+    if "://" not in raw and not raw.startswith("urn:"):
+        raise SearchValueError(f"':below' needs a canonical URL (url or url|version), not '{raw[:60]}'")
+    url, _, version = raw.partition("|")
+    # Without a version, every version of the canonical matches (as it does without :below).
+    return ReferenceMatch(None, None, url=url, version=version or None, version_below=bool(version))

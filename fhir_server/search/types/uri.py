@@ -1,4 +1,5 @@
-"""uri: exact match by default; ``:below`` (prefix) and ``:above`` (the value starts with the indexed URI)."""
+"""uri: exact match by default; ``:below`` (prefix) and ``:above`` (the value starts with the indexed URI); a
+canonical's ``url|version``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ def index(values: list[Any]) -> list[dict[str, Any]]:
 def parse(raw: str, modifier: str | None) -> Condition:
     if not raw:
         raise SearchValueError("Empty uri value")
-    if modifier in (None, "below", "above"):
-        return UriMatch(raw, modifier or "eq")
-    raise SearchValueError(f"Modifier ':{modifier}' is not supported for uri parameters")
+    if modifier not in (None, "below", "above"):
+        raise SearchValueError(f"Modifier ':{modifier}' is not supported for uri parameters")
+    url, bar, version = raw.partition("|")
+    if bar and modifier == "above":
+        raise SearchValueError("':above' takes a URL without a '|version'")
+    if bar and not (url and version):
+        raise SearchValueError(f"'{raw[:60]}' must be url or url|version")
+    # R4: a canonical's ``url|version`` (``:below``: that version and those beneath it, 1 → 1.2 but not 10).
+    return UriMatch(url, modifier or "eq", version or None)
