@@ -64,10 +64,13 @@ def build_read_engine(settings: Settings, write_engine: Engine) -> Engine:
     (build_replica_engine).  SQLite shares the one engine."""
     if write_engine.dialect.name != "postgresql":
         return write_engine
-    # No forced custom plans here: the hot path is a primary-key read, whose generic plan is the right one and
-    # which would otherwise be planned again on every request.
+    # Forced custom plans here too: searches run on this pool, and psycopg prepares a statement after its fifth
+    # run, after which PostgreSQL may keep a generic plan made for "any patient".  Measured (bench/scaleout.py's
+    # clinician search, 2,000 scored submissions, statistics gathered): 20 ms per search with the generic plan,
+    # 6.9 ms planned for its values.  A primary-key read is re-planned too, which costs tens of microseconds.
     read_engine = create_engine(
         make_url(normalise_url(settings.database_url)),
+        connect_args=POSTGRES_CONNECT_ARGS,
         isolation_level="AUTOCOMMIT",
         pool_size=settings.db_pool_size,
         max_overflow=burst(settings),
@@ -84,6 +87,7 @@ REPLICA_CONNECT_ARGS = {
     "keepalives_interval": 2,
     "keepalives_count": 2,
     "tcp_user_timeout": 5000,  # milliseconds: unacknowledged data on a dead link fails the read
+    **POSTGRES_CONNECT_ARGS,  # searches planned for their values, as on the primary's read pool
 }
 
 
