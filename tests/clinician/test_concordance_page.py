@@ -23,7 +23,11 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 def _when(days: int) -> str:
-    return (datetime.now(UTC) - timedelta(days=days)).replace(hour=10, minute=0, second=0).isoformat()
+    """That day at 10:00, but never in the future: before 10:00 UTC a session "today" at 10:00 would be ahead of
+    the acknowledgement that closes its Flag (per-1: a period's start before its end)."""
+    now = datetime.now(UTC)
+    at = (now - timedelta(days=days)).replace(hour=10, minute=0, second=0, microsecond=0)
+    return min(at, now.replace(microsecond=0) - timedelta(seconds=1)).isoformat()
 
 
 def _session(client, who: str, patient: str, days: int, client_marks, therapist_marks) -> tuple[dict, dict]:

@@ -95,6 +95,6 @@ def test_questionnaires_are_searchable_by_url_version_name_code_status_and_conte
     assert ids({"url": SRS, "version": "9.9.9"}) == set()
     assert ids({"name": "SessionRatingScale"}) == {"srs-1.0.2"}
     assert ids({"code": "http://snomed.info/sct|716613004"}) == {"ors-1.0.2"}
-    assert "srs-1.0.2" in ids({"status": "active"})
+    assert "srs-1.0.2" in ids({"status": "active", "_count": "1000"})  # the database is shared with other tests
     alliance = ids({"context": "alliance"})
     assert {"srs-1.0.2", "wai-sr-1.0.2", "csrs-1.0.2"} <= alliance and "ors-1.0.2" not in alliance
