@@ -112,8 +112,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def start_server(database_url: str, workers: int, **settings: str) -> Iterator[Server]:
-    """``fhir-server serve`` on its own port; ``settings`` are FHIR_SERVER_* variables for this process."""
+def start_server(database_url: str, workers: int, *, code: Path = ROOT, **settings: str) -> Iterator[Server]:
+    """``fhir-server serve`` on its own port; ``settings`` are FHIR_SERVER_* variables for this process.  ``code``:
+    the checkout whose server runs (another one, e.g. a ``git worktree`` of older code, to compare against)."""
     port = _free_port()
     # The benchmarks measure the data path; token checks and audit records are measured separately.
     env = {
@@ -121,12 +122,14 @@ def start_server(database_url: str, workers: int, **settings: str) -> Iterator[S
         "FHIR_SERVER_DATABASE_URL": database_url,
         "FHIR_SERVER_LOG_LEVEL": "warning",
         "FHIR_SERVER_AUTH_REQUIRED": "false",
+        # the checkout's own package, ahead of the installed (editable) one
+        "PYTHONPATH": str(code),
         **settings,
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "fhir_server", "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
-        cwd=ROOT,
+        cwd=code,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

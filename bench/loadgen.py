@@ -24,9 +24,11 @@ class Request:
     method: str
     path: str
     body: bytes = b""
+    headers: tuple[str, ...] = ()  # "Name: value" lines, e.g. a bearer token
 
     def wire(self, host: str) -> bytes:
         head = f"{self.method} {self.path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/fhir+json\r\n"
+        head += "".join(f"{line}\r\n" for line in self.headers)
         if self.body:
             head += f"Content-Type: application/fhir+json\r\nContent-Length: {len(self.body)}\r\n"
         return head.encode() + b"\r\n" + self.body
@@ -57,7 +59,7 @@ async def _send_or_reconnect(connection: Connection, host: str, port: int, reque
     replaced."""
     reader, writer = connection
     try:
-        return await _send(reader, writer, request.wire(host)) < 300, connection
+        return await _send(reader, writer, request.wire(f"{host}:{port}")) < 300, connection
     except (ConnectionError, asyncio.IncompleteReadError):
         return False, await asyncio.open_connection(host, port)
 
@@ -144,15 +146,18 @@ async def closed_loop(host: str, port: int, requests: list[Request], connections
 
 
 def load_requests(args: argparse.Namespace) -> list[Request]:
+    headers = tuple(args.header or ())
     if args.requests_file:
         with open(args.requests_file) as handle:
             items = [json.loads(line) for line in handle if line.strip()]
         return [
-            Request(i.get("method", "GET"), i["path"], json.dumps(i["body"]).encode() if i.get("body") else b"")
+            Request(
+                i.get("method", "GET"), i["path"], json.dumps(i["body"]).encode() if i.get("body") else b"", headers
+            )
             for i in items
         ]
     with open(args.paths_file) as handle:
-        return [Request("GET", line.strip()) for line in handle if line.strip()]
+        return [Request("GET", line.strip(), headers=headers) for line in handle if line.strip()]
 
 
 def main() -> None:
@@ -167,6 +172,7 @@ def main() -> None:
     mode.add_argument("--closed", type=int, help="closed loop: this many connections, every request once")
     parser.add_argument("--duration", type=float, default=10, help="open loop: seconds")
     parser.add_argument("--connections", type=int, default=64, help="open loop: connection pool size")
+    parser.add_argument("--header", action="append", help='a request header, "Name: value" (repeatable)')
     args = parser.parse_args()
     requests = load_requests(args)
     if args.closed:

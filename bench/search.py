@@ -35,6 +35,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import search_rate  # noqa: E402
 from bench.common import fresh_postgres, progress, start_server, table  # noqa: E402
 from bench.search_load import _indexer, load  # noqa: E402
 from bench.search_queries import CASES, CheckFailed, Truth, _expect  # noqa: E402
@@ -174,7 +175,10 @@ def loaded_scale(url: str) -> dict:
         ).fetchone()[0]
     if not comment:
         raise SystemExit(f"{url} was not loaded by bench/search.py --keep")
-    return json.loads(comment)
+    scale = json.loads(comment)
+    if "secret_key" in scale:  # the servers must open the secrets the load's run stored
+        os.environ["FHIR_SERVER_SECRET_KEY"] = scale["secret_key"]
+    return scale
 
 
 def main() -> None:
@@ -192,6 +196,12 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the loaded database (prints its URL)")
     parser.add_argument("--database", help="search a database loaded earlier with --keep instead of loading")
     parser.add_argument("--plans", action="store_true", help="print every EXPLAIN plan, not only missed targets'")
+    rate = parser.add_argument_group("throughput: (a) and (b) beside a read by id (bench/search_rate.py)")
+    rate.add_argument("--rate-connections", type=int, default=16, help="closed-loop connections (0: no phase)")
+    rate.add_argument("--rate-requests", type=int, default=3000, help="closed-loop requests per query")
+    rate.add_argument("--rate-duration", type=int, default=15, help="seconds of open loop at half the rate")
+    rate.add_argument("--rounds", type=int, default=1, help="rounds of the throughput phase (ABBA with --baseline)")
+    rate.add_argument("--baseline", type=Path, help="another checkout whose server is measured alternately")
     args = parser.parse_args()
 
     loaded = None
@@ -219,6 +229,12 @@ def main() -> None:
             progress("searching", len(CASES), len(CASES))
             machine["loadavg_after_search"] = os.getloadavg()
         plans = explain(url, truth)
+        rates = {}
+        if args.rate_connections:
+            baseline = args.baseline.resolve() if args.baseline else None
+            rates = search_rate.rounds(url, truth, workers=args.workers, connections=args.rate_connections,
+                                       duration=args.rate_duration, count=args.rate_requests,
+                                       rounds_=args.rounds, baseline=baseline)  # fmt: skip
 
     rows, failed = [], False
     for key, what, _, target in CASES:
@@ -271,6 +287,10 @@ def main() -> None:
         if args.plans or (target is not None and results[key]["sequential"]["p99_ms"] > target):
             for s in plans[key]:
                 print(f"\n({key}) {s['sql']}\n{s['parameters']}\n" + "\n".join(s["plan"]))
+    if rates:
+        print(f"\nthroughput at {args.rate_connections} connections (closed loop), then p50 / p99 at half that rate")
+        print(search_rate.summary_table(rates))
+        failed |= search_rate.errors(rates) > 0
     for key in results:
         for failure in results[key]["sequential"]["first_failures"]:
             print(f"FAILED ({key}): {failure}")
@@ -284,6 +304,7 @@ def main() -> None:
         "machine": machine,
         "queries": results,
         "explain": plans,
+        "throughput": rates,
         "args": vars(args),
     }
     path.write_text(json.dumps(document, indent=2, default=str))

@@ -10,6 +10,7 @@ VACUUM ANALYZE.  What is loaded is a ``Source``: bench/search_data.py's patients
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable
@@ -175,7 +176,10 @@ def load(
     with psycopg.connect(url, autocommit=True) as conn:
         by_type = dict(conn.execute("SELECT resource_type, count(*) FROM resources GROUP BY 1").fetchall())
         database_bytes = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
-        meta = json.dumps({"seed": seed, "observations": observations, "patients": patients})
+        # The run's secret key (bench/common.py) too: a kept database's stored secrets (the signing key) open only
+        # with it, and its data is synthetic.
+        secret = os.environ["FHIR_SERVER_SECRET_KEY"]
+        meta = json.dumps({"seed": seed, "observations": observations, "patients": patients, "secret_key": secret})
         conn.execute(f"COMMENT ON DATABASE \"{url.rpartition('/')[2]}\" IS '{meta}'")
     index_rows = sum(n for name, n in totals.items() if name.startswith("idx_"))
     total_seconds = rows_seconds + index_seconds + vacuum_seconds

@@ -7,10 +7,12 @@ Access logs carry method, path without the query string (queries can hold patien
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import logging
+import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,6 +23,19 @@ from fhir_server.api.error_handlers import internal_error_response
 access_log = logging.getLogger("fhir_server.access")
 
 
+# A request id needs to be unique, not secret: a random prefix per process and a counter, instead of a uuid4 per
+# request (os.urandom, a system call, measurable on a read by id).  A forked worker draws its own prefix.
+_ids: tuple[int, str, Iterator[int]] = (0, "", itertools.count())
+
+
+def _new_request_id() -> str:
+    global _ids
+    pid, prefix, numbers = _ids
+    if pid != os.getpid():
+        pid, prefix, numbers = _ids = (os.getpid(), uuid.uuid4().hex[:16], itertools.count(1))
+    return f"{prefix}{next(numbers):016x}"
+
+
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -29,7 +44,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_id(scope) or uuid.uuid4().hex
+        request_id = _incoming_id(scope) or _new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status: dict[str, Any] = {"code": 500}

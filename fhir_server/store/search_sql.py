@@ -22,6 +22,7 @@ from fhir_server.search.types.string import PART as STRING_PART
 from fhir_server.store.records import Stored
 from fhir_server.store.search_clauses import clause_sql
 from fhir_server.store.search_includes import run_includes
+from fhir_server.store.search_shapes import PLANS, Binder, Keyset
 from fhir_server.store.tables import INDEX_TABLES, resources
 
 _MAX_STR, _MIN_STR = "\U0010ffff", ""
@@ -109,19 +110,15 @@ def _after(columns: list[Any], descending: list[bool], values: list[Any]) -> Col
 
 
 # -- the search ---------------------------------------------------------------------------------------------
-def filters(query: SearchQuery) -> list[ColumnElement[bool]]:
+def _statements(query: SearchQuery, keyset: Keyset | None, b: Binder) -> dict[str, Any]:
+    """The count and/or page statements of a query's shape, every value bound through ``b``."""
     where = [resources.c.resource_type == query.resource_type, resources.c.deleted.is_(False)]
-    where.extend(clause_sql(query.resource_type, clause) for clause in query.clauses)
-    return where
-
-
-def run_search(conn: Connection, query: SearchQuery) -> Page:
-    where = filters(query)
-    total = None
+    where.extend(clause_sql(query.resource_type, clause, b) for clause in query.clauses)
+    statements: dict[str, Any] = {}
     if query.total in ("accurate", "estimate") or query.summary == "count":
-        total = conn.execute(select(func.count()).select_from(resources).where(and_(*where))).scalar_one()
+        statements["count"] = select(func.count()).select_from(resources).where(and_(*where))
     if query.summary == "count" or query.count == 0:
-        return Page([], total, None, None)
+        return statements
 
     keys = [_sort_expression(query.resource_type, k).label(f"k{i}") for i, k in enumerate(query.sort)]
     descending = [k.descending for k in query.sort] + [False]
@@ -139,30 +136,50 @@ def run_search(conn: Connection, query: SearchQuery) -> Page:
         .subquery()
     )
     key_columns = [inner.c[f"k{i}"] for i in range(len(keys))] + [inner.c.id]
-
-    direction, statement = "next", select(inner)
-    if query.cursor:
-        values, direction = decode_cursor(query.cursor)
-        expected = [_KEY_TYPES.get(k.param.code, _KEY_TYPES.get(k.param.type, str)) for k in query.sort] + [str]
-        if len(values) != len(key_columns) or not all(
-            isinstance(v, t) and not isinstance(v, bool) for v, t in zip(values, expected, strict=True)
-        ):
-            raise FhirError(400, "value", "The paging cursor does not belong to this search")
-        flip = direction == "prev"
-        statement = statement.where(_after(key_columns, [d != flip for d in descending], values))
-    flip = direction == "prev"
+    statement = select(inner)
+    flip = keyset is not None and keyset.direction == "prev"
+    if keyset is not None:
+        after = [b(keyset.values, i) for i in range(len(keyset.values))]
+        statement = statement.where(_after(key_columns, [d != flip for d in descending], after))
     order = [(col.asc() if (d == flip) else col.desc()) for col, d in zip(key_columns, descending, strict=True)]
-    rows = conn.execute(statement.order_by(*order).limit(query.count + 1)).all()
+    statements["page"] = statement.order_by(*order).limit(query.count + 1)
+    return statements
+
+
+def _keyset(query: SearchQuery) -> Keyset | None:
+    if not query.cursor:
+        return None
+    values, direction = decode_cursor(query.cursor)
+    expected = [_KEY_TYPES.get(k.param.code, _KEY_TYPES.get(k.param.type, str)) for k in query.sort] + [str]
+    if len(values) != len(expected) or not all(
+        isinstance(v, t) and not isinstance(v, bool) for v, t in zip(values, expected, strict=True)
+    ):
+        raise FhirError(400, "value", "The paging cursor does not belong to this search")
+    return Keyset(tuple(values), direction)
+
+
+def run_search(conn: Connection, query: SearchQuery) -> Page:
+    keyset = _keyset(query)
+    plan, params = PLANS.plan(conn.dialect.name, query, keyset, lambda b: _statements(query, keyset, b))
+    total = None
+    if "count" in plan.statements:
+        total = conn.execute(plan.statements["count"], params).scalar_one()
+    if "page" not in plan.statements:
+        return Page([], total, None, None)
+
+    rows = conn.execute(plan.statements["page"], params).all()
     more = len(rows) > query.count
     rows = rows[: query.count]
+    flip = keyset is not None and keyset.direction == "prev"
     if flip:
         rows.reverse()
     page = [Stored(r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, r.content) for r in rows]
     if total is None and not query.cursor and not more:
         total = len(page)
+    sort_keys = len(query.sort)
 
     def key_of(row: Any) -> list[Any]:
-        return [getattr(row, f"k{i}") for i in range(len(keys))] + [row.id]
+        return [getattr(row, f"k{i}") for i in range(sort_keys)] + [row.id]
 
     next_cursor = encode_cursor(key_of(rows[-1])) if rows and (more if not flip else True) else None
     prev_cursor = encode_cursor(key_of(rows[0]), "prev") if rows and (query.cursor and (not flip or more)) else None

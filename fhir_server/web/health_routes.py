@@ -182,6 +182,7 @@ class Metrics:
         ProcessCollector(registry=self.registry)  # this process's CPU, memory and open files
         self.registry.register(DatabaseCollector(engine, read_engine))
         self.reads: Counter | None = None
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         if replica is not None:  # FHIR_SERVER_READ_REPLICA_URL (store/replica.py)
             self.reads = Counter(
                 "fhir_server_reads",
@@ -193,8 +194,16 @@ class Metrics:
             self.registry.register(ReplicaCollector(replica))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method if method in METHODS else "other", f"{status // 100}xx").inc()
-        self.latency.labels(route).observe(seconds)
+        # The labelled children by their labels: prometheus_client's labels() validates and locks on every call
+        # (a measurable share of a read by id); a few dozen routes make a few hundred children.
+        key = (route, method, status // 100)
+        children = self._children.get(key)
+        if children is None:
+            method_label = method if method in METHODS else "other"
+            children = (self.requests.labels(route, method_label, f"{status // 100}xx"), self.latency.labels(route))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_reads(self, route: str, reads: dict[str, int]) -> None:
         if self.reads is not None:
