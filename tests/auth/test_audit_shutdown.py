@@ -1,21 +1,27 @@
 """Read audit records are written in batches by a background thread (auth/audit.py); a clean shutdown (SIGTERM,
 as a supervisor or an orchestrator stops the server) stores every record still queued before the process exits
-(issue 23, point 1: nothing lost on a clean shutdown)."""
+(issue 23, point 1: nothing lost on a clean shutdown), on both databases, whether the reads came one after the
+other or from several clients at once (audit completeness under load: N reads answered, N read AuditEvents)."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import httpx
 import orjson
+import pytest
 from sqlalchemy import create_engine, text
 
 from fhir_server.auth.keys import KeyStore
-from tests.support.databases import sqlite_database
+from tests.support.databases import postgres_admin_url, postgres_database, sqlite_database
 from tests.support.process import server_process
 
 READS = 60
+CLIENTS, READS_EACH = 8, 40
 
 
 def _token(database_url: str, audience: str, scope: str) -> str:
@@ -55,15 +61,40 @@ def _read_events(database_url: str, patient: str) -> int:
     )
 
 
-def test_a_clean_shutdown_stores_every_queued_read_audit_record():
-    with sqlite_database() as url, server_process(url, FHIR_SERVER_AUTH_REQUIRED="true") as server:
+@contextmanager
+def _database(backend: str) -> Iterator[str]:
+    if backend == "sqlite":
+        with sqlite_database() as url:
+            yield url
+    else:
+        admin_url = postgres_admin_url()
+        if admin_url is None:
+            pytest.skip("PostgreSQL half skipped: FHIR_SERVER_TEST_POSTGRES_URL is not set")
+        with postgres_database(admin_url) as url:
+            yield url
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("clients", [1, CLIENTS], ids=["one-client", "concurrent-clients"])
+def test_a_clean_shutdown_stores_every_queued_read_audit_record(backend: str, clients: int):
+    reads_each = READS if clients == 1 else READS_EACH
+    with _database(backend) as url, server_process(url, FHIR_SERVER_AUTH_REQUIRED="true") as server:
         token = _token(url, server.fhir_base, "system/Patient.cruds")
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
         patient = f"shutdown-{uuid.uuid4().hex[:8]}"
+
+        def read(_: int) -> int:
+            answered = 0
+            with httpx.Client(base_url=server.fhir_base, headers=headers, timeout=30) as client:
+                for _ in range(reads_each):  # the last ones are still in the writer's queue when SIGTERM arrives
+                    answered += client.get(f"/Patient/{patient}").status_code == 200
+            return answered
+
         with httpx.Client(base_url=server.fhir_base, headers=headers, timeout=30) as client:
             created = client.put(f"/Patient/{patient}", json={"resourceType": "Patient", "id": patient})
             assert created.status_code == 201, created.text
-            for _ in range(READS):  # the last ones are still in the writer's queue when SIGTERM arrives
-                assert client.get(f"/Patient/{patient}").status_code == 200
+        with ThreadPoolExecutor(clients) as pool:
+            answered = sum(pool.map(read, range(clients)))
+        assert answered == clients * reads_each
         server.stop()  # SIGTERM, then wait for the process to exit
-        assert _read_events(url, f"Patient/{patient}") == READS
+        assert _read_events(url, f"Patient/{patient}") == answered
