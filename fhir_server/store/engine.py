@@ -29,6 +29,12 @@ def normalise_url(url: str) -> str:
 # patient" can be a nested loop over the whole index (seen here: seconds instead of a millisecond).  The exception
 # is the hot path's fixed statements, whose plans cannot depend on the values and are kept (fixed.py).
 POSTGRES_CONNECT_ARGS = {"options": "-c plan_cache_mode=force_custom_plan"}
+# The read pools (autocommit, no transaction) instead prepare only the statements that ask for it: a read by id
+# (Repository._read_row, prepare=True), whose generic plan is the primary-key look-up whatever the id, is then
+# planned once per connection; searches are never prepared there, so PostgreSQL plans each for its values.
+# Re-planning every read by id (force_custom_plan) cost the read ~15 % of its throughput (bench/core.py).
+# (psycopg: None would disable prepare=True too; a threshold never reached leaves it to each statement.)
+READ_POOL_CONNECT_ARGS: dict[str, Any] = {"prepare_threshold": 2**31 - 1}
 
 
 def burst(settings: Settings) -> int:
@@ -64,13 +70,13 @@ def build_read_engine(settings: Settings, write_engine: Engine) -> Engine:
     (build_replica_engine).  SQLite shares the one engine."""
     if write_engine.dialect.name != "postgresql":
         return write_engine
-    # Forced custom plans here too: searches run on this pool, and psycopg prepares a statement after its fifth
-    # run, after which PostgreSQL may keep a generic plan made for "any patient".  Measured (bench/scaleout.py's
-    # clinician search, 2,000 scored submissions, statistics gathered): 20 ms per search with the generic plan,
-    # 6.9 ms planned for its values.  A primary-key read is re-planned too, which costs tens of microseconds.
+    # Searches run on this pool and must be planned for their values: were they prepared (psycopg does after a
+    # statement's fifth run), PostgreSQL might keep a generic plan made for "any patient".  Measured
+    # (bench/scaleout.py's clinician search, 2,000 scored submissions, statistics gathered): 20 ms per search with
+    # the generic plan, 6.9 ms planned for its values.  Hence READ_POOL_CONNECT_ARGS.
     read_engine = create_engine(
         make_url(normalise_url(settings.database_url)),
-        connect_args=POSTGRES_CONNECT_ARGS,
+        connect_args=READ_POOL_CONNECT_ARGS,
         isolation_level="AUTOCOMMIT",
         pool_size=settings.db_pool_size,
         max_overflow=burst(settings),
@@ -87,7 +93,7 @@ REPLICA_CONNECT_ARGS = {
     "keepalives_interval": 2,
     "keepalives_count": 2,
     "tcp_user_timeout": 5000,  # milliseconds: unacknowledged data on a dead link fails the read
-    **POSTGRES_CONNECT_ARGS,  # searches planned for their values, as on the primary's read pool
+    **READ_POOL_CONNECT_ARGS,  # searches planned for their values, as on the primary's read pool
 }
 
 

@@ -63,6 +63,7 @@ class Repository:
         self.replica = replica
         self._reader: str | None = None  # set on a caller's view (for_reader)
         self._read_sql = READ_BY_ID_SQL[engine.dialect.name]
+        self._prepare_reads = engine.dialect.name == "postgresql"
         self._sqlite = SqliteWriter(engine.url.database) if engine.dialect.name == "sqlite" else None
         self._writer_lock: Any = self._sqlite or contextlib.nullcontext()
         self._group = WriteGroup(self._begin, self._sqlite.after_write if self._sqlite else lambda: None)
@@ -193,7 +194,10 @@ class Repository:
         conn = engine.raw_connection()
         try:
             cursor = conn.cursor()
-            cursor.execute(self._read_sql, (resource_type, resource_id))
+            if self._prepare_reads:  # kept prepared, its generic plan reused (store/engine.py, read pools)
+                cursor.execute(self._read_sql, (resource_type, resource_id), prepare=True)
+            else:
+                cursor.execute(self._read_sql, (resource_type, resource_id))
             row = cursor.fetchone()
             cursor.close()
         except engine.dialect.loaded_dbapi.OperationalError:
