@@ -41,6 +41,7 @@ from fhir_server.ids import new_id
 from fhir_server.operations.alliance_summary import summary_for
 from fhir_server.scoring.ages import age_band, age_on
 from fhir_server.scoring.concordance import CLINICIAN
+from fhir_server.scoring.flag_state import period_ended
 from fhir_server.scoring.resources import ACKNOWLEDGED, flag_code, series_of
 from fhir_server.scoring.summary import ActiveFlag, AllianceSummary, MeasureSeries, latest_flags
 from fhir_server.store.repository import WriteSession
@@ -247,7 +248,7 @@ def acknowledge_in(
 
 def _close(fhir: Interactions, session: WriteSession, flag_id: str, flag: dict[str, Any], who: str, now: str) -> None:
     flag["status"] = "inactive"
-    flag["period"] = {**flag.get("period", {}), "end": now}
+    flag["period"] = period_ended(flag.get("period"), now)  # acknowledged now; never ending before it started
     flag.setdefault("extension", []).append(
         {
             "url": ACKNOWLEDGEMENT,

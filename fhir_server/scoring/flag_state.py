@@ -3,8 +3,11 @@ or superseding it, a re-stated concordance gap under its margins)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fhir_server import fhirjson
 from fhir_server.scoring.history import ScoringSession
+from fhir_server.search.fhirdate import DateFormatError, parse_range
 from fhir_server.store.records import Stored
 
 
@@ -23,5 +26,20 @@ def close_flag(session: ScoringSession, current: Stored, when: str | None, statu
         return None
     flag["status"] = status
     if when:
-        flag["period"] = {**flag.get("period", {}), "end": when}
+        flag["period"] = period_ended(flag.get("period"), when)
     return session.rewrite(current, flag).stored
+
+
+def period_ended(period: dict[str, Any] | None, when: str) -> dict[str, Any]:
+    """``period`` closed at ``when``, or at its own start when that is later: a Flag raised by a session dated
+    ahead of this server's clock (an EHR's clock, a time zone typed wrong) ends as it starts, never before it
+    (per-1: a Period does not end before it starts; the write would be refused)."""
+    ended = dict(period or {})
+    start = ended.get("start")
+    try:
+        if isinstance(start, str) and parse_range(when)[0] < parse_range(start)[0]:
+            when = start
+    except DateFormatError:  # a start this server did not write: the end stays the instant given
+        pass
+    ended["end"] = when
+    return ended
