@@ -18,6 +18,7 @@ from fhir_server.config import Settings
 from fhir_server.store.crypto import generate_key
 from tests.support.databases import POSTGRES_ENV, postgres_admin_url, postgres_database, sqlite_database
 from tests.support.server import RunningServer, ServerThread
+from tests.support.tokens import auth_server
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -67,6 +68,13 @@ def database_url(backend: str) -> Iterator[str]:
 def server(database_url: str, backend: str) -> Iterator[RunningServer]:
     settings = Settings(database_url=database_url, max_body_bytes=256 * 1024, _env_file=None)
     with ServerThread(settings, backend) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def guarded(database_url: str, backend: str) -> Iterator[RunningServer]:
+    """A server with authorization on, one per test module (tokens: tests/support/tokens.py ``mint``)."""
+    with auth_server(database_url, backend) as running:
         yield running
 
 

@@ -6,22 +6,15 @@ resource outside the compartment answers exactly like one that does not exist (4
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from tests.support.access_data import Records, returned_ids, seed
 from tests.support.server import RunningServer
-from tests.support.tokens import auth_server, client_for, mint
+from tests.support.tokens import client_for, mint
 
 SCOPES = {"v1": "launch/patient patient/*.read", "v2": "launch/patient patient/*.rs"}
-
-
-@pytest.fixture(scope="module")
-def guarded(database_url: str, backend: str) -> Iterator[RunningServer]:
-    with auth_server(database_url, backend) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -5,19 +5,12 @@ patient grants nothing; 403 with ``insufficient_scope`` when no scope allows the
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from tests.support.access_data import Records, admin, observation, returned_ids, seed, srs
 from tests.support.server import RunningServer
-from tests.support.tokens import auth_server, client_for, mint
-
-
-@pytest.fixture(scope="module")
-def guarded(database_url: str, backend: str) -> Iterator[RunningServer]:
-    with auth_server(database_url, backend) as running:
-        yield running
+from tests.support.tokens import client_for, mint
 
 
 @pytest.fixture(scope="module")

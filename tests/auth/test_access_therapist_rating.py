@@ -20,12 +20,6 @@ PATIENT_SCOPES = "launch/patient patient/*.rs"
 
 
 @pytest.fixture(scope="module")
-def guarded(database_url: str, backend: str) -> Iterator[RunningServer]:
-    with auth_server(database_url, backend) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def open_site(database_url: str, backend: str) -> Iterator[RunningServer]:
     with auth_server(database_url, backend, client_sees_therapist_rating=True) as running:
         yield running

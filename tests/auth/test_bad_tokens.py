@@ -10,22 +10,14 @@ import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import orjson
-import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from tests.support.server import RunningServer
-from tests.support.tokens import auth_server, client_for, mint
-
-
-@pytest.fixture(scope="module")
-def guarded(database_url: str, backend: str) -> Iterator[RunningServer]:
-    with auth_server(database_url, backend) as running:
-        yield running
+from tests.support.tokens import client_for, mint
 
 
 def _b64(data: dict) -> str:

@@ -5,21 +5,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from tests.support.access_data import admin
 from tests.support.server import RunningServer
-from tests.support.tokens import auth_server, client_for, mint
+from tests.support.tokens import client_for, mint
 
 RAW = {"Accept": "*/*"}
-
-
-@pytest.fixture(scope="module")
-def guarded(database_url: str, backend: str) -> Iterator[RunningServer]:
-    with auth_server(database_url, backend) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ its own, and the test says how many that is."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,19 +19,12 @@ from fhir_server.auth.caller import Caller
 from fhir_server.search.registry import default_registry
 from tests.support.access_data import admin
 from tests.support.compartment_resources import compartment_parameters, element_path, names, naming
-from tests.support.server import RunningServer
-from tests.support.tokens import auth_server, client_for, mint
+from tests.support.tokens import client_for, mint
 
 REGISTRY = default_registry()
 PAIRS = compartment_parameters(REGISTRY)
 WRITER = "launch/patient patient/*.cruds"
 PATCH = {"Content-Type": "application/json-patch+json"}
-
-
-@pytest.fixture(scope="module")
-def guarded(database_url: str, backend: str) -> Iterator[RunningServer]:
-    with auth_server(database_url, backend) as running:
-        yield running
 
 
 def test_the_cases_cover_the_whole_compartment():

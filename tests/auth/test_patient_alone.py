@@ -5,23 +5,16 @@ reference" rule: a resource counted as A's when *any* compartment parameter name
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.support.access_data import Records, admin, observation, returned_ids, seed, srs
 from tests.support.server import RunningServer
-from tests.support.tokens import auth_server, client_for, mint
+from tests.support.tokens import client_for, mint
 
 WRITERS = ["launch/patient patient/*.cruds", "launch/patient patient/*.rs patient/QuestionnaireResponse.c"]
 READER = "launch/patient patient/*.rs"
-
-
-@pytest.fixture(scope="module")
-def guarded(database_url: str, backend: str) -> Iterator[RunningServer]:
-    with auth_server(database_url, backend) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -18,16 +18,10 @@ from tests.api.fhir import assert_outcome, post
 from tests.reporting.practice import Practice, counts
 from tests.support.access_data import admin
 from tests.support.server import RunningServer
-from tests.support.tokens import auth_server, client_for, mint
+from tests.support.tokens import client_for, mint
 
 LOW, HIGH = (80, 80, 80, 80), (95, 95, 95, 95)
 PERIOD = {"periodStart": "2026-01", "periodEnd": "2026-06"}
-
-
-@pytest.fixture(scope="module")
-def guarded(database_url: str, backend: str) -> Iterator[RunningServer]:
-    with auth_server(database_url, backend) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -7,23 +7,16 @@ family sends the tag (a client could otherwise keep their own answers from raisi
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from fhir_server.canonical import SCORED_AT_SOURCE, WRITE_BACK_TAG
 from tests.support.access_data import admin, srs
 from tests.support.server import RunningServer
-from tests.support.tokens import auth_server, client_for, mint
+from tests.support.tokens import client_for, mint
 
 LOW = (80, 70, 85, 90)  # total 32.5: below the cutoff, two Flags
 TAG = {"system": WRITE_BACK_TAG, "code": SCORED_AT_SOURCE}
-
-
-@pytest.fixture(scope="module")
-def guarded(database_url: str, backend: str) -> Iterator[RunningServer]:
-    with auth_server(database_url, backend) as running:
-        yield running
 
 
 def _patient(server: RunningServer) -> str:
