@@ -7,7 +7,6 @@ removes its history alone."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,22 +18,9 @@ from fhir_server.store import ehr_store
 from tests.api.fhir import assert_outcome
 from tests.auth.smart_support import assertion, backend_key, backend_token, public_jwks, register_client
 from tests.erasure.support import ERASER_SCOPE, FHIR_JSON, created, eraser, erasure_server
-from tests.support.server import RunningServer
 from tests.support.tokens import client_for, mint
 
 FORCE = {"resourceType": "Parameters", "parameter": [{"name": "force", "valueBoolean": True}]}
-
-
-@pytest.fixture(scope="module")
-def server(backend: str) -> Iterator[RunningServer]:
-    with erasure_server(backend, load_library=False) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def admin(server: RunningServer) -> Iterator[httpx.Client]:
-    with eraser(server) as c:
-        yield c
 
 
 def _patient(c: httpx.Client) -> str:

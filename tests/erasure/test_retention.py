@@ -6,34 +6,20 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import httpx
-import pytest
 from sqlalchemy import create_engine, func, select, update
 
 from fhir_server.auth.retention import prune
 from fhir_server.config import Settings
 from fhir_server.store.engine import normalise_url
 from fhir_server.store.tables import INDEX_TABLES, resource_versions, resources
-from tests.erasure.support import FHIR_JSON, created, eraser, erasure_server
+from tests.erasure.support import FHIR_JSON, created
 from tests.support.process import cli
 from tests.support.server import RunningServer, ServerThread
 from tests.support.waiting import wait_for
-
-
-@pytest.fixture(scope="module")
-def server(backend: str) -> Iterator[RunningServer]:
-    with erasure_server(backend, load_library=False) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def admin(server: RunningServer) -> Iterator[httpx.Client]:
-    with eraser(server) as c:
-        yield c
 
 
 def _trail(server: RunningServer, c: httpx.Client) -> dict[str, str]:

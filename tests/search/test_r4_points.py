@@ -109,17 +109,24 @@ def test_sorting_by_a_string_reads_whole_strings_without_leading_whitespace(shar
     assert ids == [named["hyphen"], named["padded"], named["vanderberg"]]
 
 
+ITEM = [{"linkId": "a", "type": "string", "text": "A"}]
+
+
+def _questionnaire_versions(client, url: str) -> dict[str, str]:
+    """One Questionnaire url in versions 1.0.0, 1.2.0 and 10.0.0 (ids by version)."""
+    return {
+        version: create(client, {"resourceType": "Questionnaire", "url": url, "version": version,
+                                 "status": "active", "item": ITEM})
+        for version in ("1.0.0", "1.2.0", "10.0.0")
+    }  # fmt: skip
+
+
 # -- canonical references --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def answered(shared_client, shared_uid):
     """QuestionnaireResponses naming one Questionnaire's canonical with several versions, and without one."""
     url = f"http://example.org/r4/{shared_uid}/Questionnaire/phq9"
-    item = [{"linkId": "a", "type": "string", "text": "A"}]
-    questionnaires = {
-        version: create(shared_client, {"resourceType": "Questionnaire", "url": url, "version": version,
-                                        "status": "active", "item": item})
-        for version in ("1.0.0", "1.2.0", "10.0.0")
-    }  # fmt: skip
+    questionnaires = _questionnaire_versions(shared_client, url)
     forms = {"bare": url, "v1.0.0": f"{url}|1.0.0", "v1.2.0": f"{url}|1.2.0", "v10": f"{url}|10.0.0",
              "other": f"{url}-other|1.0.0"}  # fmt: skip
     made = {
@@ -178,14 +185,9 @@ def versions(shared_client, shared_uid):
     """One Questionnaire url in several versions (the version is its own element), and ConceptMaps whose source
     canonical carries the version inline."""
     url = f"http://example.org/r4/{shared_uid}/Questionnaire/gad7"
-    item = [{"linkId": "a", "type": "string", "text": "A"}]
-    made = {
-        version: create(shared_client, {"resourceType": "Questionnaire", "url": url, "version": version,
-                                        "status": "active", "item": item})
-        for version in ("1.0.0", "1.2.0", "10.0.0")
-    }  # fmt: skip
+    made = _questionnaire_versions(shared_client, url)
     made["unversioned"] = create(shared_client, {"resourceType": "Questionnaire", "url": url, "status": "active",
-                                                 "item": item})  # fmt: skip
+                                                 "item": ITEM})  # fmt: skip
     maps = {
         version: create(shared_client, {"resourceType": "ConceptMap", "status": "draft",
                                         "sourceCanonical": f"{url}|{version}"})
