@@ -23,7 +23,7 @@ from fhir_server.app import create_app
 from fhir_server.config import Settings
 from fhir_server.ehr import registry
 from tests.ehr.harness import OUR_SETTINGS, EhrProcess, FaultProxy, ServerProcess, temp_folder
-from tests.ehr.world import SRS_QUESTIONNAIRE
+from tests.ehr.world import srs_ehr
 
 BACKEND_SCOPE = " ".join(f"system/{t}.crus" for t in registry.DEFAULT_RESOURCE_TYPES)
 
@@ -36,15 +36,8 @@ def ehr_folder() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def ehr(ehr_folder: Path) -> Iterator[EhrProcess]:
-    process = EhrProcess(ehr_folder)
-    process.start()
-    try:
-        with process.client() as client:  # the EHR knows the instrument (it validates responses against it)
-            answer = client.post("/Questionnaire", **SRS_QUESTIONNAIRE)
-            assert answer.status_code == 201, answer.text
+    with srs_ehr(ehr_folder) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -19,6 +22,22 @@ from tests.ehr.harness import ROOT, EhrProcess, fhir_json
 SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.2"
 LAUNCH = "urn:test:launch"
 SRS_QUESTIONNAIRE = fhir_json(json.loads((ROOT / "questionnaires" / "srs" / "questionnaire.json").read_text()))
+
+
+@contextmanager
+def srs_ehr(folder: Path) -> Iterator[EhrProcess]:
+    """The EHR process, started and knowing the SRS (it validates responses against it); stopped at the end."""
+    process = EhrProcess(folder)
+    process.start()
+    try:
+        with process.client() as client:
+            answer = client.post("/Questionnaire", **SRS_QUESTIONNAIRE)
+            assert answer.status_code == 201, answer.text
+        yield process
+    finally:
+        process.stop()
+
+
 LOW = (85, 88, 80, 88)  # total 34.1: below the cutoff, an item below 9 → two Flags
 HIGH = (95, 95, 95, 95)  # total 38.0: no Flag; closes the earlier ones
 

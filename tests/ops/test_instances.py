@@ -28,7 +28,7 @@ from fhir_server.config import Settings
 from fhir_server.ehr import outbox, registry
 from fhir_server.search.custom import REFRESH_SECONDS
 from tests.ehr.harness import EhrProcess, FaultProxy, temp_folder
-from tests.ehr.world import SRS_QUESTIONNAIRE, local_results
+from tests.ehr.world import local_results, srs_ehr
 from tests.ops.instances import (
     INSTANCE_SETTINGS,
     SRS,
@@ -73,14 +73,8 @@ def folder() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def ehr(folder: Path) -> Iterator[EhrProcess]:
-    process = EhrProcess(folder)
-    process.start()
-    try:
-        with process.client() as client:
-            assert client.post("/Questionnaire", **SRS_QUESTIONNAIRE).status_code == 201
+    with srs_ehr(folder) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")
