@@ -92,7 +92,7 @@ def walk(query: SearchQuery, keyset: Keyset | None, slots: Slots | None = None) 
     """(shape, values) of a query's statements; ``slots`` (when given) learns where each value sits."""
     shape: list[Any] = [query.resource_type, query.count, query.total, query.summary]
     values: list[Any] = []
-    _node(query.clauses, shape, values, slots)
+    _node(query.clauses, shape, values, slots, {})
     for key in query.sort:
         shape += [key.param.code, key.param.type, key.param.row_params, key.descending]
     if keyset is None:
@@ -106,17 +106,24 @@ def walk(query: SearchQuery, keyset: Keyset | None, slots: Slots | None = None) 
     return tuple(shape), values
 
 
-def _node(node: Any, shape: list[Any], values: list[Any], slots: Slots | None) -> None:
+def _node(node: Any, shape: list[Any], values: list[Any], slots: Slots | None, seen: dict[int, int]) -> None:
     if isinstance(node, SearchParam):
         shape.append((node.code, node.type, node.row_params))
     elif isinstance(node, list | tuple):
         shape.append(len(node))
         for item in node:
-            _node(item, shape, values, slots)
+            _node(item, shape, values, slots, seen)
     elif dataclasses.is_dataclass(node):
         kind = type(node)
-        shape.append(kind.__name__)
         held = VALUE_FIELDS.get(kind, frozenset())
+        if held:
+            # One value-holding object met twice (a clause placed in two spots) binds one value in both: the shape
+            # says so, or a query of the same text with two distinct objects would reuse a plan binding one.
+            if id(node) in seen:
+                shape.append(("same as", seen[id(node)]))
+                return
+            seen[id(node)] = len(values)
+        shape.append(kind.__name__)
         names = _FIELDS.get(kind) or _FIELDS.setdefault(kind, tuple(f.name for f in dataclasses.fields(node)))
         for name in names:
             value = getattr(node, name)
@@ -127,7 +134,7 @@ def _node(node: Any, shape: list[Any], values: list[Any], slots: Slots | None) -
                 # absent, empty or present (and its type) decide the SQL; what it is does not
                 shape.append(None if value is None else "" if value == "" else _kind(value))
             else:
-                _node(value, shape, values, slots)
+                _node(value, shape, values, slots, seen)
     else:  # a str, int, bool or None that is shape: a prefix, a mode, a type, a flag
         shape.append(node)
 

@@ -153,3 +153,19 @@ def test_plans_are_kept_per_shape_and_dropped_oldest_first() -> None:
     query = _query("Patient", "family=d", ())
     plans.plan("postgresql", query, None, build(query))  # the Patient plan was dropped: built again
     assert built == ["Patient", "Observation", "Flag", "Patient"]
+
+
+def test_one_object_in_two_places_is_a_shape_of_its_own():
+    """A value-holding clause placed twice (the same object) binds one value; two equal-looking distinct clauses
+    bind two.  Were their shapes the same, a plan built for one would bind the other's values wrongly."""
+    from dataclasses import replace
+
+    query = _query("Observation", "code=" + SNOMED + "|1&subject=Patient/a", ())
+    shared = replace(query, clauses=[query.clauses[0], query.clauses[0]])
+    distinct = replace(query, clauses=[query.clauses[0], _query("Observation", "code=" + SNOMED + "|2", ()).clauses[0]])
+    assert walk(shared, None)[0] != walk(distinct, None)[0]
+    for one in (shared, distinct):
+        _, values, derived, compiled = _built(one, None, postgresql.dialect())
+        bound = values_for(derived, values)
+        fresh = compiled["page"].construct_params()
+        assert {k: v for k, v in fresh.items() if k.startswith("v")} == bound
