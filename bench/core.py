@@ -26,6 +26,7 @@ from contextlib import ExitStack
 from datetime import datetime
 from multiprocessing import Pool
 from pathlib import Path
+from statistics import median
 
 import httpx
 import psycopg
@@ -250,12 +251,6 @@ def raw_ingest_rate(url: str, bundles: int, size: int, processes: int = 2) -> fl
     return written / (time.perf_counter() - started)
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -311,11 +306,11 @@ def main() -> None:
         print("raw psycopg inserts ...", flush=True)
         raw_ingest = raw_ingest_rate(url, args.bundles, args.bundle_size)
 
-    bare_rate = _median([b["rate"] for b in bare])
+    bare_rate = median([b["rate"] for b in bare])
     rows = []
     for name in codes:
-        off = _median([r["off"]["rate"] for r in reads[name]])
-        on = _median([r["on"]["rate"] for r in reads[name]])
+        off = median([r["off"]["rate"] for r in reads[name]])
+        on = median([r["on"]["rate"] for r in reads[name]])
         late = reads[name][-1]["latency"]
         missing = sum(max(0, r["reads"] - r["audited"]) for r in reads[name])
         rows += [

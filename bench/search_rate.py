@@ -22,11 +22,12 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from statistics import median
 from urllib.parse import urlencode
 
 import psycopg
 
-from bench.common import start_server
+from bench.common import start_server, table
 from bench.search_queries import Truth, query_a, query_b
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,26 +102,19 @@ def rounds(
     return out
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2] if len(ordered) % 2 else sum(ordered[len(ordered) // 2 - 1 :][:2]) / 2
-
-
 def errors(out: dict[str, list[dict]]) -> int:
     return sum(m[k][phase]["errors"] for runs in out.values() for m in runs for k in m for phase in ("closed", "open"))
 
 
 def summary_table(out: dict[str, list[dict]]) -> str:
     """Medians over the rounds: each search's rate beside the read's, and its latency at half its rate."""
-    from bench.common import table
-
     rows = []
     for name, runs in out.items():
-        read = _median([m["read"]["closed"]["achieved_rate"] for m in runs])
+        read = median([m["read"]["closed"]["achieved_rate"] for m in runs])
         for key, what in (("read", "read by id"), ("a", "(a) Observation subject+code, -date"), ("b", "(b) Flag")):
-            rate = _median([m[key]["closed"]["achieved_rate"] for m in runs])
-            p50 = _median([m[key]["open"]["p50_ms"] for m in runs])
-            p99 = _median([m[key]["open"]["p99_ms"] for m in runs])
+            rate = median([m[key]["closed"]["achieved_rate"] for m in runs])
+            p50 = median([m[key]["open"]["p50_ms"] for m in runs])
+            p99 = median([m[key]["open"]["p99_ms"] for m in runs])
             ratio = "" if key == "read" else f"{rate / read:.2f} of read"
             target = "" if key == "read" else "≥ 0.5 of read, p99 ≤ 25 ms"
             rows.append((f"{name}: {what}", f"{rate:,.0f}/s", ratio, f"{p50:.1f} / {p99:.1f}", target))

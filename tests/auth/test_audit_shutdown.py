@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import httpx
 import orjson
@@ -17,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from fhir_server.auth.keys import KeyStore
-from tests.support.databases import postgres_admin_url, postgres_database, sqlite_database
+from tests.support.databases import fresh_database
 from tests.support.process import server_process
 
 READS = 60
@@ -61,24 +59,10 @@ def _read_events(database_url: str, patient: str) -> int:
     )
 
 
-@contextmanager
-def _database(backend: str) -> Iterator[str]:
-    if backend == "sqlite":
-        with sqlite_database() as url:
-            yield url
-    else:
-        admin_url = postgres_admin_url()
-        if admin_url is None:
-            pytest.skip("PostgreSQL half skipped: FHIR_SERVER_TEST_POSTGRES_URL is not set")
-        with postgres_database(admin_url) as url:
-            yield url
-
-
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 @pytest.mark.parametrize("clients", [1, CLIENTS], ids=["one-client", "concurrent-clients"])
 def test_a_clean_shutdown_stores_every_queued_read_audit_record(backend: str, clients: int):
     reads_each = READS if clients == 1 else READS_EACH
-    with _database(backend) as url, server_process(url, FHIR_SERVER_AUTH_REQUIRED="true") as server:
+    with fresh_database(backend) as url, server_process(url, FHIR_SERVER_AUTH_REQUIRED="true") as server:
         token = _token(url, server.fhir_base, "system/Patient.cruds")
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"}
         patient = f"shutdown-{uuid.uuid4().hex[:8]}"

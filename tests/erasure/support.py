@@ -19,7 +19,7 @@ from fhir_server.config import Settings
 from fhir_server.store import app_sessions_store, cds_store, ehr_store, form_links_store, message_store
 from fhir_server.store.engine import normalise_url
 from fhir_server.store.records import utc_now
-from tests.support.databases import postgres_admin_url, postgres_database, sqlite_database
+from tests.support.databases import fresh_database
 from tests.support.server import RunningServer, ServerThread
 from tests.support.tokens import client_for, mint
 
@@ -31,8 +31,7 @@ SRS = "http://fit-fhir.org/fhir/Questionnaire/srs|1.0.2"
 @contextmanager
 def erasure_server(backend: str, **settings: Any) -> Iterator[RunningServer]:
     """A server (authorization on, erasure on unless told) on a new database, exports in a new folder."""
-    database = sqlite_database() if backend == "sqlite" else postgres_database(postgres_admin_url() or "")
-    with database as url, tempfile.TemporaryDirectory(prefix="fhir-erasure-exports-") as folder:
+    with fresh_database(backend) as url, tempfile.TemporaryDirectory(prefix="fhir-erasure-exports-") as folder:
         values: dict[str, Any] = {
             "auth_required": True,
             "expunge_enabled": True,

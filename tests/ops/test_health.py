@@ -14,19 +14,9 @@ from fastapi.testclient import TestClient
 from fhir_server.app import create_app
 from fhir_server.config import Settings
 from fhir_server.store.migrate import alembic_config, upgrade
-from tests.support.databases import postgres_admin_url, postgres_database, sqlite_database
+from tests.support.databases import fresh_database, postgres_admin_url
 
 LOOPBACK = ("127.0.0.1", 50000)
-
-
-@contextmanager
-def fresh_database(backend: str) -> Iterator[str]:
-    if backend == "sqlite":
-        with sqlite_database() as url:
-            yield url
-    else:
-        with postgres_database(postgres_admin_url() or "") as url:
-            yield url
 
 
 @contextmanager

@@ -35,3 +35,12 @@ def postgres_database(admin_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def fresh_database(backend: str) -> Iterator[str]:
+    """A new, empty database of the backend ("sqlite" or "postgresql"), dropped at the end.  The ``backend`` fixture
+    (tests/conftest.py) has already skipped PostgreSQL when no server is configured."""
+    database = sqlite_database() if backend == "sqlite" else postgres_database(postgres_admin_url() or "")
+    with database as url:
+        yield url

@@ -16,7 +16,7 @@ import pytest
 
 from fhir_server.config import Settings
 from fhir_server.smart.form_model import build_form
-from tests.support.databases import postgres_admin_url, postgres_database, sqlite_database
+from tests.support.databases import fresh_database
 from tests.support.server import RunningServer, ServerThread
 from tests.web.conftest import AXE, PHONE, search, unavailable
 from tests.web.form_driver import keys, slider, value_now
@@ -35,8 +35,7 @@ def language_server(backend: str, ehr_origin: str) -> Iterator[RunningServer]:
     """A server of its own (its own database): the pack's versions become the ones a url alone means."""
     if not (PACK / "pack.json").exists():
         pytest.fail("the Arabic sample pack is missing (examples/packs/arabic-sample)")
-    databases = sqlite_database() if backend == "sqlite" else postgres_database(postgres_admin_url() or "")
-    with databases as url:
+    with fresh_database(backend) as url:
         settings = Settings(
             database_url=url, app_dev_sessions=True, frame_ancestors=[ehr_origin], auth_required=False,
             content_packs=str(PACK), _env_file=None,

@@ -10,13 +10,13 @@ import pytest
 from fhir_server.config import Settings
 from tests.auth.external_idp.flow import Ours, Provider, our_server
 from tests.auth.external_idp.support import Relay, Sites
-from tests.support.databases import postgres_admin_url, postgres_database, sqlite_database
+from tests.support.databases import fresh_database
 from tests.support.server import ServerThread, free_port
 
 
 @pytest.fixture(scope="module")
 def provider(backend: str) -> Iterator[Provider]:
-    with sqlite_database() if backend == "sqlite" else postgres_database(postgres_admin_url() or "") as url:
+    with fresh_database(backend) as url:
         port = free_port()
         with Relay(f"http://127.0.0.1:{port}") as relay:
             settings = Settings(
