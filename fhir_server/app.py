@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fhir_server import __version__
 from fhir_server.api import export as export_api
-from fhir_server.api import instance, operations, system
+from fhir_server.api import hot_routes, instance, operations, system
 from fhir_server.api import type as type_api
 from fhir_server.api.error_handlers import install_error_handlers
 from fhir_server.auth.access import AccessPolicy
@@ -138,7 +138,9 @@ def create_app(settings: Settings | None = None, *, owns_process: bool = False) 
     # Routes are tried in order, so the FHIR API's come first (a POST of a resource was matched against ~45
     # routes before its own, ~4 % of a scored submission's CPU).  None takes another's path: all are under /fhir,
     # and the one other route there, the SMART discovery document, goes before /{type}/{id}, which would take it.
-    # Among them /metadata, /_history and /{type}/_search must win over /{type}/{id}.
+    # Among them /metadata, /_history and /{type}/_search must win over /{type}/{id}.  Ahead of all, the read by
+    # id and the type search in FHIR's own path syntax, which no other route's path fits (api/hot_routes.py).
+    app.include_router(hot_routes.router, prefix="/fhir")
     app.include_router(system.router, prefix="/fhir")
     app.include_router(export_api.router, prefix="/fhir")  # a Bulk Data export's status URL and files
     app.include_router(operations.router, prefix="/fhir")

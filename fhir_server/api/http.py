@@ -40,10 +40,16 @@ def base_url(request: Request) -> str:
     configured = settings_of(request).base_url
     if configured:
         return configured.rstrip("/")
+    return request_origin(request) + "/fhir"
+
+
+def request_origin(request: Request) -> str:
+    """The request's own scheme://host[:port], ``str(request.base_url)`` without its slash (the server is never
+    mounted under a root path), at a dict look-up's cost instead of a URL parse (~40 µs) per request."""
     scope = request.scope
     host = next((value for key, value in scope["headers"] if key == b"host"), None)
     server = scope.get("server")
-    return _origin(scope.get("scheme", "http"), host, tuple(server) if server else None) + "/fhir"
+    return _origin(scope.get("scheme", "http"), host, tuple(server) if server else None)
 
 
 @lru_cache(maxsize=128)

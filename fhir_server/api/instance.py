@@ -55,7 +55,9 @@ def compartment_search(
 
 
 @router.get("/{resource_type}/{resource_id}")
-def read(resource_type: str, resource_id: str, request: Request, fhir: FhirDep) -> Response:
+def read(request: Request, fhir: FhirDep) -> Response:
+    # The path's two strings straight from the matched route: FastAPI's validation of them was ~40 µs of a read.
+    resource_type, resource_id = request.path_params["resource_type"], request.path_params["resource_id"]
     content = binary.wants_content(request, resource_type)
     if not content:
         response_media_type(request)

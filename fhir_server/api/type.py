@@ -56,8 +56,10 @@ async def search_post(resource_type: str, request: Request, fhir: FhirDep) -> Re
 
 
 @router.get("/{resource_type}")
-def search(resource_type: str, request: Request, fhir: FhirDep) -> Response:
-    return _search(resource_type, list(request.query_params.multi_items()), request, fhir)
+def search(request: Request, fhir: FhirDep) -> Response:
+    # The type straight from the matched route, as api/instance.read takes its path (no per-request validation).
+    params = list(request.query_params.multi_items())
+    return _search(request.path_params["resource_type"], params, request, fhir)
 
 
 @router.post("/{resource_type}")

@@ -43,7 +43,8 @@ class GuardedInteractions(Interactions):
         request_target: str | None = None,
     ) -> None:
         """Adopts the shared engine's parts (repository, registry, library, scoring) under ``policy``."""
-        vars(self).update(vars(base.with_policy(policy)))
+        vars(self).update(vars(base))  # what base.with_policy(policy) holds, without a copy per request
+        self.policy = policy
         self.caller, self.audit = policy.caller, audit
         self.client_address = client_address
         self.request_target = request_target

@@ -9,7 +9,6 @@ the audit records and the answers that hide what a caller may not see).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -79,9 +78,15 @@ class Interactions:
         # the session, and refuses the write by raising a FhirError.  Shared by every policy view.
         self.write_hooks: list[Callable[[WriteSession, Stored], None]] = []
 
+    def _view(self) -> Interactions:
+        """A shallow copy (``copy.copy`` without its generic protocol: a view is made per request)."""
+        view = object.__new__(type(self))
+        vars(view).update(vars(self))
+        return view
+
     def with_policy(self, policy: Policy) -> Interactions:
         """The same engine (repository, registry, library, scoring) consulting another caller's policy."""
-        view = copy.copy(self)
+        view = self._view()
         view.policy = policy
         return view
 
@@ -90,14 +95,14 @@ class Interactions:
         repo = self.repo.for_reader(reader)
         if repo is self.repo:  # no replica
             return self
-        view = copy.copy(self)
+        view = self._view()
         view.repo = repo
         return view
 
     def without_terminology(self) -> Interactions:
         """The same engine validating without the terminology server (the library's own content: checked by its
         tests, and a server start must not wait on, or fail with, another server)."""
-        view = copy.copy(self)
+        view = self._view()
         view.validation = admission.without_terminology(self.validation)
         return view
 

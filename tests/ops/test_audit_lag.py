@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -93,3 +94,28 @@ def _lag_while_writes_are_refused(client: TestClient, url: str) -> None:
     assert _gauge(client, "fhir_server_audit_queue_depth") == 0
     assert _gauge(client, "fhir_server_audit_batch_lag_seconds") == 0
     assert _gauge(client, "fhir_server_audit_records_dropped_total") == 0
+
+
+def test_a_flush_returns_only_once_the_batch_in_flight_is_stored(backend):
+    """flush() (shutdown, a test) is a barrier: while the writer's batch waits on the database, a flush called
+    meanwhile waits for it too, so every record queued before the call is stored when it returns."""
+    with fresh_database(backend) as url:
+        upgrade(url)
+        settings = settings_for(url, auth_required=True, sqlite_busy_timeout_ms=5000)
+        with app_client(settings) as client:
+            headers = {"Authorization": f"Bearer {_token(client)}"}
+            patient = f"flush-{uuid.uuid4().hex[:8]}"
+            client.put(f"/fhir/Patient/{patient}", json={"resourceType": "Patient", "id": patient}, headers=headers)
+            wait_until(lambda: _gauge(client, "fhir_server_audit_queue_depth") == 0, "nothing queued", timeout=10)
+            stored_before = _gauge(client, "fhir_server_audit_records_stored_total")
+            flusher = threading.Thread(target=client.app.state.audit.flush)
+            with _writes_refused(url):
+                for _ in range(READS):
+                    assert client.get(f"/fhir/Patient/{patient}", headers=headers).status_code == 200
+                time.sleep(0.5)  # the writer has taken the batch and waits on the lock
+                flusher.start()
+                time.sleep(0.5)
+                assert flusher.is_alive(), "flush returned while the batch in flight was not stored"
+            flusher.join(timeout=15)
+            assert not flusher.is_alive()
+            assert _gauge(client, "fhir_server_audit_records_stored_total") == stored_before + READS
