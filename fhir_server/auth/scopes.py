@@ -7,7 +7,7 @@ v1 ``read`` means v2 ``rs``, ``write`` means ``cud``, and ``*`` means ``cruds``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 from fhir_server import models
@@ -56,10 +56,20 @@ class Grant:
     resource_scopes: tuple[ResourceScope, ...] = ()
     other: frozenset[str] = frozenset()  # launch, openid, fhirUser, offline_access, ...
     rejected: tuple[str, ...] = ()  # malformed scopes, which grant nothing
+    # scopes_for's answers: a cached token's Grant is asked the same few questions on every request.
+    _answers: dict[tuple[str, str, str | None], tuple[ResourceScope, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     def scopes_for(self, resource_type: str, permission: str, context: str | None = None) -> list[ResourceScope]:
         """The scopes that allow ``permission`` (one of c r u d s) on ``resource_type``."""
-        return [s for s in self.resource_scopes if s.covers(context, resource_type, permission)]
+        key = (resource_type, permission, context)
+        found = self._answers.get(key)
+        if found is None:
+            found = tuple(s for s in self.resource_scopes if s.covers(context, resource_type, permission))
+            if len(self._answers) < 1024:  # bounded: the types and permissions a token asks about
+                self._answers[key] = found
+        return list(found)
 
     def allows(self, resource_type: str, permission: str, context: str | None = None) -> bool:
         """True when some scope allows it without a query constraint (constrained scopes need the resource)."""
