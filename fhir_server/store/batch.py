@@ -259,7 +259,8 @@ def _sqlite_insert(table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[i
 def _sqlite_time(value: datetime | None) -> str | None:
     """As SQLAlchemy's SQLite DateTime writes it, so reads through SQLAlchemy parse it back.  Cached: the rows
     of one write share a few times (its own, the response's), and this runs in the single writer's turn."""
-    return None if value is None else value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    # The year zero-padded: strftime writes year 1 (MIN_DATE, the sort key of a resource without a date) as "1-".
+    return None if value is None else f"{value.year:04d}{value.strftime('-%m-%d %H:%M:%S.%f')}"
 
 
 def _sqlite_row(row: dict[str, Any], columns: tuple[str, ...], dates: tuple[int, ...]) -> list[Any]:

@@ -16,11 +16,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from fhir_server.errors import FhirError
+from fhir_server.search import combos
 from fhir_server.search.fhirdate import MAX_DATE, MIN_DATE
 from fhir_server.search.query import SearchQuery, SortKey
 from fhir_server.search.types.string import PART as STRING_PART
 from fhir_server.store.records import Stored
 from fhir_server.store.search_clauses import clause_sql
+from fhir_server.store.search_combo import combo_page
 from fhir_server.store.search_includes import run_includes
 from fhir_server.store.search_shapes import PLANS, Binder, Keyset
 from fhir_server.store.tables import INDEX_TABLES, resources
@@ -118,6 +120,10 @@ def _statements(query: SearchQuery, keyset: Keyset | None, b: Binder) -> dict[st
     if query.total in ("accurate", "estimate") or query.summary == "count":
         statements["count"] = select(func.count()).select_from(resources).where(and_(*where))
     if query.summary == "count" or query.count == 0:
+        return statements
+    combo = combos.match(query)
+    if combo is not None:  # the page from one range of a combination index, in the order computed below
+        statements["page"] = combo_page(query, combo, keyset, b, _after)
         return statements
 
     keys = [_sort_expression(query.resource_type, k).label(f"k{i}") for i, k in enumerate(query.sort)]

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -194,6 +195,30 @@ idx_report = Table(
     Index("ix_idx_report_subject", "param", "subject_id", "series", "code", "at", postgresql_include=["below"]),
 )
 
+# Not a search parameter's either: the combination index (search/combos.py).  A resource's (typed reference, code)
+# pairs with its date, so "a client's results of one measure, newest first" is one range of the value index read
+# in order for a page (the date descending, then the id, as the general search sorts).
+idx_combo = Table(
+    "idx_combo",
+    metadata,
+    Column("resource_type", String(TYPE_LEN), nullable=False),
+    Column("resource_id", String(ID_LEN), nullable=False),
+    Column("param", String(80), nullable=False),  # the combination's name
+    Column("element", Integer, nullable=True),
+    Column("ref_type", String(TYPE_LEN), nullable=False),
+    Column("ref_id", String(ID_LEN), nullable=False),
+    Column("token_mode", String(1), nullable=False),  # = that system, - no system, * any system
+    Column("system", String(256), nullable=False),  # "" unless the mode is =
+    Column("code", String(256), nullable=False),
+    Column("sort_at", DateTime, nullable=False),  # the latest end of the resource's dates (MIN_DATE: none)
+    Index("ix_idx_combo_resource", "resource_type", "resource_id"),
+    Index(
+        "ix_idx_combo_value",
+        "resource_type", "param", "ref_id", "code", "ref_type", "token_mode", "system",
+        text("sort_at DESC"), "resource_id",
+    ),  # fmt: skip
+)
+
 INDEX_TABLES = {
     "token": idx_token,
     "string": idx_string,
@@ -204,6 +229,7 @@ INDEX_TABLES = {
     "uri": idx_uri,
     "series": idx_series,
     "report": idx_report,
+    "combo": idx_combo,
 }
 
 # The authorization server's token-signing keys (JWK JSON with the private part, encrypted: store/crypto.py).  The

@@ -1,0 +1,167 @@
+"""Combination indexes: one index row per (reference, code) pair of a resource, ordered by its date, so that the
+product's hottest search, a client's results of one measure newest first (``Observation?subject=Patient/x&code=
+s|c&_sort=-date``: the clinician view, a CDS prefetch), is one range of one index read backwards for a page,
+instead of every Observation of the client probed for its code and its date (issue 23: ~100 look-ups and ~2,000
+index rows per page at 100 Observations a client, however small the page).
+
+Like HAPI FHIR's combo search parameters, a combination matches only the exact equality the query states; any other
+query of the type (another parameter, a modifier, an id without a type, several values) takes the general
+search.  The rows are made from the resource's own search-index rows (``SearchIndexer.index_rows``), so a
+combination can never disagree with the parameters it combines: tests/search/test_combo_index.py runs the same
+searches both ways.
+
+A token's three query forms are three row modes, so that each form is one index range and a resource is met once:
+``s|c`` (``=``, that system), ``|c`` (``-``, no system) and ``c`` (``*``, any system, every coding of that code
+in one row).  The sort key is the one the general search computes: the latest end of the resource's date values
+(``_sort=-date``), and ``MIN_DATE`` (last) when it has none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from fhir_server.search.conditions import ReferenceMatch, TokenMatch
+from fhir_server.search.fhirdate import MIN_DATE
+from fhir_server.search.query import Clause, SearchQuery
+from fhir_server.search.registry import Registry
+from fhir_server.search.types import MODULES
+
+ANY_SYSTEM, NO_SYSTEM, THIS_SYSTEM = "*", "-", "="
+
+
+@dataclass(frozen=True)
+class Combo:
+    name: str  # the rows' ``param``
+    resource_type: str
+    references: tuple[str, ...]  # reference parameters whose typed values (Type/id) key the rows
+    token: str  # the token parameter whose codes key the rows
+    sort: str  # the date parameter the rows are ordered by, newest first
+
+    def rows(self, index: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """This combination's rows for a resource, from its search-index rows (table kind → rows)."""
+        targets = {
+            (row["target_type"], row["target_id"])
+            for row in index.get("reference", ())
+            if row["param"] in self.references and row["target_type"] and row["target_id"]
+        }
+        if not targets:
+            return []
+        codes = set()
+        for row in index.get("token", ()):
+            if row["param"] == self.token and row["code"] is not None:
+                system = row["system"]
+                codes.add((ANY_SYSTEM, "", row["code"]))
+                codes.add((NO_SYSTEM, "", row["code"]) if system is None else (THIS_SYSTEM, system, row["code"]))
+        if not codes:
+            return []
+        ends = [row["high"] for row in index.get("date", ()) if row["param"] == self.sort and row["high"]]
+        at = max(ends) if ends else MIN_DATE
+        return [_row(self.name, ref, code, at) for ref in sorted(targets) for code in sorted(codes)]
+
+
+def _row(name: str, ref: tuple[str, str], code: tuple[str, str, str], at: datetime) -> dict[str, Any]:
+    return {
+        "param": name, "element": None, "ref_type": ref[0], "ref_id": ref[1], "token_mode": code[0],
+        "system": code[1], "code": code[2], "sort_at": at,
+    }  # fmt: skip
+
+
+# The product's searches (docs/architecture.md, "Search"): a client's scored results of a measure, newest first.
+# ``patient`` is ``subject`` where it is a Patient, so a Patient subject keys both.
+COMBOS: tuple[Combo, ...] = (Combo("subject+code:-date", "Observation", ("subject", "patient"), "code", "date"),)
+
+
+def combos_for(resource_type: str) -> list[Combo]:
+    return [combo for combo in COMBOS if combo.resource_type == resource_type]
+
+
+@dataclass(frozen=True)
+class ComboMatch:
+    """A query a combination answers: which combination, and the clauses holding its reference and its code."""
+
+    combo: Combo
+    reference: ReferenceMatch
+    token: TokenMatch
+    # The one type the reference parameter holds (patient: Patient), or None.  A type the query names is a value,
+    # compared with it in SQL (patient:Group=x matches nothing), never here: the statement is kept per shape.
+    implied_type: str | None = None
+
+    @property
+    def mode(self) -> str:
+        if self.token.system is None:
+            return ANY_SYSTEM
+        return NO_SYSTEM if self.token.system == "" else THIS_SYSTEM
+
+
+def match(query: SearchQuery) -> ComboMatch | None:
+    """The combination that answers this query's page, or None.  Only its shape decides (the statement is kept per
+    shape, store/search_shapes.py): two plain clauses, one value each, a typed reference and a code, sorted by the
+    combination's date, newest first."""
+    if len(query.sort) != 1 or not query.sort[0].descending or len(query.clauses) != 2:
+        return None
+    for combo in combos_for(query.resource_type):
+        if query.sort[0].param.code != combo.sort or query.sort[0].param.row_params != (combo.sort,):
+            continue
+        found = _pair(query.clauses, combo)
+        if found is not None:
+            return found
+    return None
+
+
+def _pair(clauses: Iterable[Any], combo: Combo) -> ComboMatch | None:
+    reference = token = implied = None
+    for clause in clauses:
+        condition = _single(clause)
+        if condition is None:
+            return None
+        code = clause.param.code
+        if code in combo.references and isinstance(condition, ReferenceMatch) and _typed(clause, condition):
+            reference, implied = condition, _implied_type(clause)
+        elif code == combo.token and isinstance(condition, TokenMatch) and condition.code and not condition.text:
+            token = condition
+        else:
+            return None
+    if reference is None or token is None:
+        return None
+    return ComboMatch(combo, reference, token, implied)
+
+
+def _single(clause: Any) -> Any:
+    if not isinstance(clause, Clause) or clause.negate or len(clause.conditions) != 1:
+        return None
+    if clause.param.row_params != (clause.param.code,):  # a union parameter searches other parameters' rows
+        return None
+    return clause.conditions[0]
+
+
+def _typed(clause: Clause, condition: ReferenceMatch) -> bool:
+    """A relative reference with its type (``Patient/x``, or ``patient=x``, typed by its parameter): an id alone
+    may name any type, an absolute URL is matched as a URL."""
+    if not condition.target_id or condition.url is not None:
+        return False
+    return bool(condition.target_type or _implied_type(clause))
+
+
+def _implied_type(clause: Clause) -> str | None:
+    """The one type a parameter's references can have, from its expression (``subject.where(resolve() is
+    Patient)``): every index row it makes is of that type, so an id alone means that type's."""
+    return getattr(clause.param.evaluator, "reference_type", None)
+
+
+def rows_of(resource_type: str, resource: dict[str, Any], registry: Registry) -> list[dict[str, Any]]:
+    """A stored resource's combination rows, evaluating only the parameters they combine (filling the index of
+    resources stored before it existed: migration 0019)."""
+    found = []
+    for combo in combos_for(resource_type):
+        index: dict[str, list[dict[str, Any]]] = {}
+        for code in (*combo.references, combo.token, combo.sort):
+            param = registry.get(resource_type, code)
+            if param is None or param.evaluator is None or param.type not in ("reference", "token", "date"):
+                continue
+            for row in MODULES[param.type].index(param.evaluator(resource)):
+                index.setdefault(param.type, []).append({**row, "param": code})
+        found += combo.rows(index)
+    return found

@@ -1,0 +1,51 @@
+"""The page of a search a combination index answers (search/combos.py): one range of ``ix_idx_combo_value`` in the
+general search's order (the date descending, then the id), joined to the current rows for their content."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, literal, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from fhir_server.search.combos import THIS_SYSTEM, ComboMatch
+from fhir_server.search.query import SearchQuery
+from fhir_server.store.search_shapes import Binder, Keyset
+from fhir_server.store.tables import idx_combo, resources
+
+_c, _r = idx_combo.c, resources.c
+
+
+def combo_page(query: SearchQuery, found: ComboMatch, keyset: Keyset | None, b: Binder,
+               after: Any) -> Any:  # fmt: skip
+    """The page statement; ``after`` is search_sql's keyset condition builder (columns, descending, values)."""
+    conditions: list[ColumnElement[bool]] = [
+        _c.resource_type == query.resource_type,
+        _c.param == found.combo.name,
+        _c.ref_id == b(found.reference, "target_id"),
+        _c.code == b(found.token, "code"),
+        _c.ref_type == (found.implied_type or b(found.reference, "target_type")),
+        _c.token_mode == found.mode,  # the mode and an absent system are the query's shape, not its values
+        _c.system == (b(found.token, "system") if found.mode == THIS_SYSTEM else ""),
+        _r.deleted.is_(False),
+    ]
+    if found.implied_type and found.reference.target_type is not None:
+        # patient:Group=x: the parameter holds Patients only, so a type named in the query must be that type (a
+        # value, so compared here: a Group subject's rows are keyed Group and would otherwise match)
+        conditions.append(b(found.reference, "target_type") == literal(found.implied_type))
+    key_columns = [_c.sort_at, _c.resource_id]
+    descending = [True, False]
+    flip = keyset is not None and keyset.direction == "prev"
+    if keyset is not None:
+        values = [b(keyset.values, i) for i in range(len(keyset.values))]
+        conditions.append(after(key_columns, [d != flip for d in descending], values))
+    order = [(col.asc() if d == flip else col.desc()) for col, d in zip(key_columns, descending, strict=True)]
+    joined = idx_combo.join(resources, and_(_r.resource_type == _c.resource_type, _r.id == _c.resource_id))
+    columns = (_r.resource_type, _r.id, _r.version_id, _r.last_updated, _r.deleted, _r.content)
+    return (
+        select(*columns, _c.sort_at.label("k0"))
+        .select_from(joined)
+        .where(*conditions)
+        .order_by(*order)
+        .limit(query.count + 1)
+    )
