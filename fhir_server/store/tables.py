@@ -198,6 +198,7 @@ idx_report = Table(
 # Not a search parameter's either: the combination index (search/combos.py).  A resource's (typed reference, code)
 # pairs with its date, so "a client's results of one measure, newest first" is one range of the value index read
 # in order for a page (the date descending, then the id, as the general search sorts).
+COMBO_KEY = ("resource_type", "param", "ref_id", "code", "ref_type", "token_mode", "system")  # then the order
 idx_combo = Table(
     "idx_combo",
     metadata,
@@ -212,11 +213,7 @@ idx_combo = Table(
     Column("code", String(256), nullable=False),
     Column("sort_at", DateTime, nullable=False),  # the latest end of the resource's dates (MIN_DATE: none)
     Index("ix_idx_combo_resource", "resource_type", "resource_id"),
-    Index(
-        "ix_idx_combo_value",
-        "resource_type", "param", "ref_id", "code", "ref_type", "token_mode", "system",
-        text("sort_at DESC"), "resource_id",
-    ),  # fmt: skip
+    Index("ix_idx_combo_value", *COMBO_KEY, text("sort_at DESC"), "resource_id"),
 )
 
 INDEX_TABLES = {

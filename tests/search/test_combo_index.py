@@ -16,8 +16,8 @@ import pytest
 from fhir_server.search import combos
 from fhir_server.search.query import parse_search
 from fhir_server.search.registry import default_registry
-from fhir_server.store.search_sql import _statements
 from fhir_server.store.search_shapes import PLANS, Binder, walk
+from fhir_server.store.search_sql import _statements
 from tests.api.fhir import put
 from tests.search.helpers import create, search
 from tests.support.databases import POSTGRES_ENV, postgres_admin_url, postgres_database
@@ -41,9 +41,7 @@ def measured(shared_client: httpx.Client, shared_uid: str) -> dict[str, str]:
     def at(day: int, hour: int = 10) -> dict[str, str]:
         return {"effectiveDateTime": f"2026-03-{day:02d}T{hour:02d}:00:00Z"}
 
-    made = [
-        _observation(a, [x], at(day)) for day in (1, 2, 3, 4, 5, 6, 7)
-    ] + [
+    made = [_observation(a, [x], at(day)) for day in (1, 2, 3, 4, 5, 6, 7)] + [
         _observation(a, [x], at(4)),  # a tie with day 4: the id decides
         _observation(a, [x, x_other], at(8)),  # one code in two systems: met once by "x"
         _observation(a, [x_bare], at(9)),  # no system
@@ -240,5 +238,5 @@ def test_the_upgrade_indexes_the_observations_stored_before_it(tmp_path):
             if rid != "gone"
             for row in indexer.index_rows("Observation", resource)["combo"]
         )
-        assert len(expected) == 7  # o1: Patient/p1 × (=s|c, -|c, *|c); o2: Group/g × (=s|d, *|d); o3: 2
+        assert len(expected) == 7  # o1: Patient/p1 by (=s|c, -|c, *|c); o2: Group/g by (=s|d, *|d); o3: 2
         assert stored == expected, url
