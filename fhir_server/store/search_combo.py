@@ -1,11 +1,20 @@
 """The page of a search a combination index answers (search/combos.py): one range of ``ix_idx_combo_value`` in the
-general search's order (the date descending, then the id), joined to the current rows for their content."""
+general search's order (the date descending, then the id), joined to the current rows for their content.
+
+On PostgreSQL it runs straight on the driver as a prepared statement, its text literals in its text: its plan is
+the index range whatever the values, so unlike the general search's statements (planned for their values: a
+patient's rows among a million, store/engine.py) it is parsed and planned once per connection, not per search.
+Measured at 500,000 Observations: planning cost PostgreSQL as much as running it (0.23 ms each), and SQLAlchemy's
+execution and result handling a third of the search's Python.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sqlalchemy import and_, literal, select
+from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
+from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from fhir_server.search.combos import THIS_SYSTEM, ComboMatch
@@ -49,3 +58,26 @@ def combo_page(query: SearchQuery, found: ComboMatch, keyset: Keyset | None, b: 
         .order_by(*order)
         .limit(query.count + 1)
     )
+
+
+class PreparedPage:
+    """A page statement compiled once for psycopg, its text literals inlined (the planner knows them, and only
+    the query's values are parameters)."""
+
+    def __init__(self, statement: Any, values: set[str]) -> None:
+        """``values``: the names of the parameters that hold the query's values (search_shapes.Binder)."""
+        compiled = statement.compile(dialect=_PG)
+        sql, defaults = str(compiled), dict(compiled.params)
+        for name, value in list(defaults.items()):
+            if isinstance(value, str) and name not in values:  # a literal of the shape, not a value
+                sql = sql.replace(f"%({name})s", "'" + value.replace("'", "''") + "'")
+                del defaults[name]
+        self.sql, self.defaults = sql, defaults
+
+    def rows(self, conn: Connection, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        with conn.connection.driver_connection.cursor() as cursor:
+            cursor.execute(self.sql, {**self.defaults, **params}, prepare=True)
+            return cursor.fetchall()
+
+
+_PG = pg_dialect.dialect()

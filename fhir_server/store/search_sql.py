@@ -22,9 +22,9 @@ from fhir_server.search.query import SearchQuery, SortKey
 from fhir_server.search.types.string import PART as STRING_PART
 from fhir_server.store.records import Stored
 from fhir_server.store.search_clauses import clause_sql
-from fhir_server.store.search_combo import combo_page
+from fhir_server.store.search_combo import PreparedPage, combo_page
 from fhir_server.store.search_includes import run_includes
-from fhir_server.store.search_shapes import PLANS, Binder, Keyset
+from fhir_server.store.search_shapes import PLANS, Binder, Keyset, Plan
 from fhir_server.store.tables import INDEX_TABLES, resources
 
 _MAX_STR, _MIN_STR = "\U0010ffff", ""
@@ -124,6 +124,7 @@ def _statements(query: SearchQuery, keyset: Keyset | None, b: Binder) -> dict[st
     combo = combos.match(query)
     if combo is not None:  # the page from one range of a combination index, in the order computed below
         statements["page"] = combo_page(query, combo, keyset, b, _after)
+        statements["prepared"] = None  # its PostgreSQL text, made on first use (search_combo.PreparedPage)
         return statements
 
     keys = [_sort_expression(query.resource_type, k).label(f"k{i}") for i, k in enumerate(query.sort)]
@@ -173,23 +174,34 @@ def run_search(conn: Connection, query: SearchQuery) -> Page:
     if "page" not in plan.statements:
         return Page([], total, None, None)
 
-    rows = conn.execute(plan.statements["page"], params).all()
+    rows = _page_rows(conn, plan, params)
     more = len(rows) > query.count
     rows = rows[: query.count]
     flip = keyset is not None and keyset.direction == "prev"
     if flip:
         rows.reverse()
-    page = [Stored(r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, r.content) for r in rows]
+    # (resource_type, id, version_id, last_updated, deleted, content, k0, k1, ...): both statements' columns
+    page = [Stored(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
     if total is None and not query.cursor and not more:
         total = len(page)
     sort_keys = len(query.sort)
 
     def key_of(row: Any) -> list[Any]:
-        return [getattr(row, f"k{i}") for i in range(sort_keys)] + [row.id]
+        return [row[6 + i] for i in range(sort_keys)] + [row[1]]
 
     next_cursor = encode_cursor(key_of(rows[-1])) if rows and (more if not flip else True) else None
     prev_cursor = encode_cursor(key_of(rows[0]), "prev") if rows and (query.cursor and (not flip or more)) else None
     return Page(page, total, next_cursor, prev_cursor)
+
+
+def _page_rows(conn: Connection, plan: Plan, params: dict[str, Any]) -> list[Any]:
+    statements = plan.statements
+    if "prepared" in statements and conn.dialect.name == "postgresql":
+        prepared = statements["prepared"]
+        if prepared is None:  # two threads may both make it: either text will do
+            prepared = statements["prepared"] = PreparedPage(statements["page"], set(plan.derived))
+        return prepared.rows(conn, params)
+    return conn.execute(statements["page"], params).all()
 
 
 class SearchOutcome:
