@@ -6,9 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.types import Scope
 
-from fhir_server.api.http import request_origin
+from fhir_server.api.http import request_origin, request_target
 from fhir_server.auth import urls
 from fhir_server.auth.audit import OUTCOME_MINOR_FAILURE, Access
 from fhir_server.auth.caller import Caller
@@ -53,17 +52,9 @@ async def _fhir(request: Request, caller: Annotated[Caller, Depends(_caller)]) -
     client = request.client.host if request.client else None
     if not caller.authenticated:
         return state.fhir.for_reader(_reader(caller, client))
-    target = _target(request.scope)
+    target = request_target(request.scope)
     guarded = GuardedInteractions.bind(state.fhir, caller, state.access, state.audit, client, target)
     return guarded.for_reader(_reader(caller, client))
-
-
-def _target(scope: Scope) -> str:
-    """path?query of the request, for the audit record of a search: ``request.url``'s spelling (a ``?`` or ``#``
-    inside the path escaped) without building the URL."""
-    path = scope["path"].replace("?", "%3F").replace("#", "%23")
-    query = scope.get("query_string", b"")
-    return f"{path}?{query.decode('utf-8', 'replace')}" if query else path
 
 
 def _reader(caller: Caller, client: str | None) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import Request
 from starlette.datastructures import URL
 from starlette.responses import Response
+from starlette.types import Scope
 
 from fhir_server import fhirjson
 from fhir_server.config import Settings
@@ -50,6 +51,14 @@ def request_origin(request: Request) -> str:
     host = next((value for key, value in scope["headers"] if key == b"host"), None)
     server = scope.get("server")
     return _origin(scope.get("scheme", "http"), host, tuple(server) if server else None)
+
+
+def request_target(scope: Scope) -> str:
+    """path?query of the request, for the audit record of a search: ``request.url``'s spelling (a ``?`` or ``#``
+    inside the path escaped) without building the URL."""
+    path = scope["path"].replace("?", "%3F").replace("#", "%23")
+    query = scope.get("query_string", b"")
+    return f"{path}?{query.decode('utf-8', 'replace')}" if query else path
 
 
 @lru_cache(maxsize=128)

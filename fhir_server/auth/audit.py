@@ -207,20 +207,16 @@ class AuditWriter:
             self._stop.wait(FLUSH_SECONDS)
             self.flush()
 
-    def flush(self) -> int:
+    def flush(self, wait: float = -1) -> int:
         """Store what is queued; on a database error keep it for the next attempt.  Returns how many.  One flush
         at a time: a caller's flush (shutdown, a test) waits for the writer's batch in flight, so every record
-        queued before the call is stored when it returns."""
-        with self._flush_lock:
-            return self._flush()
-
-    def _flush_within(self, seconds: float) -> None:
-        """A flush that gives up waiting for a writer stuck on the database (shutdown must end)."""
-        if not self._flush_lock.acquire(timeout=seconds):
-            log.error("audit flush at shutdown gave up: the writer's batch is stuck on the database")
-            return
+        queued before the call is stored when it returns; ``wait`` seconds at most (shutdown must end even when
+        the writer is stuck on the database), or for as long as it takes (-1)."""
+        if not self._flush_lock.acquire(timeout=wait):
+            log.error("audit flush gave up after %.0f s: the writer's batch is stuck on the database", wait)
+            return 0
         try:
-            self._flush()
+            return self._flush()
         finally:
             self._flush_lock.release()
 
@@ -252,4 +248,4 @@ class AuditWriter:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._flush_within(5)
+        self.flush(wait=5)

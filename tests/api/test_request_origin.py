@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 from starlette.requests import Request
 
-from fhir_server.api.http import request_origin
-from fhir_server.deps import _target
+from fhir_server.api.http import request_origin, request_target
 
 HOSTS = [
     b"example.org",
@@ -56,4 +55,4 @@ def test_request_origin_is_the_base_url(scheme, host):
 def test_the_audit_target_is_the_request_urls_path_and_query(path, query):
     url = _request("http", b"example.org", path, query).url
     expected = url.path + (f"?{url.query}" if url.query else "")
-    assert _target(_request("http", b"example.org", path, query).scope) == expected
+    assert request_target(_request("http", b"example.org", path, query).scope) == expected

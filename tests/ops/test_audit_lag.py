@@ -119,3 +119,26 @@ def test_a_flush_returns_only_once_the_batch_in_flight_is_stored(backend):
             flusher.join(timeout=15)
             assert not flusher.is_alive()
             assert _gauge(client, "fhir_server_audit_records_stored_total") == stored_before + READS
+
+
+def test_a_flush_with_a_time_limit_gives_up_on_a_writer_stuck_on_the_database(backend, caplog):
+    """Shutdown's flush waits 5 s at most for the batch in flight (the server must stop), says so, and leaves the
+    records queued: nothing is counted as stored that was not."""
+    with fresh_database(backend) as url:
+        upgrade(url)
+        settings = settings_for(url, auth_required=True, sqlite_busy_timeout_ms=5000)
+        with app_client(settings) as client:
+            headers = {"Authorization": f"Bearer {_token(client)}"}
+            patient = f"stuck-{uuid.uuid4().hex[:8]}"
+            client.put(f"/fhir/Patient/{patient}", json={"resourceType": "Patient", "id": patient}, headers=headers)
+            audit = client.app.state.audit
+            wait_until(lambda: _gauge(client, "fhir_server_audit_queue_depth") == 0, "nothing queued", timeout=10)
+            with _writes_refused(url):
+                assert client.get(f"/fhir/Patient/{patient}", headers=headers).status_code == 200
+                time.sleep(0.5)  # the writer has taken the read's record and waits on the lock
+                started = time.monotonic()
+                assert audit.flush(wait=0.3) == 0
+                assert 0.25 <= time.monotonic() - started < 3
+                assert "audit flush gave up" in caplog.text
+                assert audit.backlog()[0] >= 1  # the record is still held, not lost
+            wait_until(lambda: audit.backlog()[0] == 0, "the record stored once the database answers", timeout=15)
