@@ -88,6 +88,7 @@ class ComboMatch:
     # The one type the reference parameter holds (patient: Patient), or None.  A type the query names is a value,
     # compared with it in SQL (patient:Group=x matches nothing), never here: the statement is kept per shape.
     implied_type: str | None = None
+    extras: tuple[Any, ...] = ()  # the query's other clauses, applied to the rows as the general search does
 
     @property
     def mode(self) -> str:
@@ -98,9 +99,10 @@ class ComboMatch:
 
 def match(query: SearchQuery) -> ComboMatch | None:
     """The combination that answers this query's page, or None.  Only its shape decides (the statement is kept per
-    shape, store/search_shapes.py): two plain clauses, one value each, a typed reference and a code, sorted by the
-    combination's date, newest first."""
-    if len(query.sort) != 1 or not query.sort[0].descending or len(query.clauses) != 2:
+    shape, store/search_shapes.py): a plain clause with one typed reference and one with one code, sorted by the
+    combination's date, newest first.  Any other clauses (``status=final``, the compartment a patient token adds)
+    filter the rows of that one client and code as the general search would: the range they walk is that small."""
+    if len(query.sort) != 1 or not query.sort[0].descending:
         return None
     for combo in combos_for(query.resource_type):
         if query.sort[0].param.code != combo.sort or query.sort[0].param.row_params != (combo.sort,):
@@ -113,20 +115,19 @@ def match(query: SearchQuery) -> ComboMatch | None:
 
 def _pair(clauses: Iterable[Any], combo: Combo) -> ComboMatch | None:
     reference = token = implied = None
+    extras = []
     for clause in clauses:
         condition = _single(clause)
-        if condition is None:
-            return None
-        code = clause.param.code
-        if code in combo.references and isinstance(condition, ReferenceMatch) and _typed(clause, condition):
+        code = clause.param.code if condition is not None else None
+        if reference is None and code in combo.references and _typed(clause, condition):
             reference, implied = condition, _implied_type(clause)
-        elif code == combo.token and isinstance(condition, TokenMatch) and condition.code and not condition.text:
+        elif token is None and code == combo.token and _a_code(condition):
             token = condition
         else:
-            return None
+            extras.append(clause)
     if reference is None or token is None:
         return None
-    return ComboMatch(combo, reference, token, implied)
+    return ComboMatch(combo, reference, token, implied, tuple(extras))
 
 
 def _single(clause: Any) -> Any:
@@ -137,10 +138,15 @@ def _single(clause: Any) -> Any:
     return clause.conditions[0]
 
 
-def _typed(clause: Clause, condition: ReferenceMatch) -> bool:
+def _a_code(condition: Any) -> bool:
+    """One code, in a system, without one or in any (not ``s|``, which is every code of a system; not :text)."""
+    return isinstance(condition, TokenMatch) and bool(condition.code) and condition.text is None
+
+
+def _typed(clause: Clause, condition: Any) -> bool:
     """A relative reference with its type (``Patient/x``, or ``patient=x``, typed by its parameter): an id alone
     may name any type, an absolute URL is matched as a URL."""
-    if not condition.target_id or condition.url is not None:
+    if not isinstance(condition, ReferenceMatch) or not condition.target_id or condition.url is not None:
         return False
     return bool(condition.target_type or _implied_type(clause))
 

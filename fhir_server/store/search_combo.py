@@ -19,6 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from fhir_server.search.combos import THIS_SYSTEM, ComboMatch
 from fhir_server.search.query import SearchQuery
+from fhir_server.store.search_clauses import clause_sql
 from fhir_server.store.search_shapes import Binder, Keyset
 from fhir_server.store.tables import idx_combo, resources
 
@@ -42,6 +43,7 @@ def combo_page(query: SearchQuery, found: ComboMatch, keyset: Keyset | None, b: 
         # patient:Group=x: the parameter holds Patients only, so a type named in the query must be that type (a
         # value, so compared here: a Group subject's rows are keyed Group and would otherwise match)
         conditions.append(b(found.reference, "target_type") == literal(found.implied_type))
+    conditions += [clause_sql(query.resource_type, clause, b) for clause in found.extras]
     key_columns = [_c.sort_at, _c.resource_id]
     descending = [True, False]
     flip = keyset is not None and keyset.direction == "prev"
@@ -66,11 +68,13 @@ class PreparedPage:
 
     def __init__(self, statement: Any, values: set[str]) -> None:
         """``values``: the names of the parameters that hold the query's values (search_shapes.Binder)."""
-        compiled = statement.compile(dialect=_PG)
+        # An IN list of the shape (a compartment's parameter codes) rendered out: its length is the shape's too.
+        compiled = statement.compile(dialect=_PG, compile_kwargs={"render_postcompile": True})
         sql, defaults = str(compiled), dict(compiled.params)
         for name, value in list(defaults.items()):
             if isinstance(value, str) and name not in values:  # a literal of the shape, not a value
-                sql = sql.replace(f"%({name})s", "'" + value.replace("'", "''") + "'")
+                # quoted for SQL, and a % doubled for psycopg (a LIKE pattern of the compartment clause)
+                sql = sql.replace(f"%({name})s", "'" + value.replace("'", "''").replace("%", "%%") + "'")
                 del defaults[name]
         self.sql, self.defaults = sql, defaults
 

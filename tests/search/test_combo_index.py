@@ -6,6 +6,7 @@ deletions, another client, a Group subject, an absolute reference)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +21,9 @@ from fhir_server.store.search_shapes import PLANS, Binder, walk
 from fhir_server.store.search_sql import _statements
 from tests.api.fhir import put
 from tests.search.helpers import create, search
+from tests.support.access_data import admin
 from tests.support.databases import POSTGRES_ENV, postgres_admin_url, postgres_database
+from tests.support.tokens import client_for, mint
 
 
 def _observation(patient: str, codings: list[dict[str, str]], when: dict[str, Any] | None, **more: Any) -> dict:
@@ -43,6 +46,7 @@ def measured(shared_client: httpx.Client, shared_uid: str) -> dict[str, str]:
 
     made = [_observation(a, [x], at(day)) for day in (1, 2, 3, 4, 5, 6, 7)] + [
         _observation(a, [x], at(4)),  # a tie with day 4: the id decides
+        _observation(a, [x], at(3, 12), status="preliminary"),  # filtered out by status=final
         _observation(a, [x, x_other], at(8)),  # one code in two systems: met once by "x"
         _observation(a, [x_bare], at(9)),  # no system
         _observation(a, [x], None),  # no date: last
@@ -62,10 +66,11 @@ def measured(shared_client: httpx.Client, shared_uid: str) -> dict[str, str]:
     return {"a": a, "b": b, "system": system, "other": other}
 
 
-def _pages(client: httpx.Client, params: dict[str, str]) -> list[str]:
+def _pages(client: httpx.Client, params: dict[str, str] | list[tuple[str, str]]) -> list[str]:
     """Every match's id, following the next links."""
     found: list[str] = []
-    bundle = search(client, "/Observation", {**params, "_count": "3"})
+    listed = list(params.items()) if isinstance(params, dict) else list(params)
+    bundle = search(client, "/Observation", [*listed, ("_count", "3")])
     while True:
         found += [e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"]
         link = next((link["url"] for link in bundle.get("link", []) if link["relation"] == "next"), None)
@@ -88,21 +93,28 @@ QUERIES = [
     lambda m: {"patient": f"Patient/{m['a']}", "code": "x"},
     lambda m: {"patient:Group": m["a"], "code": "x"},  # the patient parameter holds Patients only: nothing
     lambda m: {"patient": "nobody", "code": "x"},
+    # other clauses filter the client's rows of that code, as the general search does
+    lambda m: {"patient": m["a"], "code": "x", "status": "final"},
+    lambda m: {"patient": m["a"], "code": "x", "date": "ge2026-03-05"},
+    lambda m: [("patient", m["a"]), ("code", "x"), ("code", f"{m['other']}|x")],
+    lambda m: [("subject", m["a"]), ("patient", m["a"]), ("code", "x")],
 ]
 
 
 @pytest.mark.parametrize("query", range(len(QUERIES)))
 def test_the_combination_pages_exactly_as_the_general_search(shared_client, measured, query):
     params = QUERIES[query](measured)
-    combined = _pages(shared_client, {**params, "_sort": "-date"})
-    general = _pages(shared_client, {**params, "_sort": "-date,_id"})
+    listed = list(params.items()) if isinstance(params, dict) else params
+    combined = _pages(shared_client, [*listed, ("_sort", "-date")])
+    general = _pages(shared_client, [*listed, ("_sort", "-date,_id")])
     assert combined == general
+    assert combos.match(_query("&".join(f"{k}={v}" for k, v in [*listed, ("_sort", "-date")]))) is not None
 
 
 def test_the_data_holds_the_cases_it_was_made_for(shared_client, measured):
     """The comparison above means something only if the combination's answers are the ones expected."""
     a = _pages(shared_client, {"patient": measured["a"], "code": "x", "_sort": "-date"})
-    assert len(a) == 11  # 13 with x (one of them in two systems), less one deleted and one changed to y; not the
+    assert len(a) == 12  # 14 with x (one of them in two systems), less one deleted and one changed to y; not the
     # Group's, nor the one naming the client by another server's URL
     bare = _pages(shared_client, {"patient": measured["a"], "code": "|x", "_sort": "-date"})
     assert len(bare) == 1
@@ -113,11 +125,35 @@ def test_the_data_holds_the_cases_it_was_made_for(shared_client, measured):
     assert dates[-1] is None  # no date: last
 
 
+def test_a_patient_token_pages_exactly_as_the_general_search(guarded):
+    """A patient token's search carries the compartment access control adds (its patient, and no other patient
+    named): the combination walks the client's rows and applies it, as the general search does."""
+    uid = uuid.uuid4().hex[:10]
+    system, p, other = f"urn:combo:{uid}", f"combo-p-{uid}", f"combo-o-{uid}"
+    with admin(guarded) as c:
+        for patient in (p, other):
+            assert c.put(f"/Patient/{patient}", json={"resourceType": "Patient", "id": patient}).status_code == 201
+        for day in range(1, 8):
+            more = {"performer": [{"reference": f"Patient/{other}"}]} if day in (3, 6) else {}  # not p's alone
+            body = _observation(p, [{"system": system, "code": "x"}], {"effectiveDateTime": f"2026-04-0{day}"}, **more)
+            assert c.post("/Observation", json=body).status_code == 201
+    token = mint(guarded, "patient/Observation.rs", patient=p)
+    with client_for(guarded, token) as c:
+        listed = [("patient", p), ("code", f"{system}|x")]
+        combined = _pages(c, [*listed, ("_sort", "-date")])
+        general = _pages(c, [*listed, ("_sort", "-date,_id")])
+    assert combined == general
+    assert len(combined) == 5  # the two that also name another patient are not this token's
+
+
 # -- which queries the combination answers ------------------------------------------------------------------------
 ANSWERED = [
     "subject=Patient/p&code=s|c&_sort=-date",
     "patient=p&code=c&_sort=-date",
     "code=|c&subject:Patient=p&_sort=-date&_count=5",
+    "patient=p&code=c&status=final&_sort=-date",  # other clauses filter the rows
+    "patient=p&code=c&code=d&_sort=-date",
+    "subject=p&patient=q&code=c&_sort=-date",
     "patient:Group=p&code=c&_sort=-date",  # answered, and matches nothing (a Group is no patient)
 ]
 NOT_ANSWERED = [
@@ -130,8 +166,8 @@ NOT_ANSWERED = [
     "patient=p&code:not=c&_sort=-date",
     "patient=p&code:text=c&_sort=-date",
     "patient=p&code=s|&_sort=-date",
-    "patient=p&code=c&status=final&_sort=-date",
     "patient=p&patient=q&_sort=-date",
+    "status=final&code=c&_sort=-date",
     "patient=p,q&code=c&_sort=-date",
 ]
 
