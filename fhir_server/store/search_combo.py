@@ -10,6 +10,9 @@ execution and result handling a third of the search's Python.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import and_, literal, select
@@ -20,7 +23,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from fhir_server.search.combos import THIS_SYSTEM, ComboMatch
 from fhir_server.search.query import SearchQuery
 from fhir_server.store.search_clauses import clause_sql
-from fhir_server.store.search_shapes import Binder, Keyset
+from fhir_server.store.search_shapes import PLANS_KEPT, Binder, Keyset
 from fhir_server.store.tables import idx_combo, resources
 
 _c, _r = idx_combo.c, resources.c
@@ -59,12 +62,36 @@ def combo_page(query: SearchQuery, found: ComboMatch, keyset: Keyset | None, b: 
         .where(*conditions)
         .order_by(*order)
         .limit(query.count + 1)
+        .execution_options(**{PREPARED: True})
     )
+
+
+PREPARED = "fhir_prepared"  # the execution option that marks a page statement to run prepared on PostgreSQL
 
 
 class PreparedPage:
     """A page statement compiled once for psycopg, its text literals inlined (the planner knows them, and only
     the query's values are parameters)."""
+
+    _made: OrderedDict[Any, PreparedPage] = OrderedDict()  # by statement (kept ones: search_shapes.PLANS)
+    _lock = threading.Lock()
+
+    @classmethod
+    def of(cls, statement: Any, values: Iterable[str]) -> PreparedPage | None:
+        """The statement's prepared form if it is marked for one (made on first use), else None."""
+        if not statement.get_execution_options().get(PREPARED):
+            return None
+        with cls._lock:
+            made = cls._made.get(statement)
+            if made is not None:
+                cls._made.move_to_end(statement)
+                return made
+        made = cls(statement, set(values))
+        with cls._lock:
+            cls._made[statement] = made
+            while len(cls._made) > PLANS_KEPT:
+                cls._made.popitem(last=False)
+        return made
 
     def __init__(self, statement: Any, values: set[str]) -> None:
         """``values``: the names of the parameters that hold the query's values (search_shapes.Binder)."""

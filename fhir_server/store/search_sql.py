@@ -124,7 +124,6 @@ def _statements(query: SearchQuery, keyset: Keyset | None, b: Binder) -> dict[st
     combo = combos.match(query)
     if combo is not None:  # the page from one range of a combination index, in the order computed below
         statements["page"] = combo_page(query, combo, keyset, b, _after)
-        statements["prepared"] = None  # its PostgreSQL text, made on first use (search_combo.PreparedPage)
         return statements
 
     keys = [_sort_expression(query.resource_type, k).label(f"k{i}") for i, k in enumerate(query.sort)]
@@ -195,13 +194,10 @@ def run_search(conn: Connection, query: SearchQuery) -> Page:
 
 
 def _page_rows(conn: Connection, plan: Plan, params: dict[str, Any]) -> list[Any]:
-    statements = plan.statements
-    if "prepared" in statements and conn.dialect.name == "postgresql":
-        prepared = statements["prepared"]
-        if prepared is None:  # two threads may both make it: either text will do
-            prepared = statements["prepared"] = PreparedPage(statements["page"], set(plan.derived))
+    page = plan.statements["page"]
+    if conn.dialect.name == "postgresql" and (prepared := PreparedPage.of(page, plan.derived)) is not None:
         return prepared.rows(conn, params)
-    return conn.execute(statements["page"], params).all()
+    return conn.execute(page, params).all()
 
 
 class SearchOutcome:

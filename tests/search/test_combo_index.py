@@ -13,11 +13,14 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from sqlalchemy import create_engine
 
 from fhir_server.search import combos
 from fhir_server.search.query import parse_search
 from fhir_server.search.registry import default_registry
-from fhir_server.store.search_shapes import PLANS, Binder, walk
+from fhir_server.store.engine import normalise_url
+from fhir_server.store.search_combo import PreparedPage
+from fhir_server.store.search_shapes import PLANS, Binder, values_for, walk
 from fhir_server.store.search_sql import _statements
 from tests.api.fhir import put
 from tests.search.helpers import create, search
@@ -218,6 +221,17 @@ def test_postgresql_reads_the_page_from_the_combination_index(postgres):
         plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + str(compiled), compiled.params).fetchall())
     assert "ix_idx_combo_value" in plan, plan
     assert "Sort" not in plan.replace("Sort Key", ""), plan  # the index's order is the page's order
+    # and the server runs it prepared on the driver, its shape's literals in its text and the values bound
+    binder = Binder(slots)
+    statement = _statements(query, None, binder)["page"]
+    prepared = PreparedPage.of(statement, binder.derived)
+    assert prepared is not None and PreparedPage.of(statement, binder.derived) is prepared
+    assert "'subject+code:-date'" in prepared.sql and "'Patient'" in prepared.sql
+    engine = create_engine(normalise_url(postgres))
+    with engine.connect() as conn:
+        _, values = walk(query, None)
+        assert prepared.rows(conn, values_for(binder.derived, values)) == []
+    engine.dispose()
     PLANS.clear()
 
 

@@ -152,7 +152,7 @@ def _indexed_rows(resource_type: str, resource: dict[str, Any]) -> dict[tuple[st
     out: dict[tuple[str, str], set] = {}
     for table, rows in INDEXER.index_rows(resource_type, resource).items():
         for row in rows:
-            if table != "series":
+            if table not in ("series", "report", "combo"):  # indexes made from the search rows, not parameters
                 out.setdefault((table, row["param"]), set()).add(_key(row))
     return out
 
