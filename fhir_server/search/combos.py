@@ -21,12 +21,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from fhir_server.search.conditions import ReferenceMatch, TokenMatch
 from fhir_server.search.fhirdate import MIN_DATE
 from fhir_server.search.query import Clause, SearchQuery
-from fhir_server.search.registry import Registry
+from fhir_server.search.registry import Registry, SearchParam, spec_parameters
 from fhir_server.search.types import MODULES
 
 ANY_SYSTEM, NO_SYSTEM, THIS_SYSTEM = "*", "-", "="
@@ -39,6 +40,15 @@ class Combo:
     references: tuple[str, ...]  # reference parameters whose typed values (Type/id) key the rows
     token: str  # the token parameter whose codes key the rows
     sort: str  # the date parameter the rows are ordered by, newest first
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        return (*self.references, self.token, self.sort)
+
+    def designed(self, registry: Registry) -> bool:
+        """Whether the registry's parameters of these codes are the R4 ones the combination was made for (an
+        operator's SearchParameter of the same code takes their place: custom.py)."""
+        return all(_designed(registry.get(self.resource_type, code)) for code in self.codes)
 
     def rows(self, index: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         """This combination's rows for a resource, from its search-index rows (table kind → rows)."""
@@ -78,6 +88,22 @@ def combos_for(resource_type: str) -> list[Combo]:
     return [combo for combo in COMBOS if combo.resource_type == resource_type]
 
 
+@cache
+def _spec() -> dict[tuple[str, str], SearchParam]:
+    return {(param.base, param.code): param for param in spec_parameters()}
+
+
+def _designed(param: SearchParam | None) -> bool:
+    """A parameter with R4's definition, whose rows the combination's rows are made from.  A SearchParameter that
+    redefines one (``subject`` as ``Observation.performer``) indexes other rows under its code: a query naming it
+    takes the general search, and the combination keeps its rows from R4's definitions (``rows_of``).  The
+    expression is part of a query's shape (store/search_shapes.py), so a kept plan follows the same decision."""
+    if param is None:
+        return False
+    spec = _spec().get((param.base, param.code))
+    return spec is not None and spec.type == param.type and spec.expression == param.expression
+
+
 @dataclass(frozen=True)
 class ComboMatch:
     """A query a combination answers: which combination, and the clauses holding its reference and its code."""
@@ -105,7 +131,8 @@ def match(query: SearchQuery) -> ComboMatch | None:
     if len(query.sort) != 1 or not query.sort[0].descending:
         return None
     for combo in combos_for(query.resource_type):
-        if query.sort[0].param.code != combo.sort or query.sort[0].param.row_params != (combo.sort,):
+        sort = query.sort[0].param
+        if sort.code != combo.sort or sort.row_params != (combo.sort,) or not _designed(sort):
             continue
         found = _pair(query.clauses, combo)
         if found is not None:
@@ -135,6 +162,8 @@ def _single(clause: Any) -> Any:
         return None
     if clause.param.row_params != (clause.param.code,):  # a union parameter searches other parameters' rows
         return None
+    if not _designed(clause.param):
+        return None
     return clause.conditions[0]
 
 
@@ -157,17 +186,15 @@ def _implied_type(clause: Clause) -> str | None:
     return getattr(clause.param.evaluator, "reference_type", None)
 
 
-def rows_of(resource_type: str, resource: dict[str, Any], registry: Registry) -> list[dict[str, Any]]:
-    """A stored resource's combination rows, evaluating only the parameters they combine (filling the index of
-    resources stored before it existed: migration 0019)."""
-    found = []
-    for combo in combos_for(resource_type):
-        index: dict[str, list[dict[str, Any]]] = {}
-        for code in (*combo.references, combo.token, combo.sort):
-            param = registry.get(resource_type, code)
-            if param is None or param.evaluator is None or param.type not in ("reference", "token", "date"):
-                continue
-            for row in MODULES[param.type].index(param.evaluator(resource)):
-                index.setdefault(param.type, []).append({**row, "param": code})
-        found += combo.rows(index)
-    return found
+def rows_of(combo: Combo, resource: dict[str, Any]) -> list[dict[str, Any]]:
+    """A resource's rows of a combination, from R4's definitions of the parameters it combines, evaluated on their
+    own: for the resources stored before the index existed (migration 0019), and while an operator's
+    SearchParameter redefines one of them (search/indexer.py)."""
+    index: dict[str, list[dict[str, Any]]] = {}
+    for code in combo.codes:
+        param = _spec().get((combo.resource_type, code))
+        if param is None or param.evaluator is None:
+            continue
+        for row in MODULES[param.type].index(param.evaluator(resource)):
+            index.setdefault(param.type, []).append({**row, "param": code})
+    return combo.rows(index)

@@ -8,7 +8,7 @@ from typing import Any
 
 from fhir_server.reporting.facts import report_rows
 from fhir_server.scoring.series_index import series_rows
-from fhir_server.search.combos import combos_for
+from fhir_server.search.combos import combos_for, rows_of
 from fhir_server.search.paths import compile_component
 from fhir_server.search.registry import Registry, SearchParam
 from fhir_server.search.types import MODULES, token
@@ -111,8 +111,8 @@ class SearchIndexer:
                     _add(rows, "token", step.extra, token.index(identifiers))
             elif step.kind == "token":  # Identifier.type, for the :of-type modifier
                 _add(rows, "token", step.extra, _identifier_types(values))
-        for combo in combos_for(resource_type):  # the combination index, made from the rows above
-            if found := combo.rows(rows):
+        for combo in combos_for(resource_type):  # the combination index, made from the rows above (or R4's)
+            if found := combo.rows(rows) if combo.designed(self.registry) else rows_of(combo, resource):
                 rows.setdefault("combo", []).extend(found)
         if resource_type in SERIES_TYPES:  # the clinical series index, replaced with the search rows
             for row in series_rows(resource_type, resource):

@@ -94,7 +94,7 @@ def walk(query: SearchQuery, keyset: Keyset | None, slots: Slots | None = None) 
     values: list[Any] = []
     _node(query.clauses, shape, values, slots, {})
     for key in query.sort:
-        shape += [key.param.code, key.param.type, key.param.row_params, key.descending]
+        shape += [key.param.code, key.param.type, key.param.row_params, key.param.expression, key.descending]
     if keyset is None:
         shape.append(None)
     else:
@@ -108,7 +108,8 @@ def walk(query: SearchQuery, keyset: Keyset | None, slots: Slots | None = None) 
 
 def _node(node: Any, shape: list[Any], values: list[Any], slots: Slots | None, seen: dict[int, int]) -> None:
     if isinstance(node, SearchParam):
-        shape.append((node.code, node.type, node.row_params))
+        # its expression too: whether a combination index answers depends on it (search/combos.py)
+        shape.append((node.code, node.type, node.row_params, node.expression))
     elif isinstance(node, list | tuple):
         shape.append(len(node))
         for item in node:

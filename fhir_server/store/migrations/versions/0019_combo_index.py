@@ -25,7 +25,6 @@ COLUMNS = (
 
 def upgrade() -> None:
     from fhir_server.search.combos import COMBOS, rows_of
-    from fhir_server.search.registry import default_registry
 
     op.create_table(
         "idx_combo",
@@ -46,10 +45,10 @@ def upgrade() -> None:
         ["resource_type", "param", "ref_id", "code", "ref_type", "token_mode", "system", sa.text("sort_at DESC"),
          "resource_id"],
     )  # fmt: skip
-    registry = default_registry()
     table = sa.table("idx_combo", *(sa.column(name) for name in COLUMNS))
     bind = op.get_bind()
-    for resource_type in sorted({combo.resource_type for combo in COMBOS}):
+    for combo in COMBOS:
+        resource_type = combo.resource_type
         after = ""
         while True:
             found = bind.execute(
@@ -64,7 +63,7 @@ def upgrade() -> None:
             rows = [
                 {**row, "resource_type": resource_type, "resource_id": resource_id}
                 for resource_id, content in found
-                for row in rows_of(resource_type, orjson.loads(content or "{}"), registry)
+                for row in rows_of(combo, orjson.loads(content or "{}"))
             ]
             if rows:
                 bind.execute(table.insert(), rows)
