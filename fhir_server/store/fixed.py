@@ -19,6 +19,7 @@ statements are planned for their values like every other statement (the connecti
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -75,21 +76,31 @@ def _plans_settled(conn: Connection, driver: Any) -> bool:
     return settled
 
 
+def psycopg_text(
+    statement: Executable, *, inline: bool = False, values: Collection[str] = (), expand: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """A statement's text for psycopg (named ``%(name)s`` parameters) and the values it binds itself.
+
+    ``inline``: its text literals go into the text, so that a plan made once knows them ("resource_type =
+    'Observation'") and only the caller's ``values`` (parameter names) stay parameters.  ``expand``: an IN list
+    of a fixed length is rendered as that many parameters (SQLAlchemy leaves it to each execution otherwise)."""
+    compiled = statement.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True} if expand else {})
+    sql, defaults = str(compiled), dict(compiled.params)
+    if inline:
+        for name, value in list(defaults.items()):
+            if isinstance(value, str) and name not in values:
+                # quoted for SQL, and a % doubled: psycopg reads %(...)s and %% in the text (a LIKE pattern)
+                sql = sql.replace(f"%({name})s", "'" + value.replace("'", "''").replace("%", "%%") + "'")
+                del defaults[name]
+    return sql, defaults
+
+
 class Fixed:
-    """One statement compiled once for psycopg (named ``%(name)s`` parameters).  With ``keep_plan`` it runs as
-    a prepared statement on a generic plan (module docstring) when it runs inside a transaction."""
+    """One statement compiled once for psycopg.  With ``keep_plan`` it runs as a prepared statement on a generic
+    plan (module docstring) when it runs inside a transaction; its text literals are then in its text."""
 
     def __init__(self, statement: Executable, keep_plan: bool = False) -> None:
-        compiled = statement.compile(dialect=_DIALECT)
-        self.sql = str(compiled)
-        self.defaults = dict(compiled.params)  # values the statement binds itself (its literals)
-        if keep_plan:
-            # A kept plan has its text literals in the text, so that the planner knows them
-            # ("resource_type = 'Observation'") and only the client's values are parameters.
-            for name, value in list(self.defaults.items()):
-                if isinstance(value, str):
-                    self.sql = self.sql.replace(f"%({name})s", "'" + value.replace("'", "''") + "'")
-                    del self.defaults[name]
+        self.sql, self.defaults = psycopg_text(statement, inline=keep_plan)
         self.keep_plan = keep_plan
 
     def fetch(self, conn: Connection, params: dict[str, Any]) -> list[tuple[Any, ...]]:

@@ -149,6 +149,9 @@ def _kind(value: Any) -> str:
 class Plan:
     statements: dict[str, Any]  # "count" and/or "page": SQLAlchemy statements with named bound parameters
     derived: dict[str, tuple[int, Callable[[Any], Any] | None]]
+    # Forms made from the statements on first use, kept as long as the plan (a page's prepared text on PostgreSQL:
+    # store/search_combo.py)
+    made: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
 
 class Plans:

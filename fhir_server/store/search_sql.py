@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -24,6 +24,7 @@ from fhir_server.store.records import Stored
 from fhir_server.store.search_clauses import clause_sql
 from fhir_server.store.search_combo import PreparedPage, combo_page
 from fhir_server.store.search_includes import run_includes
+from fhir_server.store.search_keyset import in_key_order
 from fhir_server.store.search_shapes import PLANS, Binder, Keyset, Plan
 from fhir_server.store.tables import INDEX_TABLES, resources
 
@@ -101,16 +102,6 @@ def _sort_expression(resource_type: str, key: SortKey) -> ColumnElement[Any]:
     return func.coalesce(value, missing)
 
 
-def _after(columns: list[Any], descending: list[bool], values: list[Any]) -> ColumnElement[bool]:
-    """Rows strictly after ``values`` in the order given (lexicographic, each key in its own direction)."""
-    alternatives = []
-    for i, column in enumerate(columns):
-        equal_prefix = [columns[j] == values[j] for j in range(i)]
-        beyond = column < values[i] if descending[i] else column > values[i]
-        alternatives.append(and_(*equal_prefix, beyond))
-    return or_(*alternatives)
-
-
 # -- the search ---------------------------------------------------------------------------------------------
 def _statements(query: SearchQuery, keyset: Keyset | None, b: Binder) -> dict[str, Any]:
     """The count and/or page statements of a query's shape, every value bound through ``b``."""
@@ -123,7 +114,7 @@ def _statements(query: SearchQuery, keyset: Keyset | None, b: Binder) -> dict[st
         return statements
     combo = combos.match(query)
     if combo is not None:  # the page from one range of a combination index, in the order computed below
-        statements["page"] = combo_page(query, combo, keyset, b, _after)
+        statements["page"] = combo_page(query, combo, keyset, b)
         return statements
 
     keys = [_sort_expression(query.resource_type, k).label(f"k{i}") for i, k in enumerate(query.sort)]
@@ -142,13 +133,7 @@ def _statements(query: SearchQuery, keyset: Keyset | None, b: Binder) -> dict[st
         .subquery()
     )
     key_columns = [inner.c[f"k{i}"] for i in range(len(keys))] + [inner.c.id]
-    statement = select(inner)
-    flip = keyset is not None and keyset.direction == "prev"
-    if keyset is not None:
-        after = [b(keyset.values, i) for i in range(len(keyset.values))]
-        statement = statement.where(_after(key_columns, [d != flip for d in descending], after))
-    order = [(col.asc() if (d == flip) else col.desc()) for col, d in zip(key_columns, descending, strict=True)]
-    statements["page"] = statement.order_by(*order).limit(query.count + 1)
+    statements["page"] = in_key_order(select(inner), key_columns, descending, keyset, b, query.count + 1)
     return statements
 
 
@@ -195,7 +180,7 @@ def run_search(conn: Connection, query: SearchQuery) -> Page:
 
 def _page_rows(conn: Connection, plan: Plan, params: dict[str, Any]) -> list[Any]:
     page = plan.statements["page"]
-    if conn.dialect.name == "postgresql" and (prepared := PreparedPage.of(page, plan.derived)) is not None:
+    if conn.dialect.name == "postgresql" and (prepared := PreparedPage.of(plan)) is not None:
         return prepared.rows(conn, params)
     return conn.execute(page, params).all()
 

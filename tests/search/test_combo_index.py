@@ -20,7 +20,7 @@ from fhir_server.search.query import parse_search
 from fhir_server.search.registry import default_registry
 from fhir_server.store.engine import normalise_url
 from fhir_server.store.search_combo import PreparedPage
-from fhir_server.store.search_shapes import PLANS, Binder, values_for, walk
+from fhir_server.store.search_shapes import PLANS, Binder, walk
 from fhir_server.store.search_sql import _statements
 from tests.api.fhir import put
 from tests.search.helpers import create, search
@@ -222,15 +222,14 @@ def test_postgresql_reads_the_page_from_the_combination_index(postgres):
     assert "ix_idx_combo_value" in plan, plan
     assert "Sort" not in plan.replace("Sort Key", ""), plan  # the index's order is the page's order
     # and the server runs it prepared on the driver, its shape's literals in its text and the values bound
-    binder = Binder(slots)
-    statement = _statements(query, None, binder)["page"]
-    prepared = PreparedPage.of(statement, binder.derived)
-    assert prepared is not None and PreparedPage.of(statement, binder.derived) is prepared
+    plan, params = PLANS.plan("postgresql", query, None, lambda b: _statements(query, None, b))
+    prepared = PreparedPage.of(plan)
+    assert prepared is not None and PreparedPage.of(plan) is prepared  # made once, kept with the plan
     assert "'subject+code:-date'" in prepared.sql and "'Patient'" in prepared.sql
+    assert "%(v" in prepared.sql and "'p'" not in prepared.sql  # the values stay parameters
     engine = create_engine(normalise_url(postgres))
     with engine.connect() as conn:
-        _, values = walk(query, None)
-        assert prepared.rows(conn, values_for(binder.derived, values)) == []
+        assert prepared.rows(conn, params) == []
     engine.dispose()
     PLANS.clear()
 
