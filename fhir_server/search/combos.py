@@ -1,8 +1,11 @@
 """Combination indexes: one index row per (reference, code) pair of a resource, ordered by its date, so that the
-product's hottest search, a client's results of one measure newest first (``Observation?subject=Patient/x&code=
-s|c&_sort=-date``: the clinician view, a CDS prefetch), is one range of one index read backwards for a page,
-instead of every Observation of the client probed for its code and its date (issue 23: ~100 look-ups and ~2,000
-index rows per page at 100 Observations a client, however small the page).
+product's hottest searches are one range of one index read in order for a page:
+
+- a client's results of one measure newest first (``Observation?subject=Patient/x&code=s|c&_sort=-date``: the
+  clinician view, a CDS prefetch), instead of every Observation of the client probed for its code and its date
+  (issue 23: ~100 look-ups and ~2,000 index rows per page at 100 Observations a client, however small the page);
+- a client's active Flags (``Flag?patient=x&status=active``: the clinician view, every CDS hook), in the general
+  search's default order (by id), run as one prepared statement instead of two probes planned per request.
 
 Like HAPI FHIR's combo search parameters, a combination matches only the exact equality the query states; any other
 query of the type (another parameter, a modifier, an id without a type, several values) takes the general
@@ -13,7 +16,8 @@ searches both ways.
 A token's three query forms are three row modes, so that each form is one index range and a resource is met once:
 ``s|c`` (``=``, that system), ``|c`` (``-``, no system) and ``c`` (``*``, any system, every coding of that code
 in one row).  The sort key is the one the general search computes: the latest end of the resource's date values
-(``_sort=-date``), and ``MIN_DATE`` (last) when it has none.
+(``_sort=-date``), and ``MIN_DATE`` (last) when it has none; a combination without a sort keeps ``MIN_DATE`` in
+every row, so its range is in id order.
 """
 
 from __future__ import annotations
@@ -39,11 +43,11 @@ class Combo:
     resource_type: str
     references: tuple[str, ...]  # reference parameters whose typed values (Type/id) key the rows
     token: str  # the token parameter whose codes key the rows
-    sort: str  # the date parameter the rows are ordered by, newest first
+    sort: str | None  # the date parameter the rows are ordered by, newest first; None: by id (no _sort)
 
     @property
     def codes(self) -> tuple[str, ...]:
-        return (*self.references, self.token, self.sort)
+        return (*self.references, self.token, *((self.sort,) if self.sort else ()))
 
     def designed(self, registry: Registry) -> bool:
         """Whether the registry's parameters of these codes are the R4 ones the combination was made for (an
@@ -68,7 +72,7 @@ class Combo:
         if not codes:
             return []
         ends = [row["high"] for row in index.get("date", ()) if row["param"] == self.sort and row["high"]]
-        at = max(ends) if ends else MIN_DATE
+        at = max(ends) if ends and self.sort else MIN_DATE
         return [_row(self.name, ref, code, at) for ref in sorted(targets) for code in sorted(codes)]
 
 
@@ -79,9 +83,19 @@ def _row(name: str, ref: tuple[str, str], code: tuple[str, str, str], at: dateti
     }  # fmt: skip
 
 
-# The product's searches (docs/architecture.md, "Search"): a client's scored results of a measure, newest first.
-# ``patient`` is ``subject`` where it is a Patient, so a Patient subject keys both.
-COMBOS: tuple[Combo, ...] = (Combo("subject+code:-date", "Observation", ("subject", "patient"), "code", "date"),)
+# The product's searches (docs/architecture.md, "Search"): a client's scored results of a measure, newest first,
+# and a client's Flags by status.  ``patient`` is ``subject`` where it is a Patient, so a Patient subject keys both.
+COMBOS: tuple[Combo, ...] = (
+    Combo("subject+code:-date", "Observation", ("subject", "patient"), "code", "date"),
+    Combo("subject+status", "Flag", ("subject", "patient"), "status", None),
+)
+
+# Definitions the combinations are made for that R4 does not have: the product's own SearchParameter for Flag
+# status (terminology/searchparameter-flag-status.json, which the library stores at start-up; a test holds them
+# equal).
+PRODUCT_PARAMETERS = (
+    SearchParam("status", "Flag", "token", "Flag.status", url="http://fit-fhir.org/fhir/SearchParameter/Flag-status"),
+)
 
 
 def combos_for(resource_type: str) -> list[Combo]:
@@ -90,11 +104,12 @@ def combos_for(resource_type: str) -> list[Combo]:
 
 @cache
 def _spec() -> dict[tuple[str, str], SearchParam]:
-    return {(param.base, param.code): param for param in spec_parameters()}
+    return {(param.base, param.code): param for param in (*spec_parameters(), *PRODUCT_PARAMETERS)}
 
 
 def _designed(param: SearchParam | None) -> bool:
-    """A parameter with R4's definition, whose rows the combination's rows are made from.  A SearchParameter that
+    """A parameter with R4's definition (or the product's: ``PRODUCT_PARAMETERS``), whose rows the combination's
+    rows are made from.  A SearchParameter that
     redefines one (``subject`` as ``Observation.performer``) indexes other rows under its code: a query naming it
     takes the general search, and the combination keeps its rows from R4's definitions (``rows_of``).  The
     expression is part of a query's shape (store/search_shapes.py), so a kept plan follows the same decision."""
@@ -125,19 +140,27 @@ class ComboMatch:
 
 def match(query: SearchQuery) -> ComboMatch | None:
     """The combination that answers this query's page, or None.  Only its shape decides (the statement is kept per
-    shape, store/search_shapes.py): a plain clause with one typed reference and one with one code, sorted by the
-    combination's date, newest first.  Any other clauses (``status=final``, the compartment a patient token adds)
-    filter the rows of that one client and code as the general search would: the range they walk is that small."""
-    if len(query.sort) != 1 or not query.sort[0].descending:
-        return None
+    shape, store/search_shapes.py): a plain clause with one typed reference and one with one code, sorted as the
+    combination is (its date newest first, or not at all).  Any other clauses (``status=final``, the compartment a
+    patient token adds) filter the rows of that one client and code as the general search would: the range they
+    walk is that small."""
     for combo in combos_for(query.resource_type):
-        sort = query.sort[0].param
-        if sort.code != combo.sort or sort.row_params != (combo.sort,) or not _designed(sort):
+        if not _sorted_as(query, combo):
             continue
         found = _pair(query.clauses, combo)
         if found is not None:
             return found
     return None
+
+
+def _sorted_as(query: SearchQuery, combo: Combo) -> bool:
+    """The query's sort is the combination's: its date newest first, or none (the id order) for one without."""
+    if combo.sort is None:
+        return not query.sort
+    if len(query.sort) != 1 or not query.sort[0].descending:
+        return False
+    sort = query.sort[0].param
+    return sort.code == combo.sort and sort.row_params == (combo.sort,) and _designed(sort)
 
 
 def _pair(clauses: Iterable[Any], combo: Combo) -> ComboMatch | None:
@@ -187,7 +210,7 @@ def _implied_type(clause: Clause) -> str | None:
 
 
 def rows_of(combo: Combo, resource: dict[str, Any]) -> list[dict[str, Any]]:
-    """A resource's rows of a combination, from R4's definitions of the parameters it combines, evaluated on their
+    """A resource's rows of a combination, from the definitions of the parameters it combines, evaluated on their
     own: for the resources stored before the index existed (migration 0019), and while an operator's
     SearchParameter redefines one of them (search/indexer.py)."""
     index: dict[str, list[dict[str, Any]]] = {}

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, literal, select
+from sqlalchemy import DateTime, and_, literal, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from fhir_server.search.combos import THIS_SYSTEM, ComboMatch
+from fhir_server.search.fhirdate import MIN_DATE
 from fhir_server.search.query import SearchQuery
 from fhir_server.store.fixed import psycopg_text
 from fhir_server.store.search_clauses import clause_sql
@@ -45,9 +46,15 @@ def combo_page(query: SearchQuery, found: ComboMatch, keyset: Keyset | None, b: 
         conditions.append(b(found.reference, "target_type") == literal(found.implied_type))
     conditions += [clause_sql(query.resource_type, clause, b) for clause in found.extras]
     joined = idx_combo.join(resources, and_(_r.resource_type == _c.resource_type, _r.id == _c.resource_id))
-    columns = (_r.resource_type, _r.id, _r.version_id, _r.last_updated, _r.deleted, _r.content)
-    statement = select(*columns, _c.sort_at.label("k0")).select_from(joined).where(*conditions)
-    paged = in_key_order(statement, [_c.sort_at, _c.resource_id], [True, False], keyset, b, query.count + 1)
+    columns = [_r.resource_type, _r.id, _r.version_id, _r.last_updated, _r.deleted, _r.content]
+    if found.combo.sort is None:  # the id order: every row's sort_at is MIN_DATE, so the range is in id order
+        conditions.append(_c.sort_at == literal(MIN_DATE, DateTime))
+        keys, descending = [_c.resource_id], [False]
+    else:
+        columns.append(_c.sort_at.label("k0"))
+        keys, descending = [_c.sort_at, _c.resource_id], [True, False]
+    statement = select(*columns).select_from(joined).where(*conditions)
+    paged = in_key_order(statement, keys, descending, keyset, b, query.count + 1)
     return paged.execution_options(**{PREPARED: True})
 
 

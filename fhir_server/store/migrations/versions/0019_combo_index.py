@@ -7,25 +7,18 @@ Revises: 0018
 Create Date: 2026-12-07
 """
 
-import orjson
 import sqlalchemy as sa
 from alembic import op
+
+from fhir_server.store.migrations.combo_fill import fill
 
 revision = "0019"
 down_revision = "0018"
 branch_labels = None
 depends_on = None
 
-BATCH = 1000
-COLUMNS = (
-    "resource_type", "resource_id", "param", "element", "ref_type", "ref_id", "token_mode", "system", "code",
-    "sort_at",
-)  # fmt: skip
-
 
 def upgrade() -> None:
-    from fhir_server.search.combos import COMBOS, rows_of
-
     op.create_table(
         "idx_combo",
         sa.Column("resource_type", sa.String(64), nullable=False),
@@ -45,29 +38,7 @@ def upgrade() -> None:
         ["resource_type", "param", "ref_id", "code", "ref_type", "token_mode", "system", sa.text("sort_at DESC"),
          "resource_id"],
     )  # fmt: skip
-    table = sa.table("idx_combo", *(sa.column(name) for name in COLUMNS))
-    bind = op.get_bind()
-    for combo in COMBOS:
-        resource_type = combo.resource_type
-        after = ""
-        while True:
-            found = bind.execute(
-                sa.text(
-                    "SELECT id, content FROM resources WHERE resource_type = :type AND deleted = :no AND id > :id"
-                    " ORDER BY id LIMIT :limit"
-                ),
-                {"type": resource_type, "no": False, "id": after, "limit": BATCH},
-            ).all()
-            if not found:
-                break
-            rows = [
-                {**row, "resource_type": resource_type, "resource_id": resource_id}
-                for resource_id, content in found
-                for row in rows_of(combo, orjson.loads(content or "{}"))
-            ]
-            if rows:
-                bind.execute(table.insert(), rows)
-            after = found[-1][0]
+    fill(op.get_bind(), "subject+code:-date")  # the Observations' combination (the Flags' came with 0020)
 
 
 def downgrade() -> None:
