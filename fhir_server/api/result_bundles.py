@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,12 +18,16 @@ from fhir_server.search.summary import shape_resource
 from fhir_server.store.records import Stored, instant, utc_now
 
 
-def _link(request: Request, path: str, params: list[tuple[str, str]], cursor: str | None) -> str:
-    kept = [(k, v) for k, v in params if k != "_cursor"]
-    if cursor:
-        kept.append(("_cursor", cursor))
-    query = urlencode(kept)
-    return f"{base_url(request)}/{path}" + (f"?{query}" if query else "")
+def _linker(request: Request, path: str, params: list[tuple[str, str]]) -> Callable[[str | None], str]:
+    """The search's URL with a given paging cursor (or none): its other parameters encoded once for all links."""
+    url = f"{base_url(request)}/{path}"
+    query = urlencode([(k, v) for k, v in params if k != "_cursor"])
+
+    def link(cursor: str | None) -> str:
+        parts = [part for part in (query, urlencode([("_cursor", cursor)]) if cursor else "") if part]
+        return f"{url}?{'&'.join(parts)}" if parts else url
+
+    return link
 
 
 def _resource(stored: Stored) -> Any:
@@ -40,11 +44,12 @@ def searchset(request: Request, path: str, params: list[tuple[str, str]], result
     }
     if outcome.total is not None:
         bundle["total"] = outcome.total
-    links = [{"relation": "self", "url": _link(request, path, params, query.cursor)}]
+    link = _linker(request, path, params)
+    links = [{"relation": "self", "url": link(query.cursor)}]
     if outcome.next_cursor:
-        links.append({"relation": "next", "url": _link(request, path, params, outcome.next_cursor)})
+        links.append({"relation": "next", "url": link(outcome.next_cursor)})
     if outcome.prev_cursor:
-        links.append({"relation": "previous", "url": _link(request, path, params, outcome.prev_cursor)})
+        links.append({"relation": "previous", "url": link(outcome.prev_cursor)})
     bundle["link"] = links
     base = base_url(request)
     entries = [_entry(base, stored, "match", query) for stored in outcome.matches]
@@ -77,9 +82,10 @@ def history(
     next_cursor: str | None,
 ) -> dict[str, Any]:
     base = base_url(request)
-    links = [{"relation": "self", "url": _link(request, path, params, dict(params).get("_cursor"))}]
+    link = _linker(request, path, params)
+    links = [{"relation": "self", "url": link(dict(params).get("_cursor"))}]
     if next_cursor:
-        links.append({"relation": "next", "url": _link(request, path, params, next_cursor)})
+        links.append({"relation": "next", "url": link(next_cursor)})
     entries = []
     for _, stored in rows:
         url = f"{stored.resource_type}/{stored.id}"
