@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from fhir_server.search import combos
+from fhir_server.search.indexer import SearchIndexer
 from fhir_server.search.query import parse_search
 from fhir_server.search.registry import default_registry
 from fhir_server.store.engine import normalise_url
@@ -210,15 +211,20 @@ def postgres() -> Iterator[str]:
         yield url
 
 
-def test_postgresql_reads_the_page_from_the_combination_index(postgres):
-    query = _query("patient=p&code=s|c&_sort=-date")
+def page_plan(database: str, query: Any) -> str:
+    """PostgreSQL's plan of the query's page statement, on an empty database: the plan its indexes allow."""
     slots: dict = {}
     walk(query, None, slots)
     statement = _statements(query, None, Binder(slots))["page"]
     compiled = statement.compile(dialect=_pg_dialect(), compile_kwargs={"render_postcompile": True})
-    with psycopg.connect(postgres) as conn:
+    with psycopg.connect(database) as conn:
         conn.execute("SET enable_seqscan = off")  # an empty table: the plan the index allows, not a scan of nothing
-        plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + str(compiled), compiled.params).fetchall())
+        return "\n".join(row[0] for row in conn.execute("EXPLAIN " + str(compiled), compiled.params).fetchall())
+
+
+def test_postgresql_reads_the_page_from_the_combination_index(postgres):
+    query = _query("patient=p&code=s|c&_sort=-date")
+    plan = page_plan(postgres, query)
     assert "ix_idx_combo_value" in plan, plan
     assert "Sort" not in plan.replace("Sort Key", ""), plan  # the index's order is the page's order
     # and the server runs it prepared on the driver, its shape's literals in its text and the values bound
@@ -257,39 +263,46 @@ def _databases(tmp_path: Any) -> Iterator[str]:
             yield url
 
 
-def test_the_upgrade_indexes_the_observations_stored_before_it(tmp_path):
+def upgrade_checked(tmp_path: Any, before: str, resource_type: str, stored: dict[str, dict]) -> None:
+    """Store ``stored`` (the id "gone" deleted) at revision ``before``, upgrade to the head, and check the
+    combination rows the upgrade made: exactly the indexer's, and on SQLite written as the server writes dates (a
+    keyset compares them as text there)."""
     import orjson
-    from sqlalchemy import create_engine, insert, select, text
+    from sqlalchemy import insert, select, text
 
-    from fhir_server.search.indexer import SearchIndexer
     from fhir_server.store.batch import _sqlite_time
-    from fhir_server.store.engine import normalise_url
     from fhir_server.store.migrate import upgrade
     from fhir_server.store.records import utc_now
     from fhir_server.store.tables import idx_combo, resources
 
     indexer, columns = SearchIndexer(default_registry()), [c.name for c in idx_combo.columns]
+    expected = sorted(
+        tuple({**row, "resource_type": resource_type, "resource_id": rid}[c] for c in columns)
+        for rid, resource in stored.items()
+        if rid != "gone"
+        for row in indexer.index_rows(resource_type, resource)["combo"]
+    )
     for url in _databases(tmp_path):
-        upgrade(url, "0018")
+        upgrade(url, before)
         engine = create_engine(normalise_url(url))
         with engine.begin() as conn:
             conn.execute(insert(resources), [
-                {"resource_type": "Observation", "id": rid, "version_id": 1, "last_updated": utc_now(),
+                {"resource_type": resource_type, "id": rid, "version_id": 1, "last_updated": utc_now(),
                  "deleted": rid == "gone", "content": None if rid == "gone" else orjson.dumps(r).decode()}
-                for rid, r in STORED.items()
+                for rid, r in stored.items()
             ])  # fmt: skip
         upgrade(url)
         with engine.connect() as conn:
-            stored = sorted(tuple(row) for row in conn.execute(select(idx_combo)))
+            made = sorted(tuple(row) for row in conn.execute(select(idx_combo)))
             written = {row[0] for row in conn.execute(text("SELECT CAST(sort_at AS TEXT) FROM idx_combo"))}
         engine.dispose()
-        expected = sorted(
-            tuple({**row, "resource_type": "Observation", "resource_id": rid}[c] for c in columns)
-            for rid, resource in STORED.items()
-            if rid != "gone"
-            for row in indexer.index_rows("Observation", resource)["combo"]
-        )
-        assert len(expected) == 7  # o1: Patient/p1 by (=s|c, -|c, *|c); o2: Group/g by (=s|d, *|d); o3: 2
-        assert stored == expected, url
-        if url.startswith("sqlite"):  # as the server writes dates (a keyset compares them as text there)
+        assert made == expected, url
+        if url.startswith("sqlite"):
             assert written == {_sqlite_time(row[-1]) for row in expected}
+
+
+def test_the_upgrade_indexes_the_observations_stored_before_it(tmp_path):
+    # o1: Patient/p1 by (=s|c, -|c, *|c); o2: Group/g by (=s|d, *|d); o3: 2
+    assert sum(len(SearchIndexer(default_registry()).index_rows("Observation", r)["combo"])
+               for rid, r in STORED.items() if rid != "gone") == 7  # fmt: skip
+    upgrade_checked(tmp_path, "0018", "Observation", STORED)
