@@ -50,8 +50,8 @@ class Combo:
         return (*self.references, self.token, *((self.sort,) if self.sort else ()))
 
     def designed(self, registry: Registry) -> bool:
-        """Whether the registry's parameters of these codes are the R4 ones the combination was made for (an
-        operator's SearchParameter of the same code takes their place: custom.py)."""
+        """Whether the registry's parameters of these codes have the definitions the combination was made for
+        (an operator's SearchParameter of the same code takes their place: custom.py)."""
         return all(_designed(registry.get(self.resource_type, code)) for code in self.codes)
 
     def rows(self, index: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -109,10 +109,10 @@ def _spec() -> dict[tuple[str, str], SearchParam]:
 
 def _designed(param: SearchParam | None) -> bool:
     """A parameter with R4's definition (or the product's: ``PRODUCT_PARAMETERS``), whose rows the combination's
-    rows are made from.  A SearchParameter that
-    redefines one (``subject`` as ``Observation.performer``) indexes other rows under its code: a query naming it
-    takes the general search, and the combination keeps its rows from R4's definitions (``rows_of``).  The
-    expression is part of a query's shape (store/search_shapes.py), so a kept plan follows the same decision."""
+    rows are made from.  A SearchParameter that redefines one (``subject`` as ``Observation.performer``) indexes
+    other rows under its code: a query naming it takes the general search, and the combination keeps its rows from
+    the definitions it was made for (``rows_of``).  The expression is part of a query's shape
+    (store/search_shapes.py), so a kept plan follows the same decision."""
     if param is None:
         return False
     spec = _spec().get((param.base, param.code))

@@ -1,5 +1,6 @@
 """The page of a search a combination index answers (search/combos.py): one range of ``ix_idx_combo_value`` in the
-general search's order (the date descending, then the id), joined to the current rows for their content.
+general search's order (the date descending then the id, or the id alone), joined to the current rows for their
+content.
 
 On PostgreSQL it runs straight on the driver as a prepared statement, its text literals in its text: its plan is
 the index range whatever the values, so unlike the general search's statements (planned for their values: a
