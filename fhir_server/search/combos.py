@@ -72,7 +72,7 @@ class Combo:
         if not codes:
             return []
         ends = [row["high"] for row in index.get("date", ()) if row["param"] == self.sort and row["high"]]
-        at = max(ends) if ends and self.sort else MIN_DATE
+        at = max(ends) if ends else MIN_DATE  # none without a sort: its param matches no row
         return [_row(self.name, ref, code, at) for ref in sorted(targets) for code in sorted(codes)]
 
 

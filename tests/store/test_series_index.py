@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import httpx
 from alembic import command
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, text
 
 from fhir_server.config import Settings
 from fhir_server.store.migrate import alembic_config
@@ -29,17 +29,61 @@ def _rows(url: str) -> list[tuple]:
         engine.dispose()
 
 
+# Every date the index tables keep, as stored: SQLite compares them as text, so an upgrade must write the text the
+# server writes (a whole second as "10:00:00.000000", not "10:00:00").
+STORED_DATES = {"idx_series": ("at",), "idx_report": ("at", "acknowledged_at"), "idx_combo": ("sort_at",)}
+
+
+def _date_texts(url: str) -> dict[str, list]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {
+                f"{table}.{column}": sorted(
+                    row[0] or "" for row in conn.execute(text(f"SELECT CAST({column} AS TEXT) FROM {table}"))
+                )
+                for table, columns in STORED_DATES.items()
+                for column in columns
+            }
+    finally:
+        engine.dispose()
+
+
 def test_the_migration_fills_the_index_from_stored_results(backend):
     with fresh_database(backend) as url:
         settings = Settings(database_url=url, load_library=True, _env_file=None)
         with ServerThread(settings, backend) as running, httpx.Client(base_url=running.fhir_base) as client:
             for day, marks in enumerate(((95,) * 4, (85,) * 4, (80,) * 4), start=1):
                 submit(client, srs("migrated", marks, f"2026-02-{day:02d}T10:00:00Z"))
-        before = _rows(url)
+        before, texts = _rows(url), _date_texts(url)
         assert {r[2] for r in before} == {"measure", "active-flag"} and len(before) >= 5
-        command.downgrade(alembic_config(url), "0012")  # as a database from before the index was added
+        assert texts["idx_series.at"] and texts["idx_report.at"] and texts["idx_combo.sort_at"]
+        command.downgrade(alembic_config(url), "0012")  # as a database from before the indexes were added
         command.upgrade(alembic_config(url), "head")
         assert _rows(url) == before
+        assert _date_texts(url) == texts  # the series, report and combination indexes' dates, as the server wrote
+
+
+def test_the_upgrade_mends_whole_second_dates_an_earlier_upgrade_wrote_on_sqlite(tmp_path):
+    url = f"sqlite:///{tmp_path}/mend.db"
+    command.upgrade(alembic_config(url), "0020")
+    engine = create_engine(url)
+    row = {"resource_type": "Observation", "resource_id": "o", "param": "p", "element": None}
+    with engine.begin() as conn:  # as the untyped inserts of 0013, 0017 and 0019 stored them
+        conn.execute(text(
+            "INSERT INTO idx_series (resource_type, resource_id, param, element, subject_type, subject_id, system,"
+            " code, series, at) VALUES (:resource_type, :resource_id, :param, :element, 'Patient', 'p', 's', 'c',"
+            " 'self', '2026-02-01 10:00:00')"), row)  # fmt: skip
+        conn.execute(text(
+            "INSERT INTO idx_combo (resource_type, resource_id, param, element, ref_type, ref_id, token_mode, system,"
+            " code, sort_at) VALUES (:resource_type, :resource_id, :param, :element, 'Patient', 'p', '*', '', 'c',"
+            " '0001-01-01 00:00:00'), (:resource_type, 'o2', :param, :element, 'Patient', 'p', '*', '', 'c',"
+            " '2026-02-01 10:00:00.250000')"), row)  # fmt: skip
+    engine.dispose()
+    command.upgrade(alembic_config(url), "head")
+    texts = _date_texts(url)
+    assert texts["idx_series.at"] == ["2026-02-01 10:00:00.000000"]
+    assert texts["idx_combo.sort_at"] == ["0001-01-01 00:00:00.000000", "2026-02-01 10:00:00.250000"]
 
 
 def test_the_index_follows_deletes_retractions_and_closed_flags(client, uid, database_url):

@@ -47,7 +47,8 @@ def upgrade() -> None:
     table = sa.table(
         "idx_series",
         *(sa.column(name) for name in ("resource_type", "resource_id", "param", "element", "subject_type")),
-        *(sa.column(name) for name in ("subject_id", "system", "code", "series", "at")),
+        *(sa.column(name) for name in ("subject_id", "system", "code", "series")),
+        sa.column("at", sa.DateTime),  # typed: SQLite then stores it as the server's writes do (migration 0021)
     )
     bind = op.get_bind()
     after = ("", "")

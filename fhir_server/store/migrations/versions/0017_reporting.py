@@ -61,7 +61,9 @@ def upgrade() -> None:
         sa.Column("user_id", sa.String(64), primary_key=True),
         sa.Column("organization", sa.String(140), primary_key=True),
     )
-    table = sa.table("idx_report", *(sa.column(name) for name in COLUMNS))
+    # the dates typed: SQLite then stores them as the server's writes do (migration 0021)
+    dates = ("at", "acknowledged_at")
+    table = sa.table("idx_report", *(sa.column(name, sa.DateTime if name in dates else None) for name in COLUMNS))
     bind = op.get_bind()
     after = ("", "")
     while True:
